@@ -1,0 +1,56 @@
+import type { ReactNode } from 'react';
+import type { Session } from '../lib/auth';
+import { Link, usePathname } from '../lib/router';
+import { ConnectionIndicator } from './ConnectionIndicator';
+import { StatBadges } from './StatBadges';
+
+const NAV = [
+  { to: '/tasks', label: 'Tasks' },
+  { to: '/approvals', label: 'Approvals' },
+  { to: '/conversations', label: 'Conversations' },
+];
+
+export function Layout({ session, onLogout, children }: { session: Session; onLogout: () => void; children: ReactNode }) {
+  const path = usePathname();
+  return (
+    <div className="app">
+      <header className="topbar">
+        <Link to="/tasks" className="brand" aria-label="Pulse home">
+          <span className="brand-mark" aria-hidden="true">
+            <svg viewBox="0 0 24 24" width="22" height="22">
+              <path d="M2 12h4l3-8 4 16 3-8h6" fill="none" stroke="currentColor" strokeWidth="2.4" strokeLinecap="round" strokeLinejoin="round" />
+            </svg>
+          </span>
+          <span className="brand-name">Pulse</span>
+        </Link>
+        <nav className="nav" aria-label="Main">
+          {NAV.map((n) => (
+            <Link
+              key={n.to}
+              to={n.to}
+              className={path.startsWith(n.to) ? 'nav-link active' : 'nav-link'}
+              aria-current={path.startsWith(n.to) ? 'page' : undefined}
+              data-testid={`nav-${n.label.toLowerCase()}`}
+            >
+              {n.label}
+            </Link>
+          ))}
+        </nav>
+        <div className="topbar-right">
+          <ConnectionIndicator />
+          <div className="user" data-testid="current-user">
+            <span className="user-name">{session.user.username}</span>
+            <span className={`role role-${session.user.role}`}>{session.user.role}</span>
+          </div>
+          <button type="button" className="btn-ghost" onClick={onLogout} data-testid="logout">
+            Log out
+          </button>
+        </div>
+      </header>
+      <main className="main">
+        <StatBadges />
+        {children}
+      </main>
+    </div>
+  );
+}

@@ -1,0 +1,141 @@
+import { useSyncExternalStore } from 'react';
+
+export type Role = 'admin' | 'manager' | 'staff' | string;
+
+export interface User {
+  id: number;
+  username: string;
+  role: Role;
+}
+
+export interface Session {
+  token: string;
+  expiresAt: string;
+  user: User;
+}
+
+export const STORAGE_KEY = 'pulse.session';
+
+type Listener = () => void;
+
+function isSession(v: unknown): v is Session {
+  if (!v || typeof v !== 'object') return false;
+  const s = v as Partial<Session>;
+  return (
+    typeof s.token === 'string' &&
+    s.token.length > 0 &&
+    !!s.user &&
+    typeof s.user === 'object' &&
+    typeof s.user.username === 'string'
+  );
+}
+
+function expired(s: Session, now = Date.now()): boolean {
+  if (!s.expiresAt) return false;
+  const t = Date.parse(s.expiresAt);
+  return Number.isFinite(t) && t <= now;
+}
+
+/**
+ * The session lives in localStorage so every tab of the browser shares it; the `storage`
+ * event tells the other tabs about a login or logout.
+ */
+export class AuthStore {
+  private listeners = new Set<Listener>();
+  private cachedRaw: string | null | undefined = undefined;
+  private cached: Session | null = null;
+  private _logoutReason: string | null = null;
+
+  constructor(private readonly storage: Storage | null = typeof localStorage !== 'undefined' ? localStorage : null) {
+    if (typeof window !== 'undefined') {
+      window.addEventListener('storage', (e) => {
+        if (e.key === null || e.key === STORAGE_KEY) this.emit();
+      });
+    }
+  }
+
+  private readRaw(): string | null {
+    try {
+      return this.storage?.getItem(STORAGE_KEY) ?? null;
+    } catch {
+      return null;
+    }
+  }
+
+  get = (): Session | null => {
+    const raw = this.readRaw();
+    if (raw === this.cachedRaw) return this.cached;
+    this.cachedRaw = raw;
+    let session: Session | null = null;
+    if (raw) {
+      try {
+        const parsed: unknown = JSON.parse(raw);
+        session = isSession(parsed) && !expired(parsed) ? parsed : null;
+      } catch {
+        session = null;
+      }
+    }
+    this.cached = session;
+    return session;
+  };
+
+  token(): string | null {
+    return this.get()?.token ?? null;
+  }
+
+  set(session: Session): void {
+    this._logoutReason = null;
+    try {
+      this.storage?.setItem(STORAGE_KEY, JSON.stringify(session));
+    } catch {
+      /* storage full or blocked: the session lives only in this tab's cache */
+      this.cachedRaw = JSON.stringify(session);
+      this.cached = session;
+    }
+    this.emit();
+  }
+
+  /** Logs out in every tab. `reason` is shown on the login page of this tab. */
+  clear(reason: string | null = null): void {
+    this._logoutReason = reason;
+    try {
+      this.storage?.removeItem(STORAGE_KEY);
+    } catch {
+      /* ignore */
+    }
+    this.cachedRaw = undefined;
+    this.emit();
+  }
+
+  /** The last logout reason (e.g. session expired), consumed by the login page. */
+  takeLogoutReason(): string | null {
+    const r = this._logoutReason;
+    this._logoutReason = null;
+    return r;
+  }
+
+  peekLogoutReason(): string | null {
+    return this._logoutReason;
+  }
+
+  subscribe = (listener: Listener): (() => void) => {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  };
+
+  private emit(): void {
+    this.listeners.forEach((l) => l());
+  }
+}
+
+export const authStore = new AuthStore();
+
+export function useSession(store: AuthStore = authStore): Session | null {
+  return useSyncExternalStore(store.subscribe, store.get, () => null);
+}
+
+export function canDecideApprovals(role: Role | undefined): boolean {
+  return role === 'admin' || role === 'manager';
+}

@@ -1,0 +1,300 @@
+//! Connecting to SQLite or PostgreSQL, migrating, and running one query body on either.
+//!
+//! Business logic is written once: the [`read!`] and [`write_tx!`] macros expand a body
+//! for each backend's connection type, so the same diesel DSL serves both (the approach
+//! of vaultwarden's `db_run!`). Only connecting and migrating differ per backend.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::{Connection, SqliteConnection};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::error::{ServiceError, ServiceResult};
+
+/// Runs `$body` with `$conn` bound to a pooled read connection of whichever backend `$db`
+/// uses. The body is written once and compiled for both connection types.
+macro_rules! read {
+    ($db:expr, |$conn:ident| $body:expr) => {{
+        match &*$db.backend {
+            $crate::db::Backend::Sqlite { readers, .. } => {
+                let mut guard = readers.get().await.map_err($crate::error::ServiceError::from)?;
+                let $conn = &mut *guard;
+                $body
+            }
+            $crate::db::Backend::Postgres { pool, .. } => {
+                let mut guard = pool.get().await.map_err($crate::error::ServiceError::from)?;
+                let $conn = &mut *guard;
+                $body
+            }
+        }
+    }};
+}
+
+/// Runs `$body` inside a write transaction (`BEGIN IMMEDIATE` on SQLite), with `$conn`
+/// bound to the transaction's connection. An `Err` from the body rolls back.
+macro_rules! write_tx {
+    ($db:expr, |$conn:ident| $body:expr) => {{
+        match &*$db.backend {
+            $crate::db::Backend::Sqlite { writer, .. } => {
+                let mut guard = writer.get().await.map_err($crate::error::ServiceError::from)?;
+                guard
+                    .immediate_transaction(async |$conn| -> Result<_, $crate::error::ServiceError> { $body })
+                    .await
+            }
+            $crate::db::Backend::Postgres { pool, .. } => {
+                use diesel_async::AsyncConnection as _;
+                let mut guard = pool.get().await.map_err($crate::error::ServiceError::from)?;
+                guard.transaction(async |$conn| -> Result<_, $crate::error::ServiceError> { $body }).await
+            }
+        }
+    }};
+}
+
+/// Whether row `$id` of `$table` exists (after a guarded update touched nothing).
+macro_rules! exists {
+    ($conn:expr, $table:ident, $id:expr) => {
+        $crate::schema::$table::table.find($id).count().get_result::<i64>($conn).await? > 0
+    };
+}
+
+pub(crate) use {exists, read, write_tx};
+
+/// An async SQLite connection: diesel's sync connection, run on the blocking pool.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// Which database a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// Embedded, single instance.
+    Sqlite,
+    /// Shared, several instances.
+    Postgres,
+}
+
+/// Pool sizes and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// PostgreSQL connections, and SQLite reader connections (SQLite always has one writer).
+    pub max_connections: u32,
+    /// How long a call waits for a connection before it fails as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self { max_connections: 8, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is neither `sqlite://PATH` nor `postgres://…`.
+    #[error("unsupported DATABASE_URL {0:?}: expected sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// The SQLite folder or lock file could not be created.
+    #[error("cannot prepare the SQLite file {path}: {source}")]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another process has the SQLite database open.
+    #[error(
+        "the SQLite database {0} is in use by another Pulse process; SQLite serves one instance \
+         (use PostgreSQL to run several)"
+    )]
+    SqliteInUse(PathBuf),
+    /// The server refused or could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Connection(#[from] diesel::ConnectionError),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+}
+
+/// A pool of connections to SQLite or PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) backend: Arc<Backend>,
+}
+
+pub(crate) enum Backend {
+    Sqlite {
+        /// SQLite allows one writer at a time: one connection, so writers queue here
+        /// (asynchronously) instead of spinning on the file lock.
+        writer: Pool<SqliteConn>,
+        readers: Pool<SqliteConn>,
+        path: PathBuf,
+        /// Held open for the life of the process: its lock keeps a second server out.
+        _lock: File,
+    },
+    Postgres {
+        pool: Pool<AsyncPgConnection>,
+        url: String,
+    },
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("kind", &self.kind()).finish()
+    }
+}
+
+impl Database {
+    /// Opens `url` (`sqlite://PATH` or `postgres://…`). For SQLite the file and its folder
+    /// are created if absent, and a lock keeps other processes out.
+    pub async fn connect(url: &str, options: PoolOptions) -> Result<Self, ConnectError> {
+        let backend = if let Some(path) = sqlite_path(url) {
+            connect_sqlite(path, &options).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = Pool::builder()
+                .max_size(options.max_connections)
+                .connection_timeout(options.acquire_timeout)
+                .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new(url))
+                .await?;
+            Backend::Postgres { pool, url: url.to_owned() }
+        } else {
+            return Err(ConnectError::UnsupportedUrl(url.to_owned()));
+        };
+        Ok(Self { backend: Arc::new(backend) })
+    }
+
+    /// Which backend this is.
+    pub fn kind(&self) -> DatabaseKind {
+        match *self.backend {
+            Backend::Sqlite { .. } => DatabaseKind::Sqlite,
+            Backend::Postgres { .. } => DatabaseKind::Postgres,
+        }
+    }
+
+    /// The PostgreSQL URL, for components that need a dedicated connection (LISTEN).
+    pub fn postgres_url(&self) -> Option<&str> {
+        match &*self.backend {
+            Backend::Postgres { url, .. } => Some(url),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// Applies pending migrations (embedded from `migrations/<backend>`), off the runtime.
+    pub async fn migrate(&self) -> Result<(), ConnectError> {
+        let job = match &*self.backend {
+            Backend::Sqlite { path, .. } => {
+                let path = path.to_string_lossy().into_owned();
+                tokio::task::spawn_blocking(move || -> Result<(), ConnectError> {
+                    let mut conn = SqliteConnection::establish(&path)?;
+                    run_migrations(&mut conn, SQLITE_MIGRATIONS)
+                })
+            }
+            Backend::Postgres { url, .. } => {
+                let url = url.clone();
+                tokio::task::spawn_blocking(move || -> Result<(), ConnectError> {
+                    let mut conn =
+                        <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
+                    run_migrations(&mut conn, POSTGRES_MIGRATIONS)
+                })
+            }
+        };
+        job.await.map_err(|e| ConnectError::Migration(e.to_string()))?
+    }
+
+    /// Checks that the database answers (for `/readyz`).
+    pub async fn ping(&self) -> ServiceResult<()> {
+        read!(self, |conn| conn.batch_execute("SELECT 1").await.map_err(ServiceError::from))
+    }
+}
+
+fn run_migrations<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<(), ConnectError>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+{
+    conn.run_pending_migrations(migrations).map(|_| ()).map_err(|e| ConnectError::Migration(e.to_string()))
+}
+
+/// `sqlite://data/pulse.db`, `sqlite:///abs/pulse.db` or `sqlite:data/pulse.db` → the path.
+fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+}
+
+async fn connect_sqlite(path: &str, options: &PoolOptions) -> Result<Backend, ConnectError> {
+    let path = PathBuf::from(path);
+    let io = |source| ConnectError::Io { path: path.clone(), source };
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(io)?;
+    }
+    let lock = lock_sqlite(&path)?;
+    let url = path.to_string_lossy().into_owned();
+    let writer = Pool::builder()
+        .max_size(1)
+        .connection_timeout(options.acquire_timeout)
+        .build(sqlite_manager(&url))
+        .await?;
+    let readers = Pool::builder()
+        .max_size(options.max_connections.max(1))
+        .connection_timeout(options.acquire_timeout)
+        .build(sqlite_manager(&url))
+        .await?;
+    Ok(Backend::Sqlite { writer, readers, path, _lock: lock })
+}
+
+/// An exclusive lock on `PATH.lock`, released by the OS when the process ends (even by
+/// `kill -9`), so a stale lock never blocks a restart.
+fn lock_sqlite(path: &Path) -> Result<File, ConnectError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| ConnectError::Io { path: lock_path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ConnectError::SqliteInUse(path.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => Err(ConnectError::Io { path: lock_path, source }),
+    }
+}
+
+fn sqlite_manager(url: &str) -> AsyncDieselConnectionManager<SqliteConn> {
+    let mut config = ManagerConfig::<SqliteConn>::default();
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let mut conn = SqliteConn::establish(&url).await?;
+            // WAL: readers never block the writer. FULL: a commit survives power loss, not
+            // only a crash. busy_timeout: wait for a lock instead of failing at once.
+            conn.batch_execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                 PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+            )
+            .await
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    AsyncDieselConnectionManager::new_with_config(url, config)
+}
+
+impl From<diesel_async::pooled_connection::PoolError> for ConnectError {
+    fn from(error: diesel_async::pooled_connection::PoolError) -> Self {
+        match error {
+            diesel_async::pooled_connection::PoolError::ConnectionError(e) => ConnectError::Connection(e),
+            diesel_async::pooled_connection::PoolError::QueryError(e) => {
+                ConnectError::Connection(diesel::ConnectionError::CouldntSetupConfiguration(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! What can go wrong in a service call. The gateway maps each variant to an HTTP status;
+//! nothing here knows about HTTP.
+
+use std::fmt;
+
+/// A service call's failure. A call that fails changed nothing and emitted no event.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The input broke a rule (required, length, enum value, …). Maps to 400.
+    #[error("{0}")]
+    Validation(#[from] ValidationError),
+    /// Wrong username or password; the same answer whether the user exists or not. Maps to 401.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// The actor's role may not do this. Maps to 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such record. Maps to 404.
+    #[error("{entity} {id} not found")]
+    NotFound {
+        /// Which kind of record.
+        entity: &'static str,
+        /// The id asked for.
+        id: i64,
+    },
+    /// The change is not allowed from the record's current state, or clashes with another
+    /// record (a taken username). Maps to 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database cannot be reached right now. Maps to 503.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A bug or a broken invariant. Maps to 500; the cause is logged, not shown.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// One input that broke a rule, named by its wire (camelCase) field name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError {
+    /// The field, as clients spell it (`guestName`).
+    pub field: &'static str,
+    /// What is wrong with it, in plain words.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// A rule broken by `field`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl ServiceError {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        ServiceError::Internal(message.into().into())
+    }
+
+    pub(crate) fn not_found(entity: &'static str, id: i64) -> Self {
+        ServiceError::NotFound { entity, id }
+    }
+}
+
+impl From<diesel::result::Error> for ServiceError {
+    fn from(error: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match error {
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                ServiceError::Conflict(format!("already exists ({})", info.message()))
+            }
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
+            | Error::BrokenTransactionManager => ServiceError::Unavailable(Box::new(error)),
+            // SQLite answers "database is locked" when the busy timeout runs out.
+            Error::DatabaseError(DatabaseErrorKind::Unknown, ref info)
+                if info.message().contains("locked") =>
+            {
+                ServiceError::Unavailable(Box::new(error))
+            }
+            other => ServiceError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<diesel::ConnectionError> for ServiceError {
+    fn from(error: diesel::ConnectionError) -> Self {
+        ServiceError::Unavailable(Box::new(error))
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<bb8::RunError<E>> for ServiceError {
+    fn from(error: bb8::RunError<E>) -> Self {
+        ServiceError::Unavailable(Box::new(error))
+    }
+}
+
+/// Shorthand for service results.
+pub type ServiceResult<T> = Result<T, ServiceError>;

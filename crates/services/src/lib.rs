@@ -1,0 +1,75 @@
+//! Pulse's domain services: tasks, conversations, approvals and users, on SQLite or
+//! PostgreSQL through diesel-async.
+//!
+//! Every committed change writes its events to the event log in the same transaction and
+//! publishes them on the bus after the commit; a refused or rolled-back change emits none.
+//! Stats come from counters the database keeps in the writing transaction.
+//!
+//! Architecture invariant: services know the [`domain_events::EventPublisher`] trait and
+//! nothing of HTTP, WebSocket or other instances (no actix, no ws-bridge, no gateway).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use domain_events::InProcessBus;
+//! use services::{Database, PoolOptions, Services};
+//!
+//! let db = Database::connect("sqlite://data/pulse.db", PoolOptions::default()).await?;
+//! db.migrate().await?;
+//! let services = Services::new(db, Arc::new(InProcessBus::default()));
+//! let stats = services.tasks.stats().await?;
+//! # Ok(()) }
+//! ```
+
+mod db;
+mod error;
+pub mod outbox;
+mod schema;
+
+pub mod approvals;
+pub mod conversations;
+pub mod stats;
+pub mod tasks;
+pub mod users;
+pub mod validate;
+
+use std::sync::Arc;
+
+use domain_events::EventPublisher;
+
+pub use approvals::{ApprovalQueue, NewApproval};
+pub use conversations::{ConversationChanges, ConversationService, NewConversation};
+pub use db::{ConnectError, Database, DatabaseKind, PoolOptions};
+pub use error::{ServiceError, ServiceResult, ValidationError};
+pub use outbox::EventLog;
+pub use tasks::{NewTask, TaskFilter, TaskService};
+pub use users::{NewUser, UserService};
+pub use validate::{Page, PageRequest};
+
+/// Every service on one database and one publisher.
+#[derive(Clone)]
+pub struct Services {
+    /// Tasks.
+    pub tasks: TaskService,
+    /// Guest conversations.
+    pub conversations: ConversationService,
+    /// The approval queue.
+    pub approvals: ApprovalQueue,
+    /// Users and passwords.
+    pub users: UserService,
+    /// The database they share.
+    pub db: Database,
+}
+
+impl Services {
+    /// Builds every service on `db`, announcing committed changes on `publisher`.
+    pub fn new(db: Database, publisher: Arc<dyn EventPublisher>) -> Self {
+        Self {
+            tasks: TaskService::new(db.clone(), publisher.clone()),
+            conversations: ConversationService::new(db.clone(), publisher.clone()),
+            approvals: ApprovalQueue::new(db.clone(), publisher),
+            users: UserService::new(db.clone()),
+            db,
+        }
+    }
+}

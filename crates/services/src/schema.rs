@@ -1,0 +1,80 @@
+//! The one schema both backends share (migrations/sqlite and migrations/postgres create it).
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        username -> Text,
+        password_hash -> Text,
+        role -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> BigInt,
+        kind -> Text,
+        department -> Text,
+        description -> Text,
+        status -> Text,
+        assignee -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    conversations (id) {
+        id -> BigInt,
+        guest_name -> Text,
+        channel -> Text,
+        subject -> Text,
+        state -> Text,
+        escalation_reason -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        resolved_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    approvals (id) {
+        id -> BigInt,
+        kind -> Text,
+        summary -> Text,
+        payload -> Nullable<Text>,
+        status -> Text,
+        requested_by -> Text,
+        decided_by -> Nullable<Text>,
+        decision_reason -> Nullable<Text>,
+        decided_at -> Nullable<Timestamp>,
+        executed_by -> Nullable<Text>,
+        executed_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    events (seq) {
+        seq -> BigInt,
+        name -> Text,
+        actor -> Text,
+        event -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    stats_counters (topic, bucket, shard) {
+        topic -> Text,
+        bucket -> Text,
+        shard -> Integer,
+        n -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(users, tasks, conversations, approvals, events, stats_counters);

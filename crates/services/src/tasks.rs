@@ -1,0 +1,260 @@
+//! Tasks: `pending → in_progress → completed`.
+
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use domain_events::model::{Actor, Task, TaskStats, TaskStatus};
+use domain_events::{DomainEvent, EventPublisher};
+use serde::Deserialize;
+
+use crate::db::{Database, exists, read, write_tx};
+use crate::error::{ServiceError, ServiceResult, ValidationError};
+use crate::outbox::{now, record_events, utc};
+use crate::schema::{tasks, users};
+use crate::validate::{self, Page, PageRequest, limits};
+
+/// `POST /api/v1/tasks`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewTask {
+    /// What kind of work.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Which department does it.
+    pub department: String,
+    /// Free text.
+    pub description: String,
+    /// Username to assign it to at once (the task starts `in_progress`).
+    #[serde(default)]
+    pub assignee: Option<String>,
+}
+
+/// Filters of `GET /api/v1/tasks`.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only this status.
+    pub status: Option<TaskStatus>,
+    /// Only this department.
+    pub department: Option<String>,
+    /// Only tasks assigned to this username.
+    pub assignee: Option<String>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = tasks)]
+struct TaskRow {
+    id: i64,
+    kind: String,
+    department: String,
+    description: String,
+    status: String,
+    assignee: Option<String>,
+    created_by: String,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+    completed_at: Option<NaiveDateTime>,
+}
+
+impl TryFrom<TaskRow> for Task {
+    type Error = ServiceError;
+    fn try_from(row: TaskRow) -> Result<Self, Self::Error> {
+        Ok(Task {
+            id: row.id,
+            kind: row.kind,
+            department: row.department,
+            description: row.description,
+            status: row.status.parse().map_err(|e| ServiceError::Internal(Box::new(e)))?,
+            assignee: row.assignee,
+            created_by: row.created_by,
+            created_at: utc(row.created_at),
+            updated_at: utc(row.updated_at),
+            completed_at: row.completed_at.map(utc),
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = tasks)]
+struct NewTaskRow<'a> {
+    kind: &'a str,
+    department: &'a str,
+    description: &'a str,
+    status: &'static str,
+    assignee: Option<&'a str>,
+    created_by: &'a str,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+/// Creates, assigns and completes tasks; every committed change publishes its events.
+#[derive(Clone)]
+pub struct TaskService {
+    db: Database,
+    publisher: Arc<dyn EventPublisher>,
+}
+
+/// Fails unless `username` names a user (a task is assigned to someone who can log in).
+macro_rules! ensure_user_exists {
+    ($conn:expr, $username:expr) => {{
+        let found: i64 = users::table.filter(users::username.eq($username)).count().get_result($conn).await?;
+        if found == 0 {
+            return Err(ValidationError::new("assignee", format!("no user named {:?}", $username)).into());
+        }
+    }};
+}
+
+impl TaskService {
+    /// A service writing to `db` and announcing on `publisher`.
+    pub fn new(db: Database, publisher: Arc<dyn EventPublisher>) -> Self {
+        Self { db, publisher }
+    }
+
+    /// Creates a task: `pending`, or `in_progress` when an assignee is given.
+    /// Emits `task.created`, then `task.assigned` when assigned.
+    pub async fn create(&self, actor: &Actor, input: NewTask) -> ServiceResult<Task> {
+        let kind = validate::required_text("type", &input.kind, limits::SHORT_TEXT)?;
+        let department = validate::required_text("department", &input.department, limits::SHORT_TEXT)?;
+        let description = validate::required_text("description", &input.description, limits::DESCRIPTION)?;
+        let assignee = input.assignee.as_deref().map(|a| validate::username("assignee", a)).transpose()?;
+        let status = if assignee.is_some() { TaskStatus::InProgress } else { TaskStatus::Pending };
+        let at = now();
+        let row = NewTaskRow {
+            kind: &kind,
+            department: &department,
+            description: &description,
+            status: status.as_str(),
+            assignee: assignee.as_deref(),
+            created_by: &actor.username,
+            created_at: at,
+            updated_at: at,
+        };
+        let (task, events) = write_tx!(self.db, |conn| {
+            if let Some(assignee) = &assignee {
+                ensure_user_exists!(conn, assignee);
+            }
+            let task = Task::try_from(
+                diesel::insert_into(tasks::table)
+                    .values(&row)
+                    .returning(TaskRow::as_returning())
+                    .get_result(conn)
+                    .await?,
+            )?;
+            let mut events = vec![DomainEvent::TaskCreated(task.clone())];
+            if task.assignee.is_some() {
+                events.push(DomainEvent::TaskAssigned(task.clone()));
+            }
+            let events = record_events!(conn, actor, at, events);
+            Ok((task, events))
+        })?;
+        self.publisher.publish(events);
+        Ok(task)
+    }
+
+    /// One task.
+    pub async fn get(&self, id: i64) -> ServiceResult<Task> {
+        let row: Option<TaskRow> = read!(self.db, |conn| tasks::table
+            .find(id)
+            .select(TaskRow::as_select())
+            .first(conn)
+            .await
+            .optional()
+            .map_err(ServiceError::from))?;
+        row.ok_or(ServiceError::not_found("task", id))?.try_into()
+    }
+
+    /// Tasks matching `filter`, newest first.
+    pub async fn list(&self, filter: &TaskFilter, page: PageRequest) -> ServiceResult<Page<Task>> {
+        let (limit, cursor) = page.validated()?;
+        let rows: Vec<TaskRow> = read!(self.db, |conn| {
+            let mut query = tasks::table.select(TaskRow::as_select()).order(tasks::id.desc()).into_boxed();
+            if let Some(status) = filter.status {
+                query = query.filter(tasks::status.eq(status.as_str()));
+            }
+            if let Some(department) = &filter.department {
+                query = query.filter(tasks::department.eq(department));
+            }
+            if let Some(assignee) = &filter.assignee {
+                query = query.filter(tasks::assignee.eq(assignee));
+            }
+            if let Some(cursor) = cursor {
+                query = query.filter(tasks::id.lt(cursor));
+            }
+            query.limit(limit + 1).load(conn).await.map_err(ServiceError::from)
+        })?;
+        let items = rows.into_iter().map(Task::try_from).collect::<ServiceResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, limit, |t| t.id))
+    }
+
+    /// Assigns (or reassigns) a task; it moves to `in_progress`. Emits `task.assigned`.
+    /// A completed task cannot be assigned (conflict).
+    pub async fn assign(&self, actor: &Actor, id: i64, assignee: &str) -> ServiceResult<Task> {
+        let assignee = validate::username("assignee", assignee)?;
+        let at = now();
+        let (task, events) = write_tx!(self.db, |conn| {
+            ensure_user_exists!(conn, &assignee);
+            let updated: Option<TaskRow> = diesel::update(
+                tasks::table.find(id).filter(tasks::status.ne(TaskStatus::Completed.as_str())),
+            )
+            .set((
+                tasks::assignee.eq(&assignee),
+                tasks::status.eq(TaskStatus::InProgress.as_str()),
+                tasks::updated_at.eq(at),
+            ))
+            .returning(TaskRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+            let Some(row) = updated else {
+                return Err(refusal(exists!(conn, tasks, id), id, "assign"));
+            };
+            let task = Task::try_from(row)?;
+            let events = record_events!(conn, actor, at, vec![DomainEvent::TaskAssigned(task.clone())]);
+            Ok((task, events))
+        })?;
+        self.publisher.publish(events);
+        Ok(task)
+    }
+
+    /// Completes a task (from `pending` or `in_progress`). Emits `task.completed`.
+    pub async fn complete(&self, actor: &Actor, id: i64) -> ServiceResult<Task> {
+        let at = now();
+        let (task, events) = write_tx!(self.db, |conn| {
+            let updated: Option<TaskRow> = diesel::update(
+                tasks::table.find(id).filter(tasks::status.ne(TaskStatus::Completed.as_str())),
+            )
+            .set((
+                tasks::status.eq(TaskStatus::Completed.as_str()),
+                tasks::updated_at.eq(at),
+                tasks::completed_at.eq(Some(at)),
+            ))
+            .returning(TaskRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+            let Some(row) = updated else {
+                return Err(refusal(exists!(conn, tasks, id), id, "complete"));
+            };
+            let task = Task::try_from(row)?;
+            let events = record_events!(conn, actor, at, vec![DomainEvent::TaskCompleted(task.clone())]);
+            Ok((task, events))
+        })?;
+        self.publisher.publish(events);
+        Ok(task)
+    }
+
+    /// Counts by status.
+    pub async fn stats(&self) -> ServiceResult<TaskStats> {
+        crate::stats::task_stats(&self.db).await
+    }
+}
+
+/// Why a guarded update touched nothing: the task is missing, or completed already.
+fn refusal(exists: bool, id: i64, action: &str) -> ServiceError {
+    if exists {
+        ServiceError::Conflict(format!("cannot {action} task {id}: it is already completed"))
+    } else {
+        ServiceError::not_found("task", id)
+    }
+}
