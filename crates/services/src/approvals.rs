@@ -160,7 +160,7 @@ impl ApprovalQueue {
                     .get_result(conn)
                     .await?,
             )?;
-            let events = record_events!(conn, actor, at, vec![DomainEvent::ApprovalQueued(approval.clone())]);
+            let events = record_events!(conn, actor, at, [DomainEvent::ApprovalQueued(approval.clone())]);
             Ok((approval, events))
         }))
     }
@@ -228,8 +228,7 @@ impl ApprovalQueue {
                 ),
                 "decide"
             );
-            let events =
-                record_events!(conn, actor, at, vec![DomainEvent::ApprovalDecided(approval.clone())]);
+            let events = record_events!(conn, actor, at, [DomainEvent::ApprovalDecided(approval.clone())]);
             Ok((approval, events))
         }))
     }
@@ -251,8 +250,7 @@ impl ApprovalQueue {
                 ),
                 "execute"
             );
-            let events =
-                record_events!(conn, actor, at, vec![DomainEvent::ApprovalExecuted(approval.clone())]);
+            let events = record_events!(conn, actor, at, [DomainEvent::ApprovalExecuted(approval.clone())]);
             Ok((approval, events))
         }))
     }

@@ -160,7 +160,7 @@ impl ConversationService {
                     .await?,
             )?;
             let events =
-                record_events!(conn, actor, at, vec![DomainEvent::ConversationCreated(conversation.clone())]);
+                record_events!(conn, actor, at, [DomainEvent::ConversationCreated(conversation.clone())]);
             Ok((conversation, events))
         })?;
         self.publisher.publish(events);
@@ -232,7 +232,7 @@ impl ConversationService {
                 "update"
             );
             let events =
-                record_events!(conn, actor, at, vec![DomainEvent::ConversationUpdated(conversation.clone())]);
+                record_events!(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())]);
             Ok((conversation, events))
         }))
     }
@@ -253,12 +253,8 @@ impl ConversationService {
                 ),
                 "escalate"
             );
-            let events = record_events!(
-                conn,
-                actor,
-                at,
-                vec![DomainEvent::ConversationEscalated(conversation.clone())]
-            );
+            let events =
+                record_events!(conn, actor, at, [DomainEvent::ConversationEscalated(conversation.clone())]);
             Ok((conversation, events))
         }))
     }
@@ -279,7 +275,7 @@ impl ConversationService {
                 "de-escalate"
             );
             let events =
-                record_events!(conn, actor, at, vec![DomainEvent::ConversationUpdated(conversation.clone())]);
+                record_events!(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())]);
             Ok((conversation, events))
         }))
     }
@@ -299,12 +295,8 @@ impl ConversationService {
                 ),
                 "resolve"
             );
-            let events = record_events!(
-                conn,
-                actor,
-                at,
-                vec![DomainEvent::ConversationResolved(conversation.clone())]
-            );
+            let events =
+                record_events!(conn, actor, at, [DomainEvent::ConversationResolved(conversation.clone())]);
             Ok((conversation, events))
         }))
     }

@@ -210,7 +210,7 @@ impl TaskService {
                 return Err(refusal(exists!(conn, tasks, id), id, "assign"));
             };
             let task = Task::try_from(row)?;
-            let events = record_events!(conn, actor, at, vec![DomainEvent::TaskAssigned(task.clone())]);
+            let events = record_events!(conn, actor, at, [DomainEvent::TaskAssigned(task.clone())]);
             Ok((task, events))
         })?;
         self.publisher.publish(events);
@@ -237,7 +237,7 @@ impl TaskService {
                 return Err(refusal(exists!(conn, tasks, id), id, "complete"));
             };
             let task = Task::try_from(row)?;
-            let events = record_events!(conn, actor, at, vec![DomainEvent::TaskCompleted(task.clone())]);
+            let events = record_events!(conn, actor, at, [DomainEvent::TaskCompleted(task.clone())]);
             Ok((task, events))
         })?;
         self.publisher.publish(events);

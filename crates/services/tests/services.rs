@@ -107,10 +107,7 @@ async fn task_life_cycle_and_refusals(w: World) {
         .await
         .expect("create assigned");
     assert_eq!(with_assignee.status, TaskStatus::InProgress);
-    assert_eq!(
-        w.events.take_names(),
-        ["task.created", "task.completed", "task.created", "task.assigned"]
-    );
+    assert_eq!(w.events.take_names(), ["task.created", "task.completed", "task.created", "task.assigned"]);
 
     assert_not_found(tasks.get(9999).await);
     assert_not_found(tasks.complete(&w.staff, 9999).await);

@@ -1,1 +1,26 @@
-//! placeholder
+//! The WebSocket bridge: turns domain events into the messages of the wire contract and
+//! fans them out to every connected client.
+//!
+//! - [`topic`]: which stats topic an event dirties.
+//! - [`bridge`]: recomputes dirty topics through a [`StatsSource`] the application
+//!   provides, coalescing bursts (at most one recompute in flight and one queued per topic).
+//! - [`hub`]: the latest value of each topic, serialized once and shared by every client;
+//!   a slow client only ever holds the newest value ([`tokio::sync::watch`]).
+//! - [`connection`]: one client's session (snapshot, pushes, ping/pong, heartbeat, token
+//!   expiry, shutdown), generic over the socket so it is tested with plain channels.
+//! - [`protocol`]: the client and server messages.
+//!
+//! Architecture invariant: depends on `domain-events` and general-purpose crates only —
+//! never on services, diesel, actix or any HTTP framework.
+
+pub mod bridge;
+pub mod connection;
+pub mod hub;
+pub mod protocol;
+pub mod topic;
+
+pub use bridge::{BridgeHandle, StatsError, StatsSource, spawn_bridge};
+pub use connection::{ConnectionConfig, ConnectionEnd, Incoming, Outgoing, Transport, serve_connection};
+pub use hub::{Frame, Hub, HubMetrics};
+pub use protocol::{ClientMessage, ConnectedUser};
+pub use topic::{StatsTopic, StatsValue};

@@ -20,13 +20,13 @@ export function stepPath(
   windowMs: number,
   width: number,
   height: number,
-): { line: string; area: string; max: number } {
-  if (points.length === 0) return { line: '', area: '', max: 0 };
+): { line: string; area: string; max: number; last: { x: number; y: number } | null } {
+  if (points.length === 0) return { line: '', area: '', max: 0, last: null };
   const start = now - windowMs;
   const visible = points.filter((p) => p.t >= start);
   const before = points.filter((p) => p.t < start);
   const series = before.length ? [{ t: start, v: before[before.length - 1].v }, ...visible] : visible;
-  if (series.length === 0) return { line: '', area: '', max: 0 };
+  if (series.length === 0) return { line: '', area: '', max: 0, last: null };
   const max = Math.max(1, ...series.map((p) => p.v));
   const pad = 3;
   const x = (t: number) => Math.max(0, Math.min(width, ((t - start) / windowMs) * width));
@@ -38,12 +38,13 @@ export function stepPath(
   }
   line += ` H${fmt(width)}`;
   const area = `${line} V${fmt(height)} H${fmt(x(series[0].t))} Z`;
-  return { line, area, max };
+  const lastPoint = series[series.length - 1];
+  return { line, area, max, last: { x: width, y: y(lastPoint.v) } };
 }
 
 /** A small live step chart of pushed values over the last minutes. Plain SVG. */
 export function Sparkline({ points, now, windowMs, label, width = 300, height = 56, testId }: SparklineProps) {
-  const { line, area } = stepPath(points, now, windowMs, width, height);
+  const { line, area, last } = stepPath(points, now, windowMs, width, height);
   return (
     <svg
       className="sparkline"
@@ -57,6 +58,9 @@ export function Sparkline({ points, now, windowMs, label, width = 300, height = 
       <line x1="0" x2={width} y1={height - 0.5} y2={height - 0.5} className="sparkline-axis" />
       {area && <path d={area} className="sparkline-area" />}
       {line && <path d={line} className="sparkline-line" vectorEffect="non-scaling-stroke" />}
+      {last && (
+        <path d={`M${last.x - 0.01},${last.y} h0.01`} className="sparkline-dot" vectorEffect="non-scaling-stroke" />
+      )}
     </svg>
   );
 }

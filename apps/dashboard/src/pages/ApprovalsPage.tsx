@@ -85,7 +85,7 @@ function ApprovalRow({ item, canDecide, onError }: { item: Approval; canDecide: 
 
   return (
     <tr data-testid="approval-row" data-id={item.id} data-status={item.status}>
-      <td className="cell-id">#{item.id}</td>
+      <td className="cell-id col-optional">#{item.id}</td>
       <td>
         <div className="cell-main">{item.summary}</div>
         <div className="cell-sub">
@@ -96,7 +96,7 @@ function ApprovalRow({ item, canDecide, onError }: { item: Approval; canDecide: 
       <td>
         <StatusPill value={item.status} />
       </td>
-      <td title={fullTime(item.createdAt)} className="cell-time">
+      <td title={fullTime(item.createdAt)} className="cell-time col-optional">
         {timeAgo(item.createdAt)}
       </td>
       <td className="cell-actions">
@@ -212,10 +212,10 @@ export function ApprovalsPage() {
             <table className="table" data-testid="approval-list">
               <thead>
                 <tr>
-                  <th>#</th>
+                  <th className="col-optional">#</th>
                   <th>Request</th>
                   <th>Status</th>
-                  <th>Created</th>
+                  <th className="col-optional">Created</th>
                   <th aria-label="Actions" />
                 </tr>
               </thead>

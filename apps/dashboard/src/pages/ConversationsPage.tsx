@@ -109,7 +109,7 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
 
   return (
     <tr data-testid="conversation-row" data-id={item.id} data-state={item.state}>
-      <td className="cell-id">#{item.id}</td>
+      <td className="cell-id col-optional">#{item.id}</td>
       <td>
         <div className="cell-main">{item.subject}</div>
         <div className="cell-sub">
@@ -120,7 +120,7 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
       <td>
         <StatusPill value={item.state} />
       </td>
-      <td title={fullTime(item.updatedAt ?? item.createdAt)} className="cell-time">
+      <td title={fullTime(item.updatedAt ?? item.createdAt)} className="cell-time col-optional">
         {timeAgo(item.updatedAt ?? item.createdAt)}
       </td>
       <td className="cell-actions">
@@ -214,10 +214,10 @@ export function ConversationsPage() {
             <table className="table" data-testid="conversation-list">
               <thead>
                 <tr>
-                  <th>#</th>
+                  <th className="col-optional">#</th>
                   <th>Conversation</th>
                   <th>State</th>
-                  <th>Updated</th>
+                  <th className="col-optional">Updated</th>
                   <th aria-label="Actions" />
                 </tr>
               </thead>

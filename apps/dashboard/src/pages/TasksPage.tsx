@@ -116,7 +116,7 @@ function TaskRow({ task, onError }: { task: Task; onError: (m: string | null) =>
 
   return (
     <tr data-testid="task-row" data-id={task.id} data-status={task.status}>
-      <td className="cell-id">#{task.id}</td>
+      <td className="cell-id col-optional">#{task.id}</td>
       <td>
         <div className="cell-main">{task.description}</div>
         <div className="cell-sub">
@@ -127,7 +127,7 @@ function TaskRow({ task, onError }: { task: Task; onError: (m: string | null) =>
         <StatusPill value={task.status} />
       </td>
       <td>{task.assignee ?? <span className="muted">Unassigned</span>}</td>
-      <td title={fullTime(task.createdAt)} className="cell-time">
+      <td title={fullTime(task.createdAt)} className="cell-time col-optional">
         {timeAgo(task.createdAt)}
       </td>
       <td className="cell-actions">
@@ -223,11 +223,11 @@ export function TasksPage() {
             <table className="table" data-testid="task-list">
               <thead>
                 <tr>
-                  <th>#</th>
+                  <th className="col-optional">#</th>
                   <th>Task</th>
                   <th>Status</th>
                   <th>Assignee</th>
-                  <th>Created</th>
+                  <th className="col-optional">Created</th>
                   <th aria-label="Actions" />
                 </tr>
               </thead>

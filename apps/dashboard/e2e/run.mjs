@@ -1,0 +1,602 @@
+#!/usr/bin/env node
+// End-to-end test of the Pulse dashboard against the REAL server binary.
+//
+//   PULSE_SERVER_BIN=/path/to/server node e2e/run.mjs
+//
+// Starts the server on a free port with a fresh SQLite database, drives the built
+// dashboard (served by the server from apps/dashboard/dist) in Debian's Chromium through
+// playwright-core, and prints `N passed, N failed` as its last line (exit 1 on failure).
+// Screenshots go to <repo>/target/e2e/.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const appDir = path.resolve(here, '..');
+const repoRoot = path.resolve(appDir, '..', '..');
+const outDir = path.join(repoRoot, 'target', 'e2e');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const SERVER_BIN = process.env.PULSE_SERVER_BIN;
+const HEADLESS = process.env.HEADFUL ? false : true;
+const IDLE_MS = Number(process.env.E2E_IDLE_MS || 35_000);
+
+const STATS_RE = /\/api\/v1\/(tasks|approvals|conversations)\/stats(\?|$)/;
+const WS_RE = /\/ws(\?|$)/;
+
+fs.mkdirSync(outDir, { recursive: true });
+const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pulse-e2e-'));
+const ADMIN_PASSWORD = `e2e-${randomBytes(18).toString('hex')}`;
+const JWT_SECRET = randomBytes(48).toString('base64url').slice(0, 64);
+const DATABASE_URL = `sqlite://${path.join(tmpDir, 'pulse.db')}`;
+
+const t0 = Date.now();
+const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`, ...a);
+
+// ---------------------------------------------------------------- server
+let server = null;
+let port = 0;
+let base = '';
+const serverLog = fs.createWriteStream(path.join(outDir, 'server.log'), { flags: 'w' });
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port: p } = srv.address();
+      srv.close(() => resolve(p));
+    });
+  });
+}
+
+function startServer() {
+  const child = spawn(SERVER_BIN, [], {
+    env: {
+      ...process.env,
+      BIND_ADDR: `127.0.0.1:${port}`,
+      DATABASE_URL,
+      ADMIN_USERNAME: 'admin',
+      ADMIN_PASSWORD,
+      JWT_SECRET,
+      RUST_LOG: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.on('data', (d) => serverLog.write(d));
+  child.stderr.on('data', (d) => serverLog.write(d));
+  child.on('exit', (code, signal) => serverLog.write(`\n--- server exited code=${code} signal=${signal}\n`));
+  server = child;
+  return child;
+}
+
+async function waitHealthy(timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (server && server.exitCode !== null) throw new Error(`server exited early (code ${server.exitCode}); see target/e2e/server.log`);
+    try {
+      const res = await fetch(`${base}/healthz`);
+      if (res.status === 200) return;
+      last = `status ${res.status}`;
+    } catch (e) {
+      last = e.message;
+    }
+    await sleep(100);
+  }
+  throw new Error(`server not healthy within ${timeoutMs} ms (${last})`);
+}
+
+function killServer(signal = 'SIGKILL') {
+  return new Promise((resolve) => {
+    const child = server;
+    server = null;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill(signal);
+    setTimeout(resolve, 5000).unref();
+  });
+}
+
+function killServerSync() {
+  if (server && server.exitCode === null && server.signalCode === null) {
+    try {
+      server.kill('SIGKILL');
+    } catch {
+      /* ignore */
+    }
+  }
+}
+process.on('exit', killServerSync);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    killServerSync();
+    process.exit(130);
+  });
+}
+
+// ---------------------------------------------------------------- helpers
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function api(method, p, body, token) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const res = await fetch(`${base}${p}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let json;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = text;
+  }
+  if (!res.ok) throw new Error(`${method} ${p} → ${res.status} ${text.slice(0, 200)}`);
+  return json;
+}
+
+async function apiStats(token) {
+  const [tasks, approvals, conversations] = await Promise.all([
+    api('GET', '/api/v1/tasks/stats', undefined, token),
+    api('GET', '/api/v1/approvals/stats', undefined, token),
+    api('GET', '/api/v1/conversations/stats', undefined, token),
+  ]);
+  return {
+    pendingTasks: tasks.pending,
+    pendingApprovals: approvals.stats.pending,
+    escalatedConversations: conversations.escalated,
+  };
+}
+
+async function badges(page) {
+  return page.evaluate(() => {
+    const num = (id) => {
+      const el = document.querySelector(`[data-testid="${id}"]`);
+      const n = el ? Number(el.textContent.trim()) : NaN;
+      return Number.isFinite(n) ? n : null;
+    };
+    return {
+      pendingTasks: num('badge-pending-tasks'),
+      pendingApprovals: num('badge-pending-approvals'),
+      escalatedConversations: num('badge-escalated-conversations'),
+    };
+  });
+}
+
+async function expectBadgesEqualApi(page, token, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  let want;
+  let got;
+  while (Date.now() < deadline) {
+    want = await apiStats(token);
+    got = await badges(page);
+    if (JSON.stringify(want) === JSON.stringify(got)) return want;
+    await sleep(150);
+  }
+  throw new Error(`badges ${JSON.stringify(got)} != API ${JSON.stringify(want)}`);
+}
+
+async function waitText(page, testId, expected, timeoutMs) {
+  await page.waitForFunction(
+    ([id, want]) => document.querySelector(`[data-testid="${id}"]`)?.textContent?.trim() === want,
+    [testId, String(expected)],
+    { timeout: timeoutMs, polling: 50 },
+  );
+}
+
+async function statusOf(page) {
+  return page.evaluate(() => document.querySelector('[data-testid="connection-status"]')?.textContent?.trim() ?? null);
+}
+
+async function loginThroughForm(page, username, password) {
+  await page.goto(`${base}/login`);
+  await page.fill('[data-testid="login-username"]', username);
+  await page.fill('[data-testid="login-password"]', password);
+  await page.click('[data-testid="login-submit"]');
+  await page.waitForURL((u) => u.pathname === '/tasks', { timeout: 10_000 });
+}
+
+function newTask(token, description = 'e2e task') {
+  return api('POST', '/api/v1/tasks', { type: 'housekeeping', department: 'housekeeping', description }, token);
+}
+
+async function shot(page, name, fullPage = true) {
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(outDir, `${name}.png`), fullPage });
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+// ---------------------------------------------------------------- test runner
+const results = [];
+async function test(name, fn, { page, timeoutMs = 90_000 } = {}) {
+  const started = Date.now();
+  try {
+    let timer;
+    await Promise.race([
+      fn(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    results.push({ name, ok: true });
+    log(`PASS ${name} (${Date.now() - started} ms)`);
+  } catch (err) {
+    results.push({ name, ok: false, err });
+    log(`FAIL ${name}: ${err?.stack || err}`);
+    const p = typeof page === 'function' ? page() : page;
+    if (p && !p.isClosed()) {
+      const file = path.join(outDir, `failure-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}.png`);
+      await p.screenshot({ path: file, fullPage: true }).catch(() => {});
+    }
+  }
+}
+
+function skip(name, why) {
+  results.push({ name, ok: false, err: new Error(`not run: ${why}`) });
+  log(`FAIL ${name}: not run: ${why}`);
+}
+
+// ---------------------------------------------------------------- main
+async function main() {
+  if (!SERVER_BIN) throw new Error('PULSE_SERVER_BIN is not set (path to the Pulse server executable)');
+  if (!fs.existsSync(SERVER_BIN)) throw new Error(`PULSE_SERVER_BIN does not exist: ${SERVER_BIN}`);
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM} (apt-get install -y --no-install-recommends chromium)`);
+
+  port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  log(`starting ${SERVER_BIN} on ${base} (db ${DATABASE_URL})`);
+  startServer();
+  await waitHealthy();
+  log('server healthy');
+
+  const { token } = await api('POST', '/api/v1/auth/login', { username: 'admin', password: ADMIN_PASSWORD });
+  assert(typeof token === 'string' && token.length > 0, 'API login returned no token');
+
+  // Playwright launches with a fresh temporary profile (--user-data-dir) of its own.
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: HEADLESS,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-dev-shm-usage',
+    ],
+  });
+
+  try {
+    // ------------------------------------------------ one tab: login, badges, live update
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+    const page = await ctx.newPage();
+    const requests = [];
+    const sockets = [];
+    page.on('request', (r) => requests.push({ at: Date.now(), url: r.url(), method: r.method() }));
+    page.on('websocket', (ws) => {
+      if (WS_RE.test(new URL(ws.url()).pathname + '?')) sockets.push({ at: Date.now(), ws, closed: false });
+      ws.on('close', () => {
+        const s = sockets.find((x) => x.ws === ws);
+        if (s) s.closed = true;
+      });
+    });
+    page.on('pageerror', (e) => log('page error:', e.message));
+
+    let loggedIn = false;
+    await test(
+      'unauthenticated / redirects to /login',
+      async () => {
+        await page.goto(`${base}/`);
+        await page.waitForURL((u) => u.pathname === '/login', { timeout: 10_000 });
+        await page.waitForSelector('[data-testid="login-submit"]');
+        await shot(page, 'login', false);
+      },
+      { page },
+    );
+
+    await test(
+      'wrong password shows a plain error',
+      async () => {
+        await page.fill('[data-testid="login-username"]', 'admin');
+        await page.fill('[data-testid="login-password"]', 'definitely-wrong');
+        await page.click('[data-testid="login-submit"]');
+        await page.waitForSelector('[data-testid="login-error"]', { timeout: 5000 });
+        const text = await page.textContent('[data-testid="login-error"]');
+        assert(/wrong username or password/i.test(text), `unexpected error text: ${text}`);
+        assert(new URL(page.url()).pathname === '/login', 'left the login page');
+      },
+      { page },
+    );
+
+    await test(
+      'login through the form → /tasks, live',
+      async () => {
+        await loginThroughForm(page, 'admin', ADMIN_PASSWORD);
+        await waitText(page, 'connection-status', 'live', 10_000);
+        const stored = await page.evaluate(() => Object.keys(localStorage).join(','));
+        assert(stored.length > 0, 'token not kept in localStorage');
+        loggedIn = true;
+      },
+      { page },
+    );
+
+    await test(
+      'badges equal the API stats',
+      async () => {
+        assert(loggedIn, 'not logged in');
+        await expectBadgesEqualApi(page, token);
+      },
+      { page },
+    );
+
+    await test(
+      'a task created through the API shows in the pending badge within 1 s',
+      async () => {
+        assert(loggedIn, 'not logged in');
+        const before = (await apiStats(token)).pendingTasks;
+        await waitText(page, 'badge-pending-tasks', before, 3000);
+        const created = await newTask(token, 'Fresh towels, room 101');
+        assert(created && created.status === 'pending', `unexpected task: ${JSON.stringify(created)}`);
+        const t = Date.now();
+        await waitText(page, 'badge-pending-tasks', before + 1, 1000);
+        log(`  badge updated ${Date.now() - t} ms after the POST returned`);
+      },
+      { page },
+    );
+
+    await test(
+      'sample data, pages and screenshots (tasks, approvals, conversations)',
+      async () => {
+        assert(loggedIn, 'not logged in');
+        await newTask(token, 'Fix dripping tap, room 214');
+        const assigned = await api(
+          'POST',
+          '/api/v1/tasks',
+          { type: 'maintenance', department: 'maintenance', description: 'Replace light bulb in lobby', assignee: 'admin' },
+          token,
+        );
+        assert(assigned.status === 'in_progress', 'task with assignee is not in_progress');
+        await api('POST', '/api/v1/approvals', { kind: 'refund', summary: 'Refund one night, room 208 (AC broken)' }, token);
+        const approval = await api('POST', '/api/v1/approvals', { kind: 'upgrade', summary: 'Suite upgrade for anniversary' }, token);
+        await api('POST', `/api/v1/approvals/${approval.id}/decide`, { decision: 'approved' }, token);
+        await api('POST', '/api/v1/conversations', { guestName: 'Ada Lovelace', channel: 'chat', subject: 'Late checkout?' }, token);
+        const conv = await api('POST', '/api/v1/conversations', { guestName: 'Alan Turing', channel: 'phone', subject: 'Noise complaint, room 305' }, token);
+        await api('POST', `/api/v1/conversations/${conv.id}/escalate`, { reason: 'Guest very upset' }, token);
+        await expectBadgesEqualApi(page, token);
+
+        // Create a task through the UI form as well.
+        await page.fill('[data-testid="task-description"]', 'Extra pillows, room 512');
+        await page.click('[data-testid="task-create-submit"]');
+        await page.waitForSelector('[data-testid="task-row"] >> text=Extra pillows, room 512', { timeout: 5000 });
+        await expectBadgesEqualApi(page, token);
+        await page.waitForSelector('[data-testid="task-row"] >> text=Fix dripping tap, room 214', { timeout: 5000 });
+        await shot(page, 'tasks');
+
+        await page.click('[data-testid="nav-approvals"]');
+        await page.waitForURL((u) => u.pathname === '/approvals');
+        await page.waitForSelector('[data-testid="approval-row"]', { timeout: 5000 });
+        await shot(page, 'approvals');
+
+        await page.click('[data-testid="nav-conversations"]');
+        await page.waitForURL((u) => u.pathname === '/conversations');
+        await page.waitForSelector('[data-testid="conversation-row"]', { timeout: 5000 });
+        // Escalating needs a reason: an empty reason is refused in the UI.
+        const active = page.locator('[data-testid="conversation-row"][data-state="active"]').first();
+        await active.locator('[data-testid="conversation-escalate"]').click();
+        await active.locator('[data-testid="conversation-escalate-confirm"]').click();
+        await page.waitForSelector('text=A reason is required', { timeout: 3000 });
+        await active.locator('[data-testid="conversation-escalate-reason"]').fill('Wants the manager');
+        await active.locator('[data-testid="conversation-escalate-confirm"]').click();
+        const want = (await apiStats(token)).escalatedConversations;
+        assert(want === 2, `expected 2 escalated conversations, API says ${want}`);
+        await waitText(page, 'badge-escalated-conversations', 2, 3000);
+        await shot(page, 'conversations');
+
+        await page.setViewportSize({ width: 820, height: 1180 });
+        await page.click('[data-testid="nav-tasks"]');
+        await page.waitForSelector('[data-testid="task-row"]');
+        await shot(page, 'tasks-tablet');
+        await page.setViewportSize({ width: 1366, height: 900 });
+      },
+      { page },
+    );
+
+    await test(
+      'an API error body is shown in plain words',
+      async () => {
+        assert(loggedIn, 'not logged in');
+        const task = await newTask(token, 'Error display check');
+        const row = page.locator(`[data-testid="task-row"][data-id="${task.id}"]`);
+        await row.waitFor({ timeout: 5000 });
+        // Answer this one request with the contract's error body, whatever the server would say.
+        await page.route(`**/api/v1/tasks/${task.id}/complete`, (route) =>
+          route.fulfill({
+            status: 409,
+            contentType: 'application/json',
+            body: JSON.stringify({ error: { code: 'conflict', message: 'task is already completed' } }),
+          }),
+        );
+        await row.locator('[data-testid="task-complete"]').click();
+        const banner = page.locator('[data-testid="error-banner"]').first();
+        await banner.waitFor({ timeout: 3000 });
+        const text = ((await banner.textContent()) || '').trim();
+        assert(/task is already completed/i.test(text) && !/[{}]|"code"/.test(text), `error not in plain words: ${text}`);
+        await page.unroute(`**/api/v1/tasks/${task.id}/complete`);
+        // And the real thing works.
+        await row.locator('[data-testid="task-complete"]').click();
+        await page.waitForSelector(`[data-testid="task-row"][data-id="${task.id}"][data-status="completed"]`, { timeout: 5000 });
+      },
+      { page },
+    );
+
+    await test(
+      `idle ${Math.round(IDLE_MS / 1000)} s: no stats request after the initial load, no second WebSocket`,
+      async () => {
+        assert(loggedIn, 'not logged in');
+        await waitText(page, 'connection-status', 'live', 5000);
+        const statsSoFar = requests.filter((r) => STATS_RE.test(r.url));
+        const perEndpoint = {};
+        for (const r of statsSoFar) perEndpoint[new URL(r.url).pathname] = (perEndpoint[new URL(r.url).pathname] || 0) + 1;
+        assert(
+          Object.values(perEndpoint).every((n) => n === 1) && Object.keys(perEndpoint).length === 3,
+          `each stats endpoint should have been fetched exactly once so far: ${JSON.stringify(perEndpoint)}`,
+        );
+        const wsBefore = sockets.length;
+        assert(wsBefore === 1, `expected 1 WebSocket so far, saw ${wsBefore}`);
+        const start = Date.now();
+        await sleep(IDLE_MS);
+        const statsDuring = requests.filter((r) => r.at >= start && STATS_RE.test(r.url));
+        assert(statsDuring.length === 0, `stats requests while idle: ${statsDuring.map((r) => r.url).join(', ')}`);
+        assert(sockets.length === wsBefore, `new WebSocket(s) opened while idle: ${sockets.length - wsBefore}`);
+        assert(!sockets[0].closed, 'the WebSocket closed while idle');
+        assert((await statusOf(page)) === 'live', 'not live after idling');
+      },
+      { page, timeoutMs: IDLE_MS + 30_000 },
+    );
+
+    await test(
+      'server killed (SIGKILL) and restarted → reconnecting, then live, badges right',
+      async () => {
+        assert(loggedIn, 'not logged in');
+        await killServer('SIGKILL');
+        log('  server killed');
+        await waitText(page, 'connection-status', 'reconnecting', 10_000);
+        log('  indicator: reconnecting');
+        await sleep(1000);
+        assert((await statusOf(page)) === 'reconnecting', 'indicator must stay on reconnecting while the server is down');
+        startServer();
+        await waitHealthy();
+        log('  server restarted');
+        await waitText(page, 'connection-status', 'live', 40_000);
+        log('  indicator: live');
+        assert(new URL(page.url()).pathname !== '/login', 'was sent to the login page after a restart');
+        await expectBadgesEqualApi(page, token);
+        const before = (await apiStats(token)).pendingTasks;
+        await newTask(token, 'After restart');
+        await waitText(page, 'badge-pending-tasks', before + 1, 2000);
+        const statsAfterLoad = requests.filter((r) => STATS_RE.test(r.url)).length;
+        assert(statsAfterLoad === 3, `stats endpoints were refetched (${statsAfterLoad} requests in total)`);
+      },
+      { page, timeoutMs: 90_000 },
+    );
+
+    await test(
+      'logout closes the socket and shows the login page',
+      async () => {
+        assert(loggedIn, 'not logged in');
+        await page.click('[data-testid="logout"]');
+        await page.waitForURL((u) => u.pathname === '/login', { timeout: 5000 });
+        const deadline = Date.now() + 3000;
+        while (sockets.some((s) => !s.closed) && Date.now() < deadline) await sleep(100);
+        assert(sockets.every((s) => s.closed), 'socket still open after logout');
+        const count = sockets.length;
+        await sleep(1500);
+        assert(sockets.length === count, 'reconnected after logout');
+        const stored = await page.evaluate(() => Object.keys(localStorage).length);
+        assert(stored === 0, 'session still in localStorage after logout');
+      },
+      { page },
+    );
+    await ctx.close();
+
+    // ------------------------------------------------ three tabs share one WebSocket
+    const ctx3 = await browser.newContext({ viewport: { width: 1200, height: 850 } });
+    const tabSockets = [];
+    const watch = (p) => {
+      p.on('websocket', (ws) => {
+        if (WS_RE.test(new URL(ws.url()).pathname + '?')) tabSockets.push({ page: p, ws, at: Date.now() });
+      });
+      p.on('pageerror', (e) => log('page error:', e.message));
+    };
+    ctx3.on('page', watch);
+    let tabs = [];
+    let leader = null;
+    await test(
+      'three tabs all update while the browser holds ONE WebSocket',
+      async () => {
+        const a = await ctx3.newPage();
+        await loginThroughForm(a, 'admin', ADMIN_PASSWORD);
+        await waitText(a, 'connection-status', 'live', 10_000);
+        const b = await ctx3.newPage();
+        await b.goto(`${base}/approvals`);
+        const c = await ctx3.newPage();
+        await c.goto(`${base}/conversations`);
+        tabs = [a, b, c];
+        for (const p of tabs) await waitText(p, 'connection-status', 'live', 10_000);
+        for (const p of tabs) await expectBadgesEqualApi(p, token);
+        const before = (await apiStats(token)).pendingTasks;
+        await newTask(token, 'Three tabs');
+        for (const p of tabs) await waitText(p, 'badge-pending-tasks', before + 1, 2000);
+        assert(tabSockets.length === 1, `expected ONE WebSocket across the tabs, saw ${tabSockets.length}`);
+        leader = tabSockets[0].page;
+      },
+      { page: () => tabs[0] },
+    );
+
+    await test(
+      'closing the leader tab hands over: the remaining tabs keep updating',
+      async () => {
+        assert(leader, 'no leader found');
+        const rest = tabs.filter((p) => p !== leader);
+        await leader.close();
+        const before = (await apiStats(token)).pendingTasks;
+        await newTask(token, 'After the leader left');
+        for (const p of rest) await waitText(p, 'badge-pending-tasks', before + 1, 3000);
+        for (const p of rest) await waitText(p, 'connection-status', 'live', 3000);
+        assert(tabSockets.length === 2, `expected exactly one new WebSocket after the handover, saw ${tabSockets.length - 1}`);
+        assert(rest.includes(tabSockets[1].page), 'the new WebSocket is not from a remaining tab');
+        await expectBadgesEqualApi(rest[0], token);
+      },
+      { page: () => tabs.find((p) => !p.isClosed()) },
+    );
+    await ctx3.close();
+
+    // ------------------------------------------------ staff cannot decide approvals
+    await test(
+      'staff role: approve/reject/execute hidden',
+      async () => {
+        const password = `staff-${randomBytes(12).toString('hex')}`;
+        await api('POST', '/api/v1/users', { username: 'e2e-staff', password, role: 'staff' }, token);
+        const sctx = await browser.newContext({ viewport: { width: 1200, height: 850 } });
+        try {
+          const p = await sctx.newPage();
+          await loginThroughForm(p, 'e2e-staff', password);
+          await p.click('[data-testid="nav-approvals"]');
+          await p.waitForSelector('[data-testid="approval-row"][data-status="pending"]', { timeout: 5000 });
+          const buttons = await p.locator('[data-testid="approval-approve"], [data-testid="approval-reject"], [data-testid="approval-execute"]').count();
+          assert(buttons === 0, `staff sees ${buttons} decision buttons`);
+        } finally {
+          await sctx.close();
+        }
+      },
+    );
+  } finally {
+    await browser.close().catch(() => {});
+  }
+}
+
+let fatal = null;
+try {
+  await main();
+} catch (err) {
+  fatal = err;
+  log(`FATAL: ${err?.stack || err}`);
+} finally {
+  await killServer('SIGKILL');
+  serverLog.end();
+  fs.rmSync(tmpDir, { recursive: true, force: true });
+}
+const passed = results.filter((r) => r.ok).length;
+const failed = results.filter((r) => !r.ok).length + (fatal ? 1 : 0);
+log(`total ${((Date.now() - t0) / 1000).toFixed(1)} s; screenshots in ${path.relative(process.cwd(), outDir) || outDir}`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed > 0 || passed === 0 ? 1 : 0);

@@ -1,0 +1,286 @@
+//! From events to fresh stats values, coalescing bursts.
+//!
+//! One worker per topic waits on a [`Notify`]: an event stores a permit, so however many
+//! events arrive while a recompute is in flight, they cost one more recompute, not one
+//! each. The first event of a quiet period is handled at once (no fixed delay).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use domain_events::{BusMessage, EventStream};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::hub::Hub;
+use crate::topic::{StatsTopic, StatsValue};
+
+/// Where fresh stats values come from; the application implements it with its services.
+pub trait StatsSource: Send + Sync + 'static {
+    /// The current value of `topic`.
+    fn stats(&self, topic: StatsTopic) -> impl Future<Output = Result<StatsValue, StatsError>> + Send;
+}
+
+/// A stats source that failed; the bridge logs it and retries.
+#[derive(Debug, thiserror::Error)]
+#[error("stats unavailable: {0}")]
+pub struct StatsError(pub String);
+
+/// How long a failed recompute waits before it tries again.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+struct Shared {
+    dirty: [Notify; 3],
+    recomputes: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// The running bridge; dropping it does not stop it, [`BridgeHandle::abort`] does.
+pub struct BridgeHandle {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl BridgeHandle {
+    /// Marks every topic dirty, e.g. after events may have been missed.
+    pub fn resync(&self) {
+        for notify in &self.shared.dirty {
+            notify.notify_one();
+        }
+    }
+
+    /// Recomputes run since start.
+    pub fn recomputes(&self) -> u64 {
+        self.shared.recomputes.load(Ordering::Relaxed)
+    }
+
+    /// Recomputes that failed since start.
+    pub fn failures(&self) -> u64 {
+        self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Stops the bridge's tasks.
+    pub fn abort(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Computes every topic once and publishes it, so the hub has a snapshot before the first
+/// client connects.
+pub async fn prime<S: StatsSource>(source: &S, hub: &Hub) -> Result<(), StatsError> {
+    for topic in StatsTopic::ALL {
+        hub.publish_stats(source.stats(topic).await?);
+    }
+    Ok(())
+}
+
+/// Starts the bridge: reads `events`, recomputes the topics they dirty through `source`,
+/// and publishes the values on `hub`. A lagged event stream resyncs every topic.
+pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub: Hub) -> BridgeHandle {
+    let shared = Arc::new(Shared {
+        dirty: std::array::from_fn(|_| Notify::new()),
+        recomputes: AtomicU64::new(0),
+        failures: AtomicU64::new(0),
+    });
+    let mut tasks = Vec::new();
+    for topic in StatsTopic::ALL {
+        let (shared, source, hub) = (shared.clone(), source.clone(), hub.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                shared.dirty[topic.index()].notified().await;
+                recompute(topic, &*source, &hub, &shared).await;
+            }
+        }));
+    }
+    let dispatcher = shared.clone();
+    tasks.push(tokio::spawn(async move {
+        while let Some(message) = events.recv().await {
+            match message {
+                BusMessage::Event(envelope) => {
+                    dispatcher.dirty[StatsTopic::dirtied_by(&envelope.event).index()].notify_one();
+                }
+                BusMessage::Lagged { missed } => {
+                    tracing::warn!(missed, "event stream lagged; resyncing every stats topic");
+                    for notify in &dispatcher.dirty {
+                        notify.notify_one();
+                    }
+                }
+            }
+        }
+        tracing::debug!("event bus closed; bridge dispatcher stops");
+    }));
+    BridgeHandle { shared, tasks }
+}
+
+async fn recompute<S: StatsSource>(topic: StatsTopic, source: &S, hub: &Hub, shared: &Shared) {
+    loop {
+        shared.recomputes.fetch_add(1, Ordering::Relaxed);
+        match source.stats(topic).await {
+            Ok(value) => {
+                hub.publish_stats(value);
+                return;
+            }
+            Err(error) => {
+                shared.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = topic.name(), %error, "stats recompute failed; retrying");
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::FeedEvent;
+    use chrono::Utc;
+    use domain_events::model::{Actor, Role, Task, TaskStats, TaskStatus};
+    use domain_events::{DomainEvent, EventEnvelope, EventPublisher, EventSubscriber, InProcessBus};
+    use std::sync::atomic::AtomicBool;
+    use tokio::sync::Semaphore;
+
+    /// A stats source whose task count is set by the test, and which can be held back to
+    /// simulate a slow query.
+    struct FakeSource {
+        pending: AtomicU64,
+        calls: AtomicU64,
+        gate: Semaphore,
+        fail: AtomicBool,
+    }
+
+    const GATE: usize = 1_000_000;
+
+    impl FakeSource {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                pending: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
+                gate: Semaphore::new(GATE),
+                fail: AtomicBool::new(false),
+            })
+        }
+    }
+
+    impl StatsSource for FakeSource {
+        async fn stats(&self, topic: StatsTopic) -> Result<StatsValue, StatsError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let _permit = self.gate.acquire().await.map_err(|e| StatsError(e.to_string()))?;
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StatsError("database down".into()));
+            }
+            let pending = self.pending.load(Ordering::SeqCst);
+            Ok(match topic {
+                StatsTopic::Tasks => {
+                    StatsValue::Tasks(TaskStats { pending, in_progress: 0, completed: 0, total: pending })
+                }
+                StatsTopic::Approvals => StatsValue::Approvals(Default::default()),
+                StatsTopic::Conversations => StatsValue::Conversations(Default::default()),
+            })
+        }
+    }
+
+    fn task_created(seq: i64) -> EventEnvelope {
+        let now = Utc::now();
+        EventEnvelope {
+            seq,
+            at: now,
+            actor: Actor { user_id: 1, username: "admin".into(), role: Role::Admin },
+            event: DomainEvent::TaskCreated(Task {
+                id: seq,
+                kind: "k".into(),
+                department: "d".into(),
+                description: "x".into(),
+                status: TaskStatus::Pending,
+                assignee: None,
+                created_by: "admin".into(),
+                created_at: now,
+                updated_at: now,
+                completed_at: None,
+            }),
+        }
+    }
+
+    async fn next_pending(feed: &mut crate::hub::ClientFeed) -> u64 {
+        match tokio::time::timeout(Duration::from_secs(2), feed.next()).await.expect("a value in time") {
+            FeedEvent::Frame(frame) => {
+                let json: serde_json::Value = serde_json::from_str(frame.as_str()).expect("json");
+                assert_eq!(json["type"], "stats:tasks");
+                json["payload"]["pending"].as_u64().expect("number")
+            }
+            FeedEvent::Shutdown => panic!("unexpected shutdown"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_updates_its_topic_at_once() {
+        let (bus, hub, source) = (InProcessBus::new(64), Hub::new(), FakeSource::new());
+        prime(&*source, &hub).await.expect("prime");
+        let _bridge = spawn_bridge(bus.subscribe(), source.clone(), hub.clone());
+        let mut feed = hub.subscribe();
+        feed.snapshot();
+        source.pending.store(1, Ordering::SeqCst);
+        bus.publish(vec![task_created(1)]);
+        assert_eq!(next_pending(&mut feed).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_burst_costs_at_most_two_recomputes() {
+        let (bus, hub, source) = (InProcessBus::new(4096), Hub::new(), FakeSource::new());
+        let bridge = spawn_bridge(bus.subscribe(), source.clone(), hub.clone());
+        let mut feed = hub.subscribe();
+        // Hold the first recompute in flight while the burst arrives.
+        let held = source.gate.acquire_many(GATE as u32).await.expect("gate");
+        bus.publish(vec![task_created(1)]);
+        while source.calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        source.pending.store(200, Ordering::SeqCst);
+        for seq in 2..=200 {
+            bus.publish(vec![task_created(seq)]);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        // The in-flight recompute may publish its (already current) value first; the final
+        // value is the burst's.
+        let mut last = next_pending(&mut feed).await;
+        while last != 200 {
+            last = next_pending(&mut feed).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(bridge.recomputes(), 2, "200 events, two recomputes");
+    }
+
+    #[tokio::test]
+    async fn a_lagged_stream_resyncs_every_topic() {
+        let (bus, hub, source) = (InProcessBus::new(2), Hub::new(), FakeSource::new());
+        let held = source.gate.acquire_many(GATE as u32).await.expect("gate");
+        let bridge = spawn_bridge(bus.subscribe(), source.clone(), hub.clone());
+        // The dispatcher is parked on a full ring: overflow it.
+        for seq in 1..=10 {
+            bus.publish(vec![task_created(seq)]);
+        }
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for topic in StatsTopic::ALL {
+            assert!(hub.current(topic).is_some(), "{topic:?} recomputed after the lag");
+        }
+        assert!(bridge.recomputes() >= 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_recompute_is_retried() {
+        let (bus, hub, source) = (InProcessBus::new(16), Hub::new(), FakeSource::new());
+        let bridge = spawn_bridge(bus.subscribe(), source.clone(), hub.clone());
+        source.fail.store(true, Ordering::SeqCst);
+        source.pending.store(5, Ordering::SeqCst);
+        let mut feed = hub.subscribe();
+        bus.publish(vec![task_created(1)]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(bridge.failures() >= 1);
+        source.fail.store(false, Ordering::SeqCst);
+        assert_eq!(next_pending(&mut feed).await, 5);
+    }
+}
