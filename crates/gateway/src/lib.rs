@@ -1,1 +1,202 @@
-//! placeholder
+//! Pulse's HTTP and WebSocket edge, on actix-web: the REST API, JWT auth, `/ws`, health
+//! checks and the dashboard's files.
+//!
+//! Errors become HTTP here and only here ([`error`]). [`Pulse::start`] wires the
+//! libraries (bus, services, bridge, hub) on a database; [`configure`] mounts the routes
+//! on any actix app, so Pulse can live inside another application
+//! (`cargo run -p gateway --example embed`).
+//!
+//! Architecture invariant: the gateway translates; it holds no business rules (services
+//! do) and no fan-out logic (ws-bridge does). Nothing below it depends on it.
+
+pub mod access_log;
+pub mod auth;
+pub mod dashboard;
+pub mod error;
+mod routes;
+pub mod stats_source;
+mod ws;
+
+use std::sync::Arc;
+
+use actix_web::web::{self, ServiceConfig};
+use domain_events::{EventPublisher, EventSubscriber, InProcessBus};
+use services::{Database, Services};
+use ws_bridge::{BridgeHandle, ConnectionConfig, Hub};
+
+pub use access_log::{access_log, redact_query};
+pub use auth::{AuthUser, Claims, JwtKeys};
+pub use dashboard::{Asset, DashboardAssets};
+pub use error::ApiError;
+pub use ws::MAX_FRAME_BYTES;
+
+use crate::routes::{approvals, auth as auth_routes, conversations, health, resource, tasks};
+use crate::stats_source::ServicesStats;
+
+/// Largest accepted request body (contract: 64 KiB, else 413).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The domain services.
+    pub services: Services,
+    /// The WebSocket fan-out.
+    pub hub: Hub,
+    /// Token signing and checking.
+    pub jwt: JwtKeys,
+    /// WebSocket session timings.
+    pub ws: ConnectionConfig,
+    /// The dashboard's files, when served.
+    pub assets: Option<Arc<dyn DashboardAssets>>,
+}
+
+/// How to run Pulse's edge.
+pub struct PulseOptions {
+    /// Token keys.
+    pub jwt: JwtKeys,
+    /// WebSocket timings.
+    pub ws: ConnectionConfig,
+    /// Dashboard files to serve at `/`, if any.
+    pub assets: Option<Arc<dyn DashboardAssets>>,
+}
+
+/// A wiring failure at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The first stats could not be read.
+    #[error("cannot read the initial stats: {0}")]
+    Stats(#[from] ws_bridge::StatsError),
+}
+
+/// Pulse's libraries wired on one database: bus, services, bridge and hub.
+pub struct Pulse {
+    state: web::Data<AppState>,
+    bridge: BridgeHandle,
+    bus: InProcessBus,
+}
+
+impl Pulse {
+    /// Wires everything on `db` (already migrated) and computes the first stats, so the
+    /// first client gets a snapshot.
+    pub async fn start(db: Database, options: PulseOptions) -> Result<Self, StartError> {
+        let bus = InProcessBus::default();
+        let publisher: Arc<dyn EventPublisher> = Arc::new(bus.clone());
+        let services = Services::new(db, publisher);
+        let hub = Hub::new();
+        let source = Arc::new(ServicesStats(services.clone()));
+        ws_bridge::bridge::prime(&*source, &hub).await?;
+        let bridge = ws_bridge::spawn_bridge(bus.subscribe(), source, hub.clone());
+        let state = web::Data::new(AppState {
+            services,
+            hub,
+            jwt: options.jwt,
+            ws: options.ws,
+            assets: options.assets,
+        });
+        Ok(Self { state, bridge, bus })
+    }
+
+    /// The shared state, for [`configure`].
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// The services, for bootstrapping (e.g. the first admin).
+    pub fn services(&self) -> &Services {
+        &self.state.services
+    }
+
+    /// The in-process bus every committed change is published on.
+    pub fn bus(&self) -> &InProcessBus {
+        &self.bus
+    }
+
+    /// The bridge (recompute counters, resync).
+    pub fn bridge(&self) -> &BridgeHandle {
+        &self.bridge
+    }
+
+    /// Closes every WebSocket with 1001 and refuses new ones.
+    pub fn shutdown(&self) {
+        self.state.hub.shutdown();
+    }
+}
+
+/// Mounts Pulse's routes on an actix app: `/api/v1/*`, `/ws`, `/healthz`, `/readyz`, and
+/// the dashboard (or a JSON 404) for everything else.
+///
+/// ```no_run
+/// # async fn demo(pulse: gateway::Pulse) -> std::io::Result<()> {
+/// let state = pulse.state();
+/// actix_web::HttpServer::new(move || {
+///     actix_web::App::new().configure(|cfg| gateway::configure(cfg, state.clone()))
+/// })
+/// .bind("127.0.0.1:3000")?
+/// .run()
+/// .await
+/// # }
+/// ```
+pub fn configure(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
+    use web::{get, patch, post};
+    cfg.app_data(state)
+        .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(error::json_error))
+        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .service(resource("/healthz").route(get().to(health::healthz)))
+        .service(resource("/readyz").route(get().to(health::readyz)))
+        .service(resource("/ws").route(get().to(ws::upgrade)))
+        .service(
+            web::scope("/api/v1")
+                .service(resource("/auth/login").route(post().to(auth_routes::login)))
+                .service(resource("/me").route(get().to(auth_routes::me)))
+                .service(
+                    resource("/users")
+                        .route(get().to(auth_routes::list_users))
+                        .route(post().to(auth_routes::create_user)),
+                )
+                .service(resource("/tasks").route(get().to(tasks::list)).route(post().to(tasks::create)))
+                .service(resource("/tasks/stats").route(get().to(tasks::stats)))
+                .service(resource("/tasks/{id}").route(get().to(tasks::get)))
+                .service(resource("/tasks/{id}/assign").route(post().to(tasks::assign)))
+                .service(resource("/tasks/{id}/complete").route(post().to(tasks::complete)))
+                .service(
+                    resource("/conversations")
+                        .route(get().to(conversations::list))
+                        .route(post().to(conversations::create)),
+                )
+                .service(resource("/conversations/stats").route(get().to(conversations::stats)))
+                .service(
+                    resource("/conversations/{id}")
+                        .route(get().to(conversations::get))
+                        .route(patch().to(conversations::update)),
+                )
+                .service(resource("/conversations/{id}/escalate").route(post().to(conversations::escalate)))
+                .service(
+                    resource("/conversations/{id}/deescalate").route(post().to(conversations::deescalate)),
+                )
+                .service(resource("/conversations/{id}/resolve").route(post().to(conversations::resolve)))
+                .service(
+                    resource("/approvals")
+                        .route(get().to(approvals::list))
+                        .route(post().to(approvals::create)),
+                )
+                .service(resource("/approvals/stats").route(get().to(approvals::stats)))
+                .service(resource("/approvals/{id}").route(get().to(approvals::get)))
+                .service(resource("/approvals/{id}/decide").route(post().to(approvals::decide)))
+                .service(resource("/approvals/{id}/execute").route(post().to(approvals::execute)))
+                .default_service(web::to(api_not_found)),
+        )
+        .default_service(web::to(fallback));
+}
+
+async fn api_not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path())))
+}
+
+async fn fallback(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    dashboard::serve(state.assets.as_deref(), &req)
+}

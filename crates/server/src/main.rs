@@ -1,1 +1,118 @@
-fn main() {}
+//! The Pulse server: reads its configuration, opens and migrates the database, wires the
+//! libraries, serves HTTP and WebSocket, and shuts down gracefully on SIGINT or SIGTERM.
+
+mod assets;
+mod config;
+mod secrets;
+mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, middleware};
+use anyhow::Context;
+use clap::Parser;
+use gateway::{JwtKeys, Pulse, PulseOptions};
+use services::{Database, PoolOptions};
+use ws_bridge::ConnectionConfig;
+
+use crate::config::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(config.log_format);
+
+    let db = open_database(&config).await?;
+    let jwt = JwtKeys::new(
+        &secrets::jwt_secret(config.jwt_secret.as_deref(), &config.data_dir())?,
+        Duration::from_secs(config.token_ttl_minutes * 60),
+    )?;
+    let pulse = Pulse::start(
+        db,
+        PulseOptions {
+            jwt,
+            ws: ConnectionConfig {
+                heartbeat_interval: Duration::from_secs(config.ws_heartbeat_secs.max(1)),
+                ..ConnectionConfig::default()
+            },
+            assets: Some(Arc::new(assets::EmbeddedDashboard)),
+        },
+    )
+    .await?;
+    secrets::bootstrap_admin(
+        &pulse.services().users,
+        &config.admin_username,
+        config.admin_password.as_deref(),
+    )
+    .await?;
+
+    let server = serve_http(&config, &pulse)?;
+    tracing::info!(addr = %config.bind_addr, "Pulse is listening on http://{}", config.bind_addr);
+    let handle = server.handle();
+    let running = tokio::spawn(server);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing WebSockets with 1001");
+    pulse.shutdown();
+    wait_for_connections_to_close(&pulse, Duration::from_secs(3)).await;
+    handle.stop(true).await;
+    running.await.context("HTTP server task")??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Connects (creating the SQLite file and folder if needed) and applies migrations.
+async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    let options = PoolOptions { max_connections: config.db_max_connections, ..PoolOptions::default() };
+    let db = Database::connect(&config.database_url, options).await?;
+    db.migrate().await?;
+    tracing::info!(kind = ?db.kind(), "database ready");
+    Ok(db)
+}
+
+fn serve_http(config: &Config, pulse: &Pulse) -> anyhow::Result<actix_web::dev::Server> {
+    let state = pulse.state();
+    let mut server = HttpServer::new(move || {
+        let state = state.clone();
+        App::new()
+            .wrap(middleware::Compress::default())
+            .wrap(middleware::from_fn(gateway::access_log))
+            .configure(|cfg| gateway::configure(cfg, state))
+    })
+    .disable_signals()
+    .shutdown_timeout(5)
+    .backlog(4096)
+    .max_connections(50_000);
+    if let Some(workers) = config.workers {
+        server = server.workers(workers);
+    }
+    Ok(server.bind(config.bind_addr).with_context(|| format!("binding {}", config.bind_addr))?.run())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Gives clients a moment to receive their close frames before the listener stops.
+async fn wait_for_connections_to_close(pulse: &Pulse, limit: Duration) {
+    let started = tokio::time::Instant::now();
+    let connections = || pulse.state().hub.metrics().connections.load(std::sync::atomic::Ordering::Relaxed);
+    while connections() > 0 && started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -74,6 +74,11 @@ impl From<diesel::result::Error> for ServiceError {
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 ServiceError::Conflict(format!("already exists ({})", info.message()))
             }
+            // Every other reference is checked before writing; only the acting user can be
+            // missing (a token for a user that does not exist).
+            Error::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+                ServiceError::Forbidden("the acting user does not exist".into())
+            }
             Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,

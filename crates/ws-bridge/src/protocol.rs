@@ -76,13 +76,27 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
+/// A server message: `type` first, then the payload.
+#[derive(Serialize)]
+struct Message<'a, P: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    payload: P,
+}
+
+#[derive(Serialize)]
+struct ErrorPayload<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
 /// Builders for the server's messages, each serialized once.
 pub mod server {
     use super::*;
 
     /// `{"type": "connected", "payload": {"userId", "username", "role"}}`
     pub fn connected(user: &ConnectedUser) -> Frame {
-        Frame::json(&serde_json::json!({"type": "connected", "payload": user}))
+        Frame::json(&Message { kind: "connected", payload: user })
     }
 
     /// `{"type": "pong"}`
@@ -92,10 +106,10 @@ pub mod server {
 
     /// `{"type": "error", "payload": {"code", "message"}}`
     pub fn error(error: &BadMessage) -> Frame {
-        Frame::json(&serde_json::json!({
-            "type": "error",
-            "payload": {"code": error.code, "message": error.message},
-        }))
+        Frame::json(&Message {
+            kind: "error",
+            payload: ErrorPayload { code: error.code, message: &error.message },
+        })
     }
 }
 

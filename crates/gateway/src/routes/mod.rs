@@ -1,0 +1,46 @@
+//! The REST routes of the contract (sections 2 and 4) and health checks.
+
+pub mod approvals;
+pub mod auth;
+pub mod conversations;
+pub mod health;
+pub mod tasks;
+
+use actix_web::{HttpResponse, web};
+
+use crate::error::ApiError;
+
+/// The answer for a known path with a method it does not support.
+pub(crate) async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed())
+}
+
+/// A resource whose unsupported methods answer 405 in the contract's error shape.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// Query-string pagination shared by the listings.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<i64>,
+}
+
+impl From<&PageQuery> for services::PageRequest {
+    fn from(q: &PageQuery) -> Self {
+        services::PageRequest { limit: q.limit, cursor: q.cursor }
+    }
+}
+
+/// An optional enum filter from the query string; an unknown value is a 400.
+pub(crate) fn parse_filter<T>(field: &'static str, value: Option<&str>) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr<Err = domain_events::model::UnknownValue>,
+{
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| services::validate::enum_value(field, v))
+        .transpose()
+        .map_err(|e| ApiError::validation(e.to_string()))
+}

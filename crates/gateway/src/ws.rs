@@ -1,0 +1,91 @@
+//! `GET /ws`: authenticate before the upgrade, then hand the socket to ws-bridge's session.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use ws_bridge::connection::Closed;
+use ws_bridge::{ConnectedUser, Incoming, Outgoing, Transport, serve_connection};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Largest accepted client frame (contract: 64 KiB, else close 1009).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+pub(crate) struct WsQuery {
+    token: Option<String>,
+}
+
+pub(crate) async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<WsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let token = query
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("missing token"))?;
+    let claims = state.jwt.verify(token)?;
+    let actor = claims.actor()?;
+    if state.hub.is_shutting_down() {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    }
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let incoming = stream.max_frame_size(MAX_FRAME_BYTES).filter_map(|item| async move { incoming(item) });
+    let user = ConnectedUser { user_id: actor.user_id, username: actor.username, role: actor.role };
+    let hub = state.hub.clone();
+    let config = state.ws.clone();
+    let expires_at = claims.expires_at();
+    actix_web::rt::spawn(async move {
+        let username = user.username.clone();
+        let end = serve_connection(
+            &hub,
+            user,
+            Some(expires_at),
+            &config,
+            SessionTransport(session),
+            Box::pin(incoming),
+        )
+        .await;
+        tracing::debug!(user = %username, ?end, "websocket closed");
+    });
+    Ok(response)
+}
+
+fn incoming(item: Result<Message, ProtocolError>) -> Option<Incoming> {
+    Some(match item {
+        Ok(Message::Text(text)) => Incoming::Text(text.to_string()),
+        Ok(Message::Binary(_) | Message::Continuation(_)) => Incoming::Binary,
+        Ok(Message::Ping(bytes)) => Incoming::Ping(bytes.to_vec()),
+        Ok(Message::Pong(_)) => Incoming::Pong,
+        Ok(Message::Close(_)) => Incoming::Close,
+        Ok(Message::Nop) => return None,
+        Err(ProtocolError::Overflow) => Incoming::TooLarge,
+        Err(e) => Incoming::Error(e.to_string()),
+    })
+}
+
+/// actix-ws's session as a ws-bridge transport. Its channel is bounded (32 frames), so a
+/// client that stops reading makes `send` wait, and the session's send timeout drops it.
+struct SessionTransport(actix_ws::Session);
+
+impl Transport for SessionTransport {
+    async fn send(&mut self, message: Outgoing) -> Result<(), Closed> {
+        let result = match message {
+            Outgoing::Text(frame) => self.0.text(frame.text()).await,
+            Outgoing::Ping => self.0.ping(b"").await,
+            Outgoing::Pong(bytes) => self.0.pong(&bytes).await,
+            Outgoing::Close { code, reason } => {
+                let reason =
+                    CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
+                self.0.clone().close(Some(reason)).await
+            }
+        };
+        result.map_err(|_| Closed)
+    }
+}

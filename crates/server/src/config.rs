@@ -1,0 +1,74 @@
+//! Configuration: environment variables of the contract (section 1), mirrored by flags.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// Pulse: live hotel operations dashboards over one WebSocket.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "server", version, about)]
+pub struct Config {
+    /// Address the HTTP/WebSocket server listens on.
+    #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
+    pub bind_addr: SocketAddr,
+
+    /// `sqlite://PATH` (embedded, single instance) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/pulse.db")]
+    pub database_url: String,
+
+    /// HS256 signing secret, at least 32 bytes. Default: generated once and kept in the
+    /// data folder.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Username of the admin created when there are no users.
+    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
+    pub admin_username: String,
+
+    /// Password of that admin. Default: random, printed once in the log.
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long a login token is valid, in minutes.
+    #[arg(long, env = "TOKEN_TTL_MINUTES", default_value_t = 12 * 60)]
+    pub token_ttl_minutes: u64,
+
+    /// Seconds between WebSocket pings; two unanswered pings close the connection.
+    #[arg(long, env = "WS_HEARTBEAT_SECS", default_value_t = 25)]
+    pub ws_heartbeat_secs: u64,
+
+    /// Database connections (PostgreSQL; SQLite readers).
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// The folder for generated state (the JWT secret): next to the SQLite file, or
+    /// `./data` with PostgreSQL.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        let path =
+            self.database_url.strip_prefix("sqlite://").or_else(|| self.database_url.strip_prefix("sqlite:"));
+        match path.map(std::path::Path::new).and_then(|p| p.parent()) {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            Some(_) => std::path::PathBuf::from("."),
+            None => std::path::PathBuf::from("data"),
+        }
+    }
+}
