@@ -1,1 +1,186 @@
-fn main() {}
+//! Pulse's developer tasks. `cargo xtask ci` runs everything CI runs; if it passes
+//! locally, CI is green.
+//!
+//! ```text
+//! cargo xtask ci            # all of the below, in order
+//! cargo xtask fmt|lint|layers|test|dashboard|integration|e2e
+//! ```
+
+// A command-line tool: printing is its job (the lint is for libraries).
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let root = project_root();
+    std::env::set_current_dir(&root)?;
+    let steps: Vec<&str> = match task {
+        "ci" => vec!["postgres", "fmt", "lint", "layers", "test", "dashboard", "integration", "e2e"],
+        "fmt" | "lint" | "layers" | "test" | "dashboard" | "integration" | "e2e" | "postgres" => vec![task],
+        _ => {
+            eprintln!("usage: cargo xtask <ci|fmt|lint|layers|test|dashboard|integration|e2e>");
+            return Ok(());
+        }
+    };
+    let started = Instant::now();
+    for step in steps {
+        let t = Instant::now();
+        eprintln!("\n==> xtask {step}");
+        run_step(step).with_context(|| format!("xtask {step} failed"))?;
+        eprintln!("==> xtask {step}: ok ({:.1}s)", t.elapsed().as_secs_f64());
+    }
+    eprintln!("\nxtask {task}: all green in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn run_step(step: &str) -> anyhow::Result<()> {
+    match step {
+        "postgres" => check_postgres(),
+        "fmt" => cargo(&["fmt", "--all", "--", "--check"]),
+        "lint" => cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        "layers" => check_layers(),
+        "test" => cargo(&["test", "--workspace", "--exclude", "suites"]),
+        "dashboard" => dashboard(),
+        "integration" => integration(),
+        "e2e" => e2e(),
+        other => bail!("unknown step {other}"),
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} exited with {status}");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
+}
+
+fn test_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.into())
+}
+
+/// The PostgreSQL tests must run: fail clearly instead of skipping.
+fn check_postgres() -> anyhow::Result<()> {
+    let url = test_database_url();
+    let output = Command::new("psql").arg(&url).args(["-tAc", "SELECT version()"]).output();
+    match output {
+        Ok(out) if out.status.success() => {
+            eprintln!("PostgreSQL: {}", String::from_utf8_lossy(&out.stdout).trim());
+            Ok(())
+        }
+        Ok(out) => bail!(
+            "PostgreSQL is required and is not reachable at {url}: {}\nStart it (see README) or set TEST_DATABASE_URL.",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => bail!("psql is needed to check PostgreSQL at {url}: {e}"),
+    }
+}
+
+/// The architecture invariants of docs/architecture.md, checked on the real dependency graph.
+fn check_layers() -> anyhow::Result<()> {
+    let rules: &[(&str, &[&str])] = &[
+        (
+            "domain-events",
+            &["diesel", "diesel-async", "actix-web", "actix-ws", "services", "ws-bridge", "gateway"],
+        ),
+        (
+            "ws-bridge",
+            &["diesel", "diesel-async", "actix-web", "actix-ws", "actix-http", "services", "gateway"],
+        ),
+        ("services", &["actix-web", "actix-ws", "actix-http", "ws-bridge", "gateway"]),
+        ("gateway", &["server"]),
+    ];
+    let mut broken = Vec::new();
+    for (krate, forbidden) in rules {
+        let output = Command::new("cargo")
+            .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}"])
+            .output()
+            .context("running cargo tree")?;
+        if !output.status.success() {
+            bail!("cargo tree -p {krate}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let tree = String::from_utf8_lossy(&output.stdout);
+        for line in tree.lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if forbidden.contains(&name) {
+                broken.push(format!("{krate} depends on {name}"));
+            }
+        }
+        eprintln!("{krate}: none of {}", forbidden.join(", "));
+    }
+    for krate in ["domain-events", "services", "ws-bridge", "gateway"] {
+        let lib = format!("crates/{krate}/src/lib.rs");
+        let text = std::fs::read_to_string(&lib).with_context(|| format!("reading {lib}"))?;
+        if !text.trim_start().starts_with("//!") {
+            broken.push(format!("{lib} has no //! doc comment saying what the crate is for"));
+        }
+    }
+    broken.sort();
+    broken.dedup();
+    if !broken.is_empty() {
+        bail!("layering broken:\n  {}", broken.join("\n  "));
+    }
+    Ok(())
+}
+
+fn npm(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("npm").args(args).current_dir("apps/dashboard"))
+}
+
+fn dashboard() -> anyhow::Result<()> {
+    if !Path::new("apps/dashboard/node_modules").is_dir() {
+        npm(&["ci", "--no-audit", "--no-fund"])?;
+    }
+    npm(&["run", "typecheck"])?;
+    npm(&["test"])?;
+    Ok(())
+}
+
+/// Builds the server once (the dashboard embedded) and returns its path.
+fn server_binary() -> anyhow::Result<PathBuf> {
+    cargo(&["build", "-p", "server"])?;
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target"));
+    let bin = target.join("debug/server");
+    std::fs::canonicalize(&bin).with_context(|| format!("finding {}", bin.display()))
+}
+
+fn integration() -> anyhow::Result<()> {
+    let bin = server_binary()?;
+    run(Command::new("cargo")
+        .args(["test", "-p", "suites", "--test", "integration"])
+        .env("PULSE_SERVER_BIN", &bin)
+        .env("TEST_DATABASE_URL", test_database_url()))
+}
+
+fn e2e() -> anyhow::Result<()> {
+    let bin = server_binary()?;
+    if !Path::new("/usr/bin/chromium").exists() {
+        bail!(
+            "Chromium is needed for the browser suite: apt-get install -y --no-install-recommends chromium"
+        );
+    }
+    if !Path::new("apps/dashboard/node_modules").is_dir() {
+        npm(&["ci", "--no-audit", "--no-fund"])?;
+    }
+    run(Command::new("node").arg("e2e/run.mjs").current_dir("apps/dashboard").env("PULSE_SERVER_BIN", &bin))
+}

@@ -42,10 +42,10 @@ pub(crate) fn serve(
     }
     // Client routes (no file extension) get the app shell.
     let last = path.rsplit('/').next().unwrap_or("");
-    if !last.contains('.') {
-        if let Some(index) = assets.get("index.html") {
-            return Ok(file_response(index, false));
-        }
+    if !last.contains('.')
+        && let Some(index) = assets.get("index.html")
+    {
+        return Ok(file_response(index, false));
     }
     Err(not_found())
 }

@@ -104,6 +104,13 @@ impl TestDatabase {
         Ok(Self { kind: DbKind::Postgres, url, _dir: None, pg: Some((admin, name)) })
     }
 
+    /// Drops a PostgreSQL database now, `WITH (FORCE)` (its open connections are terminated),
+    /// to test how the server behaves when its database is gone. Fails on SQLite.
+    pub fn drop_postgres_now(&self) -> Result<()> {
+        let (admin, name) = self.pg.as_ref().ok_or_else(|| anyhow!("not a PostgreSQL database"))?;
+        psql(admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    }
+
     /// The backend.
     pub fn kind(&self) -> DbKind {
         self.kind
@@ -848,5 +855,42 @@ impl Pulse {
             first.push(ws.next_json(Duration::from_secs(5)).await?);
         }
         Ok((ws, first))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_rfc4648() {
+        assert_eq!(base64url(b""), "");
+        assert_eq!(base64url(b"f"), "Zg");
+        assert_eq!(base64url(b"fo"), "Zm8");
+        assert_eq!(base64url(b"foo"), "Zm9v");
+        assert_eq!(base64url(b"foob"), "Zm9vYg");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            replace_database("postgres://postgres@127.0.0.1:5432/postgres", "x").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            replace_database("postgres://u:p@h/db?sslmode=disable", "y").unwrap(),
+            "postgres://u:p@h/y?sslmode=disable"
+        );
+        assert_eq!(replace_database("postgres://h:1", "z").unwrap(), "postgres://h:1/z");
+    }
+
+    #[test]
+    fn unsigned_token_has_alg_none_and_empty_signature() {
+        let t = unsigned_token(&json!({"sub": "1"}));
+        let parts: Vec<&str> = t.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], base64url(br#"{"alg":"none","typ":"JWT"}"#));
+        assert_eq!(parts[2], "");
     }
 }

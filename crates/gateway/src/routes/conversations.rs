@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use services::{ConversationChanges, NewConversation};
 
-use super::{PageQuery, parse_filter};
+use super::parse_filter;
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -12,8 +12,14 @@ use crate::error::ApiError;
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
     state: Option<String>,
-    #[serde(flatten)]
-    page: PageQuery,
+    limit: Option<i64>,
+    cursor: Option<i64>,
+}
+
+impl ListQuery {
+    fn page(&self) -> services::PageRequest {
+        services::PageRequest { limit: self.limit, cursor: self.cursor }
+    }
 }
 
 pub(crate) async fn create(
@@ -31,7 +37,7 @@ pub(crate) async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = parse_filter("state", query.state.as_deref())?;
-    Ok(HttpResponse::Ok().json(state.services.conversations.list(filter, (&query.page).into()).await?))
+    Ok(HttpResponse::Ok().json(state.services.conversations.list(filter, query.page()).await?))
 }
 
 pub(crate) async fn get(

@@ -20,18 +20,8 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-/// Query-string pagination shared by the listings.
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct PageQuery {
-    pub limit: Option<i64>,
-    pub cursor: Option<i64>,
-}
-
-impl From<&PageQuery> for services::PageRequest {
-    fn from(q: &PageQuery) -> Self {
-        services::PageRequest { limit: q.limit, cursor: q.cursor }
-    }
-}
+// Listing queries keep `limit` and `cursor` as plain fields: serde's `flatten` would turn
+// them into strings and reject every number.
 
 /// An optional enum filter from the query string; an unknown value is a 400.
 pub(crate) fn parse_filter<T>(field: &'static str, value: Option<&str>) -> Result<Option<T>, ApiError>

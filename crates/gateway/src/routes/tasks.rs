@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use services::{NewTask, TaskFilter};
 
-use super::{PageQuery, parse_filter};
+use super::parse_filter;
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -14,8 +14,14 @@ pub(crate) struct ListQuery {
     status: Option<String>,
     department: Option<String>,
     assignee: Option<String>,
-    #[serde(flatten)]
-    page: PageQuery,
+    limit: Option<i64>,
+    cursor: Option<i64>,
+}
+
+impl ListQuery {
+    fn page(&self) -> services::PageRequest {
+        services::PageRequest { limit: self.limit, cursor: self.cursor }
+    }
 }
 
 pub(crate) async fn create(
@@ -36,7 +42,7 @@ pub(crate) async fn list(
         department: query.department.clone().filter(|d| !d.is_empty()),
         assignee: query.assignee.clone().filter(|a| !a.is_empty()),
     };
-    Ok(HttpResponse::Ok().json(state.services.tasks.list(&filter, (&query.page).into()).await?))
+    Ok(HttpResponse::Ok().json(state.services.tasks.list(&filter, query.page()).await?))
 }
 
 pub(crate) async fn get(

@@ -1,0 +1,76 @@
+//! Black-box integration tests of the Pulse server, against contract sections 2–5
+//! (`shared/spec/CONTRACT.md`).
+//!
+//! Every case runs twice, on SQLite and on PostgreSQL, each time on its own server process
+//! and its own fresh database. Run with:
+//!
+//! ```text
+//! PULSE_SERVER_BIN=target/debug/server cargo test -p suites --test integration
+//! ```
+
+#[cfg(test)]
+#[path = "integration/cases.rs"]
+mod cases;
+
+macro_rules! both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::cases::$name(suites::TestDatabase::sqlite().expect("creating a SQLite database")).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::cases::$name(
+                        suites::TestDatabase::postgres().expect("creating a PostgreSQL database"),
+                    )
+                    .await;
+                }
+            )*
+        }
+    };
+}
+
+both_databases!(
+    login_returns_token_expiry_and_user,
+    bad_credentials_are_401_and_indistinguishable,
+    protected_routes_refuse_missing_and_bad_tokens,
+    token_minted_with_the_secret_is_accepted,
+    me_returns_the_caller,
+    users_are_created_by_admins_only_and_unique,
+    malformed_and_invalid_input_is_400,
+    content_type_and_body_size_are_enforced,
+    unknown_routes_methods_and_ids,
+    task_create_and_get,
+    task_assign_complete_and_conflicts,
+    task_list_filters_and_pagination,
+    conversation_lifecycle,
+    approval_lifecycle_and_roles,
+    health_endpoints,
+    ws_refuses_bad_tokens_before_upgrade,
+    ws_opening_messages,
+    ws_clients_receive_every_stats_change,
+    ws_burst_of_200_task_creations_converges,
+    ws_refused_requests_emit_nothing,
+    ws_ping_and_bad_messages,
+    ws_oversize_frame_closes_1009,
+    ws_graceful_shutdown_closes_1001,
+    ws_token_expiry_closes_4401,
+    ws_heartbeat_pings_and_drops_silent_clients,
+    tokens_never_appear_in_logs,
+);
+
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unavailable_database_gives_503() {
+        crate::cases::unavailable_database_gives_503(
+            suites::TestDatabase::postgres().expect("creating a PostgreSQL database"),
+        )
+        .await;
+    }
+}
