@@ -23,6 +23,10 @@ use crate::event::EventEnvelope;
 pub trait EventPublisher: Send + Sync + 'static {
     /// Publishes the events of one committed change, in order.
     fn publish(&self, events: Vec<EventEnvelope>);
+
+    /// Tells subscribers that events may have been lost upstream (a transport could not
+    /// cover a gap): they receive [`BusMessage::Lagged`] and resynchronise.
+    fn resync(&self) {}
 }
 
 /// Opens streams of events.
@@ -36,9 +40,10 @@ pub trait EventSubscriber: Send + Sync + 'static {
 pub enum BusMessage {
     /// The next event.
     Event(Arc<EventEnvelope>),
-    /// The subscriber fell behind and `missed` events were dropped for it: resync.
+    /// Events were lost for this subscriber (it fell behind, or a transport reported a
+    /// gap it could not cover): resync.
     Lagged {
-        /// How many events were lost.
+        /// How many events were lost; 0 when unknown.
         missed: u64,
     },
 }
@@ -46,14 +51,22 @@ pub enum BusMessage {
 /// A subscription to a bus; see [`EventSubscriber::subscribe`].
 #[derive(Debug)]
 pub struct EventStream {
-    receiver: broadcast::Receiver<Arc<EventEnvelope>>,
+    receiver: broadcast::Receiver<Item>,
+}
+
+/// What travels in the ring.
+#[derive(Debug, Clone)]
+enum Item {
+    Event(Arc<EventEnvelope>),
+    Resync,
 }
 
 impl EventStream {
     /// The next message, or `None` once the bus is gone.
     pub async fn recv(&mut self) -> Option<BusMessage> {
         match self.receiver.recv().await {
-            Ok(event) => Some(BusMessage::Event(event)),
+            Ok(Item::Event(event)) => Some(BusMessage::Event(event)),
+            Ok(Item::Resync) => Some(BusMessage::Lagged { missed: 0 }),
             Err(broadcast::error::RecvError::Lagged(missed)) => Some(BusMessage::Lagged { missed }),
             Err(broadcast::error::RecvError::Closed) => None,
         }
@@ -71,7 +84,7 @@ impl EventStream {
 /// ```
 #[derive(Debug, Clone)]
 pub struct InProcessBus {
-    sender: broadcast::Sender<Arc<EventEnvelope>>,
+    sender: broadcast::Sender<Item>,
 }
 
 impl InProcessBus {
@@ -100,8 +113,12 @@ impl EventPublisher for InProcessBus {
     fn publish(&self, events: Vec<EventEnvelope>) {
         for event in events {
             // An error only means nobody listens right now: nothing to do.
-            let _ = self.sender.send(Arc::new(event));
+            let _ = self.sender.send(Item::Event(Arc::new(event)));
         }
+    }
+
+    fn resync(&self) {
+        let _ = self.sender.send(Item::Resync);
     }
 }
 
@@ -184,6 +201,16 @@ mod tests {
         for seq in 7..=10 {
             assert_eq!(seq_of(slow.recv().await), seq);
         }
+    }
+
+    #[tokio::test]
+    async fn a_resync_request_reaches_subscribers_as_a_lag() {
+        let bus = InProcessBus::new(4);
+        let mut stream = bus.subscribe();
+        bus.resync();
+        bus.publish(vec![envelope(1)]);
+        assert!(matches!(stream.recv().await, Some(BusMessage::Lagged { missed: 0 })));
+        assert_eq!(seq_of(stream.recv().await), 1);
     }
 
     #[tokio::test]

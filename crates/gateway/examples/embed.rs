@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = Database::connect(&url, PoolOptions::default()).await?;
     db.migrate().await?;
     let jwt = JwtKeys::new(b"an example secret that is 32+ bytes long", Duration::from_secs(3600))?;
-    let pulse = Pulse::start(db, PulseOptions { jwt, ws: Default::default(), assets: None }).await?;
+    let pulse = Pulse::start(db, PulseOptions::new(jwt)).await?;
     pulse.services().users.bootstrap_admin("admin", "embedded-admin-pw").await?;
 
     let state = pulse.state();

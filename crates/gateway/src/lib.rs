@@ -48,6 +48,17 @@ pub struct AppState {
     pub ws: ConnectionConfig,
     /// The dashboard's files, when served.
     pub assets: Option<Arc<dyn DashboardAssets>>,
+    /// What `/readyz` checks besides the database.
+    pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+}
+
+/// A dependency that `/readyz` reports on besides the database (e.g. the cross-instance
+/// listener).
+pub trait ReadinessCheck: Send + Sync + 'static {
+    /// A short name for the `/readyz` body.
+    fn name(&self) -> &'static str;
+    /// Whether it works right now.
+    fn is_ready(&self) -> bool;
 }
 
 /// How to run Pulse's edge.
@@ -58,6 +69,27 @@ pub struct PulseOptions {
     pub ws: ConnectionConfig,
     /// Dashboard files to serve at `/`, if any.
     pub assets: Option<Arc<dyn DashboardAssets>>,
+    /// The bus the bridge listens to; pass one to feed it from elsewhere too (another
+    /// instance's events), `None` for a new one.
+    pub bus: Option<InProcessBus>,
+    /// What services publish committed events on; `None` for the bus itself.
+    pub publisher: Option<Arc<dyn EventPublisher>>,
+    /// What `/readyz` checks besides the database.
+    pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+}
+
+impl PulseOptions {
+    /// Options with the given keys and defaults for everything else.
+    pub fn new(jwt: JwtKeys) -> Self {
+        Self {
+            jwt,
+            ws: ConnectionConfig::default(),
+            assets: None,
+            bus: None,
+            publisher: None,
+            readiness: Vec::new(),
+        }
+    }
 }
 
 /// A wiring failure at start.
@@ -79,19 +111,22 @@ impl Pulse {
     /// Wires everything on `db` (already migrated) and computes the first stats, so the
     /// first client gets a snapshot.
     pub async fn start(db: Database, options: PulseOptions) -> Result<Self, StartError> {
-        let bus = InProcessBus::default();
-        let publisher: Arc<dyn EventPublisher> = Arc::new(bus.clone());
+        let bus = options.bus.unwrap_or_default();
+        let publisher = options.publisher.unwrap_or_else(|| Arc::new(bus.clone()));
         let services = Services::new(db, publisher);
         let hub = Hub::new();
         let source = Arc::new(ServicesStats(services.clone()));
+        // Subscribe before the first read, so a change committed in between is not missed.
+        let events = bus.subscribe();
         ws_bridge::bridge::prime(&*source, &hub).await?;
-        let bridge = ws_bridge::spawn_bridge(bus.subscribe(), source, hub.clone());
+        let bridge = ws_bridge::spawn_bridge(events, source, hub.clone());
         let state = web::Data::new(AppState {
             services,
             hub,
             jwt: options.jwt,
             ws: options.ws,
             assets: options.assets,
+            readiness: options.readiness,
         });
         Ok(Self { state, bridge, bus })
     }

@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
+    /// How long committed events stay in the event log (other instances catch up from it
+    /// after a dropped connection), in minutes.
+    #[arg(long, env = "EVENT_RETENTION_MINUTES", default_value_t = 60)]
+    pub event_retention_minutes: u64,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "WORKERS")]
     pub workers: Option<usize>,

@@ -3,6 +3,7 @@
 
 mod assets;
 mod config;
+mod instances;
 mod secrets;
 mod telemetry;
 
@@ -12,22 +13,28 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, middleware};
 use anyhow::Context;
 use clap::Parser;
+use domain_events::InProcessBus;
 use gateway::{JwtKeys, Pulse, PulseOptions};
 use services::{Database, PoolOptions};
 use ws_bridge::ConnectionConfig;
 
 use crate::config::Config;
+use crate::instances::Instance;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(config.log_format);
 
-    let db = open_database(&config).await?;
+    let instance = Instance::new(&config.database_url);
+    let db = open_database(&config, &instance).await?;
     let jwt = JwtKeys::new(
         &secrets::jwt_secret(config.jwt_secret.as_deref(), &config.data_dir())?,
         Duration::from_secs(config.token_ttl_minutes * 60),
     )?;
+    let bus = InProcessBus::default();
+    let fanout = instances::start_fanout(&db, &instance, &bus).await?;
+    instances::spawn_outbox_pruning(db.clone(), Duration::from_secs(config.event_retention_minutes * 60));
     let pulse = Pulse::start(
         db,
         PulseOptions {
@@ -37,6 +44,9 @@ async fn main() -> anyhow::Result<()> {
                 ..ConnectionConfig::default()
             },
             assets: Some(Arc::new(assets::EmbeddedDashboard)),
+            bus: Some(bus),
+            publisher: fanout.as_ref().map(|f| f.publisher.clone()),
+            readiness: fanout.iter().map(|f| f.readiness.clone()).collect(),
         },
     )
     .await?;
@@ -58,14 +68,17 @@ async fn main() -> anyhow::Result<()> {
     wait_for_connections_to_close(&pulse, Duration::from_secs(3)).await;
     handle.stop(true).await;
     running.await.context("HTTP server task")??;
+    if let Some(fanout) = &fanout {
+        fanout.listener.stop();
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Connects (creating the SQLite file and folder if needed) and applies migrations.
-async fn open_database(config: &Config) -> anyhow::Result<Database> {
+async fn open_database(config: &Config, instance: &Instance) -> anyhow::Result<Database> {
     let options = PoolOptions { max_connections: config.db_max_connections, ..PoolOptions::default() };
-    let db = Database::connect(&config.database_url, options).await?;
+    let db = Database::connect(&instance.database_url, options).await?;
     db.migrate().await?;
     tracing::info!(kind = ?db.kind(), "database ready");
     Ok(db)

@@ -165,6 +165,10 @@ fn replace_database(admin_url: &str, name: &str) -> Result<String> {
 pub struct ServerOptions {
     /// Extra environment variables, applied last (they override the defaults).
     pub env: Vec<(String, String)>,
+    /// Variables not to set at all (neither the harness's default nor an inherited value).
+    pub unset: Vec<String>,
+    /// Working directory of the process (default: the test's).
+    pub current_dir: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -172,6 +176,26 @@ impl ServerOptions {
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// Leaves `key` unset (e.g. `JWT_SECRET`, to test the server's default).
+    pub fn unset(mut self, key: impl Into<String>) -> Self {
+        self.unset.push(key.into());
+        self
+    }
+
+    /// Runs the server in `dir`.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    fn value(&self, key: &str) -> Option<&str> {
+        self.env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn is_unset(&self, key: &str) -> bool {
+        self.unset.iter().any(|k| k == key)
     }
 }
 
@@ -192,30 +216,38 @@ impl ServerProcess {
     /// a random `JWT_SECRET` and `ADMIN_PASSWORD`, and waits (30 s at most) until `/healthz`
     /// answers 200.
     pub async fn start(db: &TestDatabase, opts: ServerOptions) -> Result<Self> {
-        let bin = std::env::var(SERVER_BIN_ENV).map_err(|_| {
-            anyhow!(
-                "{SERVER_BIN_ENV} is not set: point it at the server binary, e.g. \
-                 {SERVER_BIN_ENV}=target/debug/server cargo test -p suites"
-            )
-        })?;
+        let bin = server_bin()?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let jwt_secret = random_string(48);
-        let admin_password = random_string(20);
+        let jwt_secret = opts.value("JWT_SECRET").map_or_else(|| random_string(48), str::to_owned);
+        let admin_password = opts.value("ADMIN_PASSWORD").map_or_else(|| random_string(20), str::to_owned);
+        let defaults = [
+            ("BIND_ADDR", addr.as_str()),
+            ("DATABASE_URL", db.url()),
+            ("JWT_SECRET", jwt_secret.as_str()),
+            ("ADMIN_USERNAME", ADMIN_USERNAME),
+            ("ADMIN_PASSWORD", admin_password.as_str()),
+            ("RUST_LOG", "info"),
+            ("PULSE_SKIP_DASHBOARD_BUILD", "1"),
+        ];
 
         let mut cmd = Command::new(&bin);
-        cmd.env("BIND_ADDR", &addr)
-            .env("DATABASE_URL", db.url())
-            .env("JWT_SECRET", &jwt_secret)
-            .env("ADMIN_USERNAME", ADMIN_USERNAME)
-            .env("ADMIN_PASSWORD", &admin_password)
-            .env("RUST_LOG", "info")
-            .env("PULSE_SKIP_DASHBOARD_BUILD", "1");
+        for (k, v) in defaults {
+            if !opts.is_unset(k) {
+                cmd.env(k, v);
+            }
+        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
+        for k in &opts.unset {
+            cmd.env_remove(k);
+        }
+        if let Some(dir) = &opts.current_dir {
+            cmd.current_dir(dir);
+        }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("spawning {bin}"))?;
+        let mut child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
         let pid = child.id().ok_or_else(|| anyhow!("server exited at once"))?;
 
         let logs = Arc::new(Mutex::new(String::new()));
@@ -227,6 +259,8 @@ impl ServerProcess {
             readers.push(tokio::spawn(capture(err, Arc::clone(&logs))));
         }
 
+        let jwt_secret = if opts.is_unset("JWT_SECRET") { String::new() } else { jwt_secret };
+        let admin_password = if opts.is_unset("ADMIN_PASSWORD") { String::new() } else { admin_password };
         let mut server = Self { child, pid, addr, jwt_secret, admin_password, logs, readers };
         server.wait_healthy(Duration::from_secs(30)).await?;
         Ok(server)
@@ -268,12 +302,17 @@ impl ServerProcess {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// The server's `JWT_SECRET`.
+    /// Opens a WebSocket with `token`; a refused upgrade is `Err(Error::Http(response))`.
+    pub async fn connect_ws(&self, token: &str) -> Result<Ws, tungstenite::Error> {
+        connect(&self.ws_url(token)).await
+    }
+
+    /// The server's `JWT_SECRET` (empty when the test left it unset).
     pub fn jwt_secret(&self) -> &str {
         &self.jwt_secret
     }
 
-    /// The bootstrap admin's password.
+    /// The bootstrap admin's password (empty when the test left it unset).
     pub fn admin_password(&self) -> &str {
         &self.admin_password
     }
@@ -347,6 +386,23 @@ async fn capture(stream: impl AsyncRead + Unpin, logs: Arc<Mutex<String>>) {
             }
         }
     }
+}
+
+/// The server binary: `PULSE_SERVER_BIN`, absolute, or relative to the current folder or to the
+/// workspace root (cargo runs tests from the package folder).
+fn server_bin() -> Result<PathBuf> {
+    let bin = std::env::var(SERVER_BIN_ENV).map_err(|_| {
+        anyhow!(
+            "{SERVER_BIN_ENV} is not set: point it at the server binary, e.g. \
+             {SERVER_BIN_ENV}=$PWD/target/debug/server cargo test -p suites --test integration"
+        )
+    })?;
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    [PathBuf::from(&bin), workspace.join(&bin)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .ok_or_else(|| anyhow!("{SERVER_BIN_ENV}={bin} is not a file (build the server first)"))
 }
 
 fn free_port() -> Result<u16> {
@@ -597,6 +653,45 @@ pub fn unsigned_token(claims: &Value) -> String {
     let header = base64url(br#"{"alg":"none","typ":"JWT"}"#);
     let body = base64url(claims.to_string().as_bytes());
     format!("{header}.{body}.")
+}
+
+/// The header and claims of a JWT, decoded without checking the signature.
+pub fn decode_unverified(token: &str) -> Result<(Value, Value)> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(claims), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        bail!("not a JWT (three dot-separated parts): {token}");
+    };
+    let decode = |part: &str| -> Result<Value> {
+        let bytes = base64url_decode(part).ok_or_else(|| anyhow!("bad base64url in {token}"))?;
+        serde_json::from_slice(&bytes).context("JWT part is not JSON")
+    };
+    Ok((decode(header)?, decode(claims)?))
+}
+
+/// Decodes unpadded (or padded) base64url; `None` on a bad character.
+pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
 }
 
 /// Unpadded base64url.
@@ -870,6 +965,9 @@ mod tests {
         assert_eq!(base64url(b"foo"), "Zm9v");
         assert_eq!(base64url(b"foob"), "Zm9vYg");
         assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        for input in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar", &[0xfb, 0xff, 0x00]] {
+            assert_eq!(base64url_decode(&base64url(input)).unwrap(), input);
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! Black-box integration tests of the Pulse server, against contract sections 2–5
+//! Black-box integration tests of the Pulse server, against contract sections 1–5
 //! (`shared/spec/CONTRACT.md`).
 //!
-//! Every case runs twice, on SQLite and on PostgreSQL, each time on its own server process
-//! and its own fresh database. Run with:
+//! Every case in `both_databases!` runs twice, on SQLite and on PostgreSQL, each time on its
+//! own server process and its own fresh database; `postgres_only` and `config` hold the few
+//! cases that only make sense on one backend. Run with (PostgreSQL on 127.0.0.1:5432, or an
+//! admin URL in `TEST_DATABASE_URL`):
 //!
 //! ```text
 //! PULSE_SERVER_BIN=target/debug/server cargo test -p suites --test integration
@@ -37,6 +39,7 @@ macro_rules! both_databases {
 }
 
 both_databases!(
+    bootstrap_admin_only_when_there_are_no_users,
     login_returns_token_expiry_and_user,
     bad_credentials_are_401_and_indistinguishable,
     protected_routes_refuse_missing_and_bad_tokens,
@@ -72,5 +75,18 @@ mod postgres_only {
             suites::TestDatabase::postgres().expect("creating a PostgreSQL database"),
         )
         .await;
+    }
+}
+
+/// Section 1: configuration defaults (the default database is SQLite, so these run once).
+mod config {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn defaults_generate_and_keep_secrets() {
+        crate::cases::config_defaults_generate_and_keep_secrets().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn short_jwt_secret_is_refused() {
+        crate::cases::config_short_jwt_secret_is_refused().await;
     }
 }

@@ -10,8 +10,11 @@ pub(crate) async fn healthz() -> HttpResponse {
 }
 
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.services.db.ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
-        Err(_) => Err(ApiError::unavailable("the database cannot be reached")),
+    if state.services.db.ping().await.is_err() {
+        return Err(ApiError::unavailable("the database cannot be reached"));
     }
+    if let Some(check) = state.readiness.iter().find(|c| !c.is_ready()) {
+        return Err(ApiError::unavailable(format!("{} is not ready", check.name())));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use suites::{
-    Api, Body, Incoming, Method, Pulse, ServerOptions, TestDatabase, Ws, claims, connect, mint_token,
-    mint_token_alg, mint_token_claims, now_secs, refused_status, unsigned_token,
+    ADMIN_USERNAME, Api, Body, Incoming, Method, Pulse, ServerOptions, ServerProcess, TestDatabase, Ws,
+    claims, connect, mint_token, mint_token_alg, mint_token_claims, now_secs, refused_status, unsigned_token,
 };
 
 /// Longest wait for a message that must come.
@@ -212,6 +212,139 @@ fn assert_refused(result: Result<Ws, suites::tungstenite::Error>, status: u16, w
 }
 
 // ---------------------------------------------------------------------------------------------
+// 1. Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// The log without ANSI colour codes.
+fn strip_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Words of log lines that mention a password and look like a generated one.
+fn password_candidates(log: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in strip_ansi(log).lines().filter(|l| l.to_lowercase().contains("password")) {
+        for word in line.split(|c: char| !c.is_ascii_alphanumeric()) {
+            let looks_random =
+                word.len() >= 12 && word.chars().any(|c| c.is_ascii_digit() || c.is_ascii_uppercase());
+            if looks_random && !out.iter().any(|w| w == word) {
+                out.push(word.to_owned());
+            }
+        }
+    }
+    out
+}
+
+pub(crate) async fn config_defaults_generate_and_keep_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unused = TestDatabase::sqlite().expect("sqlite");
+    let opts = ServerOptions::default()
+        .unset("DATABASE_URL")
+        .unset("JWT_SECRET")
+        .unset("ADMIN_PASSWORD")
+        .current_dir(dir.path());
+    let mut server = ServerProcess::start(&unused, opts.clone()).await.expect("starting with defaults");
+    let data = dir.path().join("data");
+    assert!(data.join("pulse.db").is_file(), "default database data/pulse.db was not created");
+    let log = strip_ansi(&server.logs());
+    assert!(
+        log.lines().any(|l| l.to_lowercase().contains("warn") && l.to_lowercase().contains("secret")),
+        "no warning about the generated JWT secret in the log:\n{log}"
+    );
+    let secret_files: Vec<String> = std::fs::read_dir(&data)
+        .expect("data folder")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| !n.starts_with("pulse.db"))
+        .collect();
+    assert!(!secret_files.is_empty(), "no generated secret kept in {}", data.display());
+
+    // The random admin password is printed once.
+    let api = server.api();
+    let candidates = password_candidates(&log);
+    assert!(candidates.len() <= 5, "too many password-like words in the log: {candidates:?}");
+    let mut found = None;
+    for candidate in &candidates {
+        if let Ok(token) = api.login(ADMIN_USERNAME, candidate).await {
+            found = Some((candidate.clone(), token));
+            break;
+        }
+    }
+    let (password, token) = found.unwrap_or_else(|| panic!("no working admin password in the log:\n{log}"));
+    let api = api.with_token(token);
+    create(&api, "/api/v1/tasks", task_body("front")).await;
+    server.stop_graceful().await.expect("stopping");
+
+    // Restart: same secret (old token valid), same admin, password not printed again.
+    let server = ServerProcess::start(&unused, opts).await.expect("restarting with defaults");
+    let api = Api::new(server.base_url()).with_token(api.token().unwrap_or_default());
+    let me = get_ok(&api, "/api/v1/me").await;
+    assert_eq!(me["username"], ADMIN_USERNAME);
+    assert_eq!(task_stats(&api).await["total"], 1, "data lost across restart");
+    api.login(ADMIN_USERNAME, &password).await.expect("the printed password still works");
+    assert!(!server.logs().contains(&password), "the admin password was printed again on restart");
+}
+
+pub(crate) async fn config_short_jwt_secret_is_refused() {
+    let db = TestDatabase::sqlite().expect("sqlite");
+    let short = "only-31-bytes-long-secret-xxxxx";
+    assert_eq!(short.len(), 31);
+    match ServerProcess::start(&db, ServerOptions::default().env("JWT_SECRET", short)).await {
+        Ok(server) => panic!("the server started with a 31-byte JWT_SECRET; log:\n{}", server.logs()),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("exited"), "expected the server to exit, got: {msg}");
+        }
+    }
+}
+
+pub(crate) async fn bootstrap_admin_only_when_there_are_no_users(db: TestDatabase) {
+    let mut p = start(db).await;
+    create(&p.admin, "/api/v1/tasks", task_body("front")).await;
+    let secret = p.server.jwt_secret().to_owned();
+    let old_password = p.server.admin_password().to_owned();
+    p.server.stop_graceful().await.expect("stopping");
+
+    let opts = ServerOptions::default()
+        .env("JWT_SECRET", secret)
+        .env("ADMIN_USERNAME", "second-admin")
+        .env("ADMIN_PASSWORD", "a-different-password");
+    p.server = ServerProcess::start(&p.db, opts).await.expect("restarting");
+    let anon = p.server.api();
+    anon.login(ADMIN_USERNAME, &old_password).await.expect("the first admin still logs in");
+    anon.login_response("second-admin", "a-different-password")
+        .await
+        .unwrap()
+        .expect_error(401, &["unauthorized"]);
+    anon.login_response(ADMIN_USERNAME, "a-different-password")
+        .await
+        .unwrap()
+        .expect_error(401, &["unauthorized"]);
+    let admin = anon.with_token(p.admin.token().unwrap_or_default());
+    assert_eq!(
+        get_ok(&admin, "/api/v1/me").await["username"],
+        ADMIN_USERNAME,
+        "token from before the restart"
+    );
+    assert_eq!(task_stats(&admin).await["total"], 1, "data lost across restart");
+}
+
+// ---------------------------------------------------------------------------------------------
 // 2. Authentication
 // ---------------------------------------------------------------------------------------------
 
@@ -231,6 +364,20 @@ pub(crate) async fn login_returns_token_expiry_and_user(db: TestDatabase) {
     for secret in ["password", "passwordHash", "password_hash"] {
         assert!(user.get(secret).is_none(), "login answer exposes {secret}: {body}");
     }
+    // An HS256 JWT with the documented claims, expiring at expiresAt.
+    let (header, claims) = suites::decode_unverified(token).unwrap();
+    assert_eq!(header["alg"], "HS256", "token header {header}");
+    let id = user["id"].as_i64().unwrap_or_default();
+    assert_eq!(claims["sub"], json!(id.to_string()), "sub must be the user id as a string: {claims}");
+    assert_eq!(claims["username"], "admin", "{claims}");
+    assert_eq!(claims["role"], "admin", "{claims}");
+    let iat = claims["iat"].as_i64().unwrap_or_else(|| panic!("no numeric iat: {claims}"));
+    assert!((iat - now_secs()).abs() <= 60, "iat {iat} is not now: {claims}");
+    assert_eq!(
+        claims["exp"].as_i64(),
+        Some(expires.timestamp()),
+        "exp differs from expiresAt: {claims} {body}"
+    );
     // The token works.
     let me = get_ok(&p.server.api().with_token(token), "/api/v1/me").await;
     assert_eq!(me["id"], user["id"]);
@@ -309,6 +456,9 @@ pub(crate) async fn protected_routes_refuse_missing_and_bad_tokens(db: TestDatab
         &json!({"sub": id.to_string(), "username": "admin", "role": "admin", "iat": now_secs()}),
     )
     .unwrap();
+    let sub_not_an_id =
+        mint_token_claims(secret, &json!({"sub": "admin", "username": "admin", "role": "admin", "iat": now_secs(), "exp": now_secs() + 3600}))
+            .unwrap();
     let valid = p.admin.token().unwrap().to_owned();
     let mut tampered_parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
     let sig = tampered_parts[2].clone();
@@ -328,6 +478,7 @@ pub(crate) async fn protected_routes_refuse_missing_and_bad_tokens(db: TestDatab
         ("alg none", Some(format!("Bearer {alg_none}"))),
         ("HS384", Some(format!("Bearer {hs384}"))),
         ("no exp claim", Some(format!("Bearer {no_exp}"))),
+        ("sub that is not a user id", Some(format!("Bearer {sub_not_an_id}"))),
     ];
 
     let anonymous = p.admin.anonymous();
@@ -613,6 +764,7 @@ pub(crate) async fn malformed_and_invalid_input_is_400(db: TestDatabase) {
         ("approval status=bogus", Method::GET, "/api/v1/approvals?status=bogus".into(), Body::None, either),
         ("limit=201", Method::GET, "/api/v1/tasks?limit=201".into(), Body::None, either),
         ("limit=0", Method::GET, "/api/v1/tasks?limit=0".into(), Body::None, either),
+        ("limit=-5", Method::GET, "/api/v1/tasks?limit=-5".into(), Body::None, either),
         ("limit=abc", Method::GET, "/api/v1/tasks?limit=abc".into(), Body::None, either),
         ("cursor=abc", Method::GET, "/api/v1/tasks?cursor=abc".into(), Body::None, either),
         (
@@ -1193,7 +1345,7 @@ pub(crate) async fn ws_refuses_bad_tokens_before_upgrade(db: TestDatabase) {
     let id = p.admin_id();
     assert_refused(connect(&p.server.ws_url_bare()).await, 401, "no token");
     // The refusal is an error response like any other: JSON, code `unauthorized`.
-    let refusal = connect(&p.server.ws_url("garbage")).await.err().expect("refused");
+    let refusal = connect(&p.server.ws_url("garbage")).await.expect_err("refused");
     let body = suites::refused_body(&refusal).unwrap_or_default();
     let json: Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("401 body is not JSON ({e}): {body:?}"));
@@ -1530,7 +1682,7 @@ pub(crate) async fn ws_token_expiry_closes_4401(db: TestDatabase) {
 }
 
 pub(crate) async fn ws_heartbeat_pings_and_drops_silent_clients(db: TestDatabase) {
-    let p = Pulse::start_with(db, ServerOptions::default().env("WS_HEARTBEAT_SECS", "1"))
+    let p = Pulse::start_with(db, ServerOptions::default().env("WS_HEARTBEAT_SECS", "2"))
         .await
         .expect("starting the server");
     let token = p.admin.token().unwrap().to_owned();
@@ -1538,17 +1690,22 @@ pub(crate) async fn ws_heartbeat_pings_and_drops_silent_clients(db: TestDatabase
     let (mut silent, _) = p.ws_ready(&token).await.unwrap();
 
     // An answering client gets pings and stays connected.
-    let got = live.drain_for(Duration::from_millis(3500)).await;
-    assert!(got.is_empty(), "unexpected messages or close on a healthy socket: {got:?}");
+    let got = live.drain_for(Duration::from_millis(5000)).await;
+    assert!(
+        got.is_empty(),
+        "unexpected messages or close on a healthy socket: {got:?}; log:\n{}",
+        p.server.logs()
+    );
     assert!(
         live.pings_seen() >= 2,
-        "only {} WebSocket pings in 3.5 s with WS_HEARTBEAT_SECS=1",
+        "only {} WebSocket pings in 5 s with WS_HEARTBEAT_SECS=2",
         live.pings_seen()
     );
 
-    // `silent` has not been read (so has answered no ping) for 3.5 s; give it up to 10 s in all.
-    let ended = live.drain_for(Duration::from_millis(6500)).await;
-    assert!(ended.is_empty(), "healthy socket got {ended:?}");
+    // `silent` has not been read (so has answered no ping) for 5 s; give it up to 13 s in all
+    // (several times the interval: load on a 2-core machine must not make this flaky).
+    let ended = live.drain_for(Duration::from_millis(8000)).await;
+    assert!(ended.is_empty(), "healthy socket got {ended:?}; log:\n{}", p.server.logs());
     let mut outcome = None;
     let deadline = Instant::now() + Duration::from_secs(3);
     while outcome.is_none() {
@@ -1560,7 +1717,7 @@ pub(crate) async fn ws_heartbeat_pings_and_drops_silent_clients(db: TestDatabase
             None => break,
         }
     }
-    assert!(outcome.is_some(), "a client that answered no ping for 10 s is still connected");
+    assert!(outcome.is_some(), "a client that answered no ping for 13 s (heartbeat 2 s) is still connected");
     // The healthy one still works.
     live.send_text(r#"{"type":"ping"}"#).await.unwrap();
     assert_eq!(live.next_json(WAIT).await.unwrap()["type"], "pong");

@@ -1,0 +1,92 @@
+//! Several instances on one PostgreSQL database: each names itself (its connections'
+//! `application_name`, which the outbox records as an event's origin) and listens for the
+//! others' events. SQLite is single-instance (its file lock refuses a second server).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use domain_events::{EventPublisher, InProcessBus};
+use gateway::ReadinessCheck;
+use pg_fanout::{DoorbellPublisher, FanoutConfig, PgFanout};
+use services::{Database, EventLog};
+
+/// This process's identity on a shared database.
+pub struct Instance {
+    /// `pulse-<random>`.
+    pub name: String,
+    /// The database URL, with `application_name` set to `name` on PostgreSQL.
+    pub database_url: String,
+}
+
+impl Instance {
+    /// Names this process and tags its PostgreSQL connections with the name.
+    pub fn new(database_url: &str) -> Self {
+        let name = format!("pulse-{:08x}", rand::random::<u32>());
+        let database_url = if database_url.starts_with("postgres") {
+            pg_fanout::with_application_name(database_url, &name)
+        } else {
+            database_url.to_owned()
+        };
+        Self { name, database_url }
+    }
+}
+
+/// The cross-instance fan-out of a PostgreSQL server.
+pub struct Fanout {
+    /// The listener (stops when dropped).
+    pub listener: PgFanout,
+    /// What services publish on: the local bus, then the doorbell.
+    pub publisher: Arc<dyn EventPublisher>,
+    /// The listener's health, for `/readyz`.
+    pub readiness: Arc<dyn ReadinessCheck>,
+}
+
+/// Starts the cross-instance listener on PostgreSQL (nothing on SQLite). Call it before
+/// the first stats are read, so nothing committed in between is missed.
+pub async fn start_fanout(
+    db: &Database,
+    instance: &Instance,
+    bus: &InProcessBus,
+) -> anyhow::Result<Option<Fanout>> {
+    let Some(url) = db.postgres_url() else { return Ok(None) };
+    let local: Arc<dyn EventPublisher> = Arc::new(bus.clone());
+    let listener = PgFanout::start(url, &instance.name, local.clone(), FanoutConfig::default()).await?;
+    tracing::info!(instance = %instance.name, "listening for other instances' events");
+    Ok(Some(Fanout {
+        readiness: Arc::new(ListenerHealth(listener.health_flag())),
+        publisher: Arc::new(DoorbellPublisher::new(url, &instance.name, local)),
+        listener,
+    }))
+}
+
+struct ListenerHealth(Arc<AtomicBool>);
+
+impl ReadinessCheck for ListenerHealth {
+    fn name(&self) -> &'static str {
+        "the cross-instance listener"
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Deletes logged events older than `retention`, every minute. Listeners that were away
+/// longer than that resync instead of catching up.
+pub fn spawn_outbox_pruning(db: Database, retention: Duration) {
+    tokio::spawn(async move {
+        let log = EventLog::new(db);
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let before = chrono::Utc::now()
+                - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::hours(1));
+            match log.prune(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(pruned = n, "pruned the event log"),
+                Err(error) => tracing::warn!(%error, "pruning the event log failed"),
+            }
+        }
+    });
+}

@@ -1,0 +1,329 @@
+//! A fleet of WebSocket dashboards: each connects, waits for its snapshot, then records the
+//! arrival time and value of every `stats:tasks` message until told to stop.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The `stats:tasks` payload, also the body of `GET /api/v1/tasks/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TasksStats {
+    /// Pending tasks.
+    pub pending: i64,
+    /// Tasks in progress.
+    pub in_progress: i64,
+    /// Completed tasks.
+    pub completed: i64,
+    /// All tasks.
+    pub total: i64,
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    payload: Option<Payload>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload {
+    pending: Option<i64>,
+    in_progress: Option<i64>,
+    completed: Option<i64>,
+    total: Option<i64>,
+}
+
+const CONNECTING: u8 = 0;
+const READY: u8 = 1;
+const FAILED: u8 = 2;
+const GONE: u8 = 3;
+
+/// What the driver can see of a client while it runs.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// `total` of the last `stats:tasks` received (-1 before the first).
+    latest_total: AtomicI64,
+    state: AtomicU8,
+}
+
+/// How a connection attempt went wrong, for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectError(pub String);
+
+/// Everything one client saw.
+#[derive(Debug, Default)]
+pub struct ClientOutcome {
+    /// From starting to connect (after waiting for a concurrency slot) to the complete snapshot.
+    pub connect_us: Option<u64>,
+    /// When the snapshot was complete, µs since the run's base instant.
+    pub ready_at_us: Option<u64>,
+    /// Connection attempts made (1 unless an attempt failed).
+    pub attempts: u32,
+    /// Why attempts failed.
+    pub errors: Vec<String>,
+    /// Whether the first message was `connected`, followed by the three stats.
+    pub snapshot_order_ok: bool,
+    /// Every `stats:tasks`: (arrival, µs since base; `total`), in arrival order.
+    pub log: Vec<(u64, i64)>,
+    /// The last `stats:tasks` payload.
+    pub last_tasks: Option<TasksStats>,
+    /// Messages other than `stats:*` after the snapshot (`pong`, `error`, …).
+    pub other_messages: u64,
+    /// Set when the server closed the connection or it failed before the bench stopped it.
+    pub dropped: Option<String>,
+}
+
+/// Connection settings for every client.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// `ws://127.0.0.1:PORT/ws?token=…`.
+    pub url: String,
+    /// Clients.
+    pub clients: usize,
+    /// Connects (handshake + snapshot) in flight at once.
+    pub concurrency: usize,
+    /// Limit for one attempt (TCP connect, upgrade, snapshot).
+    pub attempt_timeout: Duration,
+    /// Extra attempts after a failure.
+    pub retries: u32,
+}
+
+/// The running clients.
+pub struct Fleet {
+    live: Arc<Vec<Live>>,
+    handles: Vec<JoinHandle<ClientOutcome>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Fleet {
+    /// Spawns every client at once; at most `concurrency` connect at a time.
+    pub fn spawn(cfg: &FleetConfig, base: Instant) -> Self {
+        let live: Arc<Vec<Live>> = Arc::new((0..cfg.clients).map(|_| Live::default()).collect());
+        for l in live.iter() {
+            l.latest_total.store(-1, Ordering::Relaxed);
+        }
+        let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+        let (stop, stop_rx) = watch::channel(false);
+        let handles = (0..cfg.clients)
+            .map(|i| {
+                let (cfg, live, sem, stop_rx) = (cfg.clone(), live.clone(), sem.clone(), stop_rx.clone());
+                tokio::spawn(async move { run_client(i, &cfg, &live, &sem, stop_rx, base).await })
+            })
+            .collect();
+        Self { live, handles, stop }
+    }
+
+    /// (ready, failed) right now.
+    pub fn counts(&self) -> (usize, usize) {
+        let mut ready = 0;
+        let mut failed = 0;
+        for l in self.live.iter() {
+            match l.state.load(Ordering::Relaxed) {
+                READY => ready += 1,
+                FAILED | GONE => failed += 1,
+                _ => {}
+            }
+        }
+        (ready, failed)
+    }
+
+    /// Waits until every client has its snapshot or gave up, at most `limit`.
+    pub async fn wait_connected(&self, limit: Duration) -> (usize, usize) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (ready, failed) = self.counts();
+            if ready + failed >= self.live.len() || Instant::now() >= deadline {
+                return (ready, failed);
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Clients whose last `stats:tasks` has `total >= target`.
+    pub fn at_least(&self, target: i64) -> usize {
+        self.live.iter().filter(|l| l.latest_total.load(Ordering::Relaxed) >= target).count()
+    }
+
+    /// Waits until every client holds `total >= target`, at most `limit`; returns how many do.
+    pub async fn wait_all_at_least(&self, target: i64, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n = self.at_least(target);
+            if n >= self.live.len() || Instant::now() >= deadline {
+                return n;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Closes every connection (close frame, bounded wait) and collects what each client saw.
+    pub async fn finish(self, limit: Duration) -> Vec<ClientOutcome> {
+        let _ = self.stop.send(true);
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::with_capacity(self.handles.len());
+        for h in self.handles {
+            let abort = h.abort_handle();
+            match tokio::time::timeout_at(deadline, h).await {
+                Ok(Ok(o)) => out.push(o),
+                Ok(Err(e)) => {
+                    out.push(ClientOutcome { dropped: Some(format!("client task failed: {e}")), ..Default::default() })
+                }
+                Err(_) => {
+                    abort.abort();
+                    out.push(ClientOutcome { dropped: Some("did not stop in time".into()), ..Default::default() });
+                }
+            }
+        }
+        out
+    }
+}
+
+fn since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Records a text frame; returns its type.
+fn record(text: &str, base: Instant, out: &mut ClientOutcome, live: &Live) -> Option<String> {
+    let arrived = since(base);
+    let frame: Frame<'_> = serde_json::from_str(text).ok()?;
+    if frame.kind == "stats:tasks"
+        && let Some(p) = &frame.payload
+        && let Some(total) = p.total
+    {
+        out.log.push((arrived, total));
+        out.last_tasks = Some(TasksStats {
+            pending: p.pending.unwrap_or(-1),
+            in_progress: p.in_progress.unwrap_or(-1),
+            completed: p.completed.unwrap_or(-1),
+            total,
+        });
+        live.latest_total.store(total, Ordering::Relaxed);
+    }
+    Some(frame.kind.into_owned())
+}
+
+/// Opens the socket and reads until the snapshot (connected + the three stats) is complete.
+async fn connect_and_snapshot(url: &str, base: Instant, out: &mut ClientOutcome, live: &Live) -> Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| match e {
+        tungstenite::Error::Http(resp) => anyhow!("upgrade refused: HTTP {}", resp.status()),
+        e => anyhow!("{e}"),
+    })?;
+    let (mut connected, mut tasks, mut approvals, mut conversations) = (false, false, false, false);
+    let mut first = true;
+    out.snapshot_order_ok = true;
+    while !(connected && tasks && approvals && conversations) {
+        let msg = ws.next().await.ok_or_else(|| anyhow!("closed during the snapshot"))??;
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Close(f) => bail!("closed during the snapshot: {f:?}"),
+            _ => continue,
+        };
+        let kind = record(text.as_str(), base, out, live).unwrap_or_default();
+        if first && kind != "connected" {
+            out.snapshot_order_ok = false;
+        }
+        first = false;
+        match kind.as_str() {
+            "connected" => connected = true,
+            "stats:tasks" if connected => tasks = true,
+            "stats:approvals" if connected => approvals = true,
+            "stats:conversations" if connected => conversations = true,
+            _ => out.snapshot_order_ok = false,
+        }
+    }
+    Ok(ws)
+}
+
+async fn run_client(
+    index: usize,
+    cfg: &FleetConfig,
+    live: &[Live],
+    sem: &Semaphore,
+    mut stop: watch::Receiver<bool>,
+    base: Instant,
+) -> ClientOutcome {
+    let live = &live[index];
+    let mut out = ClientOutcome::default();
+    let permit = sem.acquire().await.ok();
+    let started = Instant::now();
+    let mut ws = None;
+    for attempt in 0..=cfg.retries {
+        out.attempts += 1;
+        out.log.clear();
+        match timeout(cfg.attempt_timeout, connect_and_snapshot(&cfg.url, base, &mut out, live)).await {
+            Ok(Ok(s)) => {
+                ws = Some(s);
+                break;
+            }
+            Ok(Err(e)) => out.errors.push(e.to_string()),
+            Err(_) => out.errors.push(format!("no snapshot within {:?}", cfg.attempt_timeout)),
+        }
+        if attempt < cfg.retries {
+            sleep(Duration::from_millis(200 << attempt.min(5))).await;
+        }
+    }
+    drop(permit);
+    let Some(mut ws) = ws else {
+        live.state.store(FAILED, Ordering::Relaxed);
+        return out;
+    };
+    out.connect_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    out.ready_at_us = Some(since(base));
+    live.state.store(READY, Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                // Polite close; the server answers with its own close frame.
+                let _ = timeout(Duration::from_secs(5), async {
+                    let _ = ws.close(None).await;
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+                break;
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if let Some(kind) = record(t.as_str(), base, &mut out, live)
+                        && !kind.starts_with("stats:")
+                    {
+                        out.other_messages += 1;
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    out.dropped = Some(format!("closed by the server: {f:?}"));
+                    break;
+                }
+                // Pings are answered by tungstenite on the next read.
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    out.dropped = Some(format!("connection failed: {e}"));
+                    break;
+                }
+                None => {
+                    out.dropped = Some("connection ended".into());
+                    break;
+                }
+            }
+        }
+    }
+    if out.dropped.is_some() {
+        live.state.store(GONE, Ordering::Relaxed);
+    }
+    out
+}

@@ -1,0 +1,698 @@
+//! `bench`: Pulse's load bench.
+//!
+//! Starts the release `server` binary on a fresh database, connects thousands of
+//! authenticated WebSocket dashboards, drives task creations over HTTP and measures how fast
+//! every dashboard sees them, what the server spends (CPU, memory) in each phase, and what the
+//! same number of polling dashboards would cost. Writes `target/bench/report-<db>.json`,
+//! `summary-<db>.md` and `latency-<db>.png` under the repository root.
+//!
+//! `cargo run --release -p bench -- --help` lists the flags. The CI smoke size is
+//! `--clients 200 --mutations 20 --burst 200 --idle-secs 2 --poll-secs 2`: it asserts no
+//! timing and exits non-zero only when something is broken.
+
+// A command-line tool reports on its terminal: printing is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod clients;
+mod db;
+mod load;
+mod plot;
+mod procstat;
+mod report;
+mod server;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use tokio::time::{Instant, sleep};
+
+use crate::clients::{ClientOutcome, Fleet, FleetConfig};
+use crate::db::{BenchDb, DbKind, random_name};
+use crate::load::Api;
+use crate::procstat::{Machine, PhaseCost, Sample};
+use crate::report::{
+    BurstReport, ConnectReport, IdleReport, MutationReport, Pcts, PollReport, PreloadReport, Report, Settings,
+    VerifyReport,
+};
+use crate::server::{Server, ServerConfig};
+
+/// Above this, `--preload` inserts directly into the database instead of going through the API.
+const API_PRELOAD_MAX: u64 = 20_000;
+/// The bootstrap admin the bench logs in as.
+const ADMIN: &str = "admin";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DbChoice {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+/// Pulse load bench: N WebSocket dashboards against the release server on a fresh database.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "bench", version)]
+struct Args {
+    /// The server binary [default: $CARGO_TARGET_DIR/release/server if that variable is set,
+    /// else target/release/server under the repository root].
+    #[arg(long, env = "PULSE_SERVER_BIN")]
+    server_bin: Option<PathBuf>,
+    /// Database backend; `both` runs SQLite then PostgreSQL.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    db: DbChoice,
+    /// PostgreSQL admin URL used to create and drop the bench's database (127.0.0.1 only).
+    #[arg(long, env = "TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_admin_url: String,
+    /// WebSocket clients (all with one token from one login).
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// Connects (TCP + upgrade + snapshot) in flight at once.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+    /// Limit for the whole connect phase, s.
+    #[arg(long, default_value_t = 300)]
+    connect_timeout_secs: u64,
+    /// Tasks created before the clients connect (API up to 20,000, a direct SQL insert above).
+    #[arg(long, default_value_t = 0)]
+    preload: u64,
+    /// Paced mutations per second.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Paced mutations (task creations, one at a time).
+    #[arg(long, default_value_t = 200)]
+    mutations: usize,
+    /// Burst: task creations as fast as the API takes them (0: skip).
+    #[arg(long, default_value_t = 2_000)]
+    burst: usize,
+    /// Burst requests in flight.
+    #[arg(long, default_value_t = 64)]
+    burst_concurrency: usize,
+    /// Idle measurement with every client connected and no change, s.
+    #[arg(long, default_value_t = 30)]
+    idle_secs: u64,
+    /// Poller request rate, requests/s.
+    #[arg(long, default_value_t = 200.0)]
+    poll_rate: f64,
+    /// Poller duration, s (0: skip).
+    #[arg(long, default_value_t = 10)]
+    poll_secs: u64,
+    /// Poller keep-alive connections.
+    #[arg(long, default_value_t = 16)]
+    poll_connections: usize,
+    /// A (client, mutation) pair not delivered within this counts as missing, s.
+    #[arg(long, default_value_t = 10)]
+    pair_timeout_secs: u64,
+    /// How long to wait for every client to hold a final value, s.
+    #[arg(long, default_value_t = 60)]
+    settle_timeout_secs: u64,
+    /// `WS_HEARTBEAT_SECS` for the server.
+    #[arg(long, default_value_t = 25)]
+    heartbeat_secs: u64,
+    /// `WORKERS` for the server (default: its own).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Output folder [default: target/bench under the repository root].
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Limit for one database's whole run, s.
+    #[arg(long, default_value_t = 3_600)]
+    max_run_secs: u64,
+}
+
+impl Args {
+    fn validate(&self, nofile: u64) -> Result<()> {
+        let bounded = |name: &str, v: f64, lo: f64, hi: f64| -> Result<()> {
+            if !(lo..=hi).contains(&v) {
+                bail!("--{name} must be within {lo}..={hi}");
+            }
+            Ok(())
+        };
+        bounded("clients", self.clients as f64, 1.0, 100_000.0)?;
+        bounded("connect-concurrency", self.connect_concurrency as f64, 1.0, 10_000.0)?;
+        bounded("rate", self.rate, 0.01, 10_000.0)?;
+        bounded("mutations", self.mutations as f64, 1.0, 1_000_000.0)?;
+        bounded("burst", self.burst as f64, 0.0, 1_000_000.0)?;
+        bounded("burst-concurrency", self.burst_concurrency as f64, 1.0, 1_024.0)?;
+        bounded("preload", self.preload as f64, 0.0, 100_000_000.0)?;
+        bounded("idle-secs", self.idle_secs as f64, 0.0, 3_600.0)?;
+        bounded("poll-rate", self.poll_rate, 0.1, 100_000.0)?;
+        bounded("poll-secs", self.poll_secs as f64, 0.0, 3_600.0)?;
+        bounded("poll-rate × poll-secs", self.poll_rate * self.poll_secs as f64, 0.0, 2_000_000.0)?;
+        bounded("poll-connections", self.poll_connections as f64, 1.0, 1_024.0)?;
+        // The server and the bench each hold one descriptor per client, plus some.
+        let needed = self.clients as u64 + self.poll_connections as u64 + self.burst_concurrency as u64 + 200;
+        if needed > nofile {
+            bail!(
+                "--clients {} needs about {needed} open files per process, the limit is {nofile} \
+                 (raise the hard limit, or use fewer clients)",
+                self.clients
+            );
+        }
+        Ok(())
+    }
+}
+
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+fn since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn shell_quote(a: &str) -> String {
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c)) {
+        a.to_owned()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    let command_line = format!(
+        "cargo run --release -p bench --{}   (argv[0] = {})",
+        argv.iter().skip(1).map(|a| format!(" {}", shell_quote(a))).collect::<String>(),
+        argv.first().map(String::as_str).unwrap_or("bench")
+    );
+    // Raise the soft open-file limit to the hard limit; the server child inherits it.
+    let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("bench: cannot raise RLIMIT_NOFILE: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = args.validate(nofile) {
+        eprintln!("bench: {e:#}");
+        return ExitCode::from(2);
+    }
+    let nofile_pair = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((nofile, nofile));
+    let tck = procstat::clk_tck();
+    let machine = Machine::detect(nofile_pair, tck);
+    let kinds = match args.db {
+        DbChoice::Sqlite => vec![DbKind::Sqlite],
+        DbChoice::Postgres => vec![DbKind::Postgres],
+        DbChoice::Both => vec![DbKind::Sqlite, DbKind::Postgres],
+    };
+    let root = repo_root();
+    let out_dir = args.out_dir.clone().unwrap_or_else(|| root.join("target/bench"));
+    if let Err(e) = std::fs::create_dir_all(&out_dir) {
+        eprintln!("bench: creating {}: {e}", out_dir.display());
+        return ExitCode::from(2);
+    }
+    let server_bin = args.server_bin.clone().unwrap_or_else(|| match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("release/server"),
+        None => root.join("target/release/server"),
+    });
+
+    let mut code = ExitCode::SUCCESS;
+    for kind in kinds {
+        println!("bench: {} — {} clients, server {}", kind.name(), args.clients, server_bin.display());
+        let run = run_db(&args, kind, &server_bin, &out_dir, &machine, tck, &command_line);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(args.max_run_secs), run) => match r {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!("the run exceeded --max-run-secs {}", args.max_run_secs)),
+            },
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        // Dropping the run above killed the server and dropped the database, whatever happened.
+        match outcome {
+            Ok(report) => {
+                let md = report.markdown();
+                println!("\n{md}");
+                let name = kind.name();
+                let written = std::fs::write(
+                    out_dir.join(format!("report-{name}.json")),
+                    serde_json::to_string_pretty(&report).unwrap_or_default(),
+                )
+                .and_then(|()| std::fs::write(out_dir.join(format!("summary-{name}.md")), md));
+                if let Err(e) = written {
+                    eprintln!("bench: writing the report: {e}");
+                    code = ExitCode::from(2);
+                }
+                println!("bench: wrote {}/{{report,summary,latency}}-{name}.*", out_dir.display());
+                if !report.ok {
+                    eprintln!("bench: {name}: FAILED: {}", report.failures.join("; "));
+                    if code == ExitCode::SUCCESS {
+                        code = ExitCode::from(1);
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("bench: {}: error: {e:#}", kind.name());
+                code = ExitCode::from(2);
+            }
+        }
+    }
+    code
+}
+
+/// Checks that the server is still up after a phase.
+fn alive(server: &mut Server, phase: &str) -> Result<()> {
+    if !server.is_running() {
+        bail!("the server exited during {phase}; its log:\n{}", server.log_tail(3000));
+    }
+    Ok(())
+}
+
+fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+#[allow(clippy::too_many_lines)]
+async fn run_db(
+    args: &Args,
+    kind: DbKind,
+    server_bin: &Path,
+    out_dir: &Path,
+    machine: &Machine,
+    tck: u64,
+    command_line: &str,
+) -> Result<Report> {
+    let base = Instant::now();
+    let started_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut failures = Vec::new();
+    let db = BenchDb::create(kind, &args.pg_admin_url)?;
+    let log_path = out_dir.join(format!("server-{}.log", kind.name()));
+    let _ = std::fs::remove_file(&log_path);
+    let cfg = ServerConfig {
+        bin: server_bin.to_owned(),
+        database_url: db.url().to_owned(),
+        jwt_secret: random_name(48),
+        admin_username: ADMIN.to_owned(),
+        admin_password: random_name(20),
+        heartbeat_secs: args.heartbeat_secs,
+        workers: args.workers,
+        log_path,
+    };
+    let mut server = Server::start(&cfg).await?;
+    let pool = args.burst_concurrency.max(16);
+    let mut api = Api::login(server.base(), ADMIN, &cfg.admin_password, pool).await?;
+    let sample = |s: &Server| procstat::sample(s.pid(), tck);
+
+    // --- Preload -------------------------------------------------------------------------
+    let t = Instant::now();
+    let method = if args.preload == 0 {
+        "none"
+    } else if args.preload <= API_PRELOAD_MAX {
+        progress(&format!("preloading {} tasks through the API", args.preload));
+        load::preload_api(&api, args.preload, 64).await?;
+        "api"
+    } else {
+        progress(&format!("preloading {} tasks with a direct insert (server stopped)", args.preload));
+        server.stop().await?;
+        db.bulk_insert_tasks(args.preload, ADMIN)?;
+        server = Server::start(&cfg).await?;
+        api = api.rebase(server.base());
+        "sql"
+    };
+    let preload = PreloadReport { tasks: args.preload, method: method.into(), secs: t.elapsed().as_secs_f64() };
+    let initial = api.tasks_stats().await?;
+    if initial.total != i64::try_from(args.preload)? {
+        failures.push(format!("after the preload the API counts {} tasks, not {}", initial.total, args.preload));
+    }
+    let mut phases = Vec::new();
+    let s_start = sample(&server)?;
+
+    // --- Connect -------------------------------------------------------------------------
+    progress(&format!("connecting {} clients", args.clients));
+    let fleet_cfg = FleetConfig {
+        url: format!("{}/ws?token={}", server.ws_base(), api.token()),
+        clients: args.clients,
+        concurrency: args.connect_concurrency,
+        attempt_timeout: Duration::from_secs(30),
+        retries: 2,
+    };
+    let connect_start = since(base);
+    let fleet = Fleet::spawn(&fleet_cfg, base);
+    let (ready, failed) = fleet.wait_connected(Duration::from_secs(args.connect_timeout_secs)).await;
+    let s_conn = sample(&server)?;
+    phases.push(PhaseCost::between("connect", &s_start, &s_conn));
+    alive(&mut server, "the connect phase")?;
+    if ready < args.clients {
+        failures.push(format!("{} of {} clients never got their snapshot", args.clients - ready, args.clients));
+    }
+    progress(&format!("{ready} clients ready, {failed} failed"));
+
+    // --- Idle ----------------------------------------------------------------------------
+    if args.idle_secs > 0 {
+        progress(&format!("idle for {} s", args.idle_secs));
+    }
+    sleep(Duration::from_secs(args.idle_secs)).await;
+    let s_idle = sample(&server)?;
+    let idle_cost = PhaseCost::between("idle", &s_conn, &s_idle);
+    let idle = IdleReport {
+        secs: idle_cost.wall_secs,
+        server_cpu_secs: idle_cost.server_cpu_secs,
+        server_cpu_pct_of_core: idle_cost.server_cpu_pct_of_core,
+    };
+    phases.push(idle_cost);
+    alive(&mut server, "the idle phase")?;
+
+    // --- Paced mutations -----------------------------------------------------------------
+    progress(&format!("{} mutations at {}/s", args.mutations, args.rate));
+    let before_mutations = api.tasks_stats().await?.total;
+    let s_mut0 = sample(&server)?;
+    let muts = load::paced_mutations(&api, args.mutations, args.rate, base).await;
+    let muts_ok = muts.iter().filter(|m| m.ok()).count();
+    if muts_ok < muts.len() {
+        let statuses: BTreeMap<u16, usize> = muts.iter().filter(|m| !m.ok()).fold(BTreeMap::new(), |mut acc, m| {
+            *acc.entry(m.status).or_default() += 1;
+            acc
+        });
+        failures.push(format!("{} of {} mutations failed (status: count {statuses:?})", muts.len() - muts_ok, muts.len()));
+    }
+    let after_mutations = before_mutations + i64::try_from(muts_ok)?;
+    let settle = Duration::from_secs(args.settle_timeout_secs);
+    let with_last = fleet.wait_all_at_least(after_mutations, settle).await;
+    let mutations_end_us = since(base);
+    let s_mut1 = sample(&server)?;
+    let mut_cost = PhaseCost::between("mutations", &s_mut0, &s_mut1);
+    let server_cpu_ms_per_mutation = 1000.0 * mut_cost.server_cpu_secs / muts.len().max(1) as f64;
+    phases.push(mut_cost);
+    alive(&mut server, "the mutations")?;
+
+    // --- Burst ---------------------------------------------------------------------------
+    let mut burst_data = None;
+    let mut expected_total = after_mutations;
+    if args.burst > 0 {
+        progress(&format!("burst of {} creations, {} in flight", args.burst, args.burst_concurrency));
+        let recomputes_before = api.stats_recomputes().await;
+        let s_b0 = sample(&server)?;
+        let b = load::burst(&api, args.burst, args.burst_concurrency, base).await;
+        if b.failed > 0 {
+            failures.push(format!("{} of {} burst creations failed", b.failed, args.burst));
+        }
+        expected_total = after_mutations + i64::try_from(b.ok)?;
+        let with_final = fleet.wait_all_at_least(expected_total, settle).await;
+        let recomputes_after = api.stats_recomputes().await;
+        let s_b1 = sample(&server)?;
+        phases.push(PhaseCost::between("burst", &s_b0, &s_b1));
+        alive(&mut server, "the burst")?;
+        let recomputes = match (recomputes_before, recomputes_after) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        burst_data = Some((b, with_final, recomputes));
+    }
+
+    // --- Final check, disconnect -----------------------------------------------------------
+    let api_stats = api.tasks_stats().await?;
+    progress("closing the clients");
+    let s_close0 = sample(&server)?;
+    let outcomes = fleet.finish(Duration::from_secs(60)).await;
+    // Give the server a moment to release the connections before measuring it again.
+    sleep(Duration::from_millis(500)).await;
+    let s_close1 = sample(&server)?;
+    phases.push(PhaseCost::between("disconnect", &s_close0, &s_close1));
+    alive(&mut server, "the disconnect")?;
+
+    // --- Polling -------------------------------------------------------------------------
+    let mut polling = None;
+    if args.poll_secs > 0 {
+        progress(&format!("polling at {}/s for {} s", args.poll_rate, args.poll_secs));
+        let s_p0 = sample(&server)?;
+        let p = load::poll(server.base(), api.token(), args.poll_rate, args.poll_secs as f64, args.poll_connections)
+            .await?;
+        let s_p1 = sample(&server)?;
+        let cost = PhaseCost::between("polling", &s_p0, &s_p1);
+        alive(&mut server, "the polling")?;
+        let cpu_per_req = cost.server_cpu_secs / p.ok.max(1) as f64;
+        let req_per_sec = args.clients as f64 / 10.0;
+        let mut lat = p.latencies_us.clone();
+        polling = Some(PollReport {
+            target_rate: args.poll_rate,
+            requests: p.requests,
+            ok: p.ok,
+            achieved_rate: p.requests as f64 / p.wall_secs.max(1e-9),
+            latency_ms: Pcts::from_us(&mut lat),
+            server_cpu_secs: cost.server_cpu_secs,
+            server_cpu_us_per_request: cpu_per_req * 1e6,
+            dashboards: args.clients,
+            extrapolated_requests_per_sec: req_per_sec,
+            extrapolated_cpu_pct_of_core: 100.0 * req_per_sec * cpu_per_req,
+        });
+        phases.push(cost);
+        if p.ok < p.requests {
+            failures.push(format!("{} of {} poll requests failed", p.requests - p.ok, p.requests));
+        }
+    }
+    let s_end = sample(&server)?;
+    phases.push(PhaseCost::between("whole run (server up to here)", &s_start, &s_end));
+    server.stop().await?;
+    drop(db);
+
+    // --- Analysis ------------------------------------------------------------------------
+    let connect = connect_report(&outcomes, connect_start, &s_start, &s_conn, args.clients);
+    let pair_timeout_us = args.pair_timeout_secs * 1_000_000;
+    let (mut latencies, pairs_missing) = pair_latencies(&outcomes, &muts, before_mutations, pair_timeout_us);
+    let first_send = muts.first().map(|m| m.sent_us).unwrap_or(mutations_end_us);
+    let delivered: u64 = outcomes
+        .iter()
+        .map(|o| o.log.iter().filter(|(t, _)| *t >= first_send && *t <= mutations_end_us).count() as u64)
+        .sum();
+    let window = (mutations_end_us.saturating_sub(first_send)) as f64 / 1e6;
+    let mut http: Vec<u64> = muts.iter().map(|m| m.done_us.saturating_sub(m.sent_us)).collect();
+    let last_send = muts.last().map(|m| m.sent_us).unwrap_or(first_send);
+    let histogram = if latencies.is_empty() {
+        None
+    } else {
+        latencies.sort_unstable();
+        let (p50, p99) = (Pcts::rank(&latencies, 50.0), Pcts::rank(&latencies, 99.0));
+        Some(plot::histogram(&out_dir.join(format!("latency-{}.png", kind.name())), &latencies, p50, p99)?)
+    };
+    let mutations = MutationReport {
+        method: "Mutations are sent one at a time (the next waits for the previous response and its slot in \
+                 the fixed-rate schedule), so the tasks total right after mutation i is exactly \
+                 total_before + (successful mutations up to i). Latency of a (client, mutation) pair = arrival \
+                 of the first stats:tasks on that client whose total ≥ that number, minus the time the \
+                 request was sent (so it includes the HTTP request and commit); a conflated later value \
+                 counts, as it reflects the change. Arrival times are taken by the bench's client tasks, \
+                 which share the cores with the server."
+            .into(),
+        sent: muts.len(),
+        ok: muts_ok,
+        achieved_rate: if muts.len() > 1 {
+            (muts.len() - 1) as f64 / ((last_send - first_send) as f64 / 1e6).max(1e-9)
+        } else {
+            0.0
+        },
+        http_ms: Pcts::from_us(&mut http),
+        latency_ms: Pcts::from_us(&mut latencies),
+        pairs: (outcomes.len() * muts_ok) as u64,
+        pairs_missing,
+        messages_delivered: delivered,
+        messages_per_sec: delivered as f64 / window.max(1e-9),
+        delivery_ratio: delivered as f64 / (outcomes.len() * muts_ok).max(1) as f64,
+        clients_with_last_value: with_last,
+        server_cpu_ms_per_mutation,
+        histogram,
+    };
+    let burst = burst_data.map(|(b, with_final, recomputes)| burst_report(&outcomes, &b, after_mutations, with_final, recomputes, args.burst));
+    let verify = verify_report(&outcomes, api_stats, expected_total);
+    if api_stats.total != expected_total {
+        failures.push(format!("the API counts {} tasks, the bench expected {expected_total}", api_stats.total));
+    }
+    if verify.clients_mismatched > 0 {
+        failures.push(format!(
+            "{} clients' last stats:tasks differs from GET /api/v1/tasks/stats",
+            verify.clients_mismatched
+        ));
+    }
+    Ok(Report {
+        db: kind.name().into(),
+        command_line: command_line.to_owned(),
+        started_at_unix,
+        machine: machine.clone(),
+        settings: Settings {
+            server_bin: server_bin.display().to_string(),
+            clients: args.clients,
+            connect_concurrency: args.connect_concurrency,
+            preload: args.preload,
+            rate: args.rate,
+            mutations: args.mutations,
+            burst: args.burst,
+            burst_concurrency: args.burst_concurrency,
+            idle_secs: args.idle_secs,
+            poll_rate: args.poll_rate,
+            poll_secs: args.poll_secs,
+            heartbeat_secs: args.heartbeat_secs,
+            pair_timeout_secs: args.pair_timeout_secs,
+        },
+        ok: failures.is_empty(),
+        failures,
+        preload,
+        initial_total: initial.total,
+        connect,
+        idle,
+        mutations,
+        burst,
+        verify,
+        polling,
+        phases,
+    })
+}
+
+fn connect_report(outcomes: &[ClientOutcome], start_us: u64, before: &Sample, after: &Sample, clients: usize) -> ConnectReport {
+    let ready = outcomes.iter().filter(|o| o.connect_us.is_some()).count();
+    let mut per_client: Vec<u64> = outcomes.iter().filter_map(|o| o.connect_us).collect();
+    let last_ready = outcomes.iter().filter_map(|o| o.ready_at_us).max().unwrap_or(start_us);
+    let mut errors = BTreeMap::new();
+    for e in outcomes.iter().flat_map(|o| &o.errors) {
+        *errors.entry(e.clone()).or_insert(0) += 1;
+    }
+    let rss_delta_kib = after.rss_kib as f64 - before.rss_kib as f64;
+    ConnectReport {
+        clients,
+        ready,
+        failed: clients - ready,
+        total_secs: last_ready.saturating_sub(start_us) as f64 / 1e6,
+        per_client_ms: Pcts::from_us(&mut per_client),
+        attempts: outcomes.iter().map(|o| u64::from(o.attempts)).sum(),
+        errors,
+        snapshot_order_violations: outcomes.iter().filter(|o| o.connect_us.is_some() && !o.snapshot_order_ok).count(),
+        rss_before_mib: before.rss_kib as f64 / 1024.0,
+        rss_after_mib: after.rss_kib as f64 / 1024.0,
+        rss_per_connection_kib: rss_delta_kib / ready.max(1) as f64,
+    }
+}
+
+/// Latency of every (client, successful mutation) pair, µs, and how many pairs are missing
+/// (no value, or later than `timeout_us`).
+fn pair_latencies(
+    outcomes: &[ClientOutcome],
+    muts: &[load::Mutation],
+    before: i64,
+    timeout_us: u64,
+) -> (Vec<u64>, u64) {
+    let mut expected = Vec::with_capacity(muts.len());
+    let mut total = before;
+    for m in muts.iter().filter(|m| m.ok()) {
+        total += 1;
+        expected.push((m.sent_us, total));
+    }
+    let mut out = Vec::with_capacity(outcomes.len() * expected.len());
+    let mut missing = 0u64;
+    for o in outcomes {
+        let mut j = 0;
+        for &(sent, target) in &expected {
+            while j < o.log.len() && o.log[j].1 < target {
+                j += 1;
+            }
+            match o.log.get(j) {
+                Some(&(arrived, _)) if arrived.saturating_sub(sent) <= timeout_us => {
+                    out.push(arrived.saturating_sub(sent));
+                }
+                _ => missing += 1,
+            }
+        }
+    }
+    (out, missing)
+}
+
+fn burst_report(
+    outcomes: &[ClientOutcome],
+    b: &load::Burst,
+    before: i64,
+    with_final: usize,
+    recomputes: Option<u64>,
+    requested: usize,
+) -> BurstReport {
+    let target = before + i64::try_from(b.ok).unwrap_or(i64::MAX);
+    let last = i64::try_from(b.last_ok_us).unwrap_or(i64::MAX);
+    let mut per_client = Vec::new();
+    let mut all = true;
+    let mut counts = Vec::new();
+    for o in outcomes {
+        match o.log.iter().find(|(_, total)| *total >= target) {
+            Some(&(t, _)) => per_client.push(i64::try_from(t).unwrap_or(i64::MAX) - last),
+            None => all = false,
+        }
+        counts.push(o.log.iter().filter(|(_, total)| *total > before && *total <= target).count() as u64);
+    }
+    let worst = per_client.iter().copied().max();
+    let secs = b.last_ok_us.saturating_sub(b.start_us) as f64 / 1e6;
+    BurstReport {
+        requested,
+        ok: b.ok,
+        failed: b.failed,
+        secs,
+        creations_per_sec: b.ok as f64 / secs.max(1e-9),
+        last_commit_to_all_clients_ms: if all { worst.map(|w| w as f64 / 1000.0) } else { None },
+        per_client_ms: Pcts::from_signed_us(&mut per_client),
+        clients_with_final_value: with_final,
+        messages_per_client_mean: counts.iter().sum::<u64>() as f64 / counts.len().max(1) as f64,
+        messages_per_client_min: counts.iter().copied().min().unwrap_or(0),
+        messages_per_client_max: counts.iter().copied().max().unwrap_or(0),
+        stats_recomputes: recomputes,
+    }
+}
+
+fn verify_report(outcomes: &[ClientOutcome], api: clients::TasksStats, expected_total: i64) -> VerifyReport {
+    let mut v = VerifyReport { api_stats: Some(api), expected_total, ..Default::default() };
+    for (i, o) in outcomes.iter().enumerate() {
+        if o.dropped.is_some() {
+            v.clients_dropped += 1;
+        }
+        if o.last_tasks == Some(api) {
+            v.clients_matching += 1;
+        } else {
+            v.clients_mismatched += 1;
+            if v.examples.len() < 5 {
+                v.examples.push(format!(
+                    "client {i}: last value {:?}, dropped: {:?}, connect errors: {:?}",
+                    o.last_tasks, o.dropped, o.errors
+                ));
+            }
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(log: Vec<(u64, i64)>) -> ClientOutcome {
+        ClientOutcome { log, ..Default::default() }
+    }
+
+    fn mutation(sent_us: u64) -> load::Mutation {
+        load::Mutation { sent_us, done_us: sent_us + 1, status: 201, id: None }
+    }
+
+    #[test]
+    fn pairs_use_the_first_value_that_includes_the_mutation() {
+        let muts = [mutation(100), mutation(200), mutation(300)];
+        // Snapshot 10, then 11, then a conflated 13 (12 skipped).
+        let o = outcome(vec![(0, 10), (150, 11), (450, 13)]);
+        let (lat, missing) = pair_latencies(&[o], &muts, 10, 1_000);
+        assert_eq!(lat, vec![50, 250, 150]);
+        assert_eq!(missing, 0);
+    }
+
+    #[test]
+    fn late_or_absent_values_are_missing() {
+        let muts = [mutation(100), mutation(200)];
+        let o = outcome(vec![(0, 10), (5_000, 11)]);
+        let (lat, missing) = pair_latencies(&[o], &muts, 10, 1_000);
+        assert!(lat.is_empty());
+        assert_eq!(missing, 2);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<u64> = (1..=100).map(|x| x * 1000).collect();
+        let p = Pcts::from_us(&mut v);
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
+    }
+}

@@ -1,0 +1,161 @@
+//! CPU time and memory of a process, read from `/proc`.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+
+/// Clock ticks per second of `utime`/`stime` in `/proc/<pid>/stat` (`getconf CLK_TCK`).
+pub fn clk_tck() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When it was taken.
+    pub at: Instant,
+    /// utime + stime of the server, in seconds.
+    pub cpu_secs: f64,
+    /// Current resident set (VmRSS), KiB.
+    pub rss_kib: u64,
+    /// Peak resident set so far (VmHWM), KiB.
+    pub hwm_kib: u64,
+    /// utime + stime of the bench itself, in seconds.
+    pub bench_cpu_secs: f64,
+}
+
+/// utime + stime of `pid` (or `self`) in seconds.
+fn cpu_secs(pid: &str, tck: u64) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime is field 14, stime field 15.
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?
+            .parse::<u64>()
+            .with_context(|| format!("field {n} of /proc/{pid}/stat"))
+    };
+    Ok((field(14)? + field(15)?) as f64 / tck as f64)
+}
+
+/// A `kB` line of `/proc/<pid>/status`.
+fn status_kib(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads the server `pid` (and the bench's own CPU time).
+pub fn sample(pid: u32, tck: u64) -> Result<Sample> {
+    let at = Instant::now();
+    let pid_s = pid.to_string();
+    let cpu = cpu_secs(&pid_s, tck)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    Ok(Sample {
+        at,
+        cpu_secs: cpu,
+        rss_kib: status_kib(&status, "VmRSS"),
+        hwm_kib: status_kib(&status, "VmHWM"),
+        bench_cpu_secs: cpu_secs("self", tck).unwrap_or(0.0),
+    })
+}
+
+/// What one phase cost the server.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseCost {
+    /// Phase name.
+    pub name: String,
+    /// Wall-clock seconds.
+    pub wall_secs: f64,
+    /// Server CPU seconds (user + system) spent in the phase.
+    pub server_cpu_secs: f64,
+    /// Server CPU as % of one core over the phase.
+    pub server_cpu_pct_of_core: f64,
+    /// Bench (client side) CPU seconds in the phase: it shares the machine with the server.
+    pub bench_cpu_secs: f64,
+    /// Server VmRSS at the start of the phase, MiB.
+    pub rss_start_mib: f64,
+    /// Server VmRSS at the end of the phase, MiB.
+    pub rss_end_mib: f64,
+    /// Server VmHWM (peak RSS since the process started) at the end of the phase, MiB.
+    pub peak_rss_mib: f64,
+}
+
+impl PhaseCost {
+    /// The cost between two samples of the same process.
+    pub fn between(name: &str, a: &Sample, b: &Sample) -> Self {
+        let wall = b.at.duration_since(a.at).as_secs_f64();
+        let cpu = (b.cpu_secs - a.cpu_secs).max(0.0);
+        Self {
+            name: name.to_owned(),
+            wall_secs: wall,
+            server_cpu_secs: cpu,
+            server_cpu_pct_of_core: if wall > 0.0 { 100.0 * cpu / wall } else { 0.0 },
+            bench_cpu_secs: (b.bench_cpu_secs - a.bench_cpu_secs).max(0.0),
+            rss_start_mib: a.rss_kib as f64 / 1024.0,
+            rss_end_mib: b.rss_kib as f64 / 1024.0,
+            peak_rss_mib: b.hwm_kib as f64 / 1024.0,
+        }
+    }
+}
+
+/// The machine the bench ran on.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    /// Cores available to the process.
+    pub nproc: usize,
+    /// `model name` of the first CPU in /proc/cpuinfo.
+    pub cpu_model: String,
+    /// MemTotal, MiB.
+    pub mem_total_mib: u64,
+    /// MemAvailable at the start, MiB.
+    pub mem_available_mib: u64,
+    /// Kernel release.
+    pub kernel: String,
+    /// /proc/loadavg at the start (1, 5, 15 minutes): other work on the machine skews figures.
+    pub load_avg_at_start: String,
+    /// RLIMIT_NOFILE (soft, hard) after the bench raised it.
+    pub nofile_limit: (u64, u64),
+    /// Clock ticks per second used for /proc CPU times.
+    pub clk_tck: u64,
+}
+
+impl Machine {
+    /// Reads /proc.
+    pub fn detect(nofile_limit: (u64, u64), clk_tck: u64) -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let meminfo = read("/proc/meminfo");
+        let cpu_model = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+            .unwrap_or_else(|| "unknown".to_owned());
+        Self {
+            nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpu_model,
+            mem_total_mib: status_kib(&meminfo, "MemTotal") / 1024,
+            mem_available_mib: status_kib(&meminfo, "MemAvailable") / 1024,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            load_avg_at_start: read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+            nofile_limit,
+            clk_tck,
+        }
+    }
+}
