@@ -100,14 +100,20 @@ impl JwtKeys {
 
     /// Checks signature (HS256 only), expiry and claims.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
                     ApiError::unauthorized("the token has expired")
                 }
                 _ => ApiError::unauthorized("the token is invalid"),
-            })
+            })?;
+        // RFC 7519: not accepted *on* or after `exp` (the library accepts `exp == now`).
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        if claims.exp <= now {
+            return Err(ApiError::unauthorized("the token has expired"));
+        }
+        Ok(claims)
     }
 }
 

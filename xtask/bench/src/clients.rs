@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
@@ -49,22 +49,17 @@ struct Payload {
     total: Option<i64>,
 }
 
-const CONNECTING: u8 = 0;
 const READY: u8 = 1;
 const FAILED: u8 = 2;
 const GONE: u8 = 3;
 
-/// What the driver can see of a client while it runs.
+/// What the driver can see of a client while it runs (state 0: connecting).
 #[derive(Debug, Default)]
 pub struct Live {
     /// `total` of the last `stats:tasks` received (-1 before the first).
     latest_total: AtomicI64,
     state: AtomicU8,
 }
-
-/// How a connection attempt went wrong, for the report.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectError(pub String);
 
 /// Everything one client saw.
 #[derive(Debug, Default)]

@@ -71,11 +71,6 @@ impl BenchDb {
         }
     }
 
-    /// The backend.
-    pub fn kind(&self) -> DbKind {
-        self.kind
-    }
-
     /// `DATABASE_URL` for the server.
     pub fn url(&self) -> &str {
         &self.url

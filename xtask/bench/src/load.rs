@@ -30,11 +30,6 @@ struct LoginResponse {
     token: String,
 }
 
-#[derive(Deserialize)]
-struct Created {
-    id: Option<i64>,
-}
-
 impl Api {
     /// Logs in; `pool` is the number of idle keep-alive connections kept.
     pub async fn login(base: &str, username: &str, password: &str, pool: usize) -> Result<Self> {
@@ -81,8 +76,8 @@ impl Api {
         Ok(resp.json().await?)
     }
 
-    /// `POST /api/v1/tasks`; Ok((status, id)) whatever the status.
-    pub async fn create_task(&self, n: u64, tag: &str) -> Result<(u16, Option<i64>)> {
+    /// `POST /api/v1/tasks`; Ok(status) whatever the status (the body is read and dropped).
+    pub async fn create_task(&self, n: u64, tag: &str) -> Result<u16> {
         let resp = self
             .http
             .post(format!("{}/api/v1/tasks", self.base))
@@ -91,8 +86,8 @@ impl Api {
             .send()
             .await?;
         let status = resp.status().as_u16();
-        let id = if status == 201 { resp.json::<Created>().await.ok().and_then(|c| c.id) } else { None };
-        Ok((status, id))
+        resp.bytes().await?;
+        Ok(status)
     }
 
     /// `pulse_stats_recomputes_total` from `GET /metrics`, if the server has that endpoint.
@@ -115,7 +110,7 @@ pub async fn preload_api(api: &Api, n: u64, concurrency: usize) -> Result<()> {
     let failures = futures_util::stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
-            async move { matches!(api.create_task(i, "preload").await, Ok((201, _))) }
+            async move { matches!(api.create_task(i, "preload").await, Ok(201)) }
         })
         .buffer_unordered(concurrency.max(1))
         .filter(|ok| std::future::ready(!ok))
@@ -136,8 +131,6 @@ pub struct Mutation {
     pub done_us: u64,
     /// HTTP status (0: no response).
     pub status: u16,
-    /// Id of the created task.
-    pub id: Option<i64>,
 }
 
 impl Mutation {
@@ -156,8 +149,8 @@ pub async fn paced_mutations(api: &Api, n: usize, rate: f64, base: Instant) -> V
     for i in 0..n {
         sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
         let sent_us = since(base);
-        let (status, id) = api.create_task(i as u64, "mutation").await.unwrap_or((0, None));
-        out.push(Mutation { sent_us, done_us: since(base), status, id });
+        let status = api.create_task(i as u64, "mutation").await.unwrap_or(0);
+        out.push(Mutation { sent_us, done_us: since(base), status });
     }
     out
 }
@@ -182,7 +175,7 @@ pub async fn burst(api: &Api, n: usize, concurrency: usize, base: Instant) -> Bu
         .map(|i| {
             let api = api.clone();
             async move {
-                let ok = matches!(api.create_task(i as u64, "burst").await, Ok((201, _)));
+                let ok = matches!(api.create_task(i as u64, "burst").await, Ok(201));
                 (ok, since(base))
             }
         })

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
 use tokio::time::{Instant, sleep};
 
@@ -667,7 +667,7 @@ mod tests {
     }
 
     fn mutation(sent_us: u64) -> load::Mutation {
-        load::Mutation { sent_us, done_us: sent_us + 1, status: 201, id: None }
+        load::Mutation { sent_us, done_us: sent_us + 1, status: 201 }
     }
 
     #[test]
