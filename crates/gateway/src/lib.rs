@@ -20,7 +20,7 @@ mod ws;
 use std::sync::Arc;
 
 use actix_web::web::{self, ServiceConfig};
-use domain_events::{EventPublisher, EventSubscriber, InProcessBus};
+use domain_events::{Cluster, EventPublisher, EventSubscriber, InProcessBus};
 use services::{Database, Services};
 use ws_bridge::{BridgeHandle, ConnectionConfig, Hub};
 
@@ -76,6 +76,8 @@ pub struct PulseOptions {
     pub publisher: Option<Arc<dyn EventPublisher>>,
     /// What `/readyz` checks besides the database.
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+    /// How presence and typing reach other instances; `None` for a single instance.
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl PulseOptions {
@@ -88,6 +90,7 @@ impl PulseOptions {
             bus: None,
             publisher: None,
             readiness: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -114,7 +117,11 @@ impl Pulse {
         let bus = options.bus.unwrap_or_default();
         let publisher = options.publisher.unwrap_or_else(|| Arc::new(bus.clone()));
         let services = Services::new(db, publisher);
-        let hub = Hub::new();
+        let hub = match options.cluster {
+            Some(cluster) => Hub::with_cluster(cluster),
+            None => Hub::new(),
+        };
+        hub.spawn_workers();
         let source = Arc::new(ServicesStats(services.clone()));
         // Subscribe before the first read, so a change committed in between is not missed.
         let events = bus.subscribe();

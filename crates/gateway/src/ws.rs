@@ -4,8 +4,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use ws_bridge::connection::Closed;
-use ws_bridge::{ConnectedUser, Incoming, Outgoing, Transport, serve_connection};
+use ws_bridge::connection::{Closed, MAX_SUBSCRIPTIONS, parse_topics};
+use ws_bridge::{ConnectedUser, Incoming, Outgoing, Topic, Transport, serve_connection};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -16,6 +16,8 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 #[derive(Deserialize)]
 pub(crate) struct WsQuery {
     token: Option<String>,
+    /// `a,b`: the topics to start with (default: the three stats topics).
+    topics: Option<String>,
 }
 
 pub(crate) async fn upgrade(
@@ -31,6 +33,16 @@ pub(crate) async fn upgrade(
         .ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let claims = state.jwt.verify(token)?;
     let actor = claims.actor()?;
+    let topics = match query.topics.as_deref() {
+        None => Topic::DEFAULT.to_vec(),
+        Some(list) => {
+            let names: Vec<&str> = list.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+            if names.len() > MAX_SUBSCRIPTIONS {
+                return Err(ApiError::validation(format!("at most {MAX_SUBSCRIPTIONS} topics")));
+            }
+            parse_topics(&names).map_err(|e| ApiError::validation(format!("topics: {e}")))?
+        }
+    };
     if state.hub.is_shutting_down() {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
@@ -46,6 +58,7 @@ pub(crate) async fn upgrade(
         let end = serve_connection(
             &hub,
             user,
+            &topics,
             Some(expires_at),
             &config,
             SessionTransport(session),

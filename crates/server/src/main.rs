@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
             bus: Some(bus),
             publisher: fanout.as_ref().map(|f| f.publisher.clone()),
             readiness: fanout.iter().map(|f| f.readiness.clone()).collect(),
+            cluster: None,
         },
     )
     .await?;

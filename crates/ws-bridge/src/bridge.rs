@@ -1,5 +1,8 @@
 //! From events to fresh stats values, coalescing bursts.
 //!
+//! Personal events (`task:assigned`) go straight to the hub, which routes them to the
+//! assignee's connections.
+//!
 //! One worker per topic waits on a [`Notify`]: an event stores a permit, so however many
 //! events arrive while a recompute is in flight, they cost one more recompute, not one
 //! each. The first event of a quiet period is handled at once (no fixed delay).
@@ -9,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use domain_events::{BusMessage, EventStream};
+use domain_events::{BusMessage, DomainEvent, EventStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -96,11 +99,15 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
         }));
     }
     let dispatcher = shared.clone();
+    let personal = hub.clone();
     tasks.push(tokio::spawn(async move {
         while let Some(message) = events.recv().await {
             match message {
                 BusMessage::Event(envelope) => {
                     dispatcher.dirty[StatsTopic::dirtied_by(&envelope.event).index()].notify_one();
+                    if let DomainEvent::TaskAssigned(task) = &envelope.event {
+                        personal.task_assigned(task);
+                    }
                 }
                 BusMessage::Lagged { missed } => {
                     tracing::warn!(missed, "event stream lagged; resyncing every stats topic");

@@ -9,8 +9,11 @@ use std::time::{Duration, SystemTime};
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::hub::{FeedEvent, Frame, Hub};
-use crate::protocol::{ClientMessage, ConnectedUser, server};
+use std::collections::{BTreeSet, HashSet};
+
+use crate::hub::{ClientFeed, FeedEvent, Frame, Hub, Registration};
+use crate::protocol::{BadMessage, ClientMessage, ConnectedUser, server};
+use crate::topic::Topic;
 
 /// Close codes the server uses (see `docs/protocol.md`).
 pub mod close_code {
@@ -112,10 +115,16 @@ pub enum ConnectionEnd {
     TooSlow,
 }
 
+/// Most topics one connection may follow at once.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+
 /// Serves one client until it leaves, its token expires or the server shuts down.
+/// `topics` are what it follows from the start ([`Topic::DEFAULT`] unless it asked).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_connection<T, S>(
     hub: &Hub,
     user: ConnectedUser,
+    topics: &[Topic],
     token_expires_at: Option<SystemTime>,
     config: &ConnectionConfig,
     mut socket: T,
@@ -125,14 +134,16 @@ where
     T: Transport,
     S: Stream<Item = Incoming> + Unpin,
 {
-    let _guard = hub.connection_guard();
-    let mut feed = hub.subscribe();
+    // Register and subscribe before the snapshot is read: nothing published in between is lost.
+    let registration = hub.register(&user);
+    let mut subscriptions = Subscriptions { topics: BTreeSet::new(), feed: hub.feed() };
+    let snapshot = subscriptions.add(topics, &registration);
     let mut session = Session { socket: &mut socket, config, hub };
 
     if session.send_text(server::connected(&user)).await.is_err() {
         return ConnectionEnd::ClientClosed;
     }
-    for frame in feed.snapshot() {
+    for frame in snapshot {
         if session.send_text(frame).await.is_err() {
             return ConnectionEnd::TooSlow;
         }
@@ -147,7 +158,7 @@ where
 
     loop {
         tokio::select! {
-            event = feed.next() => match event {
+            event = subscriptions.feed.next() => match event {
                 FeedEvent::Frame(frame) => {
                     if session.send_text(frame).await.is_err() {
                         return session.close(close_code::TRY_AGAIN_LATER, "too slow", ConnectionEnd::TooSlow).await;
@@ -157,33 +168,33 @@ where
                     return session.close(close_code::GOING_AWAY, "server shutting down", ConnectionEnd::Shutdown).await;
                 }
             },
+            _ = registration.mailbox().ready() => {
+                let Ok(frames) = registration.mailbox().take() else {
+                    return session.close(close_code::TRY_AGAIN_LATER, "too slow", ConnectionEnd::TooSlow).await;
+                };
+                for frame in frames {
+                    if session.send_text(frame).await.is_err() {
+                        return session.close(close_code::TRY_AGAIN_LATER, "too slow", ConnectionEnd::TooSlow).await;
+                    }
+                }
+            }
             message = incoming.next() => {
                 last_heard = Instant::now();
-                match message {
-                    Some(Incoming::Text(text)) => {
-                        let reply = match ClientMessage::parse(&text) {
-                            Ok(ClientMessage::Ping) => server::pong(),
-                            Err(bad) => server::error(&bad),
-                        };
-                        if session.send_text(reply).await.is_err() {
-                            return ConnectionEnd::TooSlow;
-                        }
-                    }
-                    Some(Incoming::Binary) => {
-                        let bad = crate::protocol::BadMessage {
-                            code: "bad_message",
-                            message: "binary frames are not part of the protocol; send JSON text".into(),
-                        };
-                        if session.send_text(server::error(&bad)).await.is_err() {
-                            return ConnectionEnd::TooSlow;
-                        }
-                    }
+                let replies = match message {
+                    Some(Incoming::Text(text)) => match ClientMessage::parse(&text) {
+                        Ok(message) => subscriptions.handle(message, &user, &registration),
+                        Err(bad) => vec![server::error(&bad)],
+                    },
+                    Some(Incoming::Binary) => vec![server::error(&BadMessage::new(
+                        "binary frames are not part of the protocol; send JSON text",
+                    ))],
                     Some(Incoming::Ping(bytes)) => {
                         if session.send(Outgoing::Pong(bytes)).await.is_err() {
                             return ConnectionEnd::ClientClosed;
                         }
+                        Vec::new()
                     }
-                    Some(Incoming::Pong) => {}
+                    Some(Incoming::Pong) => Vec::new(),
                     Some(Incoming::TooLarge) => {
                         return session.close(close_code::TOO_BIG, "frame too large", ConnectionEnd::TooLarge).await;
                     }
@@ -195,6 +206,11 @@ where
                         return ConnectionEnd::ClientClosed;
                     }
                     None => return ConnectionEnd::ClientClosed,
+                };
+                for reply in replies {
+                    if session.send_text(reply).await.is_err() {
+                        return ConnectionEnd::TooSlow;
+                    }
                 }
             }
             _ = heartbeat.tick() => {
@@ -210,6 +226,110 @@ where
             }
         }
     }
+}
+
+/// What a connection follows, and the feed that delivers it.
+struct Subscriptions {
+    topics: BTreeSet<Topic>,
+    feed: ClientFeed,
+}
+
+impl Subscriptions {
+    /// Follows `topics`; returns the current values of the newly followed whole-value
+    /// topics (stats in contract order, then presence).
+    fn add(&mut self, topics: &[Topic], registration: &Registration) -> Vec<Frame> {
+        let new: BTreeSet<Topic> = topics.iter().copied().filter(|t| !self.topics.contains(t)).collect();
+        self.topics.extend(new.iter().copied());
+        let mut frames = Vec::new();
+        for topic in &new {
+            let frame = match topic {
+                Topic::Stats(stats) => self.feed.watch_stats(*stats),
+                Topic::Presence => self.feed.watch_presence(),
+                Topic::Conversation(_) => None,
+            };
+            frames.extend(frame);
+        }
+        if new.iter().any(|t| matches!(t, Topic::Conversation(_))) {
+            registration.set_conversations(&self.conversations());
+        }
+        frames
+    }
+
+    fn remove(&mut self, topics: &[Topic], registration: &Registration) {
+        let mut conversations_changed = false;
+        for topic in topics {
+            if !self.topics.remove(topic) {
+                continue;
+            }
+            match topic {
+                Topic::Stats(stats) => self.feed.unwatch_stats(*stats),
+                Topic::Presence => self.feed.unwatch_presence(),
+                Topic::Conversation(_) => conversations_changed = true,
+            }
+        }
+        if conversations_changed {
+            registration.set_conversations(&self.conversations());
+        }
+    }
+
+    fn conversations(&self) -> HashSet<i64> {
+        self.topics
+            .iter()
+            .filter_map(|t| if let Topic::Conversation(id) = t { Some(*id) } else { None })
+            .collect()
+    }
+
+    fn acknowledgement(&self) -> Frame {
+        server::subscribed(&self.topics.iter().map(Topic::name).collect::<Vec<_>>())
+    }
+
+    /// Handles one client message; returns the replies, in order.
+    fn handle(
+        &mut self,
+        message: ClientMessage,
+        user: &ConnectedUser,
+        registration: &Registration,
+    ) -> Vec<Frame> {
+        match message {
+            ClientMessage::Ping => vec![server::pong()],
+            ClientMessage::Subscribe(names) => match parse_topics(&names) {
+                Err(bad) => vec![server::error(&bad)],
+                Ok(topics) => {
+                    let after = self.topics.iter().chain(topics.iter()).collect::<BTreeSet<_>>().len();
+                    if after > MAX_SUBSCRIPTIONS {
+                        return vec![server::error(&BadMessage::new(format!(
+                            "at most {MAX_SUBSCRIPTIONS} topics per connection"
+                        )))];
+                    }
+                    let values = self.add(&topics, registration);
+                    std::iter::once(self.acknowledgement()).chain(values).collect()
+                }
+            },
+            ClientMessage::Unsubscribe(names) => match parse_topics(&names) {
+                Err(bad) => vec![server::error(&bad)],
+                Ok(topics) => {
+                    self.remove(&topics, registration);
+                    vec![self.acknowledgement()]
+                }
+            },
+            ClientMessage::Viewing(path) => {
+                registration.viewing(path);
+                Vec::new()
+            }
+            ClientMessage::Typing { conversation_id, typing } => {
+                registration.typing(user, conversation_id, typing);
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Every name, or the first unknown one as an error (and nothing changes).
+pub fn parse_topics(names: &[impl AsRef<str>]) -> Result<Vec<Topic>, BadMessage> {
+    names
+        .iter()
+        .map(|n| Topic::parse(n.as_ref()).ok_or_else(|| BadMessage::unknown_topic(n.as_ref())))
+        .collect()
 }
 
 /// When a token expiring at `at` must close the session (far future when it never expires).
@@ -257,7 +377,7 @@ impl<T: Transport> Session<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topic::StatsValue;
+    use crate::topic::{StatsTopic, StatsValue};
     use domain_events::model::{Role, TaskStats};
     use serde_json::Value;
     use tokio::sync::mpsc;
@@ -307,13 +427,33 @@ mod tests {
     }
 
     fn connect(hub: &Hub, expires: Option<SystemTime>, config: ConnectionConfig, buffer: usize) -> Client {
+        let user = ConnectedUser { user_id: 1, username: "ana".into(), role: Role::Staff };
+        connect_as(hub, user, &Topic::DEFAULT, expires, config, buffer)
+    }
+
+    fn connect_as(
+        hub: &Hub,
+        user: ConnectedUser,
+        topics: &[Topic],
+        expires: Option<SystemTime>,
+        config: ConnectionConfig,
+        buffer: usize,
+    ) -> Client {
         let (to_server, incoming) = mpsc::channel(16);
         let (out, from_server) = mpsc::channel(buffer);
         let hub = hub.clone();
-        let user = ConnectedUser { user_id: 1, username: "ana".into(), role: Role::Staff };
+        let topics = topics.to_vec();
         let task = tokio::spawn(async move {
-            serve_connection(&hub, user, expires, &config, ChannelTransport(out), ReceiverStream(incoming))
-                .await
+            serve_connection(
+                &hub,
+                user,
+                &topics,
+                expires,
+                &config,
+                ChannelTransport(out),
+                ReceiverStream(incoming),
+            )
+            .await
         });
         Client { to_server, from_server, task }
     }
@@ -443,5 +583,116 @@ mod tests {
         }
         assert_eq!(client.task.await.expect("join"), ConnectionEnd::TooSlow);
         assert_eq!(hub.metrics().connections.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    impl Client {
+        async fn send(&self, text: &str) {
+            self.to_server.send(Incoming::Text(text.into())).await.expect("send");
+        }
+
+        async fn silent_for(&mut self, millis: u64) -> bool {
+            tokio::time::timeout(Duration::from_millis(millis), self.from_server.recv()).await.is_err()
+        }
+    }
+
+    fn person(id: i64, name: &str) -> ConnectedUser {
+        ConnectedUser { user_id: id, username: name.into(), role: Role::Staff }
+    }
+
+    #[tokio::test]
+    async fn topics_on_connect_subscribe_and_unsubscribe() {
+        let hub = primed_hub();
+        let _workers = hub.spawn_workers();
+        let topics = [Topic::Stats(StatsTopic::Approvals), Topic::Presence];
+        let mut client = connect_as(&hub, person(1, "ana"), &topics, None, ConnectionConfig::default(), 16);
+        assert_eq!(client.recv_json().await["type"], "connected");
+        assert_eq!(client.recv_json().await["type"], "stats:approvals");
+        let mut presence = client.recv_json().await;
+        // The presence worker may publish ana's arrival after the snapshot was taken.
+        while presence["payload"]["online"].as_array().is_none_or(|online| online.is_empty()) {
+            presence = client.recv_json().await;
+        }
+        assert_eq!(presence["payload"]["online"][0]["username"], "ana");
+        // Not subscribed to tasks: no task values.
+        hub.publish_stats(tasks(5));
+        assert!(client.silent_for(100).await);
+
+        client.send(r#"{"type":"subscribe","topics":["stats:tasks","conversation:4"]}"#).await;
+        assert_eq!(
+            client.recv_json().await,
+            serde_json::json!({"type":"subscribed","payload":{"topics":["stats:tasks","stats:approvals","presence","conversation:4"]}})
+        );
+        let value = client.recv_json().await;
+        assert_eq!(
+            (value["type"].as_str(), value["payload"]["pending"].as_u64()),
+            (Some("stats:tasks"), Some(5))
+        );
+
+        // An unknown topic changes nothing.
+        client.send(r#"{"type":"subscribe","topics":["stats:tasks","bogus"]}"#).await;
+        let error = client.recv_json().await;
+        assert_eq!(error["payload"]["code"], "unknown_topic");
+        client.send(r#"{"type":"unsubscribe","topics":["presence","nope:1"]}"#).await;
+        assert_eq!(client.recv_json().await["payload"]["code"], "unknown_topic");
+
+        client.send(r#"{"type":"unsubscribe","topics":["stats:approvals","presence"]}"#).await;
+        assert_eq!(
+            client.recv_json().await["payload"]["topics"],
+            serde_json::json!(["stats:tasks", "conversation:4"])
+        );
+        hub.publish_stats(StatsValue::Approvals(domain_events::model::ApprovalStats {
+            pending: 1,
+            ..Default::default()
+        }));
+        hub.publish_stats(tasks(6));
+        assert_eq!(client.recv_json().await["payload"]["pending"], 6, "approvals no longer followed");
+    }
+
+    #[tokio::test]
+    async fn typing_goes_to_the_other_subscribers_of_the_conversation() {
+        let hub = primed_hub();
+        let _workers = hub.spawn_workers();
+        let conv = [Topic::Conversation(3)];
+        let mut ana = connect_as(&hub, person(1, "ana"), &conv, None, ConnectionConfig::default(), 16);
+        let mut bob = connect_as(&hub, person(2, "bob"), &conv, None, ConnectionConfig::default(), 16);
+        let mut carl = connect_as(&hub, person(3, "carl"), &[], None, ConnectionConfig::default(), 16);
+        for client in [&mut ana, &mut bob, &mut carl] {
+            assert_eq!(client.recv_json().await["type"], "connected");
+        }
+        ana.send(r#"{"type":"typing","payload":{"conversationId":3,"typing":true}}"#).await;
+        assert_eq!(
+            bob.recv_json().await,
+            serde_json::json!({"type":"typing","payload":{"conversationId":3,"userId":1,"username":"ana","typing":true}})
+        );
+        ana.send(r#"{"type":"typing","payload":{"conversationId":3,"typing":false}}"#).await;
+        assert_eq!(bob.recv_json().await["payload"]["typing"], false);
+        assert!(ana.silent_for(50).await, "the typist gets no echo");
+        assert!(carl.silent_for(50).await, "not subscribed");
+    }
+
+    #[tokio::test]
+    async fn presence_follows_connections_and_viewing() {
+        let hub = primed_hub();
+        let _workers = hub.spawn_workers();
+        let mut watcher =
+            connect_as(&hub, person(1, "ana"), &[Topic::Presence], None, ConnectionConfig::default(), 64);
+        assert_eq!(watcher.recv_json().await["type"], "connected");
+        let bob = connect_as(&hub, person(2, "bob"), &[], None, ConnectionConfig::default(), 64);
+        bob.send(r#"{"type":"viewing","payload":{"path":"/approvals"}}"#).await;
+        let wanted = serde_json::json!([
+            {"userId":1,"username":"ana","connections":1,"viewing":null},
+            {"userId":2,"username":"bob","connections":1,"viewing":"/approvals"},
+        ]);
+        let mut last = Value::Null;
+        while last != wanted {
+            let message = watcher.recv_json().await;
+            assert_eq!(message["type"], "presence");
+            last = message["payload"]["online"].clone();
+        }
+        drop(bob);
+        let wanted = serde_json::json!([{"userId":1,"username":"ana","connections":1,"viewing":null}]);
+        while last != wanted {
+            last = watcher.recv_json().await["payload"]["online"].clone();
+        }
     }
 }

@@ -1,18 +1,37 @@
-//! The hub: the latest frame of every stats topic, shared by all connections.
+//! The hub: what every connection receives, and from where.
 //!
-//! Each topic is a [`watch`] channel holding the newest serialized value, so a broadcast
-//! is serialized once, cloning it for a client costs a reference count, and a client that
-//! falls behind skips straight to the newest value: per-client memory is bounded by
-//! construction, whatever the rate of changes.
+//! - Stats: each topic is a [`watch`] channel holding the newest serialized value, so a
+//!   broadcast is serialized once, cloning it for a client costs a reference count, and a
+//!   client that falls behind skips straight to the newest value.
+//! - Presence: one more `watch` channel with the newest `presence` message, rebuilt at most
+//!   every [`PRESENCE_MIN_INTERVAL`] however many connections come and go.
+//! - Personal events and typing: a small per-connection [`Mailbox`] keyed by what the
+//!   message is about (a task, a typist), so a newer message replaces an older one about the
+//!   same thing; a mailbox over [`MAILBOX_CAPACITY`] keys marks its client too slow.
+//!
+//! The hub also shares presence and typing with other instances through a [`Cluster`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytestring::ByteString;
+use domain_events::model::Task;
+use domain_events::{Cluster, ClusterSignal, PresenceEntry, SingleInstance, Typing};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
+use crate::protocol::{ConnectedUser, server};
 use crate::topic::{StatsTopic, StatsValue};
+
+/// A `typing: true` not refreshed within this is relayed as `typing: false`.
+pub const TYPING_TIMEOUT: Duration = Duration::from_secs(6);
+/// Presence is republished at most this often (a connect storm costs a few messages).
+pub const PRESENCE_MIN_INTERVAL: Duration = Duration::from_millis(200);
+/// Personal and typing messages a client may have waiting before it counts as too slow.
+pub const MAILBOX_CAPACITY: usize = 256;
 
 /// A message serialized once, shared by every recipient (cloning is a reference count).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +60,7 @@ impl Frame {
     }
 }
 
-/// The newest value of a topic, its sequence number and its serialized message.
+/// The newest value of a stats topic and its serialized message.
 #[derive(Debug, Clone)]
 struct StatsFrame {
     value: StatsValue,
@@ -69,16 +88,115 @@ pub struct HubMetrics {
     pub connections_total: AtomicU64,
     /// Frames handed to client sockets.
     pub frames_sent: AtomicU64,
+    /// Presence messages published.
+    pub presence_published: AtomicU64,
+    /// Personal and typing messages that replaced an older one still waiting.
+    pub mailbox_conflated: AtomicU64,
+}
+
+/// What a mailbox entry is about: a newer entry about the same thing replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailKey {
+    /// `task:assigned` for this task.
+    TaskAssigned(i64),
+    /// `typing` of this user in this conversation.
+    Typing {
+        /// Conversation id.
+        conversation: i64,
+        /// User id.
+        user: i64,
+    },
+}
+
+/// One connection's bounded queue of personal and typing messages.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    entries: Mutex<Vec<(MailKey, Frame)>>,
+    ready: Notify,
+    overflowed: AtomicBool,
+}
+
+impl Mailbox {
+    fn put(&self, key: MailKey, frame: Frame, metrics: &HubMetrics) {
+        let mut entries = lock(&self.entries);
+        if let Some(slot) = entries.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = frame;
+            metrics.mailbox_conflated.fetch_add(1, Ordering::Relaxed);
+        } else if entries.len() >= MAILBOX_CAPACITY {
+            self.overflowed.store(true, Ordering::Relaxed);
+        } else {
+            entries.push((key, frame));
+        }
+        drop(entries);
+        self.ready.notify_one();
+    }
+
+    /// Waits until something is waiting. Cancel-safe.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Everything waiting, oldest first; `Err` if the client fell too far behind.
+    pub fn take(&self) -> Result<Vec<Frame>, TooSlow> {
+        if self.overflowed.load(Ordering::Relaxed) {
+            return Err(TooSlow);
+        }
+        Ok(std::mem::take(&mut *lock(&self.entries)).into_iter().map(|(_, frame)| frame).collect())
+    }
+}
+
+/// A client's mailbox overflowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooSlow;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    connections: HashMap<u64, Registered>,
+    by_username: HashMap<String, HashSet<u64>>,
+    by_conversation: HashMap<i64, HashSet<u64>>,
+    users: HashMap<i64, LocalUser>,
+    /// What other instances report, by user (summed over instances).
+    remote: Vec<PresenceEntry>,
+}
+
+struct Registered {
+    user: ConnectedUser,
+    mailbox: Arc<Mailbox>,
+    conversations: HashSet<i64>,
+}
+
+struct LocalUser {
+    username: String,
+    connections: u32,
+    viewing: Option<String>,
+}
+
+struct TypingState {
+    username: String,
+    until: Instant,
+    origin: Option<u64>,
 }
 
 struct Inner {
     stats: [watch::Sender<Option<StatsFrame>>; 3],
     seq: [AtomicU64; 3],
+    presence: watch::Sender<Option<Frame>>,
+    presence_dirty: Notify,
     shutdown: watch::Sender<bool>,
     metrics: HubMetrics,
+    registry: Mutex<Registry>,
+    typing: Mutex<HashMap<(i64, i64), TypingState>>,
+    typing_changed: Notify,
+    cluster: Arc<dyn Cluster>,
 }
 
-/// Fans stats values out to every connection. Cheap to clone.
+/// Fans messages out to every connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -91,20 +209,91 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// A hub with no values yet.
+    /// A single-instance hub with no values yet. Call [`Hub::spawn_workers`] for presence
+    /// and typing to flow.
     pub fn new() -> Self {
+        Self::with_cluster(Arc::new(SingleInstance::default()))
+    }
+
+    /// A hub that shares presence and typing through `cluster`.
+    pub fn with_cluster(cluster: Arc<dyn Cluster>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 stats: std::array::from_fn(|_| watch::channel(None).0),
                 seq: std::array::from_fn(|_| AtomicU64::new(0)),
+                presence: watch::channel(Some(server::presence(&[]))).0,
+                presence_dirty: Notify::new(),
                 shutdown: watch::channel(false).0,
                 metrics: HubMetrics::default(),
+                registry: Mutex::new(Registry::default()),
+                typing: Mutex::new(HashMap::new()),
+                typing_changed: Notify::new(),
+                cluster,
             }),
         }
     }
 
-    /// Publishes a topic's new value to every connection, unless it equals the last one.
-    /// Returns whether it was sent.
+    /// Starts the background work: presence publishing, typing expiry, and what other
+    /// instances say. Needs a tokio runtime; the tasks end when the hub shuts down.
+    pub fn spawn_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let presence = {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let mut shutdown = hub.inner.shutdown.subscribe();
+                loop {
+                    tokio::select! {
+                        _ = hub.inner.presence_dirty.notified() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    hub.publish_presence();
+                    tokio::time::sleep(PRESENCE_MIN_INTERVAL).await;
+                }
+            })
+        };
+        let typing = {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let mut shutdown = hub.inner.shutdown.subscribe();
+                loop {
+                    let next = lock(&hub.inner.typing).values().map(|t| t.until).min();
+                    let sleep = tokio::time::sleep_until(
+                        next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+                    );
+                    tokio::select! {
+                        _ = sleep => hub.expire_typing(),
+                        _ = hub.inner.typing_changed.notified() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            })
+        };
+        let remote = {
+            let hub = self.clone();
+            let mut signals = self.inner.cluster.subscribe();
+            tokio::spawn(async move {
+                let mut shutdown = hub.inner.shutdown.subscribe();
+                loop {
+                    let signal = tokio::select! {
+                        signal = signals.recv() => signal,
+                        _ = shutdown.changed() => return,
+                    };
+                    match signal {
+                        Ok(ClusterSignal::Typing(typing)) => hub.apply_typing(typing, None),
+                        Ok(ClusterSignal::RemotePresence(entries)) => {
+                            lock(&hub.inner.registry).remote = entries;
+                            hub.inner.presence_dirty.notify_one();
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            })
+        };
+        vec![presence, typing, remote]
+    }
+
+    /// Publishes a stats topic's new value to every subscriber, unless it equals the last
+    /// one. Returns whether it was sent.
     pub fn publish_stats(&self, value: StatsValue) -> bool {
         let topic = value.topic();
         let sent = self.inner.stats[topic.index()].send_if_modified(|current| {
@@ -127,12 +316,235 @@ impl Hub {
         self.inner.stats[topic.index()].borrow().as_ref().map(|s| s.value)
     }
 
-    /// A feed of every stats topic for a new connection. Subscribe before sending the
-    /// snapshot: a value published in between is then delivered, not missed.
-    pub fn subscribe(&self) -> ClientFeed {
+    /// A feed for a new connection, subscribed to nothing yet.
+    pub fn feed(&self) -> ClientFeed {
         ClientFeed {
-            stats: std::array::from_fn(|i| self.inner.stats[i].subscribe()),
+            hub: self.clone(),
+            stats: [None, None, None],
+            presence: None,
             shutdown: self.inner.shutdown.subscribe(),
+        }
+    }
+
+    /// A feed subscribed to every stats topic (what a connection gets by default).
+    pub fn subscribe(&self) -> ClientFeed {
+        let mut feed = self.feed();
+        for topic in StatsTopic::ALL {
+            feed.watch_stats(topic);
+        }
+        feed
+    }
+
+    /// Registers a connection for personal messages, typing and presence; it counts as
+    /// online until the handle is dropped.
+    pub fn register(&self, user: &ConnectedUser) -> Registration {
+        let mailbox = Arc::new(Mailbox::default());
+        let id = {
+            let mut registry = lock(&self.inner.registry);
+            registry.next_id += 1;
+            let id = registry.next_id;
+            registry.connections.insert(
+                id,
+                Registered { user: user.clone(), mailbox: mailbox.clone(), conversations: HashSet::new() },
+            );
+            registry.by_username.entry(user.username.clone()).or_default().insert(id);
+            let entry = registry.users.entry(user.user_id).or_insert_with(|| LocalUser {
+                username: user.username.clone(),
+                connections: 0,
+                viewing: None,
+            });
+            entry.connections += 1;
+            id
+        };
+        self.inner.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.inner.presence_dirty.notify_one();
+        Registration { hub: self.clone(), id, user_id: user.user_id, mailbox }
+    }
+
+    fn unregister(&self, id: u64, user_id: i64) {
+        {
+            let mut registry = lock(&self.inner.registry);
+            if let Some(gone) = registry.connections.remove(&id) {
+                if let Some(ids) = registry.by_username.get_mut(&gone.user.username) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        registry.by_username.remove(&gone.user.username);
+                    }
+                }
+                for conversation in gone.conversations {
+                    if let Some(ids) = registry.by_conversation.get_mut(&conversation) {
+                        ids.remove(&id);
+                        if ids.is_empty() {
+                            registry.by_conversation.remove(&conversation);
+                        }
+                    }
+                }
+            }
+            if let Some(user) = registry.users.get_mut(&user_id) {
+                user.connections = user.connections.saturating_sub(1);
+                if user.connections == 0 {
+                    registry.users.remove(&user_id);
+                }
+            }
+        }
+        self.inner.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        self.inner.presence_dirty.notify_one();
+    }
+
+    /// Sends `task:assigned` to every connection of the task's assignee on this instance.
+    pub fn task_assigned(&self, task: &Task) {
+        let Some(assignee) = task.assignee.as_deref() else { return };
+        let registry = lock(&self.inner.registry);
+        let Some(ids) = registry.by_username.get(assignee) else { return };
+        let frame = server::task_assigned(task);
+        for id in ids {
+            if let Some(conn) = registry.connections.get(id) {
+                conn.mailbox.put(MailKey::TaskAssigned(task.id), frame.clone(), &self.inner.metrics);
+            }
+        }
+    }
+
+    /// Records what a user on this instance is looking at.
+    fn set_viewing(&self, user_id: i64, path: String) {
+        let changed = {
+            let mut registry = lock(&self.inner.registry);
+            match registry.users.get_mut(&user_id) {
+                Some(user) if user.viewing.as_deref() != Some(&path) => {
+                    user.viewing = Some(path);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.inner.presence_dirty.notify_one();
+        }
+    }
+
+    fn set_conversations(&self, id: u64, conversations: &HashSet<i64>) {
+        let mut registry = lock(&self.inner.registry);
+        let Some(conn) = registry.connections.get_mut(&id) else { return };
+        let old = std::mem::replace(&mut conn.conversations, conversations.clone());
+        for gone in old.difference(conversations) {
+            if let Some(ids) = registry.by_conversation.get_mut(gone) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    registry.by_conversation.remove(gone);
+                }
+            }
+        }
+        for new in conversations.difference(&old) {
+            registry.by_conversation.entry(*new).or_default().insert(id);
+        }
+    }
+
+    /// A local client typed (or stopped): relay to the conversation's other subscribers here
+    /// and tell the other instances.
+    fn typing_from(&self, id: u64, user: &ConnectedUser, conversation_id: i64, typing: bool) {
+        let signal =
+            Typing { conversation_id, user_id: user.user_id, username: user.username.clone(), typing };
+        self.inner.cluster.share_typing(&signal);
+        self.apply_typing(signal, Some(id));
+    }
+
+    /// Updates the typing state; relays when it changed. Refreshes only extend the deadline.
+    fn apply_typing(&self, signal: Typing, origin: Option<u64>) {
+        let key = (signal.conversation_id, signal.user_id);
+        let changed = {
+            let mut states = lock(&self.inner.typing);
+            if signal.typing {
+                let until = Instant::now() + TYPING_TIMEOUT;
+                states.insert(key, TypingState { username: signal.username.clone(), until, origin }).is_none()
+            } else {
+                states.remove(&key).is_some()
+            }
+        };
+        self.inner.typing_changed.notify_one();
+        if changed {
+            self.relay_typing(&signal, origin);
+        }
+    }
+
+    fn expire_typing(&self) {
+        let now = Instant::now();
+        let expired: Vec<(Typing, Option<u64>)> = {
+            let mut states = lock(&self.inner.typing);
+            let keys: Vec<(i64, i64)> =
+                states.iter().filter(|(_, s)| s.until <= now).map(|(k, _)| *k).collect();
+            keys.into_iter()
+                .filter_map(|key| {
+                    states.remove(&key).map(|s| {
+                        let typing = Typing {
+                            conversation_id: key.0,
+                            user_id: key.1,
+                            username: s.username,
+                            typing: false,
+                        };
+                        (typing, s.origin)
+                    })
+                })
+                .collect()
+        };
+        for (typing, origin) in expired {
+            self.relay_typing(&typing, origin);
+        }
+    }
+
+    fn relay_typing(&self, typing: &Typing, except: Option<u64>) {
+        let registry = lock(&self.inner.registry);
+        let Some(ids) = registry.by_conversation.get(&typing.conversation_id) else { return };
+        let frame = server::typing(typing);
+        let key = MailKey::Typing { conversation: typing.conversation_id, user: typing.user_id };
+        for id in ids.iter().filter(|id| Some(**id) != except) {
+            if let Some(conn) = registry.connections.get(id) {
+                conn.mailbox.put(key, frame.clone(), &self.inner.metrics);
+            }
+        }
+    }
+
+    /// Rebuilds the presence message (local users plus other instances'), publishes it if it
+    /// changed, and shares the local part with the other instances.
+    fn publish_presence(&self) {
+        let (local, merged) = {
+            let registry = lock(&self.inner.registry);
+            let local: Vec<PresenceEntry> = registry
+                .users
+                .iter()
+                .map(|(id, u)| PresenceEntry {
+                    user_id: *id,
+                    username: u.username.clone(),
+                    connections: u.connections,
+                    viewing: u.viewing.clone(),
+                })
+                .collect();
+            let mut merged: HashMap<i64, PresenceEntry> = HashMap::new();
+            for entry in registry.remote.iter().chain(local.iter()) {
+                merged
+                    .entry(entry.user_id)
+                    .and_modify(|m| {
+                        m.connections += entry.connections;
+                        if entry.viewing.is_some() {
+                            m.viewing = entry.viewing.clone();
+                        }
+                    })
+                    .or_insert_with(|| entry.clone());
+            }
+            let mut merged: Vec<PresenceEntry> = merged.into_values().collect();
+            merged.sort_by(|a, b| a.username.cmp(&b.username).then(a.user_id.cmp(&b.user_id)));
+            (local, merged)
+        };
+        self.inner.cluster.share_presence(&local);
+        let frame = server::presence(&merged);
+        let sent = self.inner.presence.send_if_modified(|current| {
+            if current.as_ref() == Some(&frame) {
+                return false;
+            }
+            *current = Some(frame);
+            true
+        });
+        if sent {
+            self.inner.metrics.presence_published.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -150,81 +562,135 @@ impl Hub {
     pub fn metrics(&self) -> &HubMetrics {
         &self.inner.metrics
     }
+}
 
-    /// Counts a connection as open until the guard is dropped.
-    pub fn connection_guard(&self) -> ConnectionGuard {
-        self.inner.metrics.connections.fetch_add(1, Ordering::Relaxed);
-        self.inner.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard { hub: self.clone() }
+/// A connection's place in the hub; dropping it takes the connection offline.
+pub struct Registration {
+    hub: Hub,
+    id: u64,
+    user_id: i64,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Registration {
+    /// The connection's mailbox of personal and typing messages.
+    pub fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+
+    /// Records what the user is looking at (presence).
+    pub fn viewing(&self, path: String) {
+        self.hub.set_viewing(self.user_id, path);
+    }
+
+    /// The conversations whose typing this connection receives.
+    pub fn set_conversations(&self, conversations: &HashSet<i64>) {
+        self.hub.set_conversations(self.id, conversations);
+    }
+
+    /// The user typed (or stopped) in a conversation.
+    pub fn typing(&self, user: &ConnectedUser, conversation_id: i64, typing: bool) {
+        self.hub.typing_from(self.id, user, conversation_id, typing);
     }
 }
 
-/// See [`Hub::connection_guard`].
-pub struct ConnectionGuard {
-    hub: Hub,
-}
-
-impl Drop for ConnectionGuard {
+impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.inner.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        self.hub.unregister(self.id, self.user_id);
     }
 }
 
 /// What a connection's feed yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedEvent {
-    /// A topic has a new value: send this frame.
+    /// A subscribed topic has a new value: send this frame.
     Frame(Frame),
     /// The server is shutting down.
     Shutdown,
 }
 
-/// One connection's view of the hub.
+/// One connection's subscriptions to the hub's whole-value topics (stats, presence).
 pub struct ClientFeed {
-    stats: [watch::Receiver<Option<StatsFrame>>; 3],
+    hub: Hub,
+    stats: [Option<watch::Receiver<Option<StatsFrame>>>; 3],
+    presence: Option<watch::Receiver<Option<Frame>>>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl ClientFeed {
-    /// The current value of every topic, in contract order, marked as seen.
+    /// Starts following a stats topic; returns its current value, marked as sent.
+    pub fn watch_stats(&mut self, topic: StatsTopic) -> Option<Frame> {
+        let slot = &mut self.stats[topic.index()];
+        let receiver = slot.get_or_insert_with(|| self.hub.inner.stats[topic.index()].subscribe());
+        receiver.borrow_and_update().as_ref().map(|s| s.frame.clone())
+    }
+
+    /// Stops following a stats topic.
+    pub fn unwatch_stats(&mut self, topic: StatsTopic) {
+        self.stats[topic.index()] = None;
+    }
+
+    /// Starts following presence; returns the current value, marked as sent.
+    pub fn watch_presence(&mut self) -> Option<Frame> {
+        let receiver = self.presence.get_or_insert_with(|| self.hub.inner.presence.subscribe());
+        receiver.borrow_and_update().clone()
+    }
+
+    /// Stops following presence.
+    pub fn unwatch_presence(&mut self) {
+        self.presence = None;
+    }
+
+    /// The current value of every followed stats topic, in contract order, marked as sent.
     pub fn snapshot(&mut self) -> Vec<Frame> {
-        StatsTopic::ALL
-            .iter()
-            .filter_map(|t| self.stats[t.index()].borrow_and_update().as_ref().map(|s| s.frame.clone()))
+        self.stats
+            .iter_mut()
+            .flatten()
+            .filter_map(|receiver| receiver.borrow_and_update().as_ref().map(|s| s.frame.clone()))
             .collect()
     }
 
-    /// Waits for the next topic value not yet seen (only the newest of each topic), or for
-    /// shutdown. Cancel-safe.
+    /// Waits for the next value not yet sent of a followed topic (only the newest of each),
+    /// or for shutdown. Cancel-safe.
     pub async fn next(&mut self) -> FeedEvent {
-        if *self.shutdown.borrow() {
-            return FeedEvent::Shutdown;
-        }
-        let [tasks, approvals, conversations] = &mut self.stats;
-        let changed = tokio::select! {
-            r = tasks.changed() => r.map(|_| 0),
-            r = approvals.changed() => r.map(|_| 1),
-            r = conversations.changed() => r.map(|_| 2),
-            _ = self.shutdown.changed() => return FeedEvent::Shutdown,
-        };
-        match changed {
-            Ok(i) => {
-                let frame = self.stats[i].borrow_and_update().as_ref().map(|s| s.frame.clone());
-                match frame {
-                    Some(frame) => FeedEvent::Frame(frame),
-                    None => Box::pin(self.next()).await,
-                }
+        loop {
+            if *self.shutdown.borrow() {
+                return FeedEvent::Shutdown;
             }
-            // The hub is gone: nothing more will come.
-            Err(_) => FeedEvent::Shutdown,
+            let [tasks, approvals, conversations] = &mut self.stats;
+            let changed = tokio::select! {
+                r = changed(tasks) => r.map(|_| 0),
+                r = changed(approvals) => r.map(|_| 1),
+                r = changed(conversations) => r.map(|_| 2),
+                r = changed(&mut self.presence) => r.map(|_| 3),
+                _ = self.shutdown.changed() => return FeedEvent::Shutdown,
+            };
+            let frame = match changed {
+                Ok(3) => self.presence.as_mut().and_then(|r| r.borrow_and_update().clone()),
+                Ok(i) => self.stats[i]
+                    .as_mut()
+                    .and_then(|r| r.borrow_and_update().as_ref().map(|s| s.frame.clone())),
+                // The hub is gone: nothing more will come.
+                Err(_) => return FeedEvent::Shutdown,
+            };
+            if let Some(frame) = frame {
+                return FeedEvent::Frame(frame);
+            }
         }
+    }
+}
+
+async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match receiver {
+        Some(receiver) => receiver.changed().await,
+        None => std::future::pending().await,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain_events::model::TaskStats;
+    use domain_events::model::{Role, TaskStats};
     use serde_json::Value;
 
     fn tasks(pending: u64) -> StatsValue {
@@ -233,6 +699,10 @@ mod tests {
 
     fn parse(frame: &Frame) -> Value {
         serde_json::from_str(frame.as_str()).expect("json")
+    }
+
+    fn user(id: i64, name: &str) -> ConnectedUser {
+        ConnectedUser { user_id: id, username: name.into(), role: Role::Staff }
     }
 
     #[tokio::test]
@@ -269,23 +739,37 @@ mod tests {
         let FeedEvent::Frame(frame) = slow.next().await else { panic!("frame expected") };
         assert_eq!(parse(&frame)["payload"]["pending"], 1000);
         assert_eq!(parse(&frame)["seq"], 1000);
-        // Nothing else is pending for it.
-        let nothing = tokio::time::timeout(std::time::Duration::from_millis(20), slow.next()).await;
-        assert!(nothing.is_err());
+        let nothing = tokio::time::timeout(Duration::from_millis(20), slow.next()).await;
+        assert!(nothing.is_err(), "nothing else is pending");
     }
 
     #[tokio::test]
-    async fn snapshot_lists_topics_in_contract_order_and_marks_them_seen() {
+    async fn snapshot_lists_followed_topics_in_contract_order_and_marks_them_seen() {
         let hub = Hub::new();
         hub.publish_stats(StatsValue::Conversations(Default::default()));
         hub.publish_stats(tasks(3));
         let mut feed = hub.subscribe();
         let types: Vec<Value> = feed.snapshot().iter().map(|f| parse(f)["type"].clone()).collect();
         assert_eq!(types, ["stats:tasks", "stats:conversations"]);
-        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), feed.next()).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(20), feed.next()).await.is_err());
         hub.publish_stats(StatsValue::Approvals(Default::default()));
         let FeedEvent::Frame(frame) = feed.next().await else { panic!("frame expected") };
         assert_eq!(parse(&frame)["type"], "stats:approvals");
+    }
+
+    #[tokio::test]
+    async fn a_feed_only_gets_the_topics_it_follows() {
+        let hub = Hub::new();
+        let mut feed = hub.feed();
+        assert_eq!(feed.watch_stats(StatsTopic::Approvals), None);
+        hub.publish_stats(tasks(1));
+        assert!(tokio::time::timeout(Duration::from_millis(20), feed.next()).await.is_err());
+        hub.publish_stats(StatsValue::Approvals(Default::default()));
+        let FeedEvent::Frame(frame) = feed.next().await else { panic!("frame expected") };
+        assert_eq!(parse(&frame)["type"], "stats:approvals");
+        feed.unwatch_stats(StatsTopic::Approvals);
+        let current = feed.watch_stats(StatsTopic::Tasks).expect("current value");
+        assert_eq!(parse(&current)["payload"]["pending"], 1);
     }
 
     #[tokio::test]
@@ -295,5 +779,116 @@ mod tests {
         hub.shutdown();
         assert_eq!(feed.next().await, FeedEvent::Shutdown);
         assert_eq!(hub.subscribe().next().await, FeedEvent::Shutdown);
+    }
+
+    #[tokio::test]
+    async fn presence_counts_connections_per_user_and_follows_viewing() {
+        let hub = Hub::new();
+        let _workers = hub.spawn_workers();
+        let mut feed = hub.feed();
+        let first = feed.watch_presence().expect("a presence value");
+        assert_eq!(parse(&first)["payload"]["online"], serde_json::json!([]));
+        let ana1 = hub.register(&user(1, "ana"));
+        let ana2 = hub.register(&user(1, "ana"));
+        let bob = hub.register(&user(2, "bob"));
+        ana2.viewing("/tasks".into());
+        let expected = serde_json::json!([
+            {"userId": 1, "username": "ana", "connections": 2, "viewing": "/tasks"},
+            {"userId": 2, "username": "bob", "connections": 1, "viewing": null},
+        ]);
+        let mut last = Value::Null;
+        while last != expected {
+            let FeedEvent::Frame(frame) = feed.next().await else { panic!("frame expected") };
+            last = parse(&frame)["payload"]["online"].clone();
+        }
+        drop((ana1, bob));
+        let expected =
+            serde_json::json!([{"userId": 1, "username": "ana", "connections": 1, "viewing": "/tasks"}]);
+        while last != expected {
+            let FeedEvent::Frame(frame) = feed.next().await else { panic!("frame expected") };
+            last = parse(&frame)["payload"]["online"].clone();
+        }
+        assert_eq!(hub.metrics().connections.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connect_storm_costs_a_few_presence_messages() {
+        let hub = Hub::new();
+        let _workers = hub.spawn_workers();
+        let registrations: Vec<Registration> =
+            (0..1000).map(|i| hub.register(&user(i, &format!("u{i}")))).collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(hub.metrics().presence_published.load(Ordering::Relaxed) <= 6);
+        drop(registrations);
+    }
+
+    #[tokio::test]
+    async fn task_assigned_reaches_only_the_assignees_connections() {
+        let hub = Hub::new();
+        let ana = hub.register(&user(1, "ana"));
+        let bob = hub.register(&user(2, "bob"));
+        let now = chrono::Utc::now();
+        let task = Task {
+            id: 9,
+            kind: "k".into(),
+            department: "d".into(),
+            description: "x".into(),
+            status: domain_events::model::TaskStatus::InProgress,
+            assignee: Some("ana".into()),
+            created_by: "bob".into(),
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+        };
+        hub.task_assigned(&task);
+        let frames = ana.mailbox().take().expect("not overflowed");
+        assert_eq!(frames.len(), 1);
+        assert_eq!(parse(&frames[0])["type"], "task:assigned");
+        assert_eq!(parse(&frames[0])["payload"]["id"], 9);
+        assert!(bob.mailbox().take().expect("ok").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_keeps_the_newest_per_key_and_overflows_instead_of_growing() {
+        let hub = Hub::new();
+        let ana = hub.register(&user(1, "ana"));
+        let metrics = HubMetrics::default();
+        ana.mailbox().put(MailKey::TaskAssigned(1), Frame::from_static("old"), &metrics);
+        ana.mailbox().put(MailKey::TaskAssigned(1), Frame::from_static("new"), &metrics);
+        assert_eq!(ana.mailbox().take().expect("ok"), vec![Frame::from_static("new")]);
+        for i in 0..=MAILBOX_CAPACITY as i64 {
+            ana.mailbox().put(MailKey::TaskAssigned(i), Frame::from_static("x"), &metrics);
+        }
+        assert_eq!(ana.mailbox().take(), Err(TooSlow));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn typing_is_relayed_to_other_subscribers_and_expires_after_six_seconds() {
+        let hub = Hub::new();
+        let _workers = hub.spawn_workers();
+        let (ana, bob, carl) = (user(1, "ana"), user(2, "bob"), user(3, "carl"));
+        let ana_conn = hub.register(&ana);
+        let bob_conn = hub.register(&bob);
+        let carl_conn = hub.register(&carl);
+        let conv: HashSet<i64> = [7].into();
+        ana_conn.set_conversations(&conv);
+        bob_conn.set_conversations(&conv);
+        ana_conn.typing(&ana, 7, true);
+        let got = bob_conn.mailbox().take().expect("ok");
+        assert_eq!(
+            parse(&got[0]),
+            serde_json::json!({"type":"typing","payload":{"conversationId":7,"userId":1,"username":"ana","typing":true}})
+        );
+        assert!(ana_conn.mailbox().take().expect("ok").is_empty(), "not echoed to the typist");
+        assert!(carl_conn.mailbox().take().expect("ok").is_empty(), "not subscribed");
+        // A refresh within 6 s sends nothing new and extends the deadline.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        ana_conn.typing(&ana, 7, true);
+        assert!(bob_conn.mailbox().take().expect("ok").is_empty());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(bob_conn.mailbox().take().expect("ok").is_empty(), "still typing at 8 s");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let got = bob_conn.mailbox().take().expect("ok");
+        assert_eq!(parse(&got[0])["payload"]["typing"], false, "expired 6 s after the last refresh");
     }
 }

@@ -4,10 +4,13 @@
 //! - [`topic`]: which stats topic an event dirties.
 //! - [`bridge`]: recomputes dirty topics through a [`StatsSource`] the application
 //!   provides, coalescing bursts (at most one recompute in flight and one queued per topic).
-//! - [`hub`]: the latest value of each topic, serialized once and shared by every client;
-//!   a slow client only ever holds the newest value ([`tokio::sync::watch`]).
-//! - [`connection`]: one client's session (snapshot, pushes, ping/pong, heartbeat, token
-//!   expiry, shutdown), generic over the socket so it is tested with plain channels.
+//! - [`hub`]: the latest value of each stats topic and of presence, serialized once and
+//!   shared by every client (a slow client only ever holds the newest value); per-connection
+//!   bounded mailboxes for personal events and typing; presence and typing shared with other
+//!   instances through the [`domain_events::Cluster`] trait.
+//! - [`connection`]: one client's session (topics, snapshot, pushes, ping/pong, presence,
+//!   typing, heartbeat, token expiry, shutdown), generic over the socket so it is tested
+//!   with plain channels.
 //! - [`protocol`]: the client and server messages.
 //!
 //! Architecture invariant: depends on `domain-events` and general-purpose crates only —
@@ -21,6 +24,6 @@ pub mod topic;
 
 pub use bridge::{BridgeHandle, StatsError, StatsSource, spawn_bridge};
 pub use connection::{ConnectionConfig, ConnectionEnd, Incoming, Outgoing, Transport, serve_connection};
-pub use hub::{Frame, Hub, HubMetrics};
+pub use hub::{Frame, Hub, HubMetrics, Registration};
 pub use protocol::{ClientMessage, ConnectedUser};
-pub use topic::{StatsTopic, StatsValue};
+pub use topic::{StatsTopic, StatsValue, Topic};

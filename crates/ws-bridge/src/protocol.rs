@@ -1,10 +1,16 @@
 //! Messages between client and server (`docs/protocol.md`).
 
-use domain_events::model::Role;
-use serde::{Deserialize, Serialize};
+use domain_events::model::{Role, Task};
+use domain_events::{PresenceEntry, Typing};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::hub::Frame;
+
+/// Most topics one `subscribe`/`unsubscribe` message may name.
+pub const MAX_TOPICS_PER_MESSAGE: usize = 50;
+/// Longest `viewing` path accepted, in characters.
+pub const MAX_VIEWING_PATH: usize = 200;
 
 /// Who a connection belongs to, as sent in `connected`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,29 +29,42 @@ pub struct ConnectedUser {
 pub enum ClientMessage {
     /// `{"type": "ping"}`: answered with `{"type": "pong"}`.
     Ping,
+    /// `{"type": "subscribe", "topics": [...]}`
+    Subscribe(Vec<String>),
+    /// `{"type": "unsubscribe", "topics": [...]}`
+    Unsubscribe(Vec<String>),
+    /// `{"type": "viewing", "payload": {"path": "/tasks"}}`
+    Viewing(String),
+    /// `{"type": "typing", "payload": {"conversationId": 7, "typing": true}}`
+    Typing {
+        /// The conversation.
+        conversation_id: i64,
+        /// Typing or stopped.
+        typing: bool,
+    },
 }
 
-/// Why a client message was not understood; answered with an `error` message, and the
+/// Why a client message was refused; answered with an `error` message, and the
 /// connection stays open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct BadMessage {
-    /// The contract's error code (`bad_message`).
+    /// The error code (`bad_message`, `unknown_topic`).
     pub code: &'static str,
     /// Plain words for the developer.
     pub message: String,
 }
 
 impl BadMessage {
-    fn new(message: impl Into<String>) -> Self {
+    /// A `bad_message` error.
+    pub fn new(message: impl Into<String>) -> Self {
         Self { code: "bad_message", message: message.into() }
     }
-}
 
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "type")]
-    kind: Value,
+    /// An `unknown_topic` error.
+    pub fn unknown_topic(name: &str) -> Self {
+        Self { code: "unknown_topic", message: format!("unknown topic {:?}", truncate(name, 64)) }
+    }
 }
 
 impl ClientMessage {
@@ -59,17 +78,67 @@ impl ClientMessage {
     pub fn parse(text: &str) -> Result<Self, BadMessage> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| BadMessage::new(format!("malformed JSON: {e}")))?;
-        if !value.is_object() {
+        let Value::Object(object) = value else {
             return Err(BadMessage::new("a message must be a JSON object with a \"type\""));
-        }
-        let envelope: Envelope = serde_json::from_value(value)
-            .map_err(|_| BadMessage::new("a message must be a JSON object with a \"type\""))?;
-        match envelope.kind.as_str() {
-            Some("ping") => Ok(ClientMessage::Ping),
-            Some(other) => Err(BadMessage::new(format!("unknown message type {:?}", truncate(other, 64)))),
-            None => Err(BadMessage::new("\"type\" must be a string")),
+        };
+        let kind = match object.get("type") {
+            None => return Err(BadMessage::new("a message must be a JSON object with a \"type\"")),
+            Some(Value::String(kind)) => kind.as_str(),
+            Some(_) => return Err(BadMessage::new("\"type\" must be a string")),
+        };
+        match kind {
+            "ping" => Ok(ClientMessage::Ping),
+            "subscribe" => topics(&object).map(ClientMessage::Subscribe),
+            "unsubscribe" => topics(&object).map(ClientMessage::Unsubscribe),
+            "viewing" => {
+                let path = payload(&object)?
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| BadMessage::new("viewing needs payload.path, a string"))?;
+                if path.chars().count() > MAX_VIEWING_PATH || path.chars().any(char::is_control) {
+                    return Err(BadMessage::new(format!(
+                        "payload.path must be at most {MAX_VIEWING_PATH} printable characters"
+                    )));
+                }
+                Ok(ClientMessage::Viewing(path.to_owned()))
+            }
+            "typing" => {
+                let payload = payload(&object)?;
+                let conversation_id =
+                    payload.get("conversationId").and_then(Value::as_i64).filter(|id| *id > 0).ok_or_else(
+                        || BadMessage::new("typing needs payload.conversationId, a positive integer"),
+                    )?;
+                let typing = payload
+                    .get("typing")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| BadMessage::new("typing needs payload.typing, true or false"))?;
+                Ok(ClientMessage::Typing { conversation_id, typing })
+            }
+            other => Err(BadMessage::new(format!("unknown message type {:?}", truncate(other, 64)))),
         }
     }
+}
+
+fn payload(object: &serde_json::Map<String, Value>) -> Result<&serde_json::Map<String, Value>, BadMessage> {
+    object
+        .get("payload")
+        .and_then(Value::as_object)
+        .ok_or_else(|| BadMessage::new("\"payload\" must be an object"))
+}
+
+fn topics(object: &serde_json::Map<String, Value>) -> Result<Vec<String>, BadMessage> {
+    let Some(Value::Array(items)) = object.get("topics") else {
+        return Err(BadMessage::new("\"topics\" must be an array of topic names"));
+    };
+    if items.len() > MAX_TOPICS_PER_MESSAGE {
+        return Err(BadMessage::new(format!("at most {MAX_TOPICS_PER_MESSAGE} topics per message")));
+    }
+    items
+        .iter()
+        .map(|item| {
+            item.as_str().map(str::to_owned).ok_or_else(|| BadMessage::new("topic names must be strings"))
+        })
+        .collect()
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -88,6 +157,16 @@ struct Message<'a, P: Serialize> {
 struct ErrorPayload<'a> {
     code: &'a str,
     message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Topics<'a> {
+    topics: &'a [String],
+}
+
+#[derive(Serialize)]
+struct Online<'a> {
+    online: &'a [PresenceEntry],
 }
 
 /// Builders for the server's messages, each serialized once.
@@ -111,31 +190,86 @@ pub mod server {
             payload: ErrorPayload { code: error.code, message: &error.message },
         })
     }
+
+    /// `{"type": "subscribed", "payload": {"topics": [...]}}`
+    pub fn subscribed(topics: &[String]) -> Frame {
+        Frame::json(&Message { kind: "subscribed", payload: Topics { topics } })
+    }
+
+    /// `{"type": "presence", "payload": {"online": [{"userId", "username", "connections", "viewing"}]}}`
+    pub fn presence(online: &[PresenceEntry]) -> Frame {
+        Frame::json(&Message { kind: "presence", payload: Online { online } })
+    }
+
+    /// `{"type": "typing", "payload": {"conversationId", "userId", "username", "typing"}}`
+    pub fn typing(typing: &Typing) -> Frame {
+        Frame::json(&Message { kind: "typing", payload: typing })
+    }
+
+    /// `{"type": "task:assigned", "payload": <task>}`
+    pub fn task_assigned(task: &Task) -> Frame {
+        Frame::json(&Message { kind: "task:assigned", payload: task })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rejected(text: &str) -> String {
-        ClientMessage::parse(text).expect_err("should be rejected").message
+    fn rejected(text: &str) -> BadMessage {
+        ClientMessage::parse(text).expect_err("should be rejected")
     }
 
     #[test]
-    fn parses_ping_and_ignores_extra_fields() {
+    fn parses_every_client_message_and_ignores_extra_fields() {
         assert_eq!(ClientMessage::parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
         assert_eq!(ClientMessage::parse(r#"{"type":"ping","id":3}"#), Ok(ClientMessage::Ping));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"subscribe","topics":["presence","stats:tasks"]}"#),
+            Ok(ClientMessage::Subscribe(vec!["presence".into(), "stats:tasks".into()]))
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"unsubscribe","topics":[]}"#),
+            Ok(ClientMessage::Unsubscribe(vec![]))
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"viewing","payload":{"path":"/tasks"}}"#),
+            Ok(ClientMessage::Viewing("/tasks".into()))
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"typing","payload":{"conversationId":7,"typing":true}}"#),
+            Ok(ClientMessage::Typing { conversation_id: 7, typing: true })
+        );
     }
 
     #[test]
     fn explains_what_is_wrong() {
-        assert!(rejected("{not json").starts_with("malformed JSON"));
-        assert!(rejected("").starts_with("malformed JSON"));
-        assert!(rejected("[1,2]").contains("JSON object"));
-        assert!(rejected("\"ping\"").contains("JSON object"));
-        assert!(rejected("{}").contains("JSON object"));
-        assert!(rejected(r#"{"type":7}"#).contains("must be a string"));
-        assert_eq!(rejected(r#"{"type":"dance"}"#), "unknown message type \"dance\"");
+        assert!(rejected("{not json").message.starts_with("malformed JSON"));
+        assert!(rejected("").message.starts_with("malformed JSON"));
+        assert!(rejected("[1,2]").message.contains("JSON object"));
+        assert!(rejected("\"ping\"").message.contains("JSON object"));
+        assert!(rejected("{}").message.contains("JSON object"));
+        assert!(rejected(r#"{"type":7}"#).message.contains("must be a string"));
+        assert_eq!(rejected(r#"{"type":"dance"}"#).message, "unknown message type \"dance\"");
+        assert!(rejected(r#"{"type":"subscribe"}"#).message.contains("topics"));
+        assert!(rejected(r#"{"type":"subscribe","topics":[1]}"#).message.contains("strings"));
+        let many = format!(r#"{{"type":"subscribe","topics":[{}]}}"#, vec!["\"presence\""; 51].join(","));
+        assert!(rejected(&many).message.contains("at most 50"));
+        assert!(rejected(r#"{"type":"viewing","payload":{}}"#).message.contains("path"));
+        let long = format!(r#"{{"type":"viewing","payload":{{"path":"{}"}}}}"#, "a".repeat(201));
+        assert!(rejected(&long).message.contains("at most 200"));
+        assert!(
+            rejected(r#"{"type":"typing","payload":{"conversationId":0,"typing":true}}"#)
+                .message
+                .contains("positive")
+        );
+        assert!(
+            rejected(r#"{"type":"typing","payload":{"conversationId":3,"typing":"yes"}}"#)
+                .message
+                .contains("true or false")
+        );
+        assert!(rejected(r#"{"type":"typing"}"#).message.contains("payload"));
+        assert!(rejected("{}").code == "bad_message");
     }
 
     #[test]
@@ -147,11 +281,30 @@ mod tests {
             serde_json::json!({"type":"connected","payload":{"userId":4,"username":"ana","role":"staff"}})
         );
         let error: Value =
-            serde_json::from_str(server::error(&BadMessage::new("nope")).as_str()).expect("json");
+            serde_json::from_str(server::error(&BadMessage::unknown_topic("x")).as_str()).expect("json");
         assert_eq!(
             error,
-            serde_json::json!({"type":"error","payload":{"code":"bad_message","message":"nope"}})
+            serde_json::json!({"type":"error","payload":{"code":"unknown_topic","message":"unknown topic \"x\""}})
         );
         assert_eq!(server::pong().as_str(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            server::subscribed(&["presence".into()]).as_str(),
+            r#"{"type":"subscribed","payload":{"topics":["presence"]}}"#
+        );
+        let entry = PresenceEntry {
+            user_id: 1,
+            username: "ana".into(),
+            connections: 2,
+            viewing: Some("/tasks".into()),
+        };
+        assert_eq!(
+            server::presence(&[entry]).as_str(),
+            r#"{"type":"presence","payload":{"online":[{"userId":1,"username":"ana","connections":2,"viewing":"/tasks"}]}}"#
+        );
+        let typing = Typing { conversation_id: 3, user_id: 1, username: "ana".into(), typing: true };
+        assert_eq!(
+            server::typing(&typing).as_str(),
+            r#"{"type":"typing","payload":{"conversationId":3,"userId":1,"username":"ana","typing":true}}"#
+        );
     }
 }

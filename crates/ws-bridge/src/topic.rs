@@ -5,7 +5,7 @@ use domain_events::{Aggregate, DomainEvent};
 use serde::Serialize;
 
 /// A stats topic of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StatsTopic {
     /// `stats:tasks`
     Tasks,
@@ -47,6 +47,58 @@ impl StatsTopic {
             Aggregate::Task => StatsTopic::Tasks,
             Aggregate::Approval => StatsTopic::Approvals,
             Aggregate::Conversation => StatsTopic::Conversations,
+        }
+    }
+}
+
+/// Anything a connection may subscribe to. Ordered as acknowledgements list them:
+/// stats in contract order, then presence, then conversations by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// `stats:tasks`, `stats:approvals`, `stats:conversations`
+    Stats(StatsTopic),
+    /// `presence`: who is online and what they view.
+    Presence,
+    /// `conversation:{id}`: typing in that conversation.
+    Conversation(i64),
+}
+
+impl Topic {
+    /// The topics a connection starts with when it names none: the three stats topics.
+    pub const DEFAULT: [Topic; 3] = [
+        Topic::Stats(StatsTopic::Tasks),
+        Topic::Stats(StatsTopic::Approvals),
+        Topic::Stats(StatsTopic::Conversations),
+    ];
+
+    /// Parses a topic name.
+    ///
+    /// ```
+    /// use ws_bridge::topic::{StatsTopic, Topic};
+    /// assert_eq!(Topic::parse("stats:tasks"), Some(Topic::Stats(StatsTopic::Tasks)));
+    /// assert_eq!(Topic::parse("conversation:12"), Some(Topic::Conversation(12)));
+    /// assert_eq!(Topic::parse("conversation:x"), None);
+    /// ```
+    pub fn parse(name: &str) -> Option<Topic> {
+        if let Some(stats) = StatsTopic::from_name(name) {
+            return Some(Topic::Stats(stats));
+        }
+        if name == "presence" {
+            return Some(Topic::Presence);
+        }
+        let id = name.strip_prefix("conversation:")?;
+        if id.is_empty() || id.len() > 18 || !id.bytes().all(|b| b.is_ascii_digit()) || id.starts_with('0') {
+            return None;
+        }
+        id.parse().ok().map(Topic::Conversation)
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> String {
+        match self {
+            Topic::Stats(stats) => stats.name().to_owned(),
+            Topic::Presence => "presence".to_owned(),
+            Topic::Conversation(id) => format!("conversation:{id}"),
         }
     }
 }
