@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use domain_events::model::{Actor, Role};
 use domain_events::{EventPublisher, InProcessBus};
-use pg_fanout::DoorbellPublisher;
+use pg_fanout::{FanoutConfig, PgFanout};
 use services::{Database, NewTask, PoolOptions, Services};
 
 #[tokio::main]
@@ -42,7 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     db.migrate().await?;
     let bus: Arc<dyn EventPublisher> = Arc::new(InProcessBus::default());
     let plain = Services::new(db.clone(), bus.clone());
-    let doorbell = Services::new(db, Arc::new(DoorbellPublisher::new(&url, "notify-cost", bus)));
+    let link = PgFanout::start(&url, "notify-cost", bus.clone(), FanoutConfig::default()).await?;
+    let doorbell = Services::new(db, link.publisher());
     let user = plain.users.bootstrap_admin("admin", "admin-password").await?.ok_or("no admin")?;
     let actor = Actor { user_id: user.id, username: user.username, role: Role::Admin };
     let mut control = AsyncPgConnection::establish(&url).await?;
@@ -76,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rate = totals[i] / rounds as f64;
         println!("mean {mode:<22} {rate:8.0} commits/s  cost {:5.1}%", (1.0 - rate / base) * 100.0);
     }
-    drop((plain, doorbell, control, listener));
+    drop((plain, doorbell, control, listener, link));
     admin.batch_execute("DROP DATABASE IF EXISTS pulse_notify_cost WITH (FORCE)").await?;
     Ok(())
 }

@@ -29,13 +29,21 @@ use chrono::NaiveDateTime;
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Text, Timestamp};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use domain_events::{EventEnvelope, EventPublisher};
+use domain_events::{Cluster, ClusterSignal, EventEnvelope, EventPublisher, PresenceEntry};
 use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// The NOTIFY channel the doorbell rings.
+mod outbound;
+
+pub use outbound::{DoorbellPublisher, PRESENCE_HEARTBEAT, PRESENCE_TTL_SECS, PgCluster};
+
+/// The NOTIFY channel the events doorbell rings.
 pub const CHANNEL: &str = "pulse_events";
+/// The NOTIFY channel of typing signals (payload: JSON with the origin instance).
+pub const TYPING_CHANNEL: &str = "pulse_typing";
+/// The NOTIFY channel rung when an instance's presence changes.
+pub const PRESENCE_CHANNEL: &str = "pulse_presence";
 
 /// Timings of the listener.
 #[derive(Debug, Clone)]
@@ -89,9 +97,15 @@ pub enum FanoutError {
 
 /// The running listener of one instance.
 pub struct PgFanout {
+    instance: String,
+    url: String,
     healthy: Arc<AtomicBool>,
     metrics: Arc<FanoutMetrics>,
     task: JoinHandle<()>,
+    outbound: Arc<outbound::Outbound>,
+    outbound_task: JoinHandle<()>,
+    local: Arc<dyn EventPublisher>,
+    signals: tokio::sync::broadcast::Sender<ClusterSignal>,
 }
 
 impl PgFanout {
@@ -107,21 +121,64 @@ impl PgFanout {
         let listener_url = with_application_name(url, &format!("{instance}-listener"));
         let mut conn = AsyncPgConnection::establish(&listener_url).await?;
         let high = max_seq(&mut conn).await?;
-        conn.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        conn.batch_execute(LISTEN).await?;
+        let signals = tokio::sync::broadcast::channel(1024).0;
+        let (outbound, outbound_task) = outbound::Outbound::start(
+            with_application_name(url, &format!("{instance}-outbound")),
+            instance.to_owned(),
+        );
         let healthy = Arc::new(AtomicBool::new(true));
         let metrics = Arc::new(FanoutMetrics::default());
         metrics.connects.fetch_add(1, Ordering::Relaxed);
         let mut listener = Listener {
             url: listener_url,
             instance: instance.to_owned(),
-            publisher,
+            publisher: publisher.clone(),
             config,
             cursor: Cursor { high, missing: BTreeMap::new() },
             healthy: healthy.clone(),
             metrics: metrics.clone(),
+            signals: signals.clone(),
+            presence_read: Instant::now(),
         };
         let task = tokio::spawn(async move { listener.run(conn).await });
-        Ok(Self { healthy, metrics, task })
+        Ok(Self {
+            instance: instance.to_owned(),
+            url: url.to_owned(),
+            healthy,
+            metrics,
+            task,
+            outbound,
+            outbound_task,
+            local: publisher,
+            signals,
+        })
+    }
+
+    /// What services should publish on: the local bus, then the doorbell.
+    pub fn publisher(&self) -> Arc<dyn EventPublisher> {
+        Arc::new(DoorbellPublisher { local: self.local.clone(), outbound: self.outbound.clone() })
+    }
+
+    /// Presence and typing shared with the other instances.
+    pub fn cluster(&self) -> Arc<dyn Cluster> {
+        Arc::new(PgCluster {
+            instance: self.instance.clone(),
+            outbound: self.outbound.clone(),
+            signals: self.signals.clone(),
+        })
+    }
+
+    /// Takes this instance's users out of presence at once (on graceful shutdown).
+    pub async fn leave(&self) {
+        self.outbound_task.abort();
+        if let Ok(mut conn) = AsyncPgConnection::establish(&self.url).await {
+            let _ = diesel::sql_query("DELETE FROM presence WHERE instance = $1")
+                .bind::<Text, _>(&self.instance)
+                .execute(&mut conn)
+                .await;
+            let _ = conn.batch_execute(&format!("NOTIFY {PRESENCE_CHANNEL}")).await;
+        }
     }
 
     /// Whether the LISTEN connection is up (for `/readyz`).
@@ -148,8 +205,12 @@ impl PgFanout {
 impl Drop for PgFanout {
     fn drop(&mut self) {
         self.task.abort();
+        self.outbound_task.abort();
     }
 }
+
+/// Every channel the listener follows.
+const LISTEN: &str = "LISTEN pulse_events; LISTEN pulse_typing; LISTEN pulse_presence";
 
 /// `url` with `application_name` set (replacing any given).
 pub fn with_application_name(url: &str, name: &str) -> String {
@@ -181,6 +242,14 @@ struct Listener {
     cursor: Cursor,
     healthy: Arc<AtomicBool>,
     metrics: Arc<FanoutMetrics>,
+    signals: tokio::sync::broadcast::Sender<ClusterSignal>,
+    presence_read: Instant,
+}
+
+#[derive(QueryableByName)]
+struct Snapshot {
+    #[diesel(sql_type = Text)]
+    snapshot: String,
 }
 
 #[derive(QueryableByName)]
@@ -235,7 +304,7 @@ impl Listener {
 
     async fn connect(&mut self) -> Result<AsyncPgConnection, FanoutError> {
         let mut conn = AsyncPgConnection::establish(&self.url).await?;
-        conn.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        conn.batch_execute(LISTEN).await?;
         self.metrics.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!("fan-out listener reconnected; catching up");
         // Rows pruned while we were away cannot be read: have every topic recomputed.
@@ -251,25 +320,74 @@ impl Listener {
         Ok(conn)
     }
 
-    /// Reads on every doorbell until the connection fails.
+    /// Answers every notification until the connection fails: events are read from the
+    /// outbox, typing is passed on, presence is re-read.
     async fn serve(&mut self, mut conn: AsyncPgConnection) -> Result<(), FanoutError> {
         self.healthy.store(true, Ordering::Relaxed);
         self.catch_up(&mut conn).await?;
+        self.read_presence(&mut conn).await?;
         loop {
             let wait =
                 if self.cursor.missing.is_empty() { self.config.safety_poll } else { self.config.gap_poll };
+            let (mut events, mut presence) = (false, false);
             {
                 let mut notifications = std::pin::pin!(conn.notifications_stream());
-                match tokio::time::timeout(wait, notifications.next()).await {
-                    Ok(Some(Ok(_))) | Err(_) => {}
+                let first = match tokio::time::timeout(wait, notifications.next()).await {
+                    Ok(Some(Ok(n))) => Some(n),
+                    Err(_) => None,
                     Ok(Some(Err(e))) => return Err(e.into()),
                     Ok(None) => return Err(diesel::result::Error::BrokenTransactionManager.into()),
+                };
+                events |= first.is_none();
+                // Everything that arrived meanwhile is answered together.
+                let rest = std::iter::from_fn(|| match notifications.next().now_or_never() {
+                    Some(Some(Ok(n))) => Some(n),
+                    _ => None,
+                });
+                for notification in first.into_iter().chain(rest) {
+                    match notification.channel.as_str() {
+                        TYPING_CHANNEL => self.typing(&notification.payload),
+                        PRESENCE_CHANNEL => presence = true,
+                        _ => events = true,
+                    }
                 }
-                // Doorbells that rang meanwhile are answered by the same read.
-                while let Some(Some(Ok(_))) = notifications.next().now_or_never() {}
             }
-            self.catch_up(&mut conn).await?;
+            if events {
+                self.catch_up(&mut conn).await?;
+            }
+            if presence || self.presence_read.elapsed() >= PRESENCE_HEARTBEAT {
+                self.read_presence(&mut conn).await?;
+            }
         }
+    }
+
+    fn typing(&self, payload: &str) {
+        match serde_json::from_str::<outbound::TypingNotice>(payload) {
+            Ok(notice) if notice.origin != self.instance => {
+                let _ = self.signals.send(ClusterSignal::Typing(notice.typing));
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "unreadable typing notice"),
+        }
+    }
+
+    /// The users of every other live instance (rows refreshed within the TTL).
+    async fn read_presence(&mut self, conn: &mut AsyncPgConnection) -> Result<(), FanoutError> {
+        self.presence_read = Instant::now();
+        let rows: Vec<Snapshot> = diesel::sql_query(format!(
+            "SELECT snapshot FROM presence WHERE instance <> $1 \
+             AND updated_at > now() - interval '{PRESENCE_TTL_SECS} seconds'"
+        ))
+        .bind::<Text, _>(&self.instance)
+        .load(conn)
+        .await?;
+        let entries: Vec<PresenceEntry> = rows
+            .iter()
+            .filter_map(|r| serde_json::from_str::<Vec<PresenceEntry>>(&r.snapshot).ok())
+            .flatten()
+            .collect();
+        let _ = self.signals.send(ClusterSignal::RemotePresence(entries));
+        Ok(())
     }
 
     async fn catch_up(&mut self, conn: &mut AsyncPgConnection) -> Result<(), FanoutError> {
@@ -361,62 +479,6 @@ fn envelope(row: &Row) -> Result<EventEnvelope, serde_json::Error> {
         actor: serde_json::from_str(&row.actor)?,
         event: serde_json::from_str(&row.event)?,
     })
-}
-
-/// The publisher services use on PostgreSQL: local bus first, then the doorbell that wakes
-/// the other instances' listeners.
-pub struct DoorbellPublisher {
-    local: Arc<dyn EventPublisher>,
-    ring: Arc<tokio::sync::Notify>,
-    task: JoinHandle<()>,
-}
-
-impl DoorbellPublisher {
-    /// Publishes on `local` and rings the doorbell over its own connection to `url`.
-    pub fn new(url: &str, instance: &str, local: Arc<dyn EventPublisher>) -> Self {
-        let ring = Arc::new(tokio::sync::Notify::new());
-        let url = with_application_name(url, &format!("{instance}-doorbell"));
-        let waiting = ring.clone();
-        let task = tokio::spawn(async move {
-            let mut conn: Option<AsyncPgConnection> = None;
-            loop {
-                // Rings during a NOTIFY in flight leave one permit: they cost one more NOTIFY.
-                waiting.notified().await;
-                if conn.is_none() {
-                    conn = AsyncPgConnection::establish(&url).await.ok();
-                }
-                let Some(c) = conn.as_mut() else {
-                    tracing::warn!(
-                        "doorbell connection unavailable; other instances catch up on their timer"
-                    );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                };
-                if let Err(error) = c.batch_execute(&format!("NOTIFY {CHANNEL}")).await {
-                    tracing::warn!(%error, "doorbell failed; reconnecting");
-                    conn = None;
-                }
-            }
-        });
-        Self { local, ring, task }
-    }
-}
-
-impl EventPublisher for DoorbellPublisher {
-    fn publish(&self, events: Vec<EventEnvelope>) {
-        self.local.publish(events);
-        self.ring.notify_one();
-    }
-
-    fn resync(&self) {
-        self.local.resync();
-    }
-}
-
-impl Drop for DoorbellPublisher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[cfg(test)]

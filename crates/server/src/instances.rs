@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use domain_events::{EventPublisher, InProcessBus};
+use domain_events::{Cluster, EventPublisher, InProcessBus};
 use gateway::ReadinessCheck;
-use pg_fanout::{DoorbellPublisher, FanoutConfig, PgFanout};
+use pg_fanout::{FanoutConfig, PgFanout};
 use services::{Database, EventLog};
 
 /// This process's identity on a shared database.
@@ -34,16 +34,18 @@ impl Instance {
 
 /// The cross-instance fan-out of a PostgreSQL server.
 pub struct Fanout {
-    /// The listener (stops when dropped).
-    pub listener: PgFanout,
+    /// The listener and the outbound connection (stop when dropped).
+    pub link: PgFanout,
     /// What services publish on: the local bus, then the doorbell.
     pub publisher: Arc<dyn EventPublisher>,
+    /// Presence and typing shared with the other instances.
+    pub cluster: Arc<dyn Cluster>,
     /// The listener's health, for `/readyz`.
     pub readiness: Arc<dyn ReadinessCheck>,
 }
 
-/// Starts the cross-instance listener on PostgreSQL (nothing on SQLite). Call it before
-/// the first stats are read, so nothing committed in between is missed.
+/// Starts the cross-instance link on PostgreSQL (nothing on SQLite). Call it before the
+/// first stats are read, so nothing committed in between is missed.
 pub async fn start_fanout(
     db: &Database,
     instance: &Instance,
@@ -51,12 +53,13 @@ pub async fn start_fanout(
 ) -> anyhow::Result<Option<Fanout>> {
     let Some(url) = db.postgres_url() else { return Ok(None) };
     let local: Arc<dyn EventPublisher> = Arc::new(bus.clone());
-    let listener = PgFanout::start(url, &instance.name, local.clone(), FanoutConfig::default()).await?;
+    let link = PgFanout::start(url, &instance.name, local, FanoutConfig::default()).await?;
     tracing::info!(instance = %instance.name, "listening for other instances' events");
     Ok(Some(Fanout {
-        readiness: Arc::new(ListenerHealth(listener.health_flag())),
-        publisher: Arc::new(DoorbellPublisher::new(url, &instance.name, local)),
-        listener,
+        readiness: Arc::new(ListenerHealth(link.health_flag())),
+        publisher: link.publisher(),
+        cluster: link.cluster(),
+        link,
     }))
 }
 

@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
             bus: Some(bus),
             publisher: fanout.as_ref().map(|f| f.publisher.clone()),
             readiness: fanout.iter().map(|f| f.readiness.clone()).collect(),
-            cluster: None,
+            cluster: fanout.as_ref().map(|f| f.cluster.clone()),
         },
     )
     .await?;
@@ -70,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
     handle.stop(true).await;
     running.await.context("HTTP server task")??;
     if let Some(fanout) = &fanout {
-        fanout.listener.stop();
+        fanout.link.leave().await;
+        fanout.link.stop();
     }
     tracing::info!("stopped");
     Ok(())
