@@ -50,6 +50,10 @@ pub struct Config {
     #[arg(long, env = "EVENT_RETENTION_MINUTES", default_value_t = 60)]
     pub event_retention_minutes: u64,
 
+    /// Serve the dashboard from this folder instead of the copy built into the binary.
+    #[arg(long, env = "PULSE_DASHBOARD_DIR")]
+    pub dashboard_dir: Option<std::path::PathBuf>,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "WORKERS")]
     pub workers: Option<usize>,

@@ -43,7 +43,10 @@ async fn main() -> anyhow::Result<()> {
                 heartbeat_interval: Duration::from_secs(config.ws_heartbeat_secs.max(1)),
                 ..ConnectionConfig::default()
             },
-            assets: Some(Arc::new(assets::EmbeddedDashboard)),
+            assets: Some(match &config.dashboard_dir {
+                Some(dir) => Arc::new(assets::DashboardDir(dir.clone())),
+                None => Arc::new(assets::EmbeddedDashboard),
+            }),
             bus: Some(bus),
             publisher: fanout.as_ref().map(|f| f.publisher.clone()),
             readiness: fanout.iter().map(|f| f.readiness.clone()).collect(),
