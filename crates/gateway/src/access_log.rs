@@ -15,9 +15,15 @@ pub async fn access_log(
     let method = req.method().clone();
     let path = req.path().to_owned();
     let query = redact_query(req.query_string());
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let state = req.app_data::<actix_web::web::Data<crate::AppState>>().cloned();
     let response = next.call(req).await?;
     let status = response.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let micros = elapsed.as_micros() as u64;
+    if let Some(state) = state {
+        state.http.record(method.as_str(), &route, status, elapsed);
+    }
     if query.is_empty() {
         tracing::info!(target: "pulse::access", %method, %path, status, micros, "request");
     } else {

@@ -13,6 +13,7 @@ pub mod access_log;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod metrics;
 mod routes;
 pub mod stats_source;
 mod ws;
@@ -50,6 +51,14 @@ pub struct AppState {
     pub assets: Option<Arc<dyn DashboardAssets>>,
     /// What `/readyz` checks besides the database.
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+    /// The bridge's counters, for `/metrics`.
+    pub bridge: Option<Arc<ws_bridge::BridgeMetrics>>,
+    /// HTTP counters, for `/metrics`.
+    pub http: metrics::HttpMetrics,
+    /// More `/metrics` lines.
+    pub metrics_sources: Vec<Arc<dyn metrics::MetricsSource>>,
+    /// Serve `/metrics` to any address, not only loopback.
+    pub metrics_public: bool,
 }
 
 /// A dependency that `/readyz` reports on besides the database (e.g. the cross-instance
@@ -78,6 +87,10 @@ pub struct PulseOptions {
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
     /// How presence and typing reach other instances; `None` for a single instance.
     pub cluster: Option<Arc<dyn Cluster>>,
+    /// More `/metrics` lines.
+    pub metrics_sources: Vec<Arc<dyn metrics::MetricsSource>>,
+    /// Serve `/metrics` to any address, not only loopback.
+    pub metrics_public: bool,
 }
 
 impl PulseOptions {
@@ -91,6 +104,8 @@ impl PulseOptions {
             publisher: None,
             readiness: Vec::new(),
             cluster: None,
+            metrics_sources: Vec::new(),
+            metrics_public: false,
         }
     }
 }
@@ -134,6 +149,10 @@ impl Pulse {
             ws: options.ws,
             assets: options.assets,
             readiness: options.readiness,
+            bridge: Some(bridge.metrics()),
+            http: metrics::HttpMetrics::default(),
+            metrics_sources: options.metrics_sources,
+            metrics_public: options.metrics_public,
         });
         Ok(Self { state, bridge, bus })
     }
@@ -188,6 +207,7 @@ pub fn configure(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
         .service(resource("/healthz").route(get().to(health::healthz)))
         .service(resource("/readyz").route(get().to(health::readyz)))
         .service(resource("/ws").route(get().to(ws::upgrade)))
+        .service(resource("/metrics").route(get().to(metrics::metrics)))
         .service(
             web::scope("/api/v1")
                 .service(resource("/auth/login").route(post().to(auth_routes::login)))

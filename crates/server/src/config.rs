@@ -54,6 +54,10 @@ pub struct Config {
     #[arg(long, env = "PULSE_DASHBOARD_DIR")]
     pub dashboard_dir: Option<std::path::PathBuf>,
 
+    /// Serve `/metrics` to every address (default: loopback only).
+    #[arg(long, env = "METRICS_PUBLIC", default_value_t = false)]
+    pub metrics_public: bool,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "WORKERS")]
     pub workers: Option<usize>,

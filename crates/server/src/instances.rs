@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use domain_events::{Cluster, EventPublisher, InProcessBus};
 use gateway::ReadinessCheck;
-use pg_fanout::{FanoutConfig, PgFanout};
+use gateway::metrics::MetricsSource;
+use pg_fanout::{FanoutConfig, FanoutMetrics, PgFanout};
 use services::{Database, EventLog};
 
 /// This process's identity on a shared database.
@@ -42,6 +43,8 @@ pub struct Fanout {
     pub cluster: Arc<dyn Cluster>,
     /// The listener's health, for `/readyz`.
     pub readiness: Arc<dyn ReadinessCheck>,
+    /// The link's counters, for `/metrics`.
+    pub metrics: Arc<dyn MetricsSource>,
 }
 
 /// Starts the cross-instance link on PostgreSQL (nothing on SQLite). Call it before the
@@ -57,6 +60,7 @@ pub async fn start_fanout(
     tracing::info!(instance = %instance.name, "listening for other instances' events");
     Ok(Some(Fanout {
         readiness: Arc::new(ListenerHealth(link.health_flag())),
+        metrics: Arc::new(LinkMetrics(link.metrics())),
         publisher: link.publisher(),
         cluster: link.cluster(),
         link,
@@ -64,6 +68,32 @@ pub async fn start_fanout(
 }
 
 struct ListenerHealth(Arc<AtomicBool>);
+
+struct LinkMetrics(Arc<FanoutMetrics>);
+
+impl MetricsSource for LinkMetrics {
+    fn render(&self, out: &mut String) {
+        let m = &self.0;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "pulse_fanout_events_delivered_total",
+                "Events of other instances published here.",
+                get(&m.delivered),
+            ),
+            ("pulse_fanout_outbox_reads_total", "Outbox reads by the listener.", get(&m.reads)),
+            ("pulse_fanout_connects_total", "LISTEN connections established.", get(&m.connects)),
+            (
+                "pulse_fanout_gaps_expired_total",
+                "Sequence gaps given up as rolled back.",
+                get(&m.gaps_expired),
+            ),
+            ("pulse_fanout_resyncs_total", "Resyncs after events were pruned unread.", get(&m.resyncs)),
+        ] {
+            ws_bridge::metrics::render_value(out, name, "counter", help, value);
+        }
+    }
+}
 
 impl ReadinessCheck for ListenerHealth {
     fn name(&self) -> &'static str {

@@ -8,15 +8,16 @@
 //! each. The first event of a quiet period is handled at once (no fixed delay).
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use domain_events::{BusMessage, DomainEvent, EventStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::hub::Hub;
+use crate::metrics::Histogram;
 use crate::topic::{StatsTopic, StatsValue};
 
 /// Where fresh stats values come from; the application implements it with its services.
@@ -35,8 +36,31 @@ const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 struct Shared {
     dirty: [Notify; 3],
-    recomputes: AtomicU64,
-    failures: AtomicU64,
+    /// When each topic was first dirtied since its last recompute began.
+    dirty_since: [Mutex<Option<Instant>>; 3],
+    metrics: Arc<BridgeMetrics>,
+}
+
+impl Shared {
+    fn mark_dirty(&self, topic: StatsTopic) {
+        let mut since = self.dirty_since[topic.index()].lock().unwrap_or_else(|p| p.into_inner());
+        since.get_or_insert_with(Instant::now);
+        drop(since);
+        self.dirty[topic.index()].notify_one();
+    }
+}
+
+/// What the bridge counts.
+#[derive(Debug, Default)]
+pub struct BridgeMetrics {
+    /// Stats recomputes run (each one query per topic).
+    pub recomputes: AtomicU64,
+    /// Recomputes that failed (and were retried).
+    pub failures: AtomicU64,
+    /// How long a recompute's query took (the database's latency as the bridge sees it).
+    pub recompute_seconds: Histogram,
+    /// From an event reaching the bridge to the value reflecting it being published.
+    pub broadcast_seconds: Histogram,
 }
 
 /// The running bridge; dropping it does not stop it, [`BridgeHandle::abort`] does.
@@ -48,19 +72,24 @@ pub struct BridgeHandle {
 impl BridgeHandle {
     /// Marks every topic dirty, e.g. after events may have been missed.
     pub fn resync(&self) {
-        for notify in &self.shared.dirty {
-            notify.notify_one();
+        for topic in StatsTopic::ALL {
+            self.shared.mark_dirty(topic);
         }
     }
 
     /// Recomputes run since start.
     pub fn recomputes(&self) -> u64 {
-        self.shared.recomputes.load(Ordering::Relaxed)
+        self.shared.metrics.recomputes.load(Ordering::Relaxed)
     }
 
     /// Recomputes that failed since start.
     pub fn failures(&self) -> u64 {
-        self.shared.failures.load(Ordering::Relaxed)
+        self.shared.metrics.failures.load(Ordering::Relaxed)
+    }
+
+    /// Counters and histograms.
+    pub fn metrics(&self) -> Arc<BridgeMetrics> {
+        self.shared.metrics.clone()
     }
 
     /// Stops the bridge's tasks.
@@ -85,8 +114,8 @@ pub async fn prime<S: StatsSource>(source: &S, hub: &Hub) -> Result<(), StatsErr
 pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub: Hub) -> BridgeHandle {
     let shared = Arc::new(Shared {
         dirty: std::array::from_fn(|_| Notify::new()),
-        recomputes: AtomicU64::new(0),
-        failures: AtomicU64::new(0),
+        dirty_since: std::array::from_fn(|_| Mutex::new(None)),
+        metrics: Arc::new(BridgeMetrics::default()),
     });
     let mut tasks = Vec::new();
     for topic in StatsTopic::ALL {
@@ -104,15 +133,15 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
         while let Some(message) = events.recv().await {
             match message {
                 BusMessage::Event(envelope) => {
-                    dispatcher.dirty[StatsTopic::dirtied_by(&envelope.event).index()].notify_one();
+                    dispatcher.mark_dirty(StatsTopic::dirtied_by(&envelope.event));
                     if let DomainEvent::TaskAssigned(task) = &envelope.event {
                         personal.task_assigned(task);
                     }
                 }
                 BusMessage::Lagged { missed } => {
                     tracing::warn!(missed, "event stream lagged; resyncing every stats topic");
-                    for notify in &dispatcher.dirty {
-                        notify.notify_one();
+                    for topic in StatsTopic::ALL {
+                        dispatcher.mark_dirty(topic);
                     }
                 }
             }
@@ -123,15 +152,21 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
 }
 
 async fn recompute<S: StatsSource>(topic: StatsTopic, source: &S, hub: &Hub, shared: &Shared) {
+    let since = shared.dirty_since[topic.index()].lock().unwrap_or_else(|p| p.into_inner()).take();
     loop {
-        shared.recomputes.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.recomputes.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         match source.stats(topic).await {
             Ok(value) => {
+                shared.metrics.recompute_seconds.observe(started.elapsed());
                 hub.publish_stats(value);
+                if let Some(since) = since {
+                    shared.metrics.broadcast_seconds.observe(since.elapsed());
+                }
                 return;
             }
             Err(error) => {
-                shared.failures.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(topic = topic.name(), %error, "stats recompute failed; retrying");
                 tokio::time::sleep(RETRY_DELAY).await;
             }

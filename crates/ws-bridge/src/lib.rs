@@ -19,10 +19,11 @@
 pub mod bridge;
 pub mod connection;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod topic;
 
-pub use bridge::{BridgeHandle, StatsError, StatsSource, spawn_bridge};
+pub use bridge::{BridgeHandle, BridgeMetrics, StatsError, StatsSource, spawn_bridge};
 pub use connection::{ConnectionConfig, ConnectionEnd, Incoming, Outgoing, Transport, serve_connection};
 pub use hub::{Frame, Hub, HubMetrics, Registration};
 pub use protocol::{ClientMessage, ConnectedUser};
