@@ -13,6 +13,7 @@ pub mod access_log;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 mod routes;
 pub mod stats_source;
@@ -59,6 +60,12 @@ pub struct AppState {
     pub metrics_sources: Vec<Arc<dyn metrics::MetricsSource>>,
     /// Serve `/metrics` to any address, not only loopback.
     pub metrics_public: bool,
+    /// Edge limits.
+    pub limits: limits::Limits,
+    /// WebSocket connections per user on this process.
+    pub connections: limits::ConnectionCounter,
+    /// Failed logins.
+    pub logins: limits::LoginThrottle,
 }
 
 /// A dependency that `/readyz` reports on besides the database (e.g. the cross-instance
@@ -91,6 +98,8 @@ pub struct PulseOptions {
     pub metrics_sources: Vec<Arc<dyn metrics::MetricsSource>>,
     /// Serve `/metrics` to any address, not only loopback.
     pub metrics_public: bool,
+    /// Edge limits (origins, connections, logins).
+    pub limits: limits::Limits,
 }
 
 impl PulseOptions {
@@ -106,6 +115,7 @@ impl PulseOptions {
             cluster: None,
             metrics_sources: Vec::new(),
             metrics_public: false,
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -153,6 +163,9 @@ impl Pulse {
             http: metrics::HttpMetrics::default(),
             metrics_sources: options.metrics_sources,
             metrics_public: options.metrics_public,
+            limits: options.limits,
+            connections: limits::ConnectionCounter::default(),
+            logins: limits::LoginThrottle::default(),
         });
         Ok(Self { state, bridge, bus })
     }

@@ -1,7 +1,10 @@
 //! `GET /ws`: authenticate before the upgrade, then hand the socket to ws-bridge's session.
 
+use std::time::SystemTime;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use domain_events::model::Actor;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use ws_bridge::connection::{Closed, MAX_SUBSCRIPTIONS, parse_topics};
@@ -26,13 +29,10 @@ pub(crate) async fn upgrade(
     state: web::Data<AppState>,
     query: web::Query<WsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = query
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("missing token"))?;
-    let claims = state.jwt.verify(token)?;
-    let actor = claims.actor()?;
+    // Order: a browser from a foreign site learns nothing (403), then who it is (401),
+    // then what it asks for (400), then whether there is room (503).
+    crate::limits::check_origin(&req, &state.limits)?;
+    let (actor, expires_at) = authenticate(&state, &query).await?;
     let topics = match query.topics.as_deref() {
         None => Topic::DEFAULT.to_vec(),
         Some(list) => {
@@ -46,28 +46,43 @@ pub(crate) async fn upgrade(
     if state.hub.is_shutting_down() {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let slot = state.connections.acquire(actor.user_id, &state.limits)?;
+    let (response, session, stream) = match actix_ws::handle(&req, body) {
+        Ok(upgrade) => upgrade,
+        Err(e) => {
+            state.connections.release_slot(slot);
+            return Err(ApiError::bad_request(format!("not a WebSocket upgrade: {e}")));
+        }
+    };
     let incoming = stream.max_frame_size(MAX_FRAME_BYTES).filter_map(|item| async move { incoming(item) });
     let user = ConnectedUser { user_id: actor.user_id, username: actor.username, role: actor.role };
-    let hub = state.hub.clone();
-    let config = state.ws.clone();
-    let expires_at = claims.expires_at();
     actix_web::rt::spawn(async move {
         let username = user.username.clone();
         let end = serve_connection(
-            &hub,
+            &state.hub,
             user,
             &topics,
             Some(expires_at),
-            &config,
+            &state.ws,
             SessionTransport(session),
             Box::pin(incoming),
         )
         .await;
+        state.connections.release_slot(slot);
         tracing::debug!(user = %username, ?end, "websocket closed");
     });
     Ok(response)
+}
+
+/// The caller of an upgrade, from `?token=` (a JWT), and when its session must end.
+async fn authenticate(state: &AppState, query: &WsQuery) -> Result<(Actor, SystemTime), ApiError> {
+    let token = query
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("missing token"))?;
+    let claims = state.jwt.verify(token)?;
+    Ok((claims.actor()?, claims.expires_at()))
 }
 
 fn incoming(item: Result<Message, ProtocolError>) -> Option<Incoming> {

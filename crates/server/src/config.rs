@@ -58,6 +58,24 @@ pub struct Config {
     #[arg(long, env = "METRICS_PUBLIC", default_value_t = false)]
     pub metrics_public: bool,
 
+    /// Origins allowed to open WebSockets besides the server's own (comma-separated;
+    /// `*` for any). Clients without an `Origin` header (not browsers) are always allowed.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// WebSocket connections this process accepts.
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 15_000)]
+    pub ws_max_connections: usize,
+
+    /// WebSocket connections one user may hold on this process.
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", default_value_t = 50)]
+    pub ws_max_connections_per_user: usize,
+
+    /// Client messages per second per connection (a burst of twice that is allowed);
+    /// a connection that sends faster is closed with 1008.
+    #[arg(long, env = "WS_MESSAGES_PER_SECOND", default_value_t = 20)]
+    pub ws_messages_per_second: u32,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "WORKERS")]
     pub workers: Option<usize>,

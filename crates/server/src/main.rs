@@ -14,6 +14,7 @@ use actix_web::{App, HttpServer, middleware};
 use anyhow::Context;
 use clap::Parser;
 use domain_events::InProcessBus;
+use gateway::limits::Limits;
 use gateway::{JwtKeys, Pulse, PulseOptions};
 use services::{Database, PoolOptions};
 use ws_bridge::ConnectionConfig;
@@ -41,6 +42,8 @@ async fn main() -> anyhow::Result<()> {
             jwt,
             ws: ConnectionConfig {
                 heartbeat_interval: Duration::from_secs(config.ws_heartbeat_secs.max(1)),
+                messages_per_second: config.ws_messages_per_second,
+                message_burst: config.ws_messages_per_second.saturating_mul(2),
                 ..ConnectionConfig::default()
             },
             assets: Some(match &config.dashboard_dir {
@@ -53,6 +56,12 @@ async fn main() -> anyhow::Result<()> {
             cluster: fanout.as_ref().map(|f| f.cluster.clone()),
             metrics_sources: fanout.iter().map(|f| f.metrics.clone()).collect(),
             metrics_public: config.metrics_public,
+            limits: Limits {
+                max_connections: config.ws_max_connections,
+                max_connections_per_user: config.ws_max_connections_per_user,
+                allowed_origins: config.allowed_origins.clone(),
+                ..Limits::default()
+            },
         },
     )
     .await?;

@@ -21,6 +21,8 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down, or the client stopped answering pings: reconnect.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client sent messages faster than allowed.
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
     /// The client does not read fast enough: reconnect later.
@@ -86,6 +88,11 @@ pub struct ConnectionConfig {
     pub missed_heartbeats: u32,
     /// How long one send may wait on a full socket before the client counts as too slow.
     pub send_timeout: Duration,
+    /// Client messages per second allowed on average; a client above it (beyond the burst)
+    /// is closed with 1008.
+    pub messages_per_second: u32,
+    /// Client messages allowed at once above the average.
+    pub message_burst: u32,
 }
 
 impl Default for ConnectionConfig {
@@ -94,6 +101,8 @@ impl Default for ConnectionConfig {
             heartbeat_interval: Duration::from_secs(25),
             missed_heartbeats: 2,
             send_timeout: Duration::from_secs(10),
+            messages_per_second: 20,
+            message_burst: 40,
         }
     }
 }
@@ -113,6 +122,42 @@ pub enum ConnectionEnd {
     TooLarge,
     /// The client did not read fast enough (sent 1013 if possible).
     TooSlow,
+    /// The client sent messages too fast (sent 1008).
+    Flooding,
+}
+
+/// A token bucket over client messages.
+struct RateLimit {
+    tokens: f64,
+    per_second: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(config: &ConnectionConfig) -> Self {
+        let burst = f64::from(config.message_burst.max(1));
+        Self {
+            tokens: burst,
+            per_second: f64::from(config.messages_per_second.max(1)),
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token; `false` when the client is over its rate.
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Most topics one connection may follow at once.
@@ -155,6 +200,7 @@ where
         tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut rate = RateLimit::new(config);
 
     loop {
         tokio::select! {
@@ -180,6 +226,10 @@ where
             }
             message = incoming.next() => {
                 last_heard = Instant::now();
+                let counted = matches!(message, Some(Incoming::Text(_) | Incoming::Binary | Incoming::Ping(_)));
+                if counted && !rate.allow() {
+                    return session.close(close_code::POLICY_VIOLATION, "message rate limit exceeded", ConnectionEnd::Flooding).await;
+                }
                 let replies = match message {
                     Some(Incoming::Text(text)) => match ClientMessage::parse(&text) {
                         Ok(message) => subscriptions.handle(message, &user, &registration),
@@ -694,5 +744,25 @@ mod tests {
         while last != wanted {
             last = watcher.recv_json().await["payload"]["online"].clone();
         }
+    }
+
+    #[tokio::test]
+    async fn a_flooding_client_is_closed_with_1008() {
+        let hub = primed_hub();
+        let config = ConnectionConfig { messages_per_second: 5, message_burst: 10, ..Default::default() };
+        let mut client = connect(&hub, None, config, 256);
+        for _ in 0..4 {
+            client.recv().await;
+        }
+        for _ in 0..10 {
+            client.send(r#"{"type":"ping"}"#).await;
+            assert_eq!(client.recv_json().await["type"], "pong", "within the burst");
+        }
+        client.send(r#"{"type":"ping"}"#).await;
+        assert_eq!(
+            client.recv().await,
+            Outgoing::Close { code: 1008, reason: "message rate limit exceeded" }
+        );
+        assert_eq!(client.task.await.expect("join"), ConnectionEnd::Flooding);
     }
 }
