@@ -225,6 +225,7 @@ pub fn configure(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
             web::scope("/api/v1")
                 .service(resource("/auth/login").route(post().to(auth_routes::login)))
                 .service(resource("/me").route(get().to(auth_routes::me)))
+                .service(resource("/ws-ticket").route(post().to(auth_routes::ws_ticket)))
                 .service(
                     resource("/users")
                         .route(get().to(auth_routes::list_users))

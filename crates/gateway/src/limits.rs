@@ -22,7 +22,8 @@ pub struct Limits {
     pub allowed_origins: Vec<String>,
     /// Failed logins per username in [`Limits::login_window`] before 429.
     pub login_failures_per_username: u32,
-    /// Failed logins per client address in [`Limits::login_window`] before 429.
+    /// Failed logins per client address in [`Limits::login_window`] before 429. Loopback
+    /// is not counted: behind a reverse proxy on the same host every client would share it.
     pub login_failures_per_address: u32,
     /// The window login failures are counted over.
     pub login_window: Duration,
@@ -34,8 +35,8 @@ impl Default for Limits {
             max_connections: 15_000,
             max_connections_per_user: 50,
             allowed_origins: Vec::new(),
-            login_failures_per_username: 5,
-            login_failures_per_address: 20,
+            login_failures_per_username: 10,
+            login_failures_per_address: 50,
             login_window: Duration::from_secs(300),
         }
     }
@@ -154,6 +155,7 @@ impl LoginThrottle {
         if failures.len() > 100_000 {
             failures.retain(|_, (_, since)| now.duration_since(*since) < limits.login_window);
         }
+        let address = address.filter(|a| !a.is_loopback());
         for key in std::iter::once(user_key(username)).chain(address.map(address_key)) {
             let entry = failures.entry(key).or_insert((0, now));
             if now.duration_since(entry.1) >= limits.login_window {

@@ -19,6 +19,8 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 #[derive(Deserialize)]
 pub(crate) struct WsQuery {
     token: Option<String>,
+    /// A single-use ticket from `POST /api/v1/ws-ticket`, instead of a token.
+    ticket: Option<String>,
     /// `a,b`: the topics to start with (default: the three stats topics).
     topics: Option<String>,
 }
@@ -74,8 +76,15 @@ pub(crate) async fn upgrade(
     Ok(response)
 }
 
-/// The caller of an upgrade, from `?token=` (a JWT), and when its session must end.
+/// The caller of an upgrade, from `?ticket=` (single use) or `?token=` (a JWT), and when
+/// its session must end (the token's expiry).
 async fn authenticate(state: &AppState, query: &WsQuery) -> Result<(Actor, SystemTime), ApiError> {
+    if let Some(ticket) = query.ticket.as_deref() {
+        return match state.services.tickets.redeem(ticket).await? {
+            Some((actor, until)) => Ok((actor, SystemTime::from(until))),
+            None => Err(ApiError::unauthorized("the ticket is unknown, used or expired")),
+        };
+    }
     let token = query
         .token
         .as_deref()

@@ -30,6 +30,7 @@ pub mod approvals;
 pub mod conversations;
 pub mod stats;
 pub mod tasks;
+pub mod tickets;
 pub mod users;
 pub mod validate;
 
@@ -43,6 +44,7 @@ pub use db::{ConnectError, Database, DatabaseKind, PoolOptions};
 pub use error::{ServiceError, ServiceResult, ValidationError};
 pub use outbox::EventLog;
 pub use tasks::{NewTask, TaskFilter, TaskService};
+pub use tickets::TicketService;
 pub use users::{NewUser, UserService};
 pub use validate::{Page, PageRequest};
 
@@ -57,6 +59,8 @@ pub struct Services {
     pub approvals: ApprovalQueue,
     /// Users and passwords.
     pub users: UserService,
+    /// Single-use WebSocket tickets.
+    pub tickets: TicketService,
     /// The database they share.
     pub db: Database,
 }
@@ -69,6 +73,7 @@ impl Services {
             conversations: ConversationService::new(db.clone(), publisher.clone()),
             approvals: ApprovalQueue::new(db.clone(), publisher),
             users: UserService::new(db.clone()),
+            tickets: TicketService::new(db.clone()),
             db,
         }
     }

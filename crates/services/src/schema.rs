@@ -77,4 +77,23 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(users, tasks, conversations, approvals, events, stats_counters);
+diesel::table! {
+    ws_tickets (ticket_hash) {
+        ticket_hash -> Text,
+        user_id -> BigInt,
+        username -> Text,
+        role -> Text,
+        session_expires_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    tasks,
+    conversations,
+    approvals,
+    events,
+    stats_counters,
+    ws_tickets
+);

@@ -24,7 +24,32 @@ on_both_databases!(
     listing_filters_and_pages,
     users_passwords_and_roles,
     event_log_holds_every_published_event,
+    websocket_tickets_are_single_use_and_expire,
 );
+
+async fn websocket_tickets_are_single_use_and_expire(w: World) {
+    let tickets = w.services.tickets.clone();
+    let session = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (ticket, expires) = tickets.issue(&w.staff, session).await.expect("issue");
+    assert_eq!(ticket.len(), 64);
+    assert!(expires > chrono::Utc::now() && expires <= chrono::Utc::now() + chrono::Duration::seconds(31));
+    let (actor, until) = tickets.redeem(&ticket).await.expect("redeem").expect("valid once");
+    assert_eq!(actor, w.staff);
+    assert_eq!(until.timestamp(), session.timestamp());
+    assert_eq!(tickets.redeem(&ticket).await.expect("redeem"), None, "single use");
+    assert_eq!(tickets.redeem("not-a-ticket").await.expect("redeem"), None);
+    let (other, _) = tickets.issue(&w.staff, session).await.expect("issue");
+    let mut forged = other.clone();
+    let last = if forged.ends_with('0') { '1' } else { '0' };
+    forged.pop();
+    forged.push(last);
+    assert_eq!(tickets.redeem(&forged).await.expect("redeem"), None, "a different secret");
+    assert!(tickets.redeem(&other).await.expect("redeem").is_some(), "the real one still works");
+    let short = tickets.with_ttl(std::time::Duration::from_millis(300));
+    let (stale, _) = short.issue(&w.staff, session).await.expect("issue");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(short.redeem(&stale).await.expect("redeem"), None, "expired");
+}
 
 fn task(kind: &str) -> NewTask {
     NewTask {

@@ -24,10 +24,21 @@ struct LoginAnswer {
 }
 
 pub(crate) async fn login(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = state.services.users.authenticate(&body.username, &body.password).await?;
+    let address = req.peer_addr().map(|a| a.ip());
+    state.logins.check(&body.username, address, &state.limits)?;
+    let user = match state.services.users.authenticate(&body.username, &body.password).await {
+        Ok(user) => user,
+        Err(services::ServiceError::InvalidCredentials) => {
+            state.logins.failed(&body.username, address, &state.limits);
+            return Err(services::ServiceError::InvalidCredentials.into());
+        }
+        Err(other) => return Err(other.into()),
+    };
+    state.logins.succeeded(&user.username);
     let (token, expires_at) = state.jwt.issue(&user)?;
     tracing::info!(user = %user.username, "login");
     Ok(HttpResponse::Ok().json(LoginAnswer { token, expires_at, user }))
@@ -55,4 +66,18 @@ pub(crate) async fn create_user(
 pub(crate) async fn list_users(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, ApiError> {
     auth.require(&[domain_events::model::Role::Admin], "list users")?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"items": state.services.users.list().await?})))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ticket {
+    ticket: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/ws-ticket`: a single-use ticket for `/ws?ticket=`, valid 30 s.
+pub(crate) async fn ws_ticket(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, ApiError> {
+    let session_end = DateTime::<Utc>::from(auth.claims.expires_at());
+    let (ticket, expires_at) = state.services.tickets.issue(&auth.actor, session_end).await?;
+    Ok(HttpResponse::Ok().json(Ticket { ticket, expires_at }))
 }

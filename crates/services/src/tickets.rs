@@ -1,0 +1,113 @@
+//! Single-use WebSocket tickets: a short-lived secret that stands for a logged-in user once,
+//! so long-lived tokens stay out of URLs (and out of proxy logs and browser history).
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use domain_events::model::Actor;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::db::{Database, write_tx};
+use crate::error::{ServiceError, ServiceResult};
+use crate::outbox::{now, utc};
+use crate::schema::ws_tickets;
+
+/// How long a ticket may wait to be used.
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Insertable)]
+#[diesel(table_name = ws_tickets)]
+struct NewTicket<'a> {
+    ticket_hash: &'a str,
+    user_id: i64,
+    username: &'a str,
+    role: &'static str,
+    session_expires_at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+}
+
+/// Issues and redeems tickets, in the database so any instance can redeem them.
+#[derive(Clone)]
+pub struct TicketService {
+    db: Database,
+    ttl: Duration,
+}
+
+impl TicketService {
+    /// Tickets on `db`, valid for [`TICKET_TTL`].
+    pub fn new(db: Database) -> Self {
+        Self { db, ttl: TICKET_TTL }
+    }
+
+    /// The same, with another validity (for tests).
+    pub fn with_ttl(self, ttl: Duration) -> Self {
+        Self { ttl, ..self }
+    }
+
+    /// A new ticket for `actor`, valid for the service's TTL; the connection it opens ends at
+    /// `session_expires_at` (the issuing token's expiry). Returns the ticket and its expiry.
+    pub async fn issue(
+        &self,
+        actor: &Actor,
+        session_expires_at: DateTime<Utc>,
+    ) -> ServiceResult<(String, DateTime<Utc>)> {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let ticket: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let hash = digest(&ticket);
+        let at = now();
+        let expires_at = at + chrono::Duration::from_std(self.ttl).unwrap_or_default();
+        let row = NewTicket {
+            ticket_hash: &hash,
+            user_id: actor.user_id,
+            username: &actor.username,
+            role: actor.role.as_str(),
+            session_expires_at: session_expires_at.naive_utc(),
+            expires_at,
+        };
+        write_tx!(self.db, |conn| {
+            diesel::delete(ws_tickets::table.filter(ws_tickets::expires_at.lt(at))).execute(conn).await?;
+            diesel::insert_into(ws_tickets::table).values(&row).execute(conn).await?;
+            Ok(())
+        })?;
+        Ok((ticket, utc(expires_at)))
+    }
+
+    /// Uses a ticket up: the user it stands for and when their session ends, or `None` for
+    /// an unknown, used or expired ticket.
+    pub async fn redeem(&self, ticket: &str) -> ServiceResult<Option<(Actor, DateTime<Utc>)>> {
+        if ticket.len() != 64 {
+            return Ok(None);
+        }
+        let hash = digest(ticket);
+        let at = now();
+        let row: Option<(i64, String, String, NaiveDateTime)> = write_tx!(self.db, |conn| {
+            Ok(diesel::delete(
+                ws_tickets::table
+                    .filter(ws_tickets::ticket_hash.eq(&hash))
+                    .filter(ws_tickets::expires_at.gt(at)),
+            )
+            .returning((
+                ws_tickets::user_id,
+                ws_tickets::username,
+                ws_tickets::role,
+                ws_tickets::session_expires_at,
+            ))
+            .get_result(conn)
+            .await
+            .optional()?)
+        })?;
+        row.map(|(user_id, username, role, session)| {
+            let role = role.parse().map_err(|e| ServiceError::Internal(Box::new(e)))?;
+            Ok((Actor { user_id, username, role }, utc(session)))
+        })
+        .transpose()
+    }
+}
+
+fn digest(ticket: &str) -> String {
+    Sha256::digest(ticket.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
