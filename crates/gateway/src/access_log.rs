@@ -1,23 +1,46 @@
-//! One log line per request, with the `token` query parameter redacted.
+//! One log line per request, with the `token` query parameter redacted, inside a span that
+//! carries the request's id (`X-Request-Id`, taken from the client or generated); WebSocket
+//! sessions keep the id of their upgrade request.
 
 use std::time::Instant;
 
+use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use tracing::Instrument;
 
-/// `method path?query status duration`, never a token.
+/// The id of the request being served (in the request's extensions).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// `method path?query status duration`, never a token, in a `request{id}` span.
 pub async fn access_log(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", id = %id);
     let method = req.method().clone();
     let path = req.path().to_owned();
     let query = redact_query(req.query_string());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let state = req.app_data::<actix_web::web::Data<crate::AppState>>().cloned();
-    let response = next.call(req).await?;
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
+    }
+    let _entered = span.enter();
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let micros = elapsed.as_micros() as u64;

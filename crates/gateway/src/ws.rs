@@ -2,11 +2,12 @@
 
 use std::time::SystemTime;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
 use domain_events::model::Actor;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use tracing::Instrument;
 use ws_bridge::connection::{Closed, MAX_SUBSCRIPTIONS, parse_topics};
 use ws_bridge::{ConnectedUser, Incoming, Outgoing, Topic, Transport, serve_connection};
 
@@ -58,21 +59,27 @@ pub(crate) async fn upgrade(
     };
     let incoming = stream.max_frame_size(MAX_FRAME_BYTES).filter_map(|item| async move { incoming(item) });
     let user = ConnectedUser { user_id: actor.user_id, username: actor.username, role: actor.role };
-    actix_web::rt::spawn(async move {
-        let username = user.username.clone();
-        let end = serve_connection(
-            &state.hub,
-            user,
-            &topics,
-            Some(expires_at),
-            &state.ws,
-            SessionTransport(session),
-            Box::pin(incoming),
-        )
-        .await;
-        state.connections.release_slot(slot);
-        tracing::debug!(user = %username, ?end, "websocket closed");
-    });
+    let request_id =
+        req.extensions().get::<crate::access_log::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let span = tracing::info_span!("ws", id = %request_id, user = %user.username);
+    actix_web::rt::spawn(
+        async move {
+            let username = user.username.clone();
+            let end = serve_connection(
+                &state.hub,
+                user,
+                &topics,
+                Some(expires_at),
+                &state.ws,
+                SessionTransport(session),
+                Box::pin(incoming),
+            )
+            .await;
+            state.connections.release_slot(slot);
+            tracing::debug!(user = %username, ?end, "websocket closed");
+        }
+        .instrument(span),
+    );
     Ok(response)
 }
 
