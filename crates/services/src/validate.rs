@@ -108,7 +108,8 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
-    pub(crate) fn validated(self) -> Result<(i64, Option<i64>), ValidationError> {
+    /// Checks the page: `limit` 1–200 (default 50) and a positive `cursor`.
+    pub fn validated(self) -> Result<(i64, Option<i64>), ValidationError> {
         let limit = self.limit.unwrap_or(limits::PAGE_DEFAULT);
         if !(1..=limits::PAGE_MAX).contains(&limit) {
             return Err(ValidationError::new("limit", format!("must be between 1 and {}", limits::PAGE_MAX)));
