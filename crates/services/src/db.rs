@@ -93,7 +93,7 @@ pub struct PoolOptions {
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        Self { max_connections: 8, acquire_timeout: Duration::from_secs(5) }
+        Self { max_connections: 8, acquire_timeout: Duration::from_secs(2) }
     }
 }
 

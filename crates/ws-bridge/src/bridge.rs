@@ -31,8 +31,9 @@ pub trait StatsSource: Send + Sync + 'static {
 #[error("stats unavailable: {0}")]
 pub struct StatsError(pub String);
 
-/// How long a failed recompute waits before it tries again.
-const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How long a failed recompute waits before it tries again (doubling up to the maximum).
+const RETRY_DELAY: Duration = Duration::from_millis(250);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 struct Shared {
     dirty: [Notify; 3],
@@ -153,6 +154,7 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
 
 async fn recompute<S: StatsSource>(topic: StatsTopic, source: &S, hub: &Hub, shared: &Shared) {
     let since = shared.dirty_since[topic.index()].lock().unwrap_or_else(|p| p.into_inner()).take();
+    let mut delay = RETRY_DELAY;
     loop {
         shared.metrics.recomputes.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -167,8 +169,9 @@ async fn recompute<S: StatsSource>(topic: StatsTopic, source: &S, hub: &Hub, sha
             }
             Err(error) => {
                 shared.metrics.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(topic = topic.name(), %error, "stats recompute failed; retrying");
-                tokio::time::sleep(RETRY_DELAY).await;
+                tracing::warn!(topic = topic.name(), %error, retry_in_ms = delay.as_millis() as u64, "stats recompute failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
         }
     }
