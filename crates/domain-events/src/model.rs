@@ -11,6 +11,7 @@ macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name {
             $($(#[$vmeta])* #[doc = concat!("`", $text, "`")] #[serde(rename = $text)] $variant),+
         }
@@ -84,6 +85,7 @@ string_enum! {
 /// A user as clients see it (never with its password hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Database id.
     pub id: i64,
@@ -108,6 +110,7 @@ pub struct Actor {
 /// A piece of work for a department.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     /// Database id.
     pub id: i64,
@@ -121,6 +124,7 @@ pub struct Task {
     /// Where it is in its life cycle.
     pub status: TaskStatus,
     /// Username of the person doing it, once assigned.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub assignee: Option<String>,
     /// Username of its creator.
     pub created_by: String,
@@ -129,12 +133,14 @@ pub struct Task {
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
     /// When it was completed.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// A conversation with a guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conversation {
     /// Database id.
     pub id: i64,
@@ -147,6 +153,7 @@ pub struct Conversation {
     /// Where it is in its life cycle.
     pub state: ConversationState,
     /// Why it was last escalated.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub escalation_reason: Option<String>,
     /// Username of its creator.
     pub created_by: String,
@@ -155,12 +162,14 @@ pub struct Conversation {
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
     /// When it was resolved.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// A request that a manager must approve before it is carried out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Approval {
     /// Database id.
     pub id: i64,
@@ -169,20 +178,26 @@ pub struct Approval {
     /// One line for the approver.
     pub summary: String,
     /// Any JSON the requester attached.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub payload: Option<serde_json::Value>,
     /// Where it is in its life cycle.
     pub status: ApprovalStatus,
     /// Username of the requester.
     pub requested_by: String,
     /// Username of the manager who decided.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub decided_by: Option<String>,
     /// The reason given with the decision.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub decision_reason: Option<String>,
     /// When it was decided.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub decided_at: Option<DateTime<Utc>>,
     /// Username of the manager who executed it.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub executed_by: Option<String>,
     /// When it was executed.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub executed_at: Option<DateTime<Utc>>,
     /// When it was queued.
     pub created_at: DateTime<Utc>,
@@ -193,6 +208,7 @@ pub struct Approval {
 /// Task counts by status (`GET /api/v1/tasks/stats`, `stats:tasks`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskStats {
     /// Tasks waiting for someone.
     pub pending: u64,
@@ -207,6 +223,7 @@ pub struct TaskStats {
 /// Conversation counts by state (`GET /api/v1/conversations/stats`, `stats:conversations`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationStats {
     /// Open conversations.
     pub active: u64,
@@ -221,6 +238,7 @@ pub struct ConversationStats {
 /// Approval counts by status (`GET /api/v1/approvals/stats` wraps it in `{"stats": …}`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalStats {
     /// Waiting for a decision.
     pub pending: u64,

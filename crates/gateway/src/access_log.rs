@@ -18,7 +18,7 @@ pub struct RequestId(pub String);
 /// `method path?query status duration`, never a token, in a `request{id}` span.
 pub async fn access_log(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let id = req
@@ -36,7 +36,14 @@ pub async fn access_log(
     let query = redact_query(req.query_string());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let state = req.app_data::<actix_web::web::Data<crate::AppState>>().cloned();
-    let mut response = next.call(req).instrument(span.clone()).await?;
+    // The handler runs as its own task, to completion, even if the client goes away
+    // mid-request: a change is never abandoned half-way, and a database call is never
+    // cancelled (diesel-async's SQLite wrapper cannot be cancelled on actix's runtime).
+    let mut response =
+        actix_web::rt::spawn(next.call(req).instrument(span.clone())).await.map_err(|e| {
+            tracing::error!(error = %e, "request handler panicked");
+            actix_web::error::ErrorInternalServerError("internal error")
+        })??;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
     }

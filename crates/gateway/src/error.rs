@@ -3,8 +3,27 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 use services::ServiceError;
+
+/// The JSON body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of an [`ErrorBody`].
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `bad_request`, `validation_failed`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
+    /// `unsupported_media_type`, `too_many_requests`, `unavailable`.
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// For humans.
+    pub message: String,
+}
 
 /// An error answer of the API.
 #[derive(Debug, Clone)]
@@ -90,7 +109,9 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(json!({"error": {"code": self.code, "message": self.message}}))
+        response.json(ErrorBody {
+            error: ErrorDetail { code: self.code.to_owned(), message: self.message.clone() },
+        })
     }
 }
 

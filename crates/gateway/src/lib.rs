@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+mod openapi;
 mod routes;
 pub mod stats_source;
 mod ws;
@@ -223,6 +224,7 @@ pub fn configure(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
         .service(resource("/metrics").route(get().to(metrics::metrics)))
         .service(
             web::scope("/api/v1")
+                .service(resource("/openapi.json").route(get().to(openapi::openapi_json)))
                 .service(resource("/auth/login").route(post().to(auth_routes::login)))
                 .service(resource("/me").route(get().to(auth_routes::me)))
                 .service(resource("/ws-ticket").route(post().to(auth_routes::ws_ticket)))

@@ -19,12 +19,15 @@ use crate::validate::{self, Page, PageRequest, limits};
 /// `POST /api/v1/approvals`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApproval {
     /// What kind of request (`refund`, `upgrade`, …).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub kind: String,
     /// One line for the approver.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1000))]
     pub summary: String,
-    /// Any JSON to keep with the request.
+    /// Any JSON to keep with the request (at most 32 KiB serialized).
     #[serde(default)]
     pub payload: Option<serde_json::Value>,
 }

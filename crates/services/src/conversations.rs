@@ -18,27 +18,35 @@ use crate::validate::{self, Page, PageRequest, limits};
 /// `POST /api/v1/conversations`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewConversation {
     /// The guest's name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub guest_name: String,
     /// Where it happens (`email`, `phone`, `chat`, …).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub channel: String,
     /// What it is about.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1000))]
     pub subject: String,
 }
 
 /// `PATCH /api/v1/conversations/{id}`: the fields to change.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationChanges {
     /// New subject.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1000))]
     pub subject: Option<String>,
     /// New guest name.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub guest_name: Option<String>,
     /// New channel.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub channel: Option<String>,
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use diesel::{Connection, SqliteConnection};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::bb8::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -160,10 +160,14 @@ impl Database {
         let backend = if let Some(path) = sqlite_path(url) {
             connect_sqlite(path, &options).await?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Fast recycling: no test query per checkout (a round trip on every request); a
+            // connection the server closed fails its next query once (503) and is dropped.
+            let mut config = ManagerConfig::<AsyncPgConnection>::default();
+            config.recycling_method = RecyclingMethod::Fast;
             let pool = Pool::builder()
                 .max_size(options.max_connections)
                 .connection_timeout(options.acquire_timeout)
-                .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new(url))
+                .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config))
                 .await?;
             Backend::Postgres { pool, url: url.to_owned() }
         } else {
@@ -270,14 +274,18 @@ fn lock_sqlite(path: &Path) -> Result<File, ConnectError> {
 
 fn sqlite_manager(url: &str) -> AsyncDieselConnectionManager<SqliteConn> {
     let mut config = ManagerConfig::<SqliteConn>::default();
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(|url| {
         let url = url.to_owned();
         Box::pin(async move {
             let mut conn = SqliteConn::establish(&url).await?;
-            // WAL: readers never block the writer. FULL: a commit survives power loss, not
-            // only a crash. busy_timeout: wait for a lock instead of failing at once.
+            // WAL: readers never block the writer. synchronous=NORMAL: a commit is in the WAL
+            // before it returns, so it survives the process dying (kill -9), without an fsync
+            // per commit (4 ms each here: 250 writes/s at most); the last commits may be lost
+            // on power loss — PostgreSQL is the database for that (docs/performance.md).
+            // busy_timeout: wait for a lock instead of failing at once.
             conn.batch_execute(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                  PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
             )
             .await

@@ -18,16 +18,21 @@ use crate::validate::{self, Page, PageRequest, limits};
 /// `POST /api/v1/tasks`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewTask {
     /// What kind of work.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub kind: String,
     /// Which department does it.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub department: String,
     /// Free text.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 4000))]
     pub description: String,
     /// Username to assign it to at once (the task starts `in_progress`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub assignee: Option<String>,
 }
 

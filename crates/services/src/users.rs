@@ -18,12 +18,16 @@ use crate::validate;
 
 /// `POST /api/v1/users`.
 #[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewUser {
     /// Login name: 3–64 letters, digits, `.`, `_`, `-`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{3,64}$"))]
     pub username: String,
     /// 8–256 characters; only its hash is kept.
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 256, format = Password))]
     pub password: String,
     /// `admin`, `manager` or `staff`.
+    #[cfg_attr(feature = "openapi", schema(value_type = domain_events::model::Role))]
     pub role: String,
 }
 

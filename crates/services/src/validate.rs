@@ -126,10 +126,12 @@ impl PageRequest {
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     /// The items, newest first.
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; `null` on the last one.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub next_cursor: Option<i64>,
 }
 

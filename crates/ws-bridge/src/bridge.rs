@@ -31,6 +31,11 @@ pub trait StatsSource: Send + Sync + 'static {
 #[error("stats unavailable: {0}")]
 pub struct StatsError(pub String);
 
+/// After a topic's value is published, its next recompute waits at least this long: a
+/// burst of thousands of changes costs at most 40 broadcasts a second per topic instead of
+/// one per change, while the first change after a quiet spell still goes out at once.
+pub const MIN_BROADCAST_INTERVAL: Duration = Duration::from_millis(25);
+
 /// How long a failed recompute waits before it tries again (doubling up to the maximum).
 const RETRY_DELAY: Duration = Duration::from_millis(250);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -125,6 +130,7 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
             loop {
                 shared.dirty[topic.index()].notified().await;
                 recompute(topic, &*source, &hub, &shared).await;
+                tokio::time::sleep(MIN_BROADCAST_INTERVAL).await;
             }
         }));
     }

@@ -1,19 +1,27 @@
 //! `/api/v1/approvals`.
 
 use actix_web::{HttpResponse, web};
-use domain_events::model::{Decision, Role};
-use serde::Deserialize;
-use services::NewApproval;
+use domain_events::model::{Approval, ApprovalStats, ApprovalStatus, Decision, Role};
+use serde::{Deserialize, Serialize};
+use services::{NewApproval, Page};
 
 use super::parse_filter;
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
-#[derive(Deserialize)]
+/// Filter and page of `GET /api/v1/approvals`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only approvals with this status.
+    #[param(value_type = Option<ApprovalStatus>)]
     status: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// The previous page's `nextCursor`.
+    #[param(minimum = 1)]
     cursor: Option<i64>,
 }
 
@@ -23,6 +31,22 @@ impl ListQuery {
     }
 }
 
+/// Queues a request for approval (`pending`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/approvals",
+    tag = "approvals",
+    request_body = NewApproval,
+    responses(
+        (status = 201, description = "The new approval", body = Approval),
+        (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, payload over 32 KiB", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn create(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -31,6 +55,20 @@ pub(crate) async fn create(
     Ok(HttpResponse::Created().json(state.services.approvals.queue(&auth.actor, body.into_inner()).await?))
 }
 
+/// Lists approvals, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/approvals",
+    tag = "approvals",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of approvals", body = Page<Approval>),
+        (status = 400, description = "Unknown status, bad `limit` or `cursor`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     _auth: AuthUser,
@@ -40,6 +78,20 @@ pub(crate) async fn list(
     Ok(HttpResponse::Ok().json(state.services.approvals.list(filter, query.page()).await?))
 }
 
+/// One approval.
+#[utoipa::path(
+    get,
+    path = "/api/v1/approvals/{id}",
+    tag = "approvals",
+    params(("id" = i64, Path, description = "The approval's id")),
+    responses(
+        (status = 200, description = "The approval", body = Approval),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "No approval with this id", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get(
     state: web::Data<AppState>,
     _auth: AuthUser,
@@ -48,13 +100,38 @@ pub(crate) async fn get(
     Ok(HttpResponse::Ok().json(state.services.approvals.get(*id).await?))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/approvals/{id}/decide`.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Decide {
+    /// The verdict.
+    #[schema(value_type = Decision)]
     decision: String,
+    /// Why.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1000)]
     reason: Option<String>,
 }
 
+/// Approves or rejects a `pending` approval (managers and admins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/approvals/{id}/decide",
+    tag = "approvals",
+    params(("id" = i64, Path, description = "The approval's id")),
+    request_body = Decide,
+    responses(
+        (status = 200, description = "The approval, `approved` or `rejected`", body = Approval),
+        (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown decision", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "Staff may not decide or execute approvals", body = ErrorBody),
+        (status = 404, description = "No approval with this id", body = ErrorBody),
+        (status = 409, description = "The approval is not `pending`", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn decide(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -70,6 +147,22 @@ pub(crate) async fn decide(
     Ok(HttpResponse::Ok().json(approval))
 }
 
+/// Carries out an `approved` approval (managers and admins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/approvals/{id}/execute",
+    tag = "approvals",
+    params(("id" = i64, Path, description = "The approval's id")),
+    responses(
+        (status = 200, description = "The approval, `executed`", body = Approval),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "Staff may not decide or execute approvals", body = ErrorBody),
+        (status = 404, description = "No approval with this id", body = ErrorBody),
+        (status = 409, description = "The approval is not `approved`", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn execute(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -79,11 +172,25 @@ pub(crate) async fn execute(
     Ok(HttpResponse::Ok().json(state.services.approvals.execute(&auth.actor, *id).await?))
 }
 
+/// `GET /api/v1/approvals/stats`: wrapped, as the dashboard has always read it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct WrappedApprovalStats {
+    /// The counts.
+    stats: ApprovalStats,
+}
+
+/// Approval counts by status, wrapped in `{"stats": …}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/approvals/stats",
+    tag = "approvals",
+    responses(
+        (status = 200, description = "Approval counts", body = WrappedApprovalStats),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn stats(state: web::Data<AppState>, _auth: AuthUser) -> Result<HttpResponse, ApiError> {
-    // Wrapped, as the dashboard has always read it.
-    #[derive(serde::Serialize)]
-    struct Wrapped {
-        stats: domain_events::model::ApprovalStats,
-    }
-    Ok(HttpResponse::Ok().json(Wrapped { stats: state.services.approvals.stats().await? }))
+    Ok(HttpResponse::Ok().json(WrappedApprovalStats { stats: state.services.approvals.stats().await? }))
 }

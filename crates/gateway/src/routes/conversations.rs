@@ -1,18 +1,27 @@
 //! `/api/v1/conversations`.
 
 use actix_web::{HttpResponse, web};
+use domain_events::model::{Conversation, ConversationState, ConversationStats};
 use serde::Deserialize;
-use services::{ConversationChanges, NewConversation};
+use services::{ConversationChanges, NewConversation, Page};
 
 use super::parse_filter;
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
-#[derive(Deserialize)]
+/// Filter and page of `GET /api/v1/conversations`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only conversations in this state.
+    #[param(value_type = Option<ConversationState>)]
     state: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// The previous page's `nextCursor`.
+    #[param(minimum = 1)]
     cursor: Option<i64>,
 }
 
@@ -22,6 +31,22 @@ impl ListQuery {
     }
 }
 
+/// Opens a conversation (`active`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    request_body = NewConversation,
+    responses(
+        (status = 201, description = "The new conversation", body = Conversation),
+        (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn create(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -31,6 +56,20 @@ pub(crate) async fn create(
         .json(state.services.conversations.create(&auth.actor, body.into_inner()).await?))
 }
 
+/// Lists conversations, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of conversations", body = Page<Conversation>),
+        (status = 400, description = "Unknown state, bad `limit` or `cursor`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     _auth: AuthUser,
@@ -40,6 +79,20 @@ pub(crate) async fn list(
     Ok(HttpResponse::Ok().json(state.services.conversations.list(filter, query.page()).await?))
 }
 
+/// One conversation.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "The conversation", body = Conversation),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "No conversation with this id", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get(
     state: web::Data<AppState>,
     _auth: AuthUser,
@@ -48,6 +101,25 @@ pub(crate) async fn get(
     Ok(HttpResponse::Ok().json(state.services.conversations.get(*id).await?))
 }
 
+/// Changes the subject, guest name or channel (at least one).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "The conversation's id")),
+    request_body = ConversationChanges,
+    responses(
+        (status = 200, description = "The updated conversation", body = Conversation),
+        (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, no field to change", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "No conversation with this id", body = ErrorBody),
+        (status = 409, description = "The conversation is resolved", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn update(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -58,11 +130,33 @@ pub(crate) async fn update(
         .json(state.services.conversations.update(&auth.actor, *id, body.into_inner()).await?))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/conversations/{id}/escalate`.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Escalate {
+    /// Why a manager is needed.
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 
+/// Escalates an `active` conversation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/escalate",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "The conversation's id")),
+    request_body = Escalate,
+    responses(
+        (status = 200, description = "The conversation, `escalated`", body = Conversation),
+        (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "No conversation with this id", body = ErrorBody),
+        (status = 409, description = "The conversation is not `active`", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn escalate(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -72,6 +166,21 @@ pub(crate) async fn escalate(
     Ok(HttpResponse::Ok().json(state.services.conversations.escalate(&auth.actor, *id, &body.reason).await?))
 }
 
+/// Takes an `escalated` conversation back to `active`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/deescalate",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "The conversation, `active`", body = Conversation),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "No conversation with this id", body = ErrorBody),
+        (status = 409, description = "The conversation is not `escalated`", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn deescalate(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -80,6 +189,21 @@ pub(crate) async fn deescalate(
     Ok(HttpResponse::Ok().json(state.services.conversations.deescalate(&auth.actor, *id).await?))
 }
 
+/// Resolves an `active` or `escalated` conversation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/resolve",
+    tag = "conversations",
+    params(("id" = i64, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "The conversation, `resolved`", body = Conversation),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "No conversation with this id", body = ErrorBody),
+        (status = 409, description = "The conversation is already resolved", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn resolve(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -88,6 +212,18 @@ pub(crate) async fn resolve(
     Ok(HttpResponse::Ok().json(state.services.conversations.resolve(&auth.actor, *id).await?))
 }
 
+/// Conversation counts by state.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/stats",
+    tag = "conversations",
+    responses(
+        (status = 200, description = "Conversation counts", body = ConversationStats),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn stats(state: web::Data<AppState>, _auth: AuthUser) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.services.conversations.stats().await?))
 }

@@ -1,20 +1,31 @@
 //! `/api/v1/tasks`.
 
 use actix_web::{HttpResponse, web};
+use domain_events::model::{Task, TaskStats, TaskStatus};
 use serde::Deserialize;
-use services::{NewTask, TaskFilter};
+use services::{NewTask, Page, TaskFilter};
 
 use super::parse_filter;
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
-#[derive(Deserialize)]
+/// Filters and page of `GET /api/v1/tasks`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only tasks with this status.
+    #[param(value_type = Option<TaskStatus>)]
     status: Option<String>,
+    /// Only tasks of this department.
     department: Option<String>,
+    /// Only tasks assigned to this username.
     assignee: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// The previous page's `nextCursor`.
+    #[param(minimum = 1)]
     cursor: Option<i64>,
 }
 
@@ -24,6 +35,22 @@ impl ListQuery {
     }
 }
 
+/// Creates a task (`in_progress` when an assignee is given, else `pending`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    tag = "tasks",
+    request_body = NewTask,
+    responses(
+        (status = 201, description = "The new task", body = Task),
+        (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown assignee", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn create(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -32,6 +59,20 @@ pub(crate) async fn create(
     Ok(HttpResponse::Created().json(state.services.tasks.create(&auth.actor, body.into_inner()).await?))
 }
 
+/// Lists tasks, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    tag = "tasks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of tasks", body = Page<Task>),
+        (status = 400, description = "Unknown status, bad `limit` or `cursor`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     _auth: AuthUser,
@@ -45,6 +86,20 @@ pub(crate) async fn list(
     Ok(HttpResponse::Ok().json(state.services.tasks.list(&filter, query.page()).await?))
 }
 
+/// One task.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "No task with this id", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get(
     state: web::Data<AppState>,
     _auth: AuthUser,
@@ -53,11 +108,33 @@ pub(crate) async fn get(
     Ok(HttpResponse::Ok().json(state.services.tasks.get(*id).await?))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/tasks/{id}/assign`.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Assign {
+    /// An existing username.
+    #[schema(min_length = 1, max_length = 64)]
     assignee: String,
 }
 
+/// Assigns (or reassigns) a task; it goes `in_progress`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/assign",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "The task's id")),
+    request_body = Assign,
+    responses(
+        (status = 200, description = "The task, `in_progress`", body = Task),
+        (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown assignee", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "No task with this id", body = ErrorBody),
+        (status = 409, description = "The task is completed", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn assign(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -67,6 +144,21 @@ pub(crate) async fn assign(
     Ok(HttpResponse::Ok().json(state.services.tasks.assign(&auth.actor, *id, &body.assignee).await?))
 }
 
+/// Completes a task.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/complete",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task, `completed`", body = Task),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "No task with this id", body = ErrorBody),
+        (status = 409, description = "The task is already completed", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn complete(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -75,6 +167,18 @@ pub(crate) async fn complete(
     Ok(HttpResponse::Ok().json(state.services.tasks.complete(&auth.actor, *id).await?))
 }
 
+/// Task counts by status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/stats",
+    tag = "tasks",
+    responses(
+        (status = 200, description = "Task counts", body = TaskStats),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn stats(state: web::Data<AppState>, _auth: AuthUser) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.services.tasks.stats().await?))
 }
