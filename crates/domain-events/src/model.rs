@@ -12,6 +12,9 @@ macro_rules! string_enum {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        // utoipa does not read the `rename = $text` below (a macro fragment); every wire name
+        // is the snake_case of its variant, which the gateway's OpenAPI test checks.
+        #[cfg_attr(feature = "openapi", schema(rename_all = "snake_case"))]
         pub enum $name {
             $($(#[$vmeta])* #[doc = concat!("`", $text, "`")] #[serde(rename = $text)] $variant),+
         }

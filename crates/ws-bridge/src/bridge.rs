@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use domain_events::{BusMessage, DomainEvent, EventStream};
+use domain_events::{BusMessage, DomainEvent, EventPublisher, EventStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -106,6 +106,39 @@ impl BridgeHandle {
     }
 }
 
+/// Wraps the publisher services use: before events reach the bus, their topics are marked
+/// stale on the hub, synchronously — so a client that subscribes right after a change was
+/// confirmed to it waits for the fresh value instead of getting the one before.
+pub struct MarkStale<P> {
+    inner: P,
+    hub: Hub,
+}
+
+impl<P> MarkStale<P> {
+    /// Marks on `hub`, then publishes on `inner`.
+    pub fn new(inner: P, hub: Hub) -> Self {
+        Self { inner, hub }
+    }
+}
+
+impl<P: std::ops::Deref<Target = dyn EventPublisher> + Send + Sync + 'static> EventPublisher
+    for MarkStale<P>
+{
+    fn publish(&self, events: Vec<domain_events::EventEnvelope>) {
+        for envelope in &events {
+            self.hub.mark_stale(StatsTopic::dirtied_by(&envelope.event));
+        }
+        self.inner.publish(events);
+    }
+
+    fn resync(&self) {
+        for topic in StatsTopic::ALL {
+            self.hub.mark_stale(topic);
+        }
+        self.inner.resync();
+    }
+}
+
 /// Computes every topic once and publishes it, so the hub has a snapshot before the first
 /// client connects.
 pub async fn prime<S: StatsSource>(source: &S, hub: &Hub) -> Result<(), StatsError> {
@@ -140,7 +173,9 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
         while let Some(message) = events.recv().await {
             match message {
                 BusMessage::Event(envelope) => {
-                    dispatcher.mark_dirty(StatsTopic::dirtied_by(&envelope.event));
+                    let topic = StatsTopic::dirtied_by(&envelope.event);
+                    personal.mark_stale(topic);
+                    dispatcher.mark_dirty(topic);
                     if let DomainEvent::TaskAssigned(task) = &envelope.event {
                         personal.task_assigned(task);
                     }
@@ -148,6 +183,7 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
                 BusMessage::Lagged { missed } => {
                     tracing::warn!(missed, "event stream lagged; resyncing every stats topic");
                     for topic in StatsTopic::ALL {
+                        personal.mark_stale(topic);
                         dispatcher.mark_dirty(topic);
                     }
                 }
@@ -160,6 +196,8 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
 
 async fn recompute<S: StatsSource>(topic: StatsTopic, source: &S, hub: &Hub, shared: &Shared) {
     let since = shared.dirty_since[topic.index()].lock().unwrap_or_else(|p| p.into_inner()).take();
+    // Every change announced before this point is reflected by what the query reads.
+    let generation = hub.stale_generation(topic);
     let mut delay = RETRY_DELAY;
     loop {
         shared.metrics.recomputes.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +206,7 @@ async fn recompute<S: StatsSource>(topic: StatsTopic, source: &S, hub: &Hub, sha
             Ok(value) => {
                 shared.metrics.recompute_seconds.observe(started.elapsed());
                 hub.publish_stats(value);
+                hub.settle(topic, generation);
                 if let Some(since) = since {
                     shared.metrics.broadcast_seconds.observe(since.elapsed());
                 }

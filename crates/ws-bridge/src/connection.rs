@@ -160,6 +160,10 @@ impl RateLimit {
     }
 }
 
+/// How long a new subscription may wait for a stats value that reflects every change already
+/// committed (a recompute in flight); after that the current value is sent as it is.
+const FRESH_VALUE_WAIT: Duration = Duration::from_secs(1);
+
 /// Most topics one connection may follow at once.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
 
@@ -182,7 +186,7 @@ where
     // Register and subscribe before the snapshot is read: nothing published in between is lost.
     let registration = hub.register(&user);
     let mut subscriptions = Subscriptions { topics: BTreeSet::new(), feed: hub.feed() };
-    let snapshot = subscriptions.add(topics, &registration);
+    let snapshot = subscriptions.add(topics, &registration, hub).await;
     let mut session = Session { socket: &mut socket, config, hub };
 
     if session.send_text(server::connected(&user)).await.is_err() {
@@ -232,7 +236,7 @@ where
                 }
                 let replies = match message {
                     Some(Incoming::Text(text)) => match ClientMessage::parse(&text) {
-                        Ok(message) => subscriptions.handle(message, &user, &registration),
+                        Ok(message) => subscriptions.handle(message, &user, &registration, hub).await,
                         Err(bad) => vec![server::error(&bad)],
                     },
                     Some(Incoming::Binary) => vec![server::error(&BadMessage::new(
@@ -287,8 +291,13 @@ struct Subscriptions {
 impl Subscriptions {
     /// Follows `topics`; returns the current values of the newly followed whole-value
     /// topics (stats in contract order, then presence).
-    fn add(&mut self, topics: &[Topic], registration: &Registration) -> Vec<Frame> {
+    async fn add(&mut self, topics: &[Topic], registration: &Registration, hub: &Hub) -> Vec<Frame> {
         let new: BTreeSet<Topic> = topics.iter().copied().filter(|t| !self.topics.contains(t)).collect();
+        for topic in &new {
+            if let Topic::Stats(stats) = topic {
+                hub.wait_fresh(*stats, FRESH_VALUE_WAIT).await;
+            }
+        }
         self.topics.extend(new.iter().copied());
         let mut frames = Vec::new();
         for topic in &new {
@@ -334,11 +343,12 @@ impl Subscriptions {
     }
 
     /// Handles one client message; returns the replies, in order.
-    fn handle(
+    async fn handle(
         &mut self,
         message: ClientMessage,
         user: &ConnectedUser,
         registration: &Registration,
+        hub: &Hub,
     ) -> Vec<Frame> {
         match message {
             ClientMessage::Ping => vec![server::pong()],
@@ -351,7 +361,7 @@ impl Subscriptions {
                             "at most {MAX_SUBSCRIPTIONS} topics per connection"
                         )))];
                     }
-                    let values = self.add(&topics, registration);
+                    let values = self.add(&topics, registration, hub).await;
                     std::iter::once(self.acknowledgement()).chain(values).collect()
                 }
             },
@@ -764,5 +774,22 @@ mod tests {
             Outgoing::Close { code: 1008, reason: "message rate limit exceeded" }
         );
         assert_eq!(client.task.await.expect("join"), ConnectionEnd::Flooding);
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_waits_for_a_change_already_committed() {
+        let hub = primed_hub();
+        // A change committed (and was confirmed to someone) but is not recomputed yet.
+        hub.mark_stale(StatsTopic::Tasks);
+        let mut client = connect(&hub, None, ConnectionConfig::default(), 16);
+        assert_eq!(client.recv_json().await["type"], "connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        hub.publish_stats(tasks(9));
+        hub.settle(StatsTopic::Tasks, hub.stale_generation(StatsTopic::Tasks));
+        let first = client.recv_json().await;
+        assert_eq!(
+            (first["type"].as_str(), first["payload"]["pending"].as_u64()),
+            (Some("stats:tasks"), Some(9))
+        );
     }
 }

@@ -185,6 +185,10 @@ struct TypingState {
 
 struct Inner {
     stats: [watch::Sender<Option<StatsFrame>>; 3],
+    /// Changes announced per stats topic (a generation counter) …
+    stale: [AtomicU64; 3],
+    /// … and the generation the newest published value reflects.
+    settled: [watch::Sender<u64>; 3],
     seq: [AtomicU64; 3],
     presence: watch::Sender<Option<Frame>>,
     presence_dirty: Notify,
@@ -221,6 +225,8 @@ impl Hub {
             inner: Arc::new(Inner {
                 stats: std::array::from_fn(|_| watch::channel(None).0),
                 seq: std::array::from_fn(|_| AtomicU64::new(0)),
+                stale: std::array::from_fn(|_| AtomicU64::new(0)),
+                settled: std::array::from_fn(|_| watch::channel(0).0),
                 presence: watch::channel(Some(server::presence(&[]))).0,
                 presence_dirty: Notify::new(),
                 shutdown: watch::channel(false).0,
@@ -309,6 +315,37 @@ impl Hub {
             if sent { &self.inner.metrics.stats_published } else { &self.inner.metrics.stats_unchanged };
         counter.fetch_add(1, Ordering::Relaxed);
         sent
+    }
+
+    /// Notes that a change to `topic` committed: its published value is stale until a
+    /// recompute that starts after this call settles it.
+    pub fn mark_stale(&self, topic: StatsTopic) {
+        self.inner.stale[topic.index()].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The changes announced so far for `topic` (read when a recompute starts).
+    pub fn stale_generation(&self, topic: StatsTopic) -> u64 {
+        self.inner.stale[topic.index()].load(Ordering::SeqCst)
+    }
+
+    /// Records that the value now published reflects every change up to `generation`.
+    pub fn settle(&self, topic: StatsTopic, generation: u64) {
+        self.inner.settled[topic.index()].send_if_modified(|settled| {
+            let newer = generation > *settled;
+            if newer {
+                *settled = generation;
+            }
+            newer
+        });
+    }
+
+    /// Waits (at most `limit`) until `topic`'s published value reflects every change
+    /// announced before this call — so a snapshot never predates a change its client has
+    /// already seen confirmed. Returns at once when nothing is pending.
+    pub async fn wait_fresh(&self, topic: StatsTopic, limit: Duration) {
+        let target = self.stale_generation(topic);
+        let mut settled = self.inner.settled[topic.index()].subscribe();
+        let _ = tokio::time::timeout(limit, settled.wait_for(|g| *g >= target)).await;
     }
 
     /// The newest value of `topic`, if one was published.
