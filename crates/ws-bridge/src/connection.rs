@@ -183,15 +183,16 @@ where
     T: Transport,
     S: Stream<Item = Incoming> + Unpin,
 {
-    // Register and subscribe before the snapshot is read: nothing published in between is lost.
+    // Registered (personal events) before `connected`; each topic is subscribed before its
+    // value is read, so nothing published in between is lost; and a value is read only once
+    // it reflects every change committed before (`Hub::wait_fresh`).
     let registration = hub.register(&user);
-    let mut subscriptions = Subscriptions { topics: BTreeSet::new(), feed: hub.feed() };
-    let snapshot = subscriptions.add(topics, &registration, hub).await;
     let mut session = Session { socket: &mut socket, config, hub };
-
     if session.send_text(server::connected(&user)).await.is_err() {
         return ConnectionEnd::ClientClosed;
     }
+    let mut subscriptions = Subscriptions { topics: BTreeSet::new(), feed: hub.feed() };
+    let snapshot = subscriptions.add(topics, &registration, hub).await;
     for frame in snapshot {
         if session.send_text(frame).await.is_err() {
             return ConnectionEnd::TooSlow;
