@@ -4,9 +4,14 @@
 //   PULSE_SERVER_BIN=/path/to/server node e2e/run.mjs
 //
 // Starts the server on a free port with a fresh SQLite database, drives the built
-// dashboard (served by the server from apps/dashboard/dist) in Debian's Chromium through
-// playwright-core, and prints `N passed, N failed` as its last line (exit 1 on failure).
-// Screenshots go to <repo>/target/e2e/.
+// dashboard in Debian's Chromium through playwright-core, and prints `N passed, N failed`
+// as its last line (exit 1 on failure). Screenshots go to <repo>/target/e2e/.
+//
+// Where the browser loads the dashboard from:
+// - default: the server itself (it embeds dist/ at build time; it is also started with
+//   PULSE_DASHBOARD_DIR=<dist> so a server that supports that serves the fresh build);
+// - PULSE_E2E_UI=vite-preview: `vite preview` serves dist/ on its own port and proxies
+//   /api, /healthz and /ws to the server (for testing a new build with an older binary).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -24,6 +29,8 @@ const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const SERVER_BIN = process.env.PULSE_SERVER_BIN;
 const HEADLESS = process.env.HEADFUL ? false : true;
 const IDLE_MS = Number(process.env.E2E_IDLE_MS || 35_000);
+const UI_MODE = process.env.PULSE_E2E_UI || 'server';
+const DIST = path.join(appDir, 'dist');
 
 const STATS_RE = /\/api\/v1\/(tasks|approvals|conversations)\/stats(\?|$)/;
 const WS_RE = /\/ws(\?|$)/;
@@ -40,7 +47,11 @@ const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padS
 // ---------------------------------------------------------------- server
 let server = null;
 let port = 0;
+/** The server (API calls from the test). */
 let base = '';
+/** Where the browser loads the dashboard: the server, or vite preview in front of it. */
+let ui = '';
+let preview = null;
 const serverLog = fs.createWriteStream(path.join(outDir, 'server.log'), { flags: 'w' });
 
 function freePort() {
@@ -65,6 +76,7 @@ function startServer() {
       ADMIN_PASSWORD,
       JWT_SECRET,
       RUST_LOG: 'info',
+      PULSE_DASHBOARD_DIR: process.env.PULSE_DASHBOARD_DIR || DIST,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -104,12 +116,58 @@ function killServer(signal = 'SIGKILL') {
 }
 
 function killServerSync() {
-  if (server && server.exitCode === null && server.signalCode === null) {
-    try {
-      server.kill('SIGKILL');
-    } catch {
-      /* ignore */
+  for (const child of [server, preview]) {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        /* ignore */
+      }
     }
+  }
+}
+
+/** `vite preview` of dist/ on its own port, proxying the API and the WebSocket to the server. */
+async function startPreview() {
+  const previewPort = await freePort();
+  const viteBin = path.join(appDir, 'node_modules', 'vite', 'bin', 'vite.js');
+  const child = spawn(process.execPath, [viteBin, 'preview', '--host', '127.0.0.1', '--port', String(previewPort), '--strictPort'], {
+    cwd: appDir,
+    env: { ...process.env, PULSE_API_TARGET: base },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const previewLog = fs.createWriteStream(path.join(outDir, 'preview.log'), { flags: 'w' });
+  child.stdout.on('data', (d) => previewLog.write(d));
+  child.stderr.on('data', (d) => previewLog.write(d));
+  child.on('exit', (code, signal) => previewLog.write(`\n--- vite preview exited code=${code} signal=${signal}\n`));
+  preview = child;
+  const url = `http://127.0.0.1:${previewPort}`;
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error('vite preview exited early; see target/e2e/preview.log');
+    try {
+      const res = await fetch(`${url}/healthz`);
+      if (res.status === 200) return url;
+    } catch {
+      /* not yet */
+    }
+    await sleep(150);
+  }
+  throw new Error('vite preview did not come up within 30 s');
+}
+
+/** Default mode: warn when the server serves another build than dist/ (an older embedded one). */
+async function checkServedBuild() {
+  try {
+    const served = await (await fetch(`${base}/`)).text();
+    const built = fs.readFileSync(path.join(DIST, 'index.html'), 'utf8');
+    const assets = (html) => [...html.matchAll(/assets\/[\w.-]+/g)].map((m) => m[0]).sort().join(',');
+    if (assets(served) !== assets(built)) {
+      log('WARNING: the server serves a different dashboard build than dist/ (it embeds an older one and ignores');
+      log('         PULSE_DASHBOARD_DIR?). Rebuild the server, or run with PULSE_E2E_UI=vite-preview.');
+    }
+  } catch (e) {
+    log(`could not compare the served dashboard with dist/: ${e.message}`);
   }
 }
 process.on('exit', killServerSync);
@@ -193,7 +251,7 @@ async function statusOf(page) {
 }
 
 async function loginThroughForm(page, username, password) {
-  await page.goto(`${base}/login`);
+  await page.goto(`${ui}/login`);
   await page.fill('[data-testid="login-username"]', username);
   await page.fill('[data-testid="login-password"]', password);
   await page.click('[data-testid="login-submit"]');
@@ -255,6 +313,16 @@ async function main() {
   startServer();
   await waitHealthy();
   log('server healthy');
+  if (UI_MODE === 'vite-preview') {
+    if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error('dist/ is missing: run `npm run build` first');
+    ui = await startPreview();
+    log(`vite preview of dist/ on ${ui} (proxying to ${base})`);
+  } else if (UI_MODE === 'server') {
+    ui = base;
+    await checkServedBuild();
+  } else {
+    throw new Error(`unknown PULSE_E2E_UI=${UI_MODE} (use vite-preview, or leave it unset)`);
+  }
 
   const { token } = await api('POST', '/api/v1/auth/login', { username: 'admin', password: ADMIN_PASSWORD });
   assert(typeof token === 'string' && token.length > 0, 'API login returned no token');
@@ -295,7 +363,7 @@ async function main() {
     await test(
       'unauthenticated / redirects to /login',
       async () => {
-        await page.goto(`${base}/`);
+        await page.goto(`${ui}/`);
         await page.waitForURL((u) => u.pathname === '/login', { timeout: 10_000 });
         await page.waitForSelector('[data-testid="login-submit"]');
         await shot(page, 'login', false);
@@ -527,9 +595,9 @@ async function main() {
         await loginThroughForm(a, 'admin', ADMIN_PASSWORD);
         await waitText(a, 'connection-status', 'live', 10_000);
         const b = await ctx3.newPage();
-        await b.goto(`${base}/approvals`);
+        await b.goto(`${ui}/approvals`);
         const c = await ctx3.newPage();
-        await c.goto(`${base}/conversations`);
+        await c.goto(`${ui}/conversations`);
         tabs = [a, b, c];
         for (const p of tabs) await waitText(p, 'connection-status', 'live', 10_000);
         for (const p of tabs) await expectBadgesEqualApi(p, token);
@@ -579,6 +647,140 @@ async function main() {
         }
       },
     );
+
+    // ------------------------------------------------ two users, two browsers: presence, typing, notifications
+    const SAM = 'e2e-sam';
+    const samPassword = `sam-${randomBytes(12).toString('hex')}`;
+    let pa = null; // admin
+    let pb = null; // sam
+    const ctxA = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const ctxB = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const socketsOf = new Map();
+    const watchSockets = (p) => {
+      socketsOf.set(p, []);
+      p.on('websocket', (ws) => {
+        if (!WS_RE.test(new URL(ws.url()).pathname + '?')) return;
+        const entry = { url: ws.url(), sent: [], closed: false };
+        ws.on('framesent', (f) => entry.sent.push(String(f.payload)));
+        ws.on('close', () => (entry.closed = true));
+        socketsOf.get(p).push(entry);
+      });
+      p.on('pageerror', (e) => log('page error:', e.message));
+    };
+    const presenceEntry = (p, username, viewing) =>
+      p.waitForSelector(`[data-testid="presence-entry"][data-username="${username}"][data-viewing="${viewing}"]`, {
+        state: 'attached',
+        timeout: 5000,
+      });
+    const typingText = (p) =>
+      p.evaluate(() => document.querySelector('[data-testid="typing-indicator"]')?.textContent?.trim() ?? null);
+
+    await test(
+      'presence: two users in two browsers see each other and the page each is on',
+      async () => {
+        await api('POST', '/api/v1/users', { username: SAM, password: samPassword, role: 'staff' }, token);
+        pa = await ctxA.newPage();
+        pb = await ctxB.newPage();
+        watchSockets(pa);
+        watchSockets(pb);
+        await loginThroughForm(pa, 'admin', ADMIN_PASSWORD);
+        await loginThroughForm(pb, SAM, samPassword);
+        await waitText(pa, 'connection-status', 'live', 10_000);
+        await waitText(pb, 'connection-status', 'live', 10_000);
+        await pb.click('[data-testid="nav-approvals"]');
+        await presenceEntry(pa, SAM, '/approvals');
+        await presenceEntry(pa, 'admin', '/tasks');
+        await presenceEntry(pb, 'admin', '/tasks');
+        await presenceEntry(pb, SAM, '/approvals');
+        await waitText(pa, 'presence-count', '2 online', 5000);
+        const url = socketsOf.get(pa)[0]?.url ?? '';
+        const topics = decodeURIComponent(new URL(url).searchParams.get('topics') ?? '');
+        assert(
+          ['stats:tasks', 'stats:approvals', 'stats:conversations', 'presence'].every((t) => topics.split(',').includes(t)),
+          `WebSocket URL topics: ${topics}`,
+        );
+        await pa.click('[data-testid="presence-toggle"]');
+        await pa.waitForSelector('[data-testid="presence-entry"] >> visible=true', { timeout: 2000 });
+        await shot(pa, 'presence', false);
+        await pa.keyboard.press('Escape');
+      },
+      { page: () => pa },
+    );
+
+    let conv = null;
+    await test(
+      'typing: A sees "e2e-sam is typing…" on a conversation page while B types; it goes away when B stops',
+      async () => {
+        assert(pa && pb, 'pages not open');
+        conv = await api('POST', '/api/v1/conversations', { guestName: 'Grace Hopper', channel: 'chat', subject: 'Wake-up call at 6' }, token);
+        // In-app navigation: the topic is subscribed on the open socket, no reconnect.
+        for (const p of [pa, pb]) {
+          await p.click('[data-testid="nav-conversations"]');
+          await p.click(`[data-testid="conversation-row"][data-id="${conv.id}"] [data-testid="conversation-open"]`);
+          await p.waitForURL((u) => u.pathname === `/conversations/${conv.id}`, { timeout: 5000 });
+          await p.waitForSelector('[data-testid="conversation-reply"]', { timeout: 5000 });
+        }
+        for (const p of [pa, pb]) {
+          const socks = socketsOf.get(p);
+          assert(socks.length === 1, `expected one WebSocket for the page, saw ${socks.length}`);
+          const deadline = Date.now() + 3000;
+          const want = `conversation:${conv.id}`;
+          while (!socks[0].sent.some((f) => f.includes('"subscribe"') && f.includes(want)) && Date.now() < deadline) await sleep(50);
+          assert(socks[0].sent.some((f) => f.includes('"subscribe"') && f.includes(want)), `no subscribe to ${want} sent`);
+        }
+        await presenceEntry(pa, SAM, `/conversations/${conv.id}`);
+        assert((await typingText(pa)) === '', `typing shown before anyone typed: ${await typingText(pa)}`);
+
+        // B types (without awaiting the whole text) → A sees it while B is still typing.
+        const box = pb.locator('[data-testid="conversation-reply"]');
+        await box.click();
+        const typing = box.pressSequentially('We will call you at 6 sharp.', { delay: 60 });
+        await waitText(pa, 'typing-indicator', `${SAM} is typing…`, 3000);
+        await typing;
+        await shot(pa, 'typing');
+        // B leaves the box (blur) → typing: false → gone at once.
+        await pb.click('h1');
+        await waitText(pa, 'typing-indicator', '', 2000);
+
+        // Again, and this time B just stops: after 3 s without a keystroke the indicator goes away.
+        await box.click();
+        await box.pressSequentially(' Thanks!', { delay: 60 });
+        await waitText(pa, 'typing-indicator', `${SAM} is typing…`, 3000);
+        const stopped = Date.now();
+        await waitText(pa, 'typing-indicator', '', 6000);
+        log(`  indicator cleared ${Date.now() - stopped} ms after the last keystroke`);
+        // Leaving the page unsubscribes (on the same socket).
+        await pb.click('[data-testid="nav-tasks"]');
+        const sent = socketsOf.get(pb)[0].sent;
+        const deadline = Date.now() + 3000;
+        while (!sent.some((f) => f.includes('"unsubscribe"') && f.includes(`conversation:${conv.id}`)) && Date.now() < deadline) await sleep(50);
+        assert(sent.some((f) => f.includes('"unsubscribe"') && f.includes(`conversation:${conv.id}`)), 'no unsubscribe sent on leaving');
+        assert(socketsOf.get(pb).length === 1, 'the route changes opened another WebSocket');
+      },
+      { page: () => pa },
+    );
+
+    await test(
+      'a task assigned to B (through the API) raises a notification in B’s page, not in A’s',
+      async () => {
+        assert(pa && pb, 'pages not open');
+        const task = await newTask(token, 'Bring a crib to room 808');
+        await api('POST', `/api/v1/tasks/${task.id}/assign`, { assignee: SAM }, token);
+        const toast = `[data-testid="toast"][data-kind="task-assigned"][data-task-id="${task.id}"]`;
+        await pb.waitForSelector(toast, { timeout: 3000 });
+        const text = await pb.textContent(`${toast} [data-testid="toast-text"]`);
+        assert(/Bring a crib to room 808/.test(text), `toast text: ${text}`);
+        await shot(pb, 'notification', false);
+        await sleep(1500);
+        const inA = await pa.locator('[data-testid="toast"]').count();
+        assert(inA === 0, `A (admin) sees ${inA} notification(s)`);
+        // The toast goes away by itself after a few seconds.
+        await pb.waitForSelector(toast, { state: 'detached', timeout: 12_000 });
+      },
+      { page: () => pb },
+    );
+    await ctxA.close();
+    await ctxB.close();
   } finally {
     await browser.close().catch(() => {});
   }
@@ -592,6 +794,7 @@ try {
   log(`FATAL: ${err?.stack || err}`);
 } finally {
   await killServer('SIGKILL');
+  if (preview && preview.exitCode === null) preview.kill('SIGKILL');
   serverLog.end();
   fs.rmSync(tmpDir, { recursive: true, force: true });
 }

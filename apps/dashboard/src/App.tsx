@@ -1,15 +1,20 @@
 import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
-import { useEffect, useMemo } from 'react';
+import { useCallback, useEffect, useMemo, useRef } from 'react';
 import { Layout } from './components/Layout';
 import { RealtimeContext } from './components/RealtimeContext';
 import { ApiError } from './lib/api';
 import { authStore, useSession, type Session } from './lib/auth';
+import { browserNotifications, handleTaskAssigned, ToastStore } from './lib/notifications';
 import { Link, Redirect, usePathname } from './lib/router';
 import { ApprovalsPage } from './pages/ApprovalsPage';
+import { ConversationPage } from './pages/ConversationPage';
 import { ConversationsPage } from './pages/ConversationsPage';
 import { LoginPage } from './pages/LoginPage';
 import { TasksPage } from './pages/TasksPage';
+import { PresenceStore, TypingStore } from './realtime/LiveState';
 import { StatsHistory } from './realtime/StatsHistory';
+import { conversationIdFromPath, topicsForPath } from './realtime/topics';
+import type { ServerMessage } from './realtime/types';
 import { useWebSocket } from './realtime/useWebSocket';
 
 export function createQueryClient(): QueryClient {
@@ -30,11 +35,48 @@ const EXPIRED = 'Your session has expired. Please sign in again.';
 
 function AuthedApp({ session, history }: { session: Session; history: StatsHistory }) {
   const path = usePathname();
-  const { status, role, reconnect } = useWebSocket({
+  const presence = useMemo(() => new PresenceStore(), []);
+  const typing = useMemo(() => new TypingStore(), []);
+  const toasts = useMemo(() => new ToastStore(), []);
+  const roleRef = useRef<string>('pending');
+  useEffect(() => typing.setSelf(session.user.id), [typing, session.user.id]);
+  useEffect(() => () => {
+    typing.clear();
+    toasts.clear();
+  }, [typing, toasts]);
+
+  const onMessage = useCallback(
+    (msg: ServerMessage) => {
+      presence.handle(msg);
+      typing.handle(msg);
+      // One system notification per browser: from the tab holding the socket.
+      const owner = roleRef.current === 'leader' || roleRef.current === 'solo';
+      handleTaskAssigned(msg, session.user, toasts, browserNotifications(), owner);
+    },
+    [presence, typing, toasts, session.user],
+  );
+
+  // The layout needs the three stats topics and presence; a conversation page adds its own.
+  const topics = useMemo(() => topicsForPath(path), [path]);
+  const { status, role, reconnect, send, topicError } = useWebSocket({
     token: session.token,
     history,
     onUnauthorized: () => authStore.clear(EXPIRED),
+    onMessage,
+    topics,
+    viewing: path,
   });
+  roleRef.current = role;
+
+  // Typing shown for a conversation whose topic is no longer followed would never be cleared.
+  const conversationId = conversationIdFromPath(path);
+  useEffect(() => {
+    if (conversationId === null) return;
+    return () => typing.clearConversation(conversationId);
+  }, [conversationId, typing]);
+  useEffect(() => {
+    if (status !== 'live') typing.clear();
+  }, [status, typing]);
 
   // Log out when the token's lifetime ends (the server would also close the socket with 4401).
   useEffect(() => {
@@ -45,12 +87,16 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
     return () => clearTimeout(id);
   }, [session.expiresAt]);
 
-  const realtime = useMemo(() => ({ status, role, reconnect, history }), [status, role, reconnect, history]);
+  const realtime = useMemo(
+    () => ({ status, role, reconnect, history, send, presence, typing, toasts, topicError }),
+    [status, role, reconnect, history, send, presence, typing, toasts, topicError],
+  );
 
   let page;
   if (path === '/' || path === '') page = <Redirect to="/tasks" />;
   else if (path.startsWith('/tasks')) page = <TasksPage />;
   else if (path.startsWith('/approvals')) page = <ApprovalsPage />;
+  else if (conversationId !== null) page = <ConversationPage key={conversationId} id={conversationId} />;
   else if (path.startsWith('/conversations')) page = <ConversationsPage />;
   else
     page = (

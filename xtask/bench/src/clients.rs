@@ -176,12 +176,16 @@ impl Fleet {
             let abort = h.abort_handle();
             match tokio::time::timeout_at(deadline, h).await {
                 Ok(Ok(o)) => out.push(o),
-                Ok(Err(e)) => {
-                    out.push(ClientOutcome { dropped: Some(format!("client task failed: {e}")), ..Default::default() })
-                }
+                Ok(Err(e)) => out.push(ClientOutcome {
+                    dropped: Some(format!("client task failed: {e}")),
+                    ..Default::default()
+                }),
                 Err(_) => {
                     abort.abort();
-                    out.push(ClientOutcome { dropped: Some("did not stop in time".into()), ..Default::default() });
+                    out.push(ClientOutcome {
+                        dropped: Some("did not stop in time".into()),
+                        ..Default::default()
+                    });
                 }
             }
         }
@@ -215,14 +219,16 @@ fn record(text: &str, base: Instant, out: &mut ClientOutcome, live: &Live) -> Op
 
 /// Opens the socket and reads until the snapshot (connected + the three stats) is complete.
 async fn connect_and_snapshot(url: &str, base: Instant, out: &mut ClientOutcome, live: &Live) -> Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| match e {
-        tungstenite::Error::Http(resp) => anyhow!("upgrade refused: HTTP {}", resp.status()),
-        e => anyhow!("{e}"),
-    })?;
-    let (mut connected, mut tasks, mut approvals, mut conversations) = (false, false, false, false);
-    let mut first = true;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| match e {
+            tungstenite::Error::Http(resp) => anyhow!("upgrade refused: HTTP {}", resp.status()),
+            e => anyhow!("{e}"),
+        })?;
+    // The contract's order; a repeated topic (a change committed during the connect) is fine.
+    const ORDER: [&str; 4] = ["connected", "stats:tasks", "stats:approvals", "stats:conversations"];
+    let mut seen = 0;
     out.snapshot_order_ok = true;
-    while !(connected && tasks && approvals && conversations) {
+    while seen < ORDER.len() {
         let msg = ws.next().await.ok_or_else(|| anyhow!("closed during the snapshot"))??;
         let text = match msg {
             Message::Text(t) => t,
@@ -230,16 +236,13 @@ async fn connect_and_snapshot(url: &str, base: Instant, out: &mut ClientOutcome,
             _ => continue,
         };
         let kind = record(text.as_str(), base, out, live).unwrap_or_default();
-        if first && kind != "connected" {
+        if kind == ORDER[seen] {
+            seen += 1;
+        } else if !ORDER[1..seen.max(1)].contains(&kind.as_str()) {
             out.snapshot_order_ok = false;
-        }
-        first = false;
-        match kind.as_str() {
-            "connected" => connected = true,
-            "stats:tasks" if connected => tasks = true,
-            "stats:approvals" if connected => approvals = true,
-            "stats:conversations" if connected => conversations = true,
-            _ => out.snapshot_order_ok = false,
+            if let Some(i) = ORDER.iter().position(|k| *k == kind) {
+                seen = seen.max(i + 1);
+            }
         }
     }
     Ok(ws)

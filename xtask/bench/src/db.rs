@@ -66,7 +66,13 @@ impl BenchDb {
                 psql(pg_admin_url, &format!("CREATE DATABASE {name}"))
                     .with_context(|| format!("creating PostgreSQL database {name}"))?;
                 let url = replace_database(pg_admin_url, &name)?;
-                Ok(Self { kind, url, sqlite_path: None, _dir: None, pg: Some((pg_admin_url.to_owned(), name)) })
+                Ok(Self {
+                    kind,
+                    url,
+                    sqlite_path: None,
+                    _dir: None,
+                    pg: Some((pg_admin_url.to_owned(), name)),
+                })
             }
         }
     }
@@ -85,12 +91,28 @@ impl BenchDb {
         }
         match self.kind {
             DbKind::Postgres => {
-                let sql = format!(
-                    "INSERT INTO tasks (kind, department, description, status, created_by, created_at, updated_at) \
-                     SELECT 'bench', 'preload', 'preloaded task ' || g, 'pending', '{created_by}', \
-                     now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' FROM generate_series(1, {n}) AS g"
-                );
-                psql(&self.url, &sql)
+                // One transaction per batch: within a single transaction every row's trigger
+                // updates the same counter row again, and each update walks the chain of that
+                // row's earlier versions (30,000 rows took 13 s in one statement, 1,000,000
+                // would take hours). Each `-c` runs in its own transaction.
+                const BATCH: u64 = 2_000;
+                let mut cmd = Command::new("psql");
+                cmd.arg(&self.url).args(["-v", "ON_ERROR_STOP=1", "-q"]);
+                let mut from = 1;
+                while from <= n {
+                    let to = (from + BATCH - 1).min(n);
+                    cmd.arg("-c").arg(format!(
+                        "INSERT INTO tasks (kind, department, description, status, created_by, created_at, updated_at) \
+                         SELECT 'bench', 'preload', 'preloaded task ' || g, 'pending', '{created_by}', \
+                         now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' FROM generate_series({from}, {to}) AS g"
+                    ));
+                    from = to + 1;
+                }
+                let out = cmd.stdin(Stdio::null()).output().context("running psql (is it installed?)")?;
+                if !out.status.success() {
+                    bail!("psql failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+                }
+                Ok(())
             }
             DbKind::Sqlite => {
                 let path = self.sqlite_path.as_ref().ok_or_else(|| anyhow!("no SQLite path"))?;

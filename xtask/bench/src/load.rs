@@ -1,5 +1,6 @@
 //! HTTP load: login, task creations (preload, paced mutations, bursts) and stats pollers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,18 +91,24 @@ impl Api {
         Ok(status)
     }
 
-    /// `pulse_stats_recomputes_total` from `GET /metrics`, if the server has that endpoint.
-    pub async fn stats_recomputes(&self) -> Option<u64> {
+    /// The counters of `GET /metrics` (Prometheus text; series of one name summed over their
+    /// labels), or None when the server has no such endpoint.
+    pub async fn metrics(&self) -> Option<BTreeMap<String, f64>> {
         let resp = self.http.get(format!("{}/metrics", self.base)).send().await.ok()?;
         if resp.status().as_u16() != 200 {
             return None;
         }
         let text = resp.text().await.ok()?;
-        text.lines()
-            .filter(|l| l.starts_with("pulse_stats_recomputes_total"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .map(|v| v as u64)
-            .reduce(|a, b| a + b)
+        let mut out = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            if let Some(v) = line.split_whitespace().last().and_then(|v| v.parse::<f64>().ok())
+                && !name.is_empty()
+            {
+                *out.entry(name.to_owned()).or_insert(0.0) += v;
+            }
+        }
+        Some(out)
     }
 }
 
@@ -166,25 +173,31 @@ pub struct Burst {
     pub ok: u64,
     /// Other outcomes.
     pub failed: u64,
+    /// Failed outcomes by HTTP status (0: no response).
+    pub failed_statuses: BTreeMap<u16, u64>,
 }
 
 /// `n` creations as fast as the server takes them, `concurrency` in flight.
 pub async fn burst(api: &Api, n: usize, concurrency: usize, base: Instant) -> Burst {
     let start_us = since(base);
-    let results: Vec<(bool, u64)> = futures_util::stream::iter(0..n)
+    let results: Vec<(u16, u64)> = futures_util::stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
             async move {
-                let ok = matches!(api.create_task(i as u64, "burst").await, Ok(201));
-                (ok, since(base))
+                let status = api.create_task(i as u64, "burst").await.unwrap_or(0);
+                (status, since(base))
             }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    let ok = results.iter().filter(|r| r.0).count() as u64;
-    let last_ok_us = results.iter().filter(|r| r.0).map(|r| r.1).max().unwrap_or(start_us);
-    Burst { start_us, last_ok_us, ok, failed: n as u64 - ok }
+    let ok = results.iter().filter(|r| r.0 == 201).count() as u64;
+    let last_ok_us = results.iter().filter(|r| r.0 == 201).map(|r| r.1).max().unwrap_or(start_us);
+    let mut failed_statuses = BTreeMap::new();
+    for r in results.iter().filter(|r| r.0 != 201) {
+        *failed_statuses.entry(r.0).or_insert(0) += 1;
+    }
+    Burst { start_us, last_ok_us, ok, failed: n as u64 - ok, failed_statuses }
 }
 
 /// What the pollers saw.
@@ -203,7 +216,8 @@ pub struct Poll {
 /// Polls the three stats endpoints in turn at `rate` requests/s for `secs`, over at most
 /// `connections` keep-alive connections (a request waits for a free one).
 pub async fn poll(base_url: &str, token: &str, rate: f64, secs: f64, connections: usize) -> Result<Poll> {
-    const PATHS: [&str; 3] = ["/api/v1/tasks/stats", "/api/v1/approvals/stats", "/api/v1/conversations/stats"];
+    const PATHS: [&str; 3] =
+        ["/api/v1/tasks/stats", "/api/v1/approvals/stats", "/api/v1/conversations/stats"];
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .tcp_nodelay(true)
@@ -216,7 +230,8 @@ pub async fn poll(base_url: &str, token: &str, rate: f64, secs: f64, connections
     for i in 0..total {
         sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
         let permit = sem.clone().acquire_owned().await?;
-        let (http, url, token) = (http.clone(), format!("{base_url}{}", PATHS[i as usize % 3]), token.to_owned());
+        let (http, url, token) =
+            (http.clone(), format!("{base_url}{}", PATHS[i as usize % 3]), token.to_owned());
         set.spawn(async move {
             let t = Instant::now();
             let ok = match http.get(url).bearer_auth(token).send().await {

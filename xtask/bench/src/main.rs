@@ -35,8 +35,8 @@ use crate::db::{BenchDb, DbKind, random_name};
 use crate::load::Api;
 use crate::procstat::{Machine, PhaseCost, Sample};
 use crate::report::{
-    BurstReport, ConnectReport, IdleReport, MutationReport, Pcts, PollReport, PreloadReport, Report, Settings,
-    VerifyReport,
+    BurstReport, ConnectReport, IdleReport, MutationReport, Pcts, PollReport, PreloadReport, Report,
+    Settings, VerifyReport,
 };
 use crate::server::{Server, ServerConfig};
 
@@ -222,7 +222,7 @@ async fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(_) => Err(anyhow::anyhow!("the run exceeded --max-run-secs {}", args.max_run_secs)),
             },
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
         };
         // Dropping the run above killed the server and dropped the database, whatever happened.
         match outcome {
@@ -254,6 +254,21 @@ async fn main() -> ExitCode {
         }
     }
     code
+}
+
+/// SIGINT or SIGTERM: the run is dropped, which kills the server and drops the database.
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// Checks that the server is still up after a phase.
@@ -293,6 +308,12 @@ async fn run_db(
         heartbeat_secs: args.heartbeat_secs,
         workers: args.workers,
         log_path,
+        // Every client uses the same token, so the same user: lift the per-user and
+        // per-process WebSocket limits above the fleet (servers without them ignore these).
+        extra_env: vec![
+            ("WS_MAX_CONNECTIONS_PER_USER".into(), (args.clients + 100).to_string()),
+            ("WS_MAX_CONNECTIONS".into(), (args.clients + 100).max(15_000).to_string()),
+        ],
     };
     let mut server = Server::start(&cfg).await?;
     let pool = args.burst_concurrency.max(16);
@@ -315,10 +336,12 @@ async fn run_db(
         api = api.rebase(server.base());
         "sql"
     };
-    let preload = PreloadReport { tasks: args.preload, method: method.into(), secs: t.elapsed().as_secs_f64() };
+    let preload =
+        PreloadReport { tasks: args.preload, method: method.into(), secs: t.elapsed().as_secs_f64() };
     let initial = api.tasks_stats().await?;
     if initial.total != i64::try_from(args.preload)? {
-        failures.push(format!("after the preload the API counts {} tasks, not {}", initial.total, args.preload));
+        failures
+            .push(format!("after the preload the API counts {} tasks, not {}", initial.total, args.preload));
     }
     let mut phases = Vec::new();
     let s_start = sample(&server)?;
@@ -339,7 +362,11 @@ async fn run_db(
     phases.push(PhaseCost::between("connect", &s_start, &s_conn));
     alive(&mut server, "the connect phase")?;
     if ready < args.clients {
-        failures.push(format!("{} of {} clients never got their snapshot", args.clients - ready, args.clients));
+        failures.push(format!(
+            "{} of {} clients never got their snapshot",
+            args.clients - ready,
+            args.clients
+        ));
     }
     progress(&format!("{ready} clients ready, {failed} failed"));
 
@@ -361,20 +388,27 @@ async fn run_db(
     // --- Paced mutations -----------------------------------------------------------------
     progress(&format!("{} mutations at {}/s", args.mutations, args.rate));
     let before_mutations = api.tasks_stats().await?.total;
+    let metrics_before = api.metrics().await;
     let s_mut0 = sample(&server)?;
     let muts = load::paced_mutations(&api, args.mutations, args.rate, base).await;
     let muts_ok = muts.iter().filter(|m| m.ok()).count();
     if muts_ok < muts.len() {
-        let statuses: BTreeMap<u16, usize> = muts.iter().filter(|m| !m.ok()).fold(BTreeMap::new(), |mut acc, m| {
-            *acc.entry(m.status).or_default() += 1;
-            acc
-        });
-        failures.push(format!("{} of {} mutations failed (status: count {statuses:?})", muts.len() - muts_ok, muts.len()));
+        let statuses: BTreeMap<u16, usize> =
+            muts.iter().filter(|m| !m.ok()).fold(BTreeMap::new(), |mut acc, m| {
+                *acc.entry(m.status).or_default() += 1;
+                acc
+            });
+        failures.push(format!(
+            "{} of {} mutations failed (status: count {statuses:?})",
+            muts.len() - muts_ok,
+            muts.len()
+        ));
     }
     let after_mutations = before_mutations + i64::try_from(muts_ok)?;
     let settle = Duration::from_secs(args.settle_timeout_secs);
     let with_last = fleet.wait_all_at_least(after_mutations, settle).await;
     let mutations_end_us = since(base);
+    let mutation_counters = counter_deltas(metrics_before.as_ref(), api.metrics().await.as_ref());
     let s_mut1 = sample(&server)?;
     let mut_cost = PhaseCost::between("mutations", &s_mut0, &s_mut1);
     let server_cpu_ms_per_mutation = 1000.0 * mut_cost.server_cpu_secs / muts.len().max(1) as f64;
@@ -386,23 +420,23 @@ async fn run_db(
     let mut expected_total = after_mutations;
     if args.burst > 0 {
         progress(&format!("burst of {} creations, {} in flight", args.burst, args.burst_concurrency));
-        let recomputes_before = api.stats_recomputes().await;
+        let metrics_before = api.metrics().await;
         let s_b0 = sample(&server)?;
         let b = load::burst(&api, args.burst, args.burst_concurrency, base).await;
         if b.failed > 0 {
-            failures.push(format!("{} of {} burst creations failed", b.failed, args.burst));
+            failures.push(format!(
+                "{} of {} burst creations failed (HTTP status: count, 0 = no response: {:?})",
+                b.failed, args.burst, b.failed_statuses
+            ));
         }
         expected_total = after_mutations + i64::try_from(b.ok)?;
         let with_final = fleet.wait_all_at_least(expected_total, settle).await;
-        let recomputes_after = api.stats_recomputes().await;
+        let metrics_after = api.metrics().await;
         let s_b1 = sample(&server)?;
         phases.push(PhaseCost::between("burst", &s_b0, &s_b1));
         alive(&mut server, "the burst")?;
-        let recomputes = match (recomputes_before, recomputes_after) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
-        burst_data = Some((b, with_final, recomputes));
+        let counters = counter_deltas(metrics_before.as_ref(), metrics_after.as_ref());
+        burst_data = Some((b, with_final, counters));
     }
 
     // --- Final check, disconnect -----------------------------------------------------------
@@ -421,8 +455,14 @@ async fn run_db(
     if args.poll_secs > 0 {
         progress(&format!("polling at {}/s for {} s", args.poll_rate, args.poll_secs));
         let s_p0 = sample(&server)?;
-        let p = load::poll(server.base(), api.token(), args.poll_rate, args.poll_secs as f64, args.poll_connections)
-            .await?;
+        let p = load::poll(
+            server.base(),
+            api.token(),
+            args.poll_rate,
+            args.poll_secs as f64,
+            args.poll_connections,
+        )
+        .await?;
         let s_p1 = sample(&server)?;
         let cost = PhaseCost::between("polling", &s_p0, &s_p1);
         alive(&mut server, "the polling")?;
@@ -495,12 +535,16 @@ async fn run_db(
         delivery_ratio: delivered as f64 / (outcomes.len() * muts_ok).max(1) as f64,
         clients_with_last_value: with_last,
         server_cpu_ms_per_mutation,
+        server_counters: mutation_counters,
         histogram,
     };
-    let burst = burst_data.map(|(b, with_final, recomputes)| burst_report(&outcomes, &b, after_mutations, with_final, recomputes, args.burst));
+    let burst = burst_data.map(|(b, with_final, counters)| {
+        burst_report(&outcomes, &b, after_mutations, with_final, counters, args.burst)
+    });
     let verify = verify_report(&outcomes, api_stats, expected_total);
     if api_stats.total != expected_total {
-        failures.push(format!("the API counts {} tasks, the bench expected {expected_total}", api_stats.total));
+        failures
+            .push(format!("the API counts {} tasks, the bench expected {expected_total}", api_stats.total));
     }
     if verify.clients_mismatched > 0 {
         failures.push(format!(
@@ -515,6 +559,13 @@ async fn run_db(
         machine: machine.clone(),
         settings: Settings {
             server_bin: server_bin.display().to_string(),
+            server_env: cfg
+                .extra_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain([format!("WS_HEARTBEAT_SECS={}", args.heartbeat_secs)])
+                .chain(args.workers.map(|w| format!("WORKERS={w}")))
+                .collect(),
             clients: args.clients,
             connect_concurrency: args.connect_concurrency,
             preload: args.preload,
@@ -542,7 +593,13 @@ async fn run_db(
     })
 }
 
-fn connect_report(outcomes: &[ClientOutcome], start_us: u64, before: &Sample, after: &Sample, clients: usize) -> ConnectReport {
+fn connect_report(
+    outcomes: &[ClientOutcome],
+    start_us: u64,
+    before: &Sample,
+    after: &Sample,
+    clients: usize,
+) -> ConnectReport {
     let ready = outcomes.iter().filter(|o| o.connect_us.is_some()).count();
     let mut per_client: Vec<u64> = outcomes.iter().filter_map(|o| o.connect_us).collect();
     let last_ready = outcomes.iter().filter_map(|o| o.ready_at_us).max().unwrap_or(start_us);
@@ -559,11 +616,36 @@ fn connect_report(outcomes: &[ClientOutcome], start_us: u64, before: &Sample, af
         per_client_ms: Pcts::from_us(&mut per_client),
         attempts: outcomes.iter().map(|o| u64::from(o.attempts)).sum(),
         errors,
-        snapshot_order_violations: outcomes.iter().filter(|o| o.connect_us.is_some() && !o.snapshot_order_ok).count(),
+        snapshot_order_violations: outcomes
+            .iter()
+            .filter(|o| o.connect_us.is_some() && !o.snapshot_order_ok)
+            .count(),
         rss_before_mib: before.rss_kib as f64 / 1024.0,
         rss_after_mib: after.rss_kib as f64 / 1024.0,
         rss_per_connection_kib: rss_delta_kib / ready.max(1) as f64,
     }
+}
+
+/// The server counters of interest (`GET /metrics`) that changed over a phase.
+fn counter_deltas(
+    before: Option<&BTreeMap<String, f64>>,
+    after: Option<&BTreeMap<String, f64>>,
+) -> Option<BTreeMap<String, f64>> {
+    const NAMES: [&str; 6] = [
+        "pulse_stats_recomputes_total",
+        "pulse_stats_recompute_failures_total",
+        "pulse_stats_values_published_total",
+        "pulse_stats_values_unchanged_total",
+        "pulse_ws_messages_sent_total",
+        "pulse_ws_messages_conflated_total",
+    ];
+    let (before, after) = (before?, after?);
+    Some(
+        NAMES
+            .iter()
+            .filter_map(|&n| Some((n.to_owned(), after.get(n)? - before.get(n).copied().unwrap_or(0.0))))
+            .collect(),
+    )
 }
 
 /// Latency of every (client, successful mutation) pair, µs, and how many pairs are missing
@@ -604,7 +686,7 @@ fn burst_report(
     b: &load::Burst,
     before: i64,
     with_final: usize,
-    recomputes: Option<u64>,
+    counters: Option<BTreeMap<String, f64>>,
     requested: usize,
 ) -> BurstReport {
     let target = before + i64::try_from(b.ok).unwrap_or(i64::MAX);
@@ -633,7 +715,12 @@ fn burst_report(
         messages_per_client_mean: counts.iter().sum::<u64>() as f64 / counts.len().max(1) as f64,
         messages_per_client_min: counts.iter().copied().min().unwrap_or(0),
         messages_per_client_max: counts.iter().copied().max().unwrap_or(0),
-        stats_recomputes: recomputes,
+        stats_recomputes: counters
+            .as_ref()
+            .and_then(|c| c.get("pulse_stats_recomputes_total"))
+            .map(|&v| v.max(0.0) as u64),
+        failed_statuses: b.failed_statuses.clone(),
+        server_counters: counters,
     }
 }
 

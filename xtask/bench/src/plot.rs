@@ -93,7 +93,7 @@ fn glyph(c: char) -> [u8; 5] {
         '.' => [0, 0, 0, 0, 0b010],
         '>' => [0b100, 0b010, 0b001, 0b010, 0b100],
         'm' => [0, 0, 0b111, 0b111, 0b101],
-        's' => [0, 0b011, 0b110, 0b011, 0b110],
+        's' => [0, 0b011, 0b100, 0b001, 0b110],
         _ => [0; 5],
     }
 }
@@ -156,7 +156,7 @@ pub fn histogram(path: &Path, values_us: &[u64], p50_us: u64, p99_us: u64) -> Re
         c.text(x.saturating_sub(text_width(&label) / 2), base_y + 10, &label, black);
     }
     let ox = LEFT + (BINS + 1) * slot;
-    c.text(ox.saturating_sub(4), base_y + 10, ">", [200, 40, 40]);
+    c.text(ox + 2, base_y + 26, ">", [200, 40, 40]);
     c.text(W - RIGHT - text_width("ms"), base_y + 26, "ms", black);
     for k in 0..=2 {
         let y = base_y - k * plot_h / 2;

@@ -28,6 +28,8 @@ pub struct Sample {
     pub rss_kib: u64,
     /// Peak resident set so far (VmHWM), KiB.
     pub hwm_kib: u64,
+    /// Threads of the process.
+    pub threads: u64,
     /// utime + stime of the bench itself, in seconds.
     pub bench_cpu_secs: f64,
 }
@@ -72,6 +74,7 @@ pub fn sample(pid: u32, tck: u64) -> Result<Sample> {
         cpu_secs: cpu,
         rss_kib: status_kib(&status, "VmRSS"),
         hwm_kib: status_kib(&status, "VmHWM"),
+        threads: status_kib(&status, "Threads"),
         bench_cpu_secs: cpu_secs("self", tck).unwrap_or(0.0),
     })
 }
@@ -96,6 +99,8 @@ pub struct PhaseCost {
     pub rss_end_mib: f64,
     /// Server VmHWM (peak RSS since the process started) at the end of the phase, MiB.
     pub peak_rss_mib: f64,
+    /// Server threads at the end of the phase.
+    pub threads_end: u64,
 }
 
 impl PhaseCost {
@@ -112,6 +117,7 @@ impl PhaseCost {
             rss_start_mib: a.rss_kib as f64 / 1024.0,
             rss_end_mib: b.rss_kib as f64 / 1024.0,
             peak_rss_mib: b.hwm_kib as f64 / 1024.0,
+            threads_end: b.threads,
         }
     }
 }
@@ -145,7 +151,9 @@ impl Machine {
         let meminfo = read("/proc/meminfo");
         let cpu_model = read("/proc/cpuinfo")
             .lines()
-            .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+            .find_map(|l| {
+                l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
             .unwrap_or_else(|| "unknown".to_owned());
         Self {
             nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

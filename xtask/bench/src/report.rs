@@ -78,6 +78,8 @@ impl Pcts {
 pub struct Settings {
     /// Server binary.
     pub server_bin: String,
+    /// Environment given to the server besides the database, secrets and `RUST_LOG=warn`.
+    pub server_env: Vec<String>,
     /// WebSocket clients.
     pub clients: usize,
     /// Connects in flight at once.
@@ -186,6 +188,8 @@ pub struct MutationReport {
     pub clients_with_last_value: usize,
     /// Server CPU seconds per mutation (the push to every client included).
     pub server_cpu_ms_per_mutation: f64,
+    /// Changes of the server's own counters over the phase, when `GET /metrics` exists.
+    pub server_counters: Option<BTreeMap<String, f64>>,
     /// The PNG's layout.
     pub histogram: Option<HistogramInfo>,
 }
@@ -218,6 +222,10 @@ pub struct BurstReport {
     pub messages_per_client_max: u64,
     /// `pulse_stats_recomputes_total` after − before, when `GET /metrics` exists.
     pub stats_recomputes: Option<u64>,
+    /// Failed creations by HTTP status (0: no response).
+    pub failed_statuses: BTreeMap<u16, u64>,
+    /// Changes of the server's own counters over the phase, when `GET /metrics` exists.
+    pub server_counters: Option<BTreeMap<String, f64>>,
 }
 
 /// Final check against the API.
@@ -302,6 +310,16 @@ pub struct Report {
     pub phases: Vec<PhaseCost>,
 }
 
+fn counters_line(c: Option<&BTreeMap<String, f64>>) -> String {
+    match c {
+        None => "Server counters: n/a (no /metrics).".into(),
+        Some(c) => format!(
+            "Server counters over the phase (/metrics): {}.",
+            c.iter().map(|(k, v)| format!("{k} +{v:.0}")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 fn opt_ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1} ms")).unwrap_or_else(|| "n/a".into())
 }
@@ -334,8 +352,8 @@ impl Report {
         let _ = writeln!(
             s,
             "Settings: {} clients ({} connecting at once), preload {} tasks ({}, {:.1} s), {} mutations at {}/s, \
-             burst {} ({} in flight), idle {} s, heartbeat {} s, polling {}/s for {} s. Server: `{}`. \
-             Bench and server share the machine: client-side work competes with the server for the cores.\n",
+             burst {} ({} in flight), idle {} s, heartbeat {} s, polling {}/s for {} s. Server: `{}` with {}. \
+             Bench and server share the machine: client-side work competes with the server for the cores.{}\n",
             st.clients,
             st.connect_concurrency,
             self.preload.tasks,
@@ -349,7 +367,13 @@ impl Report {
             st.heartbeat_secs,
             st.poll_rate,
             st.poll_secs,
-            st.server_bin
+            st.server_bin,
+            st.server_env.join(" "),
+            if self.db == "postgres" {
+                " Server CPU and RSS are the `server` process only: PostgreSQL's own processes are not counted."
+            } else {
+                ""
+            }
         );
 
         let c = &self.connect;
@@ -360,7 +384,10 @@ impl Report {
              snapshot order violations: {}.\n",
             c.ready, c.clients, c.failed, c.attempts, c.total_secs, c.snapshot_order_violations
         );
-        let _ = writeln!(s, "| per client (ms) | n | p50 | p95 | p99 | max | mean |\n|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| per client (ms) | n | p50 | p95 | p99 | max | mean |\n|---|---|---|---|---|---|---|"
+        );
         let _ = writeln!(s, "| connect + snapshot | {} |\n", c.per_client_ms.row());
         for (e, n) in &c.errors {
             let _ = writeln!(s, "- failed attempts: {n} × {e}");
@@ -386,7 +413,13 @@ impl Report {
             s,
             "{} of {} mutations succeeded at {:.1}/s achieved; {} (client, mutation) pairs, \
              **{} not delivered** within the pair timeout; {} of {} clients hold the last value.\n",
-            mu.ok, mu.sent, mu.achieved_rate, mu.pairs, mu.pairs_missing, mu.clients_with_last_value, c.clients
+            mu.ok,
+            mu.sent,
+            mu.achieved_rate,
+            mu.pairs,
+            mu.pairs_missing,
+            mu.clients_with_last_value,
+            c.clients
         );
         let _ = writeln!(s, "| ms | n | p50 | p95 | p99 | max | mean |\n|---|---|---|---|---|---|---|");
         let _ = writeln!(s, "| send → client has value | {} |", mu.latency_ms.row());
@@ -394,8 +427,12 @@ impl Report {
         let _ = writeln!(
             s,
             "Messages delivered: {} stats:tasks ({:.0} per second; {:.3} of clients × mutations). \
-             Server CPU per mutation (push to every client included): {:.2} ms.\n",
-            mu.messages_delivered, mu.messages_per_sec, mu.delivery_ratio, mu.server_cpu_ms_per_mutation
+             Server CPU per mutation (push to every client included): {:.2} ms. {}\n",
+            mu.messages_delivered,
+            mu.messages_per_sec,
+            mu.delivery_ratio,
+            mu.server_cpu_ms_per_mutation,
+            counters_line(mu.server_counters.as_ref())
         );
         if let Some(h) = &mu.histogram {
             let _ = writeln!(
@@ -411,10 +448,15 @@ impl Report {
             let _ = writeln!(s, "## Burst\n");
             let _ = writeln!(
                 s,
-                "{} creations ({} failed) in {:.2} s = {:.0}/s. Last commit (last 2xx) → every client holds \
+                "{} creations ({} failed{}) in {:.2} s = {:.0}/s. Last commit (last 2xx) → every client holds \
                  the final value: **{}** ({} of {} clients have it). Stats recomputes: {}.\n",
                 b.ok,
                 b.failed,
+                if b.failed_statuses.is_empty() {
+                    String::new()
+                } else {
+                    format!(", HTTP status: count {:?}", b.failed_statuses)
+                },
                 b.secs,
                 b.creations_per_sec,
                 opt_ms(b.last_commit_to_all_clients_ms),
@@ -423,12 +465,20 @@ impl Report {
                 b.stats_recomputes.map(|n| n.to_string()).unwrap_or_else(|| "n/a (no /metrics)".into())
             );
             let _ = writeln!(s, "| ms | n | p50 | p95 | p99 | max | mean |\n|---|---|---|---|---|---|---|");
-            let _ = writeln!(s, "| last 2xx → client has final value | {} |\n", b.per_client_ms.row());
+            let _ = writeln!(
+                s,
+                "| last 2xx → client has final value (negative: before the bench saw the response) | {} |\n",
+                b.per_client_ms.row()
+            );
             let _ = writeln!(
                 s,
                 "stats:tasks messages per client during the burst: mean {:.1}, min {}, max {} \
-                 (for {} creations: conflation).\n",
-                b.messages_per_client_mean, b.messages_per_client_min, b.messages_per_client_max, b.ok
+                 (for {} creations: conflation). {}\n",
+                b.messages_per_client_mean,
+                b.messages_per_client_min,
+                b.messages_per_client_max,
+                b.ok,
+                counters_line(b.server_counters.as_ref())
             );
         }
 
@@ -438,7 +488,9 @@ impl Report {
             s,
             "`GET /api/v1/tasks/stats` = {} (expected total {}); clients matching: {}, mismatched: {}, \
              dropped by the server: {}.\n",
-            v.api_stats.map(|a| serde_json::to_string(&a).unwrap_or_default()).unwrap_or_else(|| "n/a".into()),
+            v.api_stats
+                .map(|a| serde_json::to_string(&a).unwrap_or_default())
+                .unwrap_or_else(|| "n/a".into()),
             v.expected_total,
             v.clients_matching,
             v.clients_mismatched,
@@ -475,13 +527,13 @@ impl Report {
         let _ = writeln!(s, "## Server cost per phase\n");
         let _ = writeln!(
             s,
-            "| phase | wall s | server CPU s | % of a core | bench CPU s | RSS start MiB | RSS end MiB | peak RSS MiB |\n\
-             |---|---|---|---|---|---|---|---|"
+            "| phase | wall s | server CPU s | % of a core | bench CPU s | RSS start MiB | RSS end MiB | peak RSS MiB | threads at end |\n\
+             |---|---|---|---|---|---|---|---|---|"
         );
         for p in &self.phases {
             let _ = writeln!(
                 s,
-                "| {} | {:.2} | {:.3} | {:.1} | {:.3} | {:.1} | {:.1} | {:.1} |",
+                "| {} | {:.2} | {:.3} | {:.1} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
                 p.name,
                 p.wall_secs,
                 p.server_cpu_secs,
@@ -489,7 +541,8 @@ impl Report {
                 p.bench_cpu_secs,
                 p.rss_start_mib,
                 p.rss_end_mib,
-                p.peak_rss_mib
+                p.peak_rss_mib,
+                p.threads_end
             );
         }
         s

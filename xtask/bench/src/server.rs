@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub workers: Option<usize>,
     /// Where its stdout and stderr go (appended).
     pub log_path: PathBuf,
+    /// More environment variables (set last).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// A running server; killed when dropped.
@@ -84,6 +86,7 @@ impl Server {
         if let Some(w) = cfg.workers {
             cmd.env("WORKERS", w.to_string());
         }
+        cmd.envs(cfg.extra_env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().with_context(|| format!("starting {}", cfg.bin.display()))?;
         let pid = child.id().context("server pid")?;
         let base = format!("http://127.0.0.1:{port}");
@@ -91,7 +94,10 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait()? {
-                bail!("the server exited during start-up ({status}); its log:\n{}", tail(&cfg.log_path, 3000));
+                bail!(
+                    "the server exited during start-up ({status}); its log:\n{}",
+                    tail(&cfg.log_path, 3000)
+                );
             }
             if let Ok(r) = http.get(format!("{base}/healthz")).send().await
                 && r.status().is_success()
@@ -99,7 +105,10 @@ impl Server {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("the server did not answer /healthz within 60 s; its log:\n{}", tail(&cfg.log_path, 3000));
+                bail!(
+                    "the server did not answer /healthz within 60 s; its log:\n{}",
+                    tail(&cfg.log_path, 3000)
+                );
             }
             sleep(Duration::from_millis(50)).await;
         }

@@ -2,6 +2,8 @@ import type { ReactNode } from 'react';
 import type { Session } from '../lib/auth';
 import { Link, usePathname } from '../lib/router';
 import { ConnectionIndicator } from './ConnectionIndicator';
+import { Presence } from './Presence';
+import { Toasts } from './Toasts';
 import { StatBadges } from './StatBadges';
 
 const NAV = [
@@ -37,6 +39,7 @@ export function Layout({ session, onLogout, children }: { session: Session; onLo
           ))}
         </nav>
         <div className="topbar-right">
+          <Presence me={session.user.username} />
           <ConnectionIndicator />
           <div className="user" data-testid="current-user">
             <span className="user-name">{session.user.username}</span>
@@ -51,6 +54,7 @@ export function Layout({ session, onLogout, children }: { session: Session; onLo
         <StatBadges />
         {children}
       </main>
+      <Toasts />
     </div>
   );
 }

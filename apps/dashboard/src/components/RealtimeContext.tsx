@@ -1,6 +1,9 @@
 import { createContext, useContext } from 'react';
+import { ToastStore } from '../lib/notifications';
+import { PresenceStore, TypingStore } from '../realtime/LiveState';
 import { StatsHistory } from '../realtime/StatsHistory';
 import type { TabRole } from '../realtime/TabCoordinator';
+import type { TopicError } from '../realtime/topics';
 import type { ConnectionStatus } from '../realtime/types';
 
 export interface RealtimeState {
@@ -8,6 +11,12 @@ export interface RealtimeState {
   role: TabRole;
   reconnect: () => void;
   history: StatsHistory;
+  /** Sends a client message (typing…) on the shared socket. */
+  send: (message: unknown) => boolean;
+  presence: PresenceStore;
+  typing: TypingStore;
+  toasts: ToastStore;
+  topicError: TopicError | null;
 }
 
 export const RealtimeContext = createContext<RealtimeState>({
@@ -15,6 +24,11 @@ export const RealtimeContext = createContext<RealtimeState>({
   role: 'pending',
   reconnect: () => {},
   history: new StatsHistory(),
+  send: () => false,
+  presence: new PresenceStore(),
+  typing: new TypingStore(),
+  toasts: new ToastStore(),
+  topicError: null,
 });
 
 export const useRealtime = () => useContext(RealtimeContext);

@@ -81,6 +81,11 @@ export function describeError(err: unknown): string {
   return 'Something went wrong.';
 }
 
+/** The message for a refused optimistic change (already undone on screen). */
+export function undoneMessage(err: unknown): string {
+  return `${describeError(err)} The change was undone.`;
+}
+
 export interface RequestOptions {
   method?: string;
   body?: unknown;

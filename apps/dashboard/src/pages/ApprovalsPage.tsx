@@ -1,10 +1,11 @@
 import { useState, type FormEvent } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
 import { Empty, ListFooter, PageHeader, StatusPill } from '../components/common';
-import { describeError } from '../lib/api';
+import { describeError, undoneMessage } from '../lib/api';
 import { canDecideApprovals, useSession } from '../lib/auth';
 import { fullTime, humanize, timeAgo } from '../lib/format';
 import {
+  isTemp,
   useApprovals,
   useCreateApproval,
   useDecideApproval,
@@ -24,14 +25,16 @@ function NewApprovalForm({ onError }: { onError: (m: string | null) => void }) {
       return;
     }
     setInvalid(null);
+    const typed = summary;
+    setSummary('');
     create.mutate(
       { kind: kind.trim(), summary: summary.trim() },
       {
-        onSuccess: () => {
-          setSummary('');
-          onError(null);
+        onSuccess: () => onError(null),
+        onError: (err) => {
+          setSummary((v) => v || typed);
+          onError(undoneMessage(err));
         },
-        onError: (err) => onError(describeError(err)),
       },
     );
   };
@@ -74,18 +77,22 @@ function ApprovalRow({ item, canDecide, onError }: { item: Approval; canDecide: 
   const [rejecting, setRejecting] = useState(false);
   const [reason, setReason] = useState('');
   const busy = decide.isPending || execute.isPending;
+  const temp = isTemp(item);
   const handlers = {
-    onSuccess: () => {
-      setRejecting(false);
-      onError(null);
-    },
-    onError: (err: unknown) => onError(describeError(err)),
+    onSuccess: () => onError(null),
+    onError: (err: unknown) => onError(undoneMessage(err)),
   };
   const reasonText = typeof item.reason === 'string' && item.reason ? item.reason : null;
 
   return (
-    <tr data-testid="approval-row" data-id={item.id} data-status={item.status}>
-      <td className="cell-id col-optional">#{item.id}</td>
+    <tr
+      data-testid="approval-row"
+      data-id={item.id}
+      data-status={item.status}
+      data-saving={busy || temp ? 'true' : undefined}
+      className={busy || temp ? 'row-saving' : undefined}
+    >
+      <td className="cell-id col-optional">{temp ? '…' : `#${item.id}`}</td>
       <td>
         <div className="cell-main">{item.summary}</div>
         <div className="cell-sub">
@@ -100,7 +107,9 @@ function ApprovalRow({ item, canDecide, onError }: { item: Approval; canDecide: 
         {timeAgo(item.createdAt)}
       </td>
       <td className="cell-actions">
-        {!canDecide ? (
+        {temp ? (
+          <span className="muted small">Saving…</span>
+        ) : !canDecide ? (
           item.status === 'pending' || item.status === 'approved' ? (
             <span className="muted small">Needs a manager</span>
           ) : null
@@ -109,6 +118,7 @@ function ApprovalRow({ item, canDecide, onError }: { item: Approval; canDecide: 
             className="inline-form"
             onSubmit={(e) => {
               e.preventDefault();
+              setRejecting(false);
               decide.mutate({ id: item.id, decision: 'rejected', reason: reason.trim() || undefined }, handlers);
             }}
           >

@@ -1,9 +1,11 @@
 import { useState, type FormEvent } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
 import { Empty, ListFooter, PageHeader, StatusPill } from '../components/common';
-import { describeError } from '../lib/api';
+import { describeError, undoneMessage } from '../lib/api';
 import { fullTime, humanize, timeAgo } from '../lib/format';
+import { Link } from '../lib/router';
 import {
+  isTemp,
   useConversations,
   useCreateConversation,
   useEscalateConversation,
@@ -26,15 +28,18 @@ function NewConversationForm({ onError }: { onError: (m: string | null) => void 
       return;
     }
     setInvalid(null);
+    const typed = { guestName, subject };
+    setGuestName('');
+    setSubject('');
     create.mutate(
       { guestName: guestName.trim(), channel: channel.trim(), subject: subject.trim() },
       {
-        onSuccess: () => {
-          setGuestName('');
-          setSubject('');
-          onError(null);
+        onSuccess: () => onError(null),
+        onError: (err) => {
+          setGuestName((v) => v || typed.guestName);
+          setSubject((v) => v || typed.subject);
+          onError(undoneMessage(err));
         },
-        onError: (err) => onError(describeError(err)),
       },
     );
   };
@@ -83,6 +88,7 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
   const [reason, setReason] = useState('');
   const [reasonMissing, setReasonMissing] = useState(false);
   const busy = escalate.isPending || resolve.isPending;
+  const temp = isTemp(item);
   const why =
     (typeof item.escalationReason === 'string' && item.escalationReason) ||
     (typeof item.reason === 'string' && item.reason) ||
@@ -94,24 +100,38 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
       setReasonMissing(true);
       return;
     }
+    setEscalating(false);
     escalate.mutate(
       { id: item.id, reason: reason.trim() },
       {
         onSuccess: () => {
-          setEscalating(false);
           setReason('');
           onError(null);
         },
-        onError: (err) => onError(describeError(err)),
+        onError: (err) => onError(undoneMessage(err)),
       },
     );
   };
 
   return (
-    <tr data-testid="conversation-row" data-id={item.id} data-state={item.state}>
-      <td className="cell-id col-optional">#{item.id}</td>
+    <tr
+      data-testid="conversation-row"
+      data-id={item.id}
+      data-state={item.state}
+      data-saving={busy || temp ? 'true' : undefined}
+      className={busy || temp ? 'row-saving' : undefined}
+    >
+      <td className="cell-id col-optional">{temp ? '…' : `#${item.id}`}</td>
       <td>
-        <div className="cell-main">{item.subject}</div>
+        <div className="cell-main">
+          {temp ? (
+            item.subject
+          ) : (
+            <Link to={`/conversations/${item.id}`} className="row-link" data-testid="conversation-open">
+              {item.subject}
+            </Link>
+          )}
+        </div>
         <div className="cell-sub">
           {item.guestName} · {humanize(item.channel)}
           {item.state === 'escalated' && why ? ` · Escalated: ${why}` : ''}
@@ -124,7 +144,9 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
         {timeAgo(item.updatedAt ?? item.createdAt)}
       </td>
       <td className="cell-actions">
-        {escalating ? (
+        {temp ? (
+          <span className="muted small">Saving…</span>
+        ) : escalating ? (
           <form className="inline-form" onSubmit={submitEscalate} noValidate>
             <input
               aria-label="Reason for escalating"
@@ -168,7 +190,7 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
                 onClick={() =>
                   resolve.mutate(item.id, {
                     onSuccess: () => onError(null),
-                    onError: (err) => onError(describeError(err)),
+                    onError: (err) => onError(undoneMessage(err)),
                   })
                 }
               >

@@ -1,9 +1,9 @@
 import { useState, type FormEvent } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
 import { Empty, ListFooter, PageHeader, StatusPill, useDebounced } from '../components/common';
-import { describeError } from '../lib/api';
+import { describeError, undoneMessage } from '../lib/api';
 import { fullTime, humanize, timeAgo } from '../lib/format';
-import { useAssignTask, useCompleteTask, useCreateTask, useTasks, type Task } from '../lib/resources';
+import { isTemp, useAssignTask, useCompleteTask, useCreateTask, useTasks, type Task } from '../lib/resources';
 
 const TYPES = ['housekeeping', 'maintenance', 'room_service', 'concierge', 'front_desk', 'laundry'];
 const DEPARTMENTS = ['housekeeping', 'maintenance', 'front_desk', 'kitchen', 'concierge', 'security'];
@@ -23,6 +23,10 @@ function NewTaskForm({ onError }: { onError: (m: string | null) => void }) {
       return;
     }
     setInvalid(null);
+    const typed = { description, assignee };
+    // The new task shows in the list at once; the form is ready for the next one.
+    setDescription('');
+    setAssignee('');
     create.mutate(
       {
         type: type.trim(),
@@ -31,12 +35,13 @@ function NewTaskForm({ onError }: { onError: (m: string | null) => void }) {
         ...(assignee.trim() ? { assignee: assignee.trim() } : {}),
       },
       {
-        onSuccess: () => {
-          setDescription('');
-          setAssignee('');
-          onError(null);
+        onSuccess: () => onError(null),
+        onError: (err) => {
+          // Give the text back so nothing typed is lost.
+          setDescription((d) => d || typed.description);
+          setAssignee((a) => a || typed.assignee);
+          onError(undoneMessage(err));
         },
-        onError: (err) => onError(describeError(err)),
       },
     );
   };
@@ -98,25 +103,30 @@ function TaskRow({ task, onError }: { task: Task; onError: (m: string | null) =>
   const [assigning, setAssigning] = useState(false);
   const [assignee, setAssignee] = useState(task.assignee ?? '');
   const busy = assign.isPending || complete.isPending;
+  const temp = isTemp(task);
 
   const submitAssign = (e: FormEvent) => {
     e.preventDefault();
     if (!assignee.trim()) return;
+    setAssigning(false);
     assign.mutate(
       { id: task.id, assignee: assignee.trim() },
       {
-        onSuccess: () => {
-          setAssigning(false);
-          onError(null);
-        },
-        onError: (err) => onError(describeError(err)),
+        onSuccess: () => onError(null),
+        onError: (err) => onError(undoneMessage(err)),
       },
     );
   };
 
   return (
-    <tr data-testid="task-row" data-id={task.id} data-status={task.status}>
-      <td className="cell-id col-optional">#{task.id}</td>
+    <tr
+      data-testid="task-row"
+      data-id={task.id}
+      data-status={task.status}
+      data-saving={busy || temp ? 'true' : undefined}
+      className={busy || temp ? 'row-saving' : undefined}
+    >
+      <td className="cell-id col-optional">{temp ? '…' : `#${task.id}`}</td>
       <td>
         <div className="cell-main">{task.description}</div>
         <div className="cell-sub">
@@ -131,7 +141,9 @@ function TaskRow({ task, onError }: { task: Task; onError: (m: string | null) =>
         {timeAgo(task.createdAt)}
       </td>
       <td className="cell-actions">
-        {task.status !== 'completed' &&
+        {temp ? (
+          <span className="muted small">Saving…</span>
+        ) : task.status !== 'completed' &&
           (assigning ? (
             <form className="inline-form" onSubmit={submitAssign}>
               <input
@@ -162,7 +174,7 @@ function TaskRow({ task, onError }: { task: Task; onError: (m: string | null) =>
                 onClick={() =>
                   complete.mutate(task.id, {
                     onSuccess: () => onError(null),
-                    onError: (err) => onError(describeError(err)),
+                    onError: (err) => onError(undoneMessage(err)),
                   })
                 }
               >

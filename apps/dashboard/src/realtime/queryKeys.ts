@@ -6,5 +6,7 @@ export const queryKeys = {
   tasks: ['tasks'] as const,
   approvals: ['approvals'] as const,
   conversations: ['conversations'] as const,
+  /** One conversation: under the `conversations` prefix, so a pushed change refreshes it too. */
+  conversation: (id: number) => ['conversations', 'detail', id] as const,
   me: ['me'] as const,
 };

@@ -9,6 +9,7 @@ import {
   type LockManagerLike,
   type TabRole,
 } from './TabCoordinator';
+import { STATS_TOPICS, type TopicError } from './topics';
 import type { AuthCheck, ConnectionStatus, ServerMessage, Timers, WebSocketFactory } from './types';
 
 /** Everything the hook takes from the browser, replaceable in tests. */
@@ -17,8 +18,15 @@ export interface RealtimeDeps {
   locks: LockManagerLike | null;
   createChannel: ChannelFactory | null;
   checkAuth: (token: string) => Promise<AuthCheck>;
-  wsUrl: (token: string) => string;
+  /** The URL of one attempt; `topics` are the topics the connection should start with. */
+  wsUrl: (token: string, topics?: readonly string[]) => string;
+  /** Whether this page is visible (its `viewing` wins after a reconnect). */
+  isVisible?: () => boolean;
   timers?: Timers;
+  now?: () => number;
+  /** Tab heartbeat/expiry on the BroadcastChannel (see TabCoordinator). */
+  tabHeartbeatMs?: number;
+  tabExpiryMs?: number;
   random?: () => number;
   /** Extra options for the socket (backoff, heartbeat…). */
   socketOptions?: Partial<
@@ -26,9 +34,14 @@ export interface RealtimeDeps {
   >;
 }
 
-export function browserWsUrl(token: string, loc: Pick<Location, 'protocol' | 'host'> = window.location): string {
+export function browserWsUrl(
+  token: string,
+  topics?: readonly string[],
+  loc: Pick<Location, 'protocol' | 'host'> = window.location,
+): string {
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${loc.host}/ws?token=${encodeURIComponent(token)}`;
+  const t = topics ? `&topics=${topics.map(encodeURIComponent).join(',')}` : '';
+  return `${scheme}//${loc.host}/ws?token=${encodeURIComponent(token)}${t}`;
 }
 
 export async function checkTokenWithApi(token: string): Promise<AuthCheck> {
@@ -51,7 +64,8 @@ export function defaultRealtimeDeps(): RealtimeDeps {
         ? (name) => new BroadcastChannel(name) as unknown as ReturnType<ChannelFactory>
         : null,
     checkAuth: checkTokenWithApi,
-    wsUrl: (token) => browserWsUrl(token),
+    wsUrl: (token, topics) => browserWsUrl(token, topics),
+    isVisible: () => typeof document === 'undefined' || document.visibilityState !== 'hidden',
   };
 }
 
@@ -62,8 +76,16 @@ export interface UseWebSocketOptions {
   onUnauthorized: () => void;
   history?: StatsHistory;
   deps?: Partial<RealtimeDeps>;
-  /** Observe every message this tab applies (tests, debugging). */
+  /** Every message this tab applies (presence, typing, personal events; tests, debugging). */
   onMessage?: (msg: ServerMessage) => void;
+  /**
+   * The topics this tab needs (default: the three stats topics). A change is applied with
+   * subscribe/unsubscribe on the open connection, never by reconnecting; with several tabs
+   * the leader keeps the union of all tabs' topics.
+   */
+  topics?: readonly string[];
+  /** The page this tab shows, sent as `viewing` (presence) on connect and on every change. */
+  viewing?: string | null;
 }
 
 export interface UseWebSocketResult {
@@ -71,23 +93,43 @@ export interface UseWebSocketResult {
   role: TabRole;
   /** Skip the current backoff wait. */
   reconnect: () => void;
+  /** Sends a client message (e.g. typing) on the shared socket, through the leader tab if needed. */
+  send: (message: unknown) => boolean;
+  /** The last refused topic request (`unknown_topic`), or null. */
+  topicError: TopicError | null;
 }
+
+const DEFAULT_TOPICS: readonly string[] = STATS_TOPICS;
 
 /**
  * Keeps the dashboard live: one WebSocket per browser (leader tab via Web Locks, relayed to
  * the other tabs over BroadcastChannel), every message written into the react-query cache.
  */
-export function useWebSocket({ token, onUnauthorized, history, deps, onMessage }: UseWebSocketOptions): UseWebSocketResult {
+export function useWebSocket({
+  token,
+  onUnauthorized,
+  history,
+  deps,
+  onMessage,
+  topics = DEFAULT_TOPICS,
+  viewing = null,
+}: UseWebSocketOptions): UseWebSocketResult {
   const queryClient = useQueryClient();
   const [status, setStatus] = useState<ConnectionStatus>(token ? 'reconnecting' : 'offline');
   const [role, setRole] = useState<TabRole>('pending');
+  const [topicError, setTopicError] = useState<TopicError | null>(null);
   const coordinatorRef = useRef<TabCoordinator | null>(null);
   const unauthorizedRef = useRef(onUnauthorized);
   const onMessageRef = useRef(onMessage);
   const depsRef = useRef(deps);
+  const topicsRef = useRef(topics);
+  const viewingRef = useRef(viewing);
   unauthorizedRef.current = onUnauthorized;
   onMessageRef.current = onMessage;
   depsRef.current = deps;
+  topicsRef.current = topics;
+  viewingRef.current = viewing;
+  const topicsKey = [...new Set(topics)].sort().join(',');
 
   useEffect(() => {
     if (!token) {
@@ -106,9 +148,18 @@ export function useWebSocket({ token, onUnauthorized, history, deps, onMessage }
     const coordinator = new TabCoordinator({
       locks: d.locks,
       createChannel: d.createChannel,
+      initialTopics: [...topicsRef.current],
+      isVisible: d.isVisible,
+      ...(d.timers ? { timers: d.timers } : {}),
+      ...(d.now ? { now: d.now } : {}),
+      ...(d.tabHeartbeatMs !== undefined ? { tabHeartbeatMs: d.tabHeartbeatMs } : {}),
+      ...(d.tabExpiryMs !== undefined ? { tabExpiryMs: d.tabExpiryMs } : {}),
+      onTopicError: (e) => {
+        if (typeof console !== 'undefined') console.warn(`Pulse: topic refused: ${e.message}`);
+      },
       createConnection: (handlers) => {
         const socket = new ReconnectingSocket({
-          url: () => d.wsUrl(token),
+          url: () => d.wsUrl(token, handlers.topics()),
           createSocket: d.createSocket,
           checkAuth: () => d.checkAuth(token),
           onMessage: handlers.onMessage,
@@ -123,6 +174,14 @@ export function useWebSocket({ token, onUnauthorized, history, deps, onMessage }
       },
       onMessage: (msg) => {
         sync.handle(msg);
+        if (msg.type === 'error') {
+          const p = msg.payload as { code?: unknown; message?: unknown } | undefined;
+          if (p?.code === 'unknown_topic') {
+            setTopicError({ code: 'unknown_topic', message: typeof p.message === 'string' ? p.message : 'unknown topic' });
+          }
+        } else if (msg.type === 'connected') {
+          setTopicError(null);
+        }
         onMessageRef.current?.(msg);
       },
       onStatus: (s) => setStatus(s),
@@ -134,17 +193,49 @@ export function useWebSocket({ token, onUnauthorized, history, deps, onMessage }
     });
     coordinatorRef.current = coordinator;
     coordinator.start();
+    if (viewingRef.current) coordinator.setViewing(viewingRef.current);
 
     const onOnline = () => coordinator.reconnectNow();
-    if (typeof window !== 'undefined') window.addEventListener('online', onOnline);
+    const onPageHide = () => coordinator.bye();
+    const onPageShow = (e: PageTransitionEvent) => {
+      if (e.persisted) coordinator.announce();
+    };
+    // Back on this tab: what it shows is what the user looks at.
+    const onVisible = () => {
+      if (typeof document !== 'undefined' && document.visibilityState === 'visible' && viewingRef.current) {
+        coordinator.setViewing(viewingRef.current);
+      }
+    };
+    if (typeof window !== 'undefined') {
+      window.addEventListener('online', onOnline);
+      window.addEventListener('pagehide', onPageHide);
+      window.addEventListener('pageshow', onPageShow);
+      document.addEventListener('visibilitychange', onVisible);
+    }
     return () => {
-      if (typeof window !== 'undefined') window.removeEventListener('online', onOnline);
+      if (typeof window !== 'undefined') {
+        window.removeEventListener('online', onOnline);
+        window.removeEventListener('pagehide', onPageHide);
+        window.removeEventListener('pageshow', onPageShow);
+        document.removeEventListener('visibilitychange', onVisible);
+      }
       coordinator.stop();
       if (coordinatorRef.current === coordinator) coordinatorRef.current = null;
     };
   }, [token, queryClient, history]);
 
-  const reconnect = useCallback(() => coordinatorRef.current?.reconnectNow(), []);
+  // Route changes: subscribe/unsubscribe on the open connection (never a reconnect).
+  useEffect(() => {
+    coordinatorRef.current?.setTopics(topicsKey ? topicsKey.split(',') : []);
+  }, [topicsKey]);
 
-  return { status: token ? status : 'offline', role, reconnect };
+  useEffect(() => {
+    const c = coordinatorRef.current;
+    if (viewing && c && c.currentViewing !== viewing) c.setViewing(viewing);
+  }, [viewing]);
+
+  const reconnect = useCallback(() => coordinatorRef.current?.reconnectNow(), []);
+  const send = useCallback((message: unknown) => coordinatorRef.current?.send(message) ?? false, []);
+
+  return { status: token ? status : 'offline', role, reconnect, send, topicError };
 }
