@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo xtask ci            # all of the below, in order
-//! cargo xtask fmt|lint|layers|test|dashboard|integration|e2e
+//! cargo xtask fmt|lint|layers|test|dashboard|integration|e2e|bench-smoke
+//! cargo xtask bench [BENCH ARGS]   # the load bench, release build (xtask/bench/README.md)
 //! ```
 
 // A command-line tool: printing is its job (the lint is for libraries).
@@ -22,11 +23,29 @@ fn main() -> anyhow::Result<()> {
     let task = args.first().map(String::as_str).unwrap_or("help");
     let root = project_root();
     std::env::set_current_dir(&root)?;
+    if task == "bench" {
+        return bench(&args[1..]);
+    }
     let steps: Vec<&str> = match task {
-        "ci" => vec!["postgres", "fmt", "lint", "layers", "test", "dashboard", "integration", "e2e"],
-        "fmt" | "lint" | "layers" | "test" | "dashboard" | "integration" | "e2e" | "postgres" => vec![task],
+        "ci" => vec![
+            "postgres",
+            "fmt",
+            "lint",
+            "layers",
+            "test",
+            "dashboard",
+            "integration",
+            "e2e",
+            "bench-smoke",
+        ],
+        "fmt" | "lint" | "layers" | "test" | "dashboard" | "integration" | "e2e" | "postgres"
+        | "bench-smoke" => {
+            vec![task]
+        }
         _ => {
-            eprintln!("usage: cargo xtask <ci|fmt|lint|layers|test|dashboard|integration|e2e>");
+            eprintln!(
+                "usage: cargo xtask <ci|fmt|lint|layers|test|dashboard|integration|e2e|bench-smoke>\n       cargo xtask bench [ARGS]"
+            );
             return Ok(());
         }
     };
@@ -51,6 +70,7 @@ fn run_step(step: &str) -> anyhow::Result<()> {
         "dashboard" => dashboard(),
         "integration" => integration(),
         "e2e" => e2e(),
+        "bench-smoke" => bench_smoke(),
         other => bail!("unknown step {other}"),
     }
 }
@@ -184,4 +204,31 @@ fn e2e() -> anyhow::Result<()> {
         npm(&["ci", "--no-audit", "--no-fund"])?;
     }
     run(Command::new("node").arg("e2e/run.mjs").current_dir("apps/dashboard").env("PULSE_SERVER_BIN", &bin))
+}
+
+/// The load bench at full size (or as `args` say), against a release build of the server.
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    cargo(&["build", "--release", "-p", "server"])?;
+    let server = std::fs::canonicalize(target_dir().join("release/server"))?;
+    let mut command = Command::new("cargo");
+    command.args(["run", "--release", "-p", "bench", "--", "--server-bin"]).arg(&server).args(args);
+    run(&mut command)
+}
+
+/// The bench at smoke size on both databases, against the debug server: it keeps the bench
+/// working and asserts no timing (CI).
+fn bench_smoke() -> anyhow::Result<()> {
+    let server = server_binary()?;
+    let mut command = Command::new("cargo");
+    command
+        .args(["run", "-p", "bench", "--", "--server-bin"])
+        .arg(&server)
+        .args(["--db", "both", "--clients", "200", "--mutations", "20", "--burst", "200"])
+        .args(["--idle-secs", "2", "--poll-secs", "2"])
+        .env("TEST_DATABASE_URL", test_database_url());
+    run(&mut command)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target"))
 }
