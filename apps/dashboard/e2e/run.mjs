@@ -8,8 +8,8 @@
 // as its last line (exit 1 on failure). Screenshots go to <repo>/target/e2e/.
 //
 // Where the browser loads the dashboard from:
-// - default: the server itself (it embeds dist/ at build time; it is also started with
-//   PULSE_DASHBOARD_DIR=<dist> so a server that supports that serves the fresh build);
+// - default: the server itself, serving the dashboard it embeds at build time (or the folder
+//   named by PULSE_DASHBOARD_DIR, when set);
 // - PULSE_E2E_UI=vite-preview: `vite preview` serves dist/ on its own port and proxies
 //   /api, /healthz and /ws to the server (for testing a new build with an older binary).
 import { spawn } from 'node:child_process';
@@ -76,7 +76,9 @@ function startServer() {
       ADMIN_PASSWORD,
       JWT_SECRET,
       RUST_LOG: 'info',
-      PULSE_DASHBOARD_DIR: process.env.PULSE_DASHBOARD_DIR || DIST,
+      // By default the server serves the dashboard it embeds (what users get); set
+      // PULSE_DASHBOARD_DIR to test a fresh `npm run build` without rebuilding the server.
+      ...(process.env.PULSE_DASHBOARD_DIR ? { PULSE_DASHBOARD_DIR: process.env.PULSE_DASHBOARD_DIR } : {}),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -463,7 +465,12 @@ async function main() {
         await active.locator('[data-testid="conversation-escalate-confirm"]').click();
         await page.waitForSelector('text=A reason is required', { timeout: 3000 });
         await active.locator('[data-testid="conversation-escalate-reason"]').fill('Wants the manager');
+        // The UI changes at once (optimistic); the API is asked once the request has answered.
+        const escalated = page.waitForResponse((r) => /\/api\/v1\/conversations\/\d+\/escalate$/.test(r.url()), {
+          timeout: 5000,
+        });
         await active.locator('[data-testid="conversation-escalate-confirm"]').click();
+        assert((await escalated).status() === 200, 'escalation refused');
         const want = (await apiStats(token)).escalatedConversations;
         assert(want === 2, `expected 2 escalated conversations, API says ${want}`);
         await waitText(page, 'badge-escalated-conversations', 2, 3000);
