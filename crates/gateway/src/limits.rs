@@ -179,6 +179,40 @@ fn address_key(address: IpAddr) -> String {
     format!("addr:{address}")
 }
 
+/// How long a connection may sit with data the client does not take (its receive window
+/// stays shut) before the kernel aborts it — so a client dropped as too slow, or one that
+/// stopped reading, does not keep a socket and its buffers forever.
+pub const STALLED_SOCKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The kernel send buffer per connection: small enough that a client that stops reading is
+/// noticed (and its memory bounded) after a few hundred KiB, large enough for any message.
+pub const SEND_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Tunes an accepted TCP connection (`HttpServer::on_connect`): a bounded send buffer and
+/// [`STALLED_SOCKET_TIMEOUT`].
+///
+/// ```no_run
+/// actix_web::HttpServer::new(|| actix_web::App::new()).on_connect(gateway::limits::tune_socket);
+/// ```
+pub fn tune_socket(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let socket = socket2::SockRef::from(stream);
+        let tuned = socket.set_send_buffer_size(SEND_BUFFER_BYTES).and_then(|()| tune_timeout(&socket));
+        if let Err(error) = tuned {
+            tracing::debug!(%error, "could not tune a connection's socket");
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn tune_timeout(socket: &socket2::SockRef<'_>) -> std::io::Result<()> {
+    socket.set_tcp_user_timeout(Some(STALLED_SOCKET_TIMEOUT))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn tune_timeout(_: &socket2::SockRef<'_>) -> std::io::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! `/ws` (a WebSocket upgrade, see `docs/protocol.md`) and `/metrics` (Prometheus text)
 //! are not REST resources and are left out.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
@@ -106,6 +107,34 @@ fn document_json() -> &'static str {
             r#"{"openapi":"3.1.0","info":{"title":"Pulse","version":"0"},"paths":{}}"#.to_owned()
         }
     })
+}
+
+/// The methods a route pattern (`/api/v1/tasks/{id}`) serves, for `Allow` (`GET, PATCH`):
+/// those of the document, and `GET` for `/ws` and `/metrics`, which it leaves out.
+pub(crate) fn allowed_methods(pattern: &str) -> Option<&'static str> {
+    static ALLOWED: OnceLock<HashMap<String, String>> = OnceLock::new();
+    let allowed = ALLOWED.get_or_init(|| {
+        let doc: serde_json::Value = serde_json::from_str(document_json()).unwrap_or_default();
+        let mut allowed: HashMap<String, String> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(path, item)| {
+                let methods: Vec<String> =
+                    ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
+                        .into_iter()
+                        .filter(|m| item.get(m).is_some())
+                        .map(str::to_uppercase)
+                        .collect();
+                (path.clone(), methods.join(", "))
+            })
+            .collect();
+        for path in ["/ws", "/metrics"] {
+            allowed.insert(path.to_owned(), "GET".to_owned());
+        }
+        allowed
+    });
+    allowed.get(pattern).map(String::as_str)
 }
 
 /// The OpenAPI document of this API.

@@ -109,6 +109,7 @@ fn serve_http(config: &Config, pulse: &Pulse) -> anyhow::Result<actix_web::dev::
             .wrap(middleware::from_fn(gateway::access_log))
             .configure(|cfg| gateway::configure(cfg, state))
     })
+    .on_connect(gateway::limits::tune_socket)
     .disable_signals()
     .shutdown_timeout(5)
     .backlog(4096)

@@ -953,6 +953,51 @@ impl Pulse {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Fault-test helpers
+// ---------------------------------------------------------------------------------------------
+
+impl TestDatabase {
+    /// `(admin url, database name)` of a PostgreSQL database; `None` on SQLite.
+    pub fn postgres_admin(&self) -> Option<(&str, &str)> {
+        self.pg.as_ref().map(|(admin, name)| (admin.as_str(), name.as_str()))
+    }
+
+    /// The file of a SQLite database; `None` on PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match self.kind {
+            DbKind::Sqlite => self.url.strip_prefix("sqlite://").map(PathBuf::from),
+            DbKind::Postgres => None,
+        }
+    }
+}
+
+impl ServerProcess {
+    /// The process's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
+    pub fn vm_rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .with_context(|| format!("reading /proc/{}/status", self.pid))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.pid))
+    }
+
+    /// The value of the unlabelled sample `name` on `GET /metrics` (`None` when absent).
+    pub async fn metric(&self, name: &str) -> Result<Option<f64>> {
+        let resp = self.api().get("/metrics").await?;
+        if resp.status != 200 {
+            bail!("GET /metrics: HTTP {} {}", resp.status, resp.text);
+        }
+        Ok(resp.text.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,13 +6,20 @@ pub mod conversations;
 pub mod health;
 pub mod tasks;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header::{ALLOW, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use crate::error::ApiError;
 
-/// The answer for a known path with a method it does not support.
-pub(crate) async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::method_not_allowed())
+/// The answer for a known path with a method it does not support: 405 with the `Allow`
+/// header RFC 9110 requires, listing the methods the OpenAPI document gives the route.
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut response = ApiError::method_not_allowed().error_response();
+    let allow = req.match_pattern().and_then(|pattern| crate::openapi::allowed_methods(&pattern));
+    if let Some(value) = allow.and_then(|a| HeaderValue::from_str(a).ok()) {
+        response.headers_mut().insert(ALLOW, value);
+    }
+    response
 }
 
 /// A resource whose unsupported methods answer 405 in the contract's error shape.
