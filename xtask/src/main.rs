@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo xtask ci            # all of the below, in order
-//! cargo xtask fmt|lint|layers|test|dashboard|integration|e2e|bench-smoke
+//! cargo xtask fmt|lint|layers|test|dashboard|integration|e2e|schemathesis|bench-smoke
 //! cargo xtask bench [BENCH ARGS]   # the load bench, release build (xtask/bench/README.md)
 //! ```
 
@@ -36,15 +36,16 @@ fn main() -> anyhow::Result<()> {
             "dashboard",
             "integration",
             "e2e",
+            "schemathesis",
             "bench-smoke",
         ],
         "fmt" | "lint" | "layers" | "test" | "dashboard" | "integration" | "e2e" | "postgres"
-        | "bench-smoke" => {
+        | "bench-smoke" | "schemathesis" => {
             vec![task]
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|lint|layers|test|dashboard|integration|e2e|bench-smoke>\n       cargo xtask bench [ARGS]"
+                "usage: cargo xtask <ci|fmt|lint|layers|test|dashboard|integration|e2e|schemathesis|bench-smoke>\n       cargo xtask bench [ARGS]"
             );
             return Ok(());
         }
@@ -71,6 +72,10 @@ fn run_step(step: &str) -> anyhow::Result<()> {
         "integration" => integration(),
         "e2e" => e2e(),
         "bench-smoke" => bench_smoke(),
+        "schemathesis" => {
+            let bin = server_binary()?;
+            run(Command::new("bash").arg("xtask/schemathesis/run.sh").env("PULSE_SERVER_BIN", bin))
+        }
         other => bail!("unknown step {other}"),
     }
 }
