@@ -273,6 +273,30 @@ function assert(cond, message) {
   if (!cond) throw new Error(message);
 }
 
+/** Every WebSocket URL any page of any context opened (see trackWebSockets). */
+const wsUrls = [];
+function trackWebSockets(context) {
+  context.on('page', (p) => p.on('websocket', (ws) => wsUrls.push(ws.url())));
+  return context;
+}
+
+/**
+ * The dashboard connects with a single-use ticket from POST /api/v1/ws-ticket, never with the
+ * JWT in the URL: every /ws URL has `ticket=` and no `token=`, and no ticket is used twice.
+ */
+function assertTicketUrls(urls, { min = 1 } = {}) {
+  const ws = urls.filter((u) => WS_RE.test(new URL(u).pathname + '?'));
+  assert(ws.length >= min, `expected at least ${min} WebSocket(s), saw ${ws.length}`);
+  for (const u of ws) {
+    const q = new URL(u).searchParams;
+    assert(q.has('ticket') && /^[0-9a-f]{64}$/.test(q.get('ticket')), `WebSocket URL without a ticket: ${u}`);
+    assert(!q.has('token') && !u.includes('token='), `WebSocket URL carries token=: ${u}`);
+  }
+  const tickets = ws.map((u) => new URL(u).searchParams.get('ticket'));
+  assert(new Set(tickets).size === tickets.length, `a ticket was used twice: ${tickets.join(', ')}`);
+  return ws.length;
+}
+
 // ---------------------------------------------------------------- test runner
 const results = [];
 async function test(name, fn, { page, timeoutMs = 90_000 } = {}) {
@@ -347,7 +371,7 @@ async function main() {
 
   try {
     // ------------------------------------------------ one tab: login, badges, live update
-    const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+    const ctx = trackWebSockets(await browser.newContext({ viewport: { width: 1366, height: 900 } }));
     const page = await ctx.newPage();
     const requests = [];
     const sockets = [];
@@ -394,6 +418,7 @@ async function main() {
         await waitText(page, 'connection-status', 'live', 10_000);
         const stored = await page.evaluate(() => Object.keys(localStorage).join(','));
         assert(stored.length > 0, 'token not kept in localStorage');
+        assertTicketUrls(wsUrls);
         loggedIn = true;
       },
       { page },
@@ -560,6 +585,8 @@ async function main() {
         await waitText(page, 'badge-pending-tasks', before + 1, 2000);
         const statsAfterLoad = requests.filter((r) => STATS_RE.test(r.url)).length;
         assert(statsAfterLoad === 3, `stats endpoints were refetched (${statsAfterLoad} requests in total)`);
+        // The reconnect after the restart used a fresh ticket of its own.
+        assertTicketUrls(wsUrls, { min: 2 });
       },
       { page, timeoutMs: 90_000 },
     );
@@ -584,7 +611,7 @@ async function main() {
     await ctx.close();
 
     // ------------------------------------------------ three tabs share one WebSocket
-    const ctx3 = await browser.newContext({ viewport: { width: 1200, height: 850 } });
+    const ctx3 = trackWebSockets(await browser.newContext({ viewport: { width: 1200, height: 850 } }));
     const tabSockets = [];
     const watch = (p) => {
       p.on('websocket', (ws) => {
@@ -641,7 +668,7 @@ async function main() {
       async () => {
         const password = `staff-${randomBytes(12).toString('hex')}`;
         await api('POST', '/api/v1/users', { username: 'e2e-staff', password, role: 'staff' }, token);
-        const sctx = await browser.newContext({ viewport: { width: 1200, height: 850 } });
+        const sctx = trackWebSockets(await browser.newContext({ viewport: { width: 1200, height: 850 } }));
         try {
           const p = await sctx.newPage();
           await loginThroughForm(p, 'e2e-staff', password);
@@ -660,8 +687,8 @@ async function main() {
     const samPassword = `sam-${randomBytes(12).toString('hex')}`;
     let pa = null; // admin
     let pb = null; // sam
-    const ctxA = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-    const ctxB = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const ctxA = trackWebSockets(await browser.newContext({ viewport: { width: 1280, height: 860 } }));
+    const ctxB = trackWebSockets(await browser.newContext({ viewport: { width: 1280, height: 860 } }));
     const socketsOf = new Map();
     const watchSockets = (p) => {
       socketsOf.set(p, []);
@@ -788,6 +815,11 @@ async function main() {
     );
     await ctxA.close();
     await ctxB.close();
+
+    await test('every WebSocket URL the browser opened has ticket= (a new one each) and no token=', async () => {
+      const n = assertTicketUrls(wsUrls, { min: 4 });
+      log(`  ${n} WebSocket URLs checked`);
+    });
   } finally {
     await browser.close().catch(() => {});
   }

@@ -10,7 +10,7 @@ function setup(opts: { random?: () => number; checkAuth?: () => Promise<AuthChec
   const onUnauthorized = vi.fn();
   const checkAuth = vi.fn(opts.checkAuth ?? (async () => 'ok' as AuthCheck));
   const socket = new ReconnectingSocket({
-    url: () => 'ws://test/ws?token=abc',
+    url: () => 'ws://test/ws?ticket=abc',
     createSocket: f.create,
     onMessage: (m) => messages.push(m),
     onStatus: (s) => statuses.push(s),
@@ -34,7 +34,7 @@ describe('ReconnectingSocket', () => {
     const { f, socket, messages, statuses } = setup();
     socket.start();
     expect(f.sockets).toHaveLength(1);
-    expect(f.last().url).toBe('ws://test/ws?token=abc');
+    expect(f.last().url).toBe('ws://test/ws?ticket=abc');
     expect(socket.status).toBe('reconnecting');
     f.last().serverOpen();
     expect(socket.status).toBe('live');

@@ -25,7 +25,7 @@ function baseDeps(f: ReturnType<typeof socketFactory>, extra: Partial<RealtimeDe
     locks: null,
     createChannel: null,
     checkAuth: async () => 'ok',
-    wsUrl: (token) => `ws://pulse.test/ws?token=${token}`,
+    wsUrl: (token) => `ws://pulse.test/ws?ticket=ticket-for-${token}`,
     random: () => 0, // reconnect immediately (delay 0) so tests run on real timers
     socketOptions: { pingIntervalMs: 0 },
     ...extra,
@@ -46,7 +46,7 @@ describe('useWebSocket', () => {
       wrapper: wrapperFor(qc),
     });
     expect(f.sockets).toHaveLength(1);
-    expect(f.last().url).toBe('ws://pulse.test/ws?token=tok');
+    expect(f.last().url).toBe('ws://pulse.test/ws?ticket=ticket-for-tok');
     expect(result.current.status).toBe('reconnecting');
     act(() => {
       f.last().serverOpen();

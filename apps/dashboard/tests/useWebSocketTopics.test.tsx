@@ -24,7 +24,7 @@ function deps(f: ReturnType<typeof socketFactory>, extra: Partial<RealtimeDeps> 
     locks: null,
     createChannel: null,
     checkAuth: async () => 'ok',
-    wsUrl: (token, topics) => `ws://pulse.test/ws?token=${token}${topics ? `&topics=${topics.join(',')}` : ''}`,
+    wsUrl: (token, topics) => `ws://pulse.test/ws?ticket=ticket-for-${token}${topics ? `&topics=${topics.join(',')}` : ''}`,
     random: () => 0,
     socketOptions: { pingIntervalMs: 0 },
     ...extra,
@@ -45,7 +45,7 @@ describe('useWebSocket: topics, viewing and client messages', () => {
     );
     expect(f.sockets).toHaveLength(1);
     expect(f.last().url).toBe(
-      'ws://pulse.test/ws?token=tok&topics=presence,stats:approvals,stats:conversations,stats:tasks',
+      'ws://pulse.test/ws?ticket=ticket-for-tok&topics=presence,stats:approvals,stats:conversations,stats:tasks',
     );
     act(() => {
       f.last().serverOpen();
@@ -147,8 +147,8 @@ describe('useWebSocket: topics, viewing and client messages', () => {
 
   it('the browser URL carries the topics', () => {
     expect(browserWsUrl('t k', ['stats:tasks', 'presence'], { protocol: 'https:', host: 'h' })).toBe(
-      'wss://h/ws?token=t%20k&topics=stats%3Atasks,presence',
+      'wss://h/ws?ticket=t%20k&topics=stats%3Atasks,presence',
     );
-    expect(browserWsUrl('t', undefined, { protocol: 'http:', host: 'h' })).toBe('ws://h/ws?token=t');
+    expect(browserWsUrl('t', undefined, { protocol: 'http:', host: 'h' })).toBe('ws://h/ws?ticket=t');
   });
 });

@@ -1,5 +1,6 @@
 import { backoffDelay, BACKOFF_BASE_MS, BACKOFF_CAP_MS } from './backoff';
 import {
+  isUnauthorizedError,
   parseServerMessage,
   realTimers,
   type AuthCheck,
@@ -13,7 +14,8 @@ import {
 /**
  * Internal states of the connection state machine.
  * - idle: never started
- * - connecting: a socket exists, not open yet
+ * - connecting: getting the URL of this attempt (e.g. fetching a WebSocket ticket), or a socket
+ *   exists and is not open yet
  * - open: the socket is open
  * - checking: closed before open; asking GET /api/v1/me whether the token is still good
  * - backoff: waiting before the next attempt
@@ -43,8 +45,14 @@ export const CLOSE_TOKEN_EXPIRED = 4401;
 export const CLOSE_HEARTBEAT_TIMEOUT = 4000;
 
 export interface ReconnectingSocketOptions {
-  /** Computes the URL for each attempt (so a refreshed token is picked up). */
-  url: () => string;
+  /**
+   * Computes the URL for each attempt; called once per attempt, never reused. May be async
+   * (the dashboard fetches a single-use ticket first). A rejection with an `UnauthorizedError`
+   * (ticket endpoint said 401) → unauthorized, no retry; any other rejection (network error,
+   * 5xx, timeout) counts as a failed attempt → reconnect with backoff. `signal` is aborted when
+   * the attempt is abandoned (stop, timeout).
+   */
+  url: (signal?: AbortSignal) => string | Promise<string>;
   createSocket: WebSocketFactory;
   onMessage: (msg: ServerMessage) => void;
   onStatus?: (status: ConnectionStatus, state: SocketState) => void;
@@ -58,6 +66,8 @@ export interface ReconnectingSocketOptions {
   maxDelayMs?: number;
   /** After the connection has been open this long, the attempt counter resets. */
   healthyAfterMs?: number;
+  /** An async `url()` that has not settled after this long counts as a failed attempt. */
+  urlTimeoutMs?: number;
   /** Application-level `{"type":"ping"}` interval; 0 disables the heartbeat. */
   pingIntervalMs?: number;
   /** No message at all within this time after a ping → the connection is considered dead. */
@@ -77,6 +87,10 @@ export class ReconnectingSocket {
   private healthyTimer: unknown = null;
   private pingTimer: unknown = null;
   private pongTimer: unknown = null;
+  private urlTimer: unknown = null;
+  /** Bumped by every attempt and by stop(): a late `url()` result of an older attempt is dropped. */
+  private attemptId = 0;
+  private urlAbort: AbortController | null = null;
   /** Delays chosen for the scheduled reconnects, newest last (kept short; useful for tests and debugging). */
   readonly scheduledDelays: number[] = [];
 
@@ -89,6 +103,7 @@ export class ReconnectingSocket {
       healthyAfterMs: 10_000,
       pingIntervalMs: 25_000,
       pongTimeoutMs: 10_000,
+      urlTimeoutMs: 15_000,
       ...options,
     };
   }
@@ -114,6 +129,8 @@ export class ReconnectingSocket {
 
   /** Closes with 1000 and never reconnects (logout, unmount, tab losing its role). */
   stop(): void {
+    this.attemptId += 1;
+    this.abortPendingUrl();
     if (this._state === 'stopped' || this._state === 'unauthorized') {
       this.clearAllTimers();
       return;
@@ -161,11 +178,76 @@ export class ReconnectingSocket {
 
   private connect(): void {
     this.clearAllTimers();
+    this.abortPendingUrl();
+    this.ws = null;
+    const id = ++this.attemptId;
     this.setState('connecting');
     this.opened = false;
+    const abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
+    this.urlAbort = abort;
+    let url: string | Promise<string>;
+    try {
+      url = this.opts.url(abort?.signal);
+    } catch (err) {
+      this.urlAbort = null;
+      this.urlFailed(err);
+      return;
+    }
+    if (typeof url === 'string') {
+      this.urlAbort = null;
+      this.openSocket(url);
+      return;
+    }
+    const current = () => id === this.attemptId && this._state === 'connecting';
+    if (this.opts.urlTimeoutMs > 0) {
+      this.urlTimer = this.opts.timers.setTimeout(() => {
+        this.urlTimer = null;
+        if (!current()) return;
+        this.attemptId += 1; // the late answer is of no use any more
+        this.abortPendingUrl();
+        this.urlFailed(new Error('timed out getting the WebSocket URL'));
+      }, this.opts.urlTimeoutMs);
+    }
+    Promise.resolve(url).then(
+      (u) => {
+        if (!current()) return;
+        this.clearTimer('urlTimer');
+        this.urlAbort = null;
+        this.openSocket(u);
+      },
+      (err: unknown) => {
+        if (!current()) return;
+        this.clearTimer('urlTimer');
+        this.urlAbort = null;
+        this.urlFailed(err);
+      },
+    );
+  }
+
+  /** No URL for this attempt: 401 → unauthorized; anything else → a failed attempt (backoff). */
+  private urlFailed(err: unknown): void {
+    this.clearAllTimers();
+    if (this._state === 'stopped' || this._state === 'unauthorized') return;
+    if (isUnauthorizedError(err)) this.becomeUnauthorized();
+    else this.scheduleReconnect();
+  }
+
+  private abortPendingUrl(): void {
+    const abort = this.urlAbort;
+    this.urlAbort = null;
+    if (abort) {
+      try {
+        abort.abort();
+      } catch {
+        /* ignore */
+      }
+    }
+  }
+
+  private openSocket(url: string): void {
     let socket: WebSocketLike;
     try {
-      socket = this.opts.createSocket(this.opts.url());
+      socket = this.opts.createSocket(url);
     } catch {
       // Could not even create the socket: same as a failure before open.
       this.ws = null;
@@ -240,6 +322,7 @@ export class ReconnectingSocket {
 
   private becomeUnauthorized(): void {
     this.clearAllTimers();
+    this.abortPendingUrl();
     this.setState('unauthorized');
     this.opts.onUnauthorized?.();
   }
@@ -284,7 +367,7 @@ export class ReconnectingSocket {
     }, this.opts.pingIntervalMs);
   }
 
-  private clearTimer(name: 'reconnectTimer' | 'healthyTimer' | 'pingTimer' | 'pongTimer'): void {
+  private clearTimer(name: 'reconnectTimer' | 'healthyTimer' | 'pingTimer' | 'pongTimer' | 'urlTimer'): void {
     const h = this[name];
     if (h !== null) {
       this.opts.timers.clearTimeout(h);
@@ -297,5 +380,6 @@ export class ReconnectingSocket {
     this.clearTimer('healthyTimer');
     this.clearTimer('pingTimer');
     this.clearTimer('pongTimer');
+    this.clearTimer('urlTimer');
   }
 }

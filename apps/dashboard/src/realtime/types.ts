@@ -76,6 +76,23 @@ export const realTimers: Timers = {
   clearTimeout: (h) => globalThis.clearTimeout(h as ReturnType<typeof globalThis.setTimeout>),
 };
 
+/**
+ * Thrown (or rejected) by a connection's `url()` when the server refused the session itself
+ * (e.g. `POST /api/v1/ws-ticket` answered 401): the client goes to `unauthorized`, no retry.
+ * Any other error from `url()` counts as a failed attempt and is retried with backoff.
+ */
+export class UnauthorizedError extends Error {
+  readonly unauthorized = true;
+  constructor(message = 'the session token was rejected') {
+    super(message);
+    this.name = 'UnauthorizedError';
+  }
+}
+
+export function isUnauthorizedError(err: unknown): boolean {
+  return err instanceof UnauthorizedError || (!!err && typeof err === 'object' && (err as { unauthorized?: unknown }).unauthorized === true);
+}
+
 /** Result of checking the token after a connection failed before `open`. */
 export type AuthCheck = 'ok' | 'unauthorized' | 'unknown';
 

@@ -10,7 +10,14 @@ import {
   type TabRole,
 } from './TabCoordinator';
 import { STATS_TOPICS, type TopicError } from './topics';
-import type { AuthCheck, ConnectionStatus, ServerMessage, Timers, WebSocketFactory } from './types';
+import {
+  UnauthorizedError,
+  type AuthCheck,
+  type ConnectionStatus,
+  type ServerMessage,
+  type Timers,
+  type WebSocketFactory,
+} from './types';
 
 /** Everything the hook takes from the browser, replaceable in tests. */
 export interface RealtimeDeps {
@@ -18,8 +25,13 @@ export interface RealtimeDeps {
   locks: LockManagerLike | null;
   createChannel: ChannelFactory | null;
   checkAuth: (token: string) => Promise<AuthCheck>;
-  /** The URL of one attempt; `topics` are the topics the connection should start with. */
-  wsUrl: (token: string, topics?: readonly string[]) => string;
+  /**
+   * The URL of one attempt; `topics` are the topics the connection should start with. Called
+   * once per attempt. The browser's version first fetches a fresh single-use ticket
+   * (`POST /api/v1/ws-ticket`) and rejects with `UnauthorizedError` on a 401; tests may
+   * return a plain string.
+   */
+  wsUrl: (token: string, topics?: readonly string[], signal?: AbortSignal) => string | Promise<string>;
   /** Whether this page is visible (its `viewing` wins after a reconnect). */
   isVisible?: () => boolean;
   timers?: Timers;
@@ -34,14 +46,54 @@ export interface RealtimeDeps {
   >;
 }
 
+/** `/ws?ticket=…&topics=…` on the page's host. The JWT itself never goes into a URL. */
 export function browserWsUrl(
-  token: string,
+  ticket: string,
   topics?: readonly string[],
   loc: Pick<Location, 'protocol' | 'host'> = window.location,
 ): string {
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
   const t = topics ? `&topics=${topics.map(encodeURIComponent).join(',')}` : '';
-  return `${scheme}//${loc.host}/ws?token=${encodeURIComponent(token)}${t}`;
+  return `${scheme}//${loc.host}/ws?ticket=${encodeURIComponent(ticket)}${t}`;
+}
+
+export const WS_TICKET_PATH = '/api/v1/ws-ticket';
+
+type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
+
+/**
+ * `POST /api/v1/ws-ticket` with the JWT: a single-use ticket, valid 30 s. A 401 rejects with
+ * `UnauthorizedError` (back to login); a network error, a non-2xx answer or a body without a
+ * ticket rejects with a plain Error (the attempt failed: retried with backoff).
+ */
+export async function fetchWsTicket(
+  token: string,
+  fetchImpl: FetchLike = (input, init) => fetch(input, init),
+  signal?: AbortSignal,
+): Promise<string> {
+  const res = await fetchImpl(WS_TICKET_PATH, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
+    cache: 'no-store',
+    ...(signal ? { signal } : {}),
+  });
+  if (res.status === 401) throw new UnauthorizedError('the ticket endpoint rejected the session token');
+  if (!res.ok) throw new Error(`ws-ticket: HTTP ${res.status}`);
+  const body = (await res.json()) as { ticket?: unknown } | null;
+  const ticket = body?.ticket;
+  if (typeof ticket !== 'string' || ticket.length === 0) throw new Error('ws-ticket: no ticket in the answer');
+  return ticket;
+}
+
+/** A `RealtimeDeps.wsUrl` that fetches a fresh ticket for every attempt, then builds the URL. */
+export function ticketWsUrl(
+  fetchImpl?: FetchLike,
+  loc?: Pick<Location, 'protocol' | 'host'>,
+): RealtimeDeps['wsUrl'] {
+  return async (token, topics, signal) => {
+    const ticket = await fetchWsTicket(token, fetchImpl, signal);
+    return browserWsUrl(ticket, topics, loc ?? window.location);
+  };
 }
 
 export async function checkTokenWithApi(token: string): Promise<AuthCheck> {
@@ -64,7 +116,7 @@ export function defaultRealtimeDeps(): RealtimeDeps {
         ? (name) => new BroadcastChannel(name) as unknown as ReturnType<ChannelFactory>
         : null,
     checkAuth: checkTokenWithApi,
-    wsUrl: (token, topics) => browserWsUrl(token, topics),
+    wsUrl: ticketWsUrl(),
     isVisible: () => typeof document === 'undefined' || document.visibilityState !== 'hidden',
   };
 }
@@ -72,7 +124,7 @@ export function defaultRealtimeDeps(): RealtimeDeps {
 export interface UseWebSocketOptions {
   /** JWT; null = logged out (no connection). */
   token: string | null;
-  /** The token was rejected (close 4401 or 401 from /me): log out and show the login page. */
+  /** The token was rejected (close 4401, 401 from /me or from the ticket endpoint): log out and show the login page. */
   onUnauthorized: () => void;
   history?: StatsHistory;
   deps?: Partial<RealtimeDeps>;
@@ -159,7 +211,7 @@ export function useWebSocket({
       },
       createConnection: (handlers) => {
         const socket = new ReconnectingSocket({
-          url: () => d.wsUrl(token, handlers.topics()),
+          url: (signal) => d.wsUrl(token, handlers.topics(), signal),
           createSocket: d.createSocket,
           checkAuth: () => d.checkAuth(token),
           onMessage: handlers.onMessage,
