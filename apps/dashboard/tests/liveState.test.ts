@@ -65,11 +65,21 @@ describe('TypingStore', () => {
     expect(store.typists(7)).toEqual([]);
   });
 
-  it('a stale typing: true is cleared after ~6 s even if no false arrives', () => {
+  it('someone typing for longer than the server expiry stays visible (the server relays only changes)', () => {
     vi.useFakeTimers();
     const store = new TypingStore();
     store.handle(typing(5, 2, 'sam', true));
-    vi.advanceTimersByTime(5_000);
+    vi.advanceTimersByTime(20_000);
+    expect(store.typists(5)).toHaveLength(1);
+    store.handle(typing(5, 2, 'sam', false));
+    expect(store.typists(5)).toEqual([]);
+  });
+
+  it('a typing: true whose false never arrives is cleared by the safety net', () => {
+    vi.useFakeTimers();
+    const store = new TypingStore();
+    store.handle(typing(5, 2, 'sam', true));
+    vi.advanceTimersByTime(59_000);
     expect(store.typists(5)).toHaveLength(1);
     vi.advanceTimersByTime(2_000);
     expect(store.typists(5)).toEqual([]);

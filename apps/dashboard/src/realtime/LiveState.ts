@@ -80,10 +80,13 @@ export interface Typist {
 }
 
 /**
- * Safety net for a `typing: true` whose `false` never arrives. The server relays a `false`
- * itself 6 s after the last refresh, so normally that comes first.
+ * Safety net for a `typing: true` whose `false` never arrives. The server relays only
+ * changes — someone typing for a minute sends refreshes the server keeps to itself — and
+ * relays `false` itself 6 s after the last refresh; a lost `false` can only mean a lost
+ * connection, which `connected` resets anyway. So this is long: it must not hide a typist
+ * who is still typing.
  */
-export const TYPING_STALE_MS = 6_500;
+export const TYPING_STALE_MS = 60_000;
 
 /**
  * Who is typing in which conversation, from relayed `typing` messages. Own typing (same user id)
