@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! cargo xtask ci            # all of the below, in order
-//! cargo xtask fmt|lint|layers|test|dashboard|integration|e2e|schemathesis|bench-smoke
+//! cargo xtask fmt|lint|layers|test|dashboard|integration|e2e|schemathesis|bench-smoke|soak-smoke
 //! cargo xtask bench [BENCH ARGS]   # the load bench, release build (xtask/bench/README.md)
+//! cargo xtask soak [SOAK ARGS]     # the soak run (default: 10,000 clients, 10 min, 50 changes/s)
 //! ```
 
 // A command-line tool: printing is its job (the lint is for libraries).
@@ -26,6 +27,11 @@ fn main() -> anyhow::Result<()> {
     if task == "bench" {
         return bench(&args[1..]);
     }
+    if task == "soak" {
+        let mut soak = vec!["soak".to_owned()];
+        soak.extend(args[1..].iter().cloned());
+        return bench(&soak);
+    }
     let steps: Vec<&str> = match task {
         "ci" => vec![
             "postgres",
@@ -38,14 +44,15 @@ fn main() -> anyhow::Result<()> {
             "e2e",
             "schemathesis",
             "bench-smoke",
+            "soak-smoke",
         ],
         "fmt" | "lint" | "layers" | "test" | "dashboard" | "integration" | "e2e" | "postgres"
-        | "bench-smoke" | "schemathesis" => {
+        | "bench-smoke" | "schemathesis" | "soak-smoke" => {
             vec![task]
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|lint|layers|test|dashboard|integration|e2e|schemathesis|bench-smoke>\n       cargo xtask bench [ARGS]"
+                "usage: cargo xtask <ci|fmt|lint|layers|test|dashboard|integration|e2e|schemathesis|bench-smoke|soak-smoke>\n       cargo xtask bench [ARGS] | soak [ARGS]"
             );
             return Ok(());
         }
@@ -72,6 +79,7 @@ fn run_step(step: &str) -> anyhow::Result<()> {
         "integration" => integration(),
         "e2e" => e2e(),
         "bench-smoke" => bench_smoke(),
+        "soak-smoke" => soak_smoke(),
         "schemathesis" => {
             let bin = server_binary()?;
             run(Command::new("bash").arg("xtask/schemathesis/run.sh").env("PULSE_SERVER_BIN", bin))
@@ -236,4 +244,17 @@ fn bench_smoke() -> anyhow::Result<()> {
 
 fn target_dir() -> PathBuf {
     std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target"))
+}
+
+/// A short soak on both databases against the debug server: zero errors and every client
+/// converged (CI; memory flatness needs a longer run, see xtask/bench/README.md).
+fn soak_smoke() -> anyhow::Result<()> {
+    let server = server_binary()?;
+    let mut command = Command::new("cargo");
+    command
+        .args(["run", "-p", "bench", "--", "--server-bin"])
+        .arg(&server)
+        .args(["soak", "--db", "both", "--clients", "200", "--secs", "30", "--rate", "20"])
+        .env("TEST_DATABASE_URL", test_database_url());
+    run(&mut command)
 }

@@ -73,6 +73,9 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
+/// How long a write may queue for SQLite's single writer connection.
+const SQLITE_WRITER_WAIT: Duration = Duration::from_secs(10);
+
 /// Which database a [`Database`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatabaseKind {
@@ -240,9 +243,11 @@ async fn connect_sqlite(path: &str, options: &PoolOptions) -> Result<Backend, Co
     }
     let lock = lock_sqlite(&path)?;
     let url = path.to_string_lossy().into_owned();
+    // The one writer is a queue, not a scarce resource that may be down: waiting in it is
+    // normal under a burst, so it may wait longer than a reader before giving up with 503.
     let writer = Pool::builder()
         .max_size(1)
-        .connection_timeout(options.acquire_timeout)
+        .connection_timeout(options.acquire_timeout.max(SQLITE_WRITER_WAIT))
         .build(sqlite_manager(&url))
         .await?;
     let readers = Pool::builder()

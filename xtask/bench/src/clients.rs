@@ -1,9 +1,11 @@
 //! A fleet of WebSocket dashboards: each connects, waits for its snapshot, then records the
-//! arrival time and value of every `stats:tasks` message until told to stop.
+//! arrival time and value of every `stats:tasks` message until told to stop. It also keeps
+//! the last value and `seq` of every stats topic, counts `task:assigned` messages, messages
+//! it cannot parse and `seq` going backwards (the soak mode checks these).
 
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
@@ -32,10 +34,54 @@ pub struct TasksStats {
     pub total: i64,
 }
 
+/// The `stats:approvals` payload, also `GET /api/v1/approvals/stats` → `{"stats": …}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalsStats {
+    /// Waiting for a decision.
+    pub pending: i64,
+    /// Approved, not executed.
+    pub approved: i64,
+    /// Rejected.
+    pub rejected: i64,
+    /// Approved and carried out.
+    pub executed: i64,
+    /// All approvals.
+    pub total: i64,
+}
+
+/// The `stats:conversations` payload, also the body of `GET /api/v1/conversations/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationsStats {
+    /// Open.
+    pub active: i64,
+    /// Waiting for a manager.
+    pub escalated: i64,
+    /// Closed.
+    pub resolved: i64,
+    /// All conversations.
+    pub total: i64,
+}
+
+/// The last value of each stats topic a client holds (or the API's answers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllStats {
+    /// `stats:tasks`.
+    pub tasks: Option<TasksStats>,
+    /// `stats:approvals`.
+    pub approvals: Option<ApprovalsStats>,
+    /// `stats:conversations`.
+    pub conversations: Option<ConversationsStats>,
+}
+
 #[derive(Deserialize)]
 struct Frame<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
+    #[serde(default)]
+    seq: Option<u64>,
     #[serde(default)]
     payload: Option<Payload>,
 }
@@ -47,7 +93,16 @@ struct Payload {
     in_progress: Option<i64>,
     completed: Option<i64>,
     total: Option<i64>,
+    approved: Option<i64>,
+    rejected: Option<i64>,
+    executed: Option<i64>,
+    active: Option<i64>,
+    escalated: Option<i64>,
+    resolved: Option<i64>,
 }
+
+/// The stats topics, in the order of `seq` slots.
+const TOPICS: [&str; 3] = ["stats:tasks", "stats:approvals", "stats:conversations"];
 
 const READY: u8 = 1;
 const FAILED: u8 = 2;
@@ -59,6 +114,37 @@ pub struct Live {
     /// `total` of the last `stats:tasks` received (-1 before the first).
     latest_total: AtomicI64,
     state: AtomicU8,
+    /// The last value of every stats topic.
+    last: Mutex<AllStats>,
+    /// Text frames received.
+    messages: AtomicU64,
+    /// Frames that are not the JSON the protocol describes (a stats message without `seq`
+    /// or a field, a binary frame, …).
+    parse_errors: AtomicU64,
+    /// Stats messages whose `seq` is below the previous one of the same topic.
+    seq_backwards: AtomicU64,
+    /// `task:assigned` messages.
+    assigned: AtomicU64,
+}
+
+/// Counters summed over the fleet, read while it runs.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetTotals {
+    /// Clients with their snapshot, still connected.
+    pub ready: usize,
+    /// Clients that never got a snapshot.
+    pub failed: usize,
+    /// Clients whose connection the server closed or that failed after the snapshot.
+    pub dropped: usize,
+    /// Text frames received.
+    pub messages: u64,
+    /// Frames that failed to parse.
+    pub parse_errors: u64,
+    /// `seq` going backwards within a topic on a client.
+    pub seq_backwards: u64,
+    /// `task:assigned` messages.
+    pub assigned: u64,
 }
 
 /// Everything one client saw.
@@ -82,6 +168,21 @@ pub struct ClientOutcome {
     pub other_messages: u64,
     /// Set when the server closed the connection or it failed before the bench stopped it.
     pub dropped: Option<String>,
+    /// The last value of every stats topic.
+    pub last: AllStats,
+    /// Frames that failed to parse (see [`Live`]).
+    pub parse_errors: u64,
+    /// `seq` going backwards within a topic.
+    pub seq_backwards: u64,
+    /// Stats messages repeating the previous `seq` of their topic (not an error: a value sent
+    /// again during the connect keeps its number).
+    pub seq_repeats: u64,
+    /// `task:assigned` messages.
+    pub assigned: u64,
+    /// Up to 3 examples of frames that failed to parse or went backwards.
+    pub bad_examples: Vec<String>,
+    /// The last `seq` of each stats topic on the current connection.
+    pub last_seq: [Option<u64>; 3],
 }
 
 /// Connection settings for every client.
@@ -97,6 +198,9 @@ pub struct FleetConfig {
     pub attempt_timeout: Duration,
     /// Extra attempts after a failure.
     pub retries: u32,
+    /// Keep every `stats:tasks` arrival in [`ClientOutcome::log`] (latency analysis); a long
+    /// soak turns it off, or the log would grow without bound.
+    pub keep_log: bool,
 }
 
 /// The running clients.
@@ -150,6 +254,11 @@ impl Fleet {
         }
     }
 
+    /// A handle on the live state for another task.
+    pub fn probe(&self) -> Probe {
+        Probe { live: self.live.clone() }
+    }
+
     /// Clients whose last `stats:tasks` has `total >= target`.
     pub fn at_least(&self, target: i64) -> usize {
         self.live.iter().filter(|l| l.latest_total.load(Ordering::Relaxed) >= target).count()
@@ -193,32 +302,148 @@ impl Fleet {
     }
 }
 
+/// The fleet's live state, readable from any task while the fleet runs.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    live: Arc<Vec<Live>>,
+}
+
+impl Probe {
+    /// Sums of the live counters.
+    pub fn totals(&self) -> FleetTotals {
+        let mut t = FleetTotals::default();
+        for l in self.live.iter() {
+            match l.state.load(Ordering::Relaxed) {
+                READY => t.ready += 1,
+                FAILED => t.failed += 1,
+                GONE => t.dropped += 1,
+                _ => {}
+            }
+            t.messages += l.messages.load(Ordering::Relaxed);
+            t.parse_errors += l.parse_errors.load(Ordering::Relaxed);
+            t.seq_backwards += l.seq_backwards.load(Ordering::Relaxed);
+            t.assigned += l.assigned.load(Ordering::Relaxed);
+        }
+        t
+    }
+
+    /// Clients that hold every stats topic and whose values all equal `expected`.
+    pub fn holding(&self, expected: &AllStats) -> usize {
+        self.live
+            .iter()
+            .filter(|l| *l.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == *expected)
+            .count()
+    }
+}
+
 fn since(base: Instant) -> u64 {
     u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Records a text frame; returns its type.
-fn record(text: &str, base: Instant, out: &mut ClientOutcome, live: &Live) -> Option<String> {
+/// Notes a frame that is not what the protocol describes.
+fn bad(out: &mut ClientOutcome, live: &Live, what: String) {
+    out.parse_errors += 1;
+    live.parse_errors.fetch_add(1, Ordering::Relaxed);
+    if out.bad_examples.len() < 3 {
+        out.bad_examples.push(what);
+    }
+}
+
+/// At most 200 characters of a frame, for examples.
+fn clip(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+/// The value of stats topic `slot` in `p`, stored in `last`; false when a field is missing.
+fn store_value(slot: usize, p: &Payload, last: &mut AllStats) -> bool {
+    match slot {
+        0 => {
+            let (Some(pending), Some(in_progress), Some(completed), Some(total)) =
+                (p.pending, p.in_progress, p.completed, p.total)
+            else {
+                return false;
+            };
+            last.tasks = Some(TasksStats { pending, in_progress, completed, total });
+        }
+        1 => {
+            let (Some(pending), Some(approved), Some(rejected), Some(executed), Some(total)) =
+                (p.pending, p.approved, p.rejected, p.executed, p.total)
+            else {
+                return false;
+            };
+            last.approvals = Some(ApprovalsStats { pending, approved, rejected, executed, total });
+        }
+        _ => {
+            let (Some(active), Some(escalated), Some(resolved), Some(total)) =
+                (p.active, p.escalated, p.resolved, p.total)
+            else {
+                return false;
+            };
+            last.conversations = Some(ConversationsStats { active, escalated, resolved, total });
+        }
+    }
+    true
+}
+
+/// Records a text frame; returns its type (None when it does not parse).
+fn record(text: &str, base: Instant, out: &mut ClientOutcome, live: &Live, keep_log: bool) -> Option<String> {
     let arrived = since(base);
-    let frame: Frame<'_> = serde_json::from_str(text).ok()?;
-    if frame.kind == "stats:tasks"
-        && let Some(p) = &frame.payload
-        && let Some(total) = p.total
-    {
-        out.log.push((arrived, total));
-        out.last_tasks = Some(TasksStats {
-            pending: p.pending.unwrap_or(-1),
-            in_progress: p.in_progress.unwrap_or(-1),
-            completed: p.completed.unwrap_or(-1),
-            total,
-        });
-        live.latest_total.store(total, Ordering::Relaxed);
+    live.messages.fetch_add(1, Ordering::Relaxed);
+    let frame: Frame<'_> = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            bad(out, live, format!("unparsable ({e}): {}", clip(text)));
+            return None;
+        }
+    };
+    if let Some(slot) = TOPICS.iter().position(|t| *t == frame.kind) {
+        let Some(seq) = frame.seq else {
+            bad(out, live, format!("stats message without seq: {}", clip(text)));
+            return None;
+        };
+        let mut last = out.last;
+        if !frame.payload.as_ref().is_some_and(|p| store_value(slot, p, &mut last)) {
+            bad(out, live, format!("stats message with a missing field: {}", clip(text)));
+            return None;
+        }
+        out.last = last;
+        *live.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = last;
+        if let Some(t) = last.tasks
+            && slot == 0
+        {
+            if keep_log {
+                out.log.push((arrived, t.total));
+            }
+            out.last_tasks = Some(t);
+            live.latest_total.store(t.total, Ordering::Relaxed);
+        }
+        match out.last_seq[slot] {
+            Some(prev) if seq < prev => {
+                out.seq_backwards += 1;
+                live.seq_backwards.fetch_add(1, Ordering::Relaxed);
+                if out.bad_examples.len() < 3 {
+                    out.bad_examples.push(format!("{} seq {prev} then {seq}", TOPICS[slot]));
+                }
+            }
+            Some(prev) if seq == prev => out.seq_repeats += 1,
+            _ => {}
+        }
+        out.last_seq[slot] = Some(seq);
+    } else if frame.kind == "task:assigned" {
+        out.assigned += 1;
+        live.assigned.fetch_add(1, Ordering::Relaxed);
     }
     Some(frame.kind.into_owned())
 }
 
 /// Opens the socket and reads until the snapshot (connected + the three stats) is complete.
-async fn connect_and_snapshot(url: &str, base: Instant, out: &mut ClientOutcome, live: &Live) -> Result<Ws> {
+async fn connect_and_snapshot(
+    url: &str,
+    base: Instant,
+    out: &mut ClientOutcome,
+    live: &Live,
+    keep_log: bool,
+) -> Result<Ws> {
     let (mut ws, _) =
         tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| match e {
             tungstenite::Error::Http(resp) => anyhow!("upgrade refused: HTTP {}", resp.status()),
@@ -235,7 +460,7 @@ async fn connect_and_snapshot(url: &str, base: Instant, out: &mut ClientOutcome,
             Message::Close(f) => bail!("closed during the snapshot: {f:?}"),
             _ => continue,
         };
-        let kind = record(text.as_str(), base, out, live).unwrap_or_default();
+        let kind = record(text.as_str(), base, out, live, keep_log).unwrap_or_default();
         if kind == ORDER[seen] {
             seen += 1;
         } else if !ORDER[1..seen.max(1)].contains(&kind.as_str()) {
@@ -264,7 +489,11 @@ async fn run_client(
     for attempt in 0..=cfg.retries {
         out.attempts += 1;
         out.log.clear();
-        match timeout(cfg.attempt_timeout, connect_and_snapshot(&cfg.url, base, &mut out, live)).await {
+        // A new connection starts new sequences.
+        out.last_seq = [None; 3];
+        match timeout(cfg.attempt_timeout, connect_and_snapshot(&cfg.url, base, &mut out, live, cfg.keep_log))
+            .await
+        {
             Ok(Ok(s)) => {
                 ws = Some(s);
                 break;
@@ -297,7 +526,7 @@ async fn run_client(
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    if let Some(kind) = record(t.as_str(), base, &mut out, live)
+                    if let Some(kind) = record(t.as_str(), base, &mut out, live, cfg.keep_log)
                         && !kind.starts_with("stats:")
                     {
                         out.other_messages += 1;
@@ -306,6 +535,9 @@ async fn run_client(
                 Some(Ok(Message::Close(f))) => {
                     out.dropped = Some(format!("closed by the server: {f:?}"));
                     break;
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    bad(&mut out, live, format!("binary frame of {} bytes", b.len()));
                 }
                 // Pings are answered by tungstenite on the next read.
                 Some(Ok(_)) => {}

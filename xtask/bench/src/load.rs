@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use crate::clients::TasksStats;
+use crate::clients::{AllStats, ApprovalsStats, ConversationsStats, TasksStats};
 
 fn since(base: Instant) -> u64 {
     u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -75,6 +75,64 @@ impl Api {
             bail!("GET /api/v1/tasks/stats: HTTP {}", resp.status());
         }
         Ok(resp.json().await?)
+    }
+
+    /// `GET` a JSON body; fails on a non-2xx.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        if !resp.status().is_success() {
+            bail!("GET {path}: HTTP {}", resp.status());
+        }
+        resp.json().await.with_context(|| format!("GET {path}: body"))
+    }
+
+    /// The three stats endpoints (`/api/v1/approvals/stats` unwrapped from `{"stats": …}`).
+    pub async fn all_stats(&self) -> Result<AllStats> {
+        #[derive(Deserialize)]
+        struct Wrapped {
+            stats: ApprovalsStats,
+        }
+        let (tasks, approvals, conversations) = tokio::try_join!(
+            self.get_json::<TasksStats>("/api/v1/tasks/stats"),
+            self.get_json::<Wrapped>("/api/v1/approvals/stats"),
+            self.get_json::<ConversationsStats>("/api/v1/conversations/stats"),
+        )?;
+        Ok(AllStats {
+            tasks: Some(tasks),
+            approvals: Some(approvals.stats),
+            conversations: Some(conversations),
+        })
+    }
+
+    /// `method path` with an optional JSON body; returns the status (0: no response) and the
+    /// `id` of the JSON body, if any.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, Option<i64>) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let Ok(resp) = req.send().await else {
+            return (0, None);
+        };
+        let status = resp.status().as_u16();
+        let id = match resp.bytes().await {
+            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| v.get("id").and_then(serde_json::Value::as_i64)),
+            Err(_) => return (0, None),
+        };
+        (status, id)
     }
 
     /// `POST /api/v1/tasks`; Ok(status) whatever the status (the body is read and dropped).

@@ -6,6 +6,10 @@
 //! same number of polling dashboards would cost. Writes `target/bench/report-<db>.json`,
 //! `summary-<db>.md` and `latency-<db>.png` under the repository root.
 //!
+//! `bench soak` (module [`soak`]) is the long run of issue 8 instead: N clients under a mix
+//! of REST mutations for `--secs`, sampled every 10 s; zero errors, flat memory, every client
+//! converged (`target/bench/soak-<db>.{json,md}`).
+//!
 //! `cargo run --release -p bench -- --help` lists the flags. The CI smoke size is
 //! `--clients 200 --mutations 20 --burst 200 --idle-secs 2 --poll-secs 2`: it asserts no
 //! timing and exits non-zero only when something is broken.
@@ -20,6 +24,7 @@ mod plot;
 mod procstat;
 mod report;
 mod server;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +32,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::time::{Instant, sleep};
 
 use crate::clients::{ClientOutcome, Fleet, FleetConfig};
@@ -39,6 +44,7 @@ use crate::report::{
     Settings, VerifyReport,
 };
 use crate::server::{Server, ServerConfig};
+use crate::soak::SoakArgs;
 
 /// Above this, `--preload` inserts directly into the database instead of going through the API.
 const API_PRELOAD_MAX: u64 = 20_000;
@@ -52,28 +58,46 @@ enum DbChoice {
     Both,
 }
 
+/// Another mode than the default load bench.
+#[derive(Debug, Clone, Subcommand)]
+enum Mode {
+    /// Soak: N clients for a long time under a mix of mutations; fails on any error, a
+    /// client not converged, or server memory growing after the warm-up.
+    Soak(SoakArgs),
+}
+
 /// Pulse load bench: N WebSocket dashboards against the release server on a fresh database.
+/// `bench soak …` runs the soak instead (`bench soak --help`); the server, database,
+/// connection, timeout and output options apply to both and may come before or after `soak`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "bench", version)]
 struct Args {
+    /// The soak mode (without it: the load bench).
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// The server binary [default: $CARGO_TARGET_DIR/release/server if that variable is set,
     /// else target/release/server under the repository root].
-    #[arg(long, env = "PULSE_SERVER_BIN")]
+    #[arg(long, env = "PULSE_SERVER_BIN", global = true)]
     server_bin: Option<PathBuf>,
     /// Database backend; `both` runs SQLite then PostgreSQL.
     #[arg(long, value_enum, default_value = "sqlite")]
     db: DbChoice,
     /// PostgreSQL admin URL used to create and drop the bench's database (127.0.0.1 only).
-    #[arg(long, env = "TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        global = true
+    )]
     pg_admin_url: String,
     /// WebSocket clients (all with one token from one login).
     #[arg(long, default_value_t = 10_000)]
     clients: usize,
     /// Connects (TCP + upgrade + snapshot) in flight at once.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, global = true)]
     connect_concurrency: usize,
     /// Limit for the whole connect phase, s.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, global = true)]
     connect_timeout_secs: u64,
     /// Tasks created before the clients connect (API up to 20,000, a direct SQL insert above).
     #[arg(long, default_value_t = 0)]
@@ -106,19 +130,19 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     pair_timeout_secs: u64,
     /// How long to wait for every client to hold a final value, s.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, global = true)]
     settle_timeout_secs: u64,
     /// `WS_HEARTBEAT_SECS` for the server.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, global = true)]
     heartbeat_secs: u64,
     /// `WORKERS` for the server (default: its own).
-    #[arg(long)]
+    #[arg(long, global = true)]
     workers: Option<usize>,
     /// Output folder [default: target/bench under the repository root].
-    #[arg(long)]
+    #[arg(long, global = true)]
     out_dir: Option<PathBuf>,
     /// Limit for one database's whole run, s.
-    #[arg(long, default_value_t = 3_600)]
+    #[arg(long, default_value_t = 3_600, global = true)]
     max_run_secs: u64,
 }
 
@@ -190,14 +214,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = args.validate(nofile) {
+    let valid = match &args.mode {
+        Some(Mode::Soak(soak)) => soak.validate(nofile),
+        None => args.validate(nofile),
+    };
+    if let Err(e) = valid {
         eprintln!("bench: {e:#}");
         return ExitCode::from(2);
     }
     let nofile_pair = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((nofile, nofile));
     let tck = procstat::clk_tck();
     let machine = Machine::detect(nofile_pair, tck);
-    let kinds = match args.db {
+    let db_choice = match &args.mode {
+        Some(Mode::Soak(soak)) => soak.db,
+        None => args.db,
+    };
+    let kinds = match db_choice {
         DbChoice::Sqlite => vec![DbKind::Sqlite],
         DbChoice::Postgres => vec![DbKind::Postgres],
         DbChoice::Both => vec![DbKind::Sqlite, DbKind::Postgres],
@@ -213,6 +245,9 @@ async fn main() -> ExitCode {
         None => root.join("target/release/server"),
     });
 
+    if let Some(Mode::Soak(soak)) = &args.mode {
+        return soak_main(&args, soak, &kinds, &server_bin, &out_dir, &machine, tck, &command_line).await;
+    }
     let mut code = ExitCode::SUCCESS;
     for kind in kinds {
         println!("bench: {} — {} clients, server {}", kind.name(), args.clients, server_bin.display());
@@ -249,6 +284,67 @@ async fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("bench: {}: error: {e:#}", kind.name());
+                code = ExitCode::from(2);
+            }
+        }
+    }
+    code
+}
+
+/// `bench soak`: each database in turn; exit 1 when a run found a failure, 2 on an error.
+#[allow(clippy::too_many_arguments)]
+async fn soak_main(
+    args: &Args,
+    soak: &SoakArgs,
+    kinds: &[DbKind],
+    server_bin: &Path,
+    out_dir: &Path,
+    machine: &Machine,
+    tck: u64,
+    command_line: &str,
+) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for &kind in kinds {
+        println!(
+            "bench soak: {} — {} clients, {} s at {}/s, server {}",
+            kind.name(),
+            soak.clients,
+            soak.secs,
+            soak.rate,
+            server_bin.display()
+        );
+        let run = soak::run_db(args, soak, kind, server_bin, out_dir, machine, tck, command_line);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(args.max_run_secs), run) => match r {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!("the run exceeded --max-run-secs {}", args.max_run_secs)),
+            },
+            _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+        };
+        match outcome {
+            Ok(report) => {
+                let md = report.markdown();
+                println!("\n{md}");
+                let name = kind.name();
+                let written = std::fs::write(
+                    out_dir.join(format!("soak-{name}.json")),
+                    serde_json::to_string_pretty(&report).unwrap_or_default(),
+                )
+                .and_then(|()| std::fs::write(out_dir.join(format!("soak-{name}.md")), md));
+                if let Err(e) = written {
+                    eprintln!("bench soak: writing the report: {e}");
+                    code = ExitCode::from(2);
+                }
+                println!("bench soak: wrote {}/soak-{name}.{{json,md}}", out_dir.display());
+                if !report.ok {
+                    eprintln!("bench soak: {name}: FAILED: {}", report.failures.join("; "));
+                    if code == ExitCode::SUCCESS {
+                        code = ExitCode::from(1);
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("bench soak: {}: error: {e:#}", kind.name());
                 code = ExitCode::from(2);
             }
         }
@@ -354,6 +450,7 @@ async fn run_db(
         concurrency: args.connect_concurrency,
         attempt_timeout: Duration::from_secs(30),
         retries: 2,
+        keep_log: true,
     };
     let connect_start = since(base);
     let fleet = Fleet::spawn(&fleet_cfg, base);
