@@ -1,5 +1,6 @@
-import { useEffect, useMemo, useState, useSyncExternalStore, type FormEvent } from 'react';
+import { useEffect, useMemo, useState, useSyncExternalStore } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
+import { EscalateForm } from '../components/EscalateForm';
 import { Empty, PageHeader, StatusPill } from '../components/common';
 import { useRealtime } from '../components/RealtimeContext';
 import { ApiError, describeError } from '../lib/api';
@@ -66,25 +67,15 @@ export function ConversationPage({ id }: { id: number }) {
   const resolve = useResolveConversation();
   const [error, setError] = useState<string | null>(null);
   const [escalating, setEscalating] = useState(false);
-  const [reason, setReason] = useState('');
-  const [reasonMissing, setReasonMissing] = useState(false);
   const c = q.data;
   const busy = escalate.isPending || resolve.isPending;
 
-  const submitEscalate = (e: FormEvent) => {
-    e.preventDefault();
-    if (!reason.trim()) {
-      setReasonMissing(true);
-      return;
-    }
+  const submitEscalate = (reason: string) => {
     setEscalating(false);
     escalate.mutate(
-      { id, reason: reason.trim() },
+      { id: id, reason },
       {
-        onSuccess: () => {
-          setReason('');
-          setError(null);
-        },
+        onSuccess: () => setError(null),
         onError: (err) => setError(`${describeError(err)} ${UNDONE}`),
       },
     );
@@ -147,27 +138,7 @@ export function ConversationPage({ id }: { id: number }) {
             </dl>
             <div className="detail-actions">
               {escalating ? (
-                <form className="inline-form" onSubmit={submitEscalate} noValidate>
-                  <input
-                    aria-label="Reason for escalating"
-                    placeholder="reason (required)"
-                    value={reason}
-                    autoFocus
-                    aria-invalid={reasonMissing}
-                    onChange={(e) => {
-                      setReason(e.target.value);
-                      setReasonMissing(false);
-                    }}
-                    data-testid="conversation-escalate-reason"
-                  />
-                  <button type="submit" className="btn-danger btn-small" disabled={busy} data-testid="conversation-escalate-confirm">
-                    Escalate
-                  </button>
-                  <button type="button" className="btn-ghost btn-small" onClick={() => setEscalating(false)}>
-                    Cancel
-                  </button>
-                  {reasonMissing && <span className="field-error">A reason is required.</span>}
-                </form>
+                <EscalateForm busy={busy} onEscalate={submitEscalate} onCancel={() => setEscalating(false)} />
               ) : (
                 <>
                   {c.state === 'active' && (

@@ -1,5 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
+import { EscalateForm } from '../components/EscalateForm';
 import { Empty, ListFooter, PageHeader, StatusPill } from '../components/common';
 import { describeError, undoneMessage } from '../lib/api';
 import { fullTime, humanize, timeAgo } from '../lib/format';
@@ -85,8 +86,6 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
   const escalate = useEscalateConversation();
   const resolve = useResolveConversation();
   const [escalating, setEscalating] = useState(false);
-  const [reason, setReason] = useState('');
-  const [reasonMissing, setReasonMissing] = useState(false);
   const busy = escalate.isPending || resolve.isPending;
   const temp = isTemp(item);
   const why =
@@ -94,20 +93,12 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
     (typeof item.reason === 'string' && item.reason) ||
     null;
 
-  const submitEscalate = (e: FormEvent) => {
-    e.preventDefault();
-    if (!reason.trim()) {
-      setReasonMissing(true);
-      return;
-    }
+  const submitEscalate = (reason: string) => {
     setEscalating(false);
     escalate.mutate(
-      { id: item.id, reason: reason.trim() },
+      { id: item.id, reason },
       {
-        onSuccess: () => {
-          setReason('');
-          onError(null);
-        },
+        onSuccess: () => onError(null),
         onError: (err) => onError(undoneMessage(err)),
       },
     );
@@ -147,27 +138,7 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
         {temp ? (
           <span className="muted small">Saving…</span>
         ) : escalating ? (
-          <form className="inline-form" onSubmit={submitEscalate} noValidate>
-            <input
-              aria-label="Reason for escalating"
-              placeholder="reason (required)"
-              value={reason}
-              autoFocus
-              aria-invalid={reasonMissing}
-              onChange={(e) => {
-                setReason(e.target.value);
-                setReasonMissing(false);
-              }}
-              data-testid="conversation-escalate-reason"
-            />
-            <button type="submit" className="btn-danger btn-small" disabled={busy} data-testid="conversation-escalate-confirm">
-              Escalate
-            </button>
-            <button type="button" className="btn-ghost btn-small" onClick={() => setEscalating(false)}>
-              Cancel
-            </button>
-            {reasonMissing && <span className="field-error">A reason is required.</span>}
-          </form>
+          <EscalateForm busy={busy} onEscalate={submitEscalate} onCancel={() => setEscalating(false)} />
         ) : (
           <>
             {item.state === 'active' && (
