@@ -15,11 +15,10 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { PulseServer, freePort, sleep } from './server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const appDir = path.resolve(here, '..');
@@ -36,95 +35,31 @@ const STATS_RE = /\/api\/v1\/(tasks|approvals|conversations)\/stats(\?|$)/;
 const WS_RE = /\/ws(\?|$)/;
 
 fs.mkdirSync(outDir, { recursive: true });
-const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pulse-e2e-'));
-const ADMIN_PASSWORD = `e2e-${randomBytes(18).toString('hex')}`;
-const JWT_SECRET = randomBytes(48).toString('base64url').slice(0, 64);
-const DATABASE_URL = `sqlite://${path.join(tmpDir, 'pulse.db')}`;
+// Free port, fresh SQLite database in a temporary folder, known admin password (see server.mjs).
+const pulse = new PulseServer({ bin: SERVER_BIN, logPath: path.join(outDir, 'server.log') });
+const ADMIN_PASSWORD = pulse.adminPassword;
 
 const t0 = Date.now();
 const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`, ...a);
 
 // ---------------------------------------------------------------- server
-let server = null;
-let port = 0;
 /** The server (API calls from the test). */
 let base = '';
 /** Where the browser loads the dashboard: the server, or vite preview in front of it. */
 let ui = '';
 let preview = null;
-const serverLog = fs.createWriteStream(path.join(outDir, 'server.log'), { flags: 'w' });
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port: p } = srv.address();
-      srv.close(() => resolve(p));
-    });
-  });
-}
-
-function startServer() {
-  const child = spawn(SERVER_BIN, [], {
-    env: {
-      ...process.env,
-      BIND_ADDR: `127.0.0.1:${port}`,
-      DATABASE_URL,
-      ADMIN_USERNAME: 'admin',
-      ADMIN_PASSWORD,
-      JWT_SECRET,
-      RUST_LOG: 'info',
-      // By default the server serves the dashboard it embeds (what users get); set
-      // PULSE_DASHBOARD_DIR to test a fresh `npm run build` without rebuilding the server.
-      ...(process.env.PULSE_DASHBOARD_DIR ? { PULSE_DASHBOARD_DIR: process.env.PULSE_DASHBOARD_DIR } : {}),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout.on('data', (d) => serverLog.write(d));
-  child.stderr.on('data', (d) => serverLog.write(d));
-  child.on('exit', (code, signal) => serverLog.write(`\n--- server exited code=${code} signal=${signal}\n`));
-  server = child;
-  return child;
-}
-
-async function waitHealthy(timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    if (server && server.exitCode !== null) throw new Error(`server exited early (code ${server.exitCode}); see target/e2e/server.log`);
-    try {
-      const res = await fetch(`${base}/healthz`);
-      if (res.status === 200) return;
-      last = `status ${res.status}`;
-    } catch (e) {
-      last = e.message;
-    }
-    await sleep(100);
-  }
-  throw new Error(`server not healthy within ${timeoutMs} ms (${last})`);
-}
-
-function killServer(signal = 'SIGKILL') {
-  return new Promise((resolve) => {
-    const child = server;
-    server = null;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill(signal);
-    setTimeout(resolve, 5000).unref();
-  });
-}
+const startServer = () => pulse.start();
+const waitHealthy = (timeoutMs) => pulse.waitHealthy(timeoutMs);
+const killServer = (signal = 'SIGKILL') => pulse.stop(signal);
 
 function killServerSync() {
-  for (const child of [server, preview]) {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        /* ignore */
-      }
+  pulse.killSync();
+  if (preview && preview.exitCode === null && preview.signalCode === null) {
+    try {
+      preview.kill('SIGKILL');
+    } catch {
+      /* ignore */
     }
   }
 }
@@ -181,8 +116,6 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 
 // ---------------------------------------------------------------- helpers
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
 async function api(method, p, body, token) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -333,9 +266,9 @@ async function main() {
   if (!fs.existsSync(SERVER_BIN)) throw new Error(`PULSE_SERVER_BIN does not exist: ${SERVER_BIN}`);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM} (apt-get install -y --no-install-recommends chromium)`);
 
-  port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  log(`starting ${SERVER_BIN} on ${base} (db ${DATABASE_URL})`);
+  await pulse.init();
+  base = pulse.base;
+  log(`starting ${SERVER_BIN} on ${base} (db ${pulse.databaseUrl})`);
   startServer();
   await waitHealthy();
   log('server healthy');
@@ -832,10 +765,8 @@ try {
   fatal = err;
   log(`FATAL: ${err?.stack || err}`);
 } finally {
-  await killServer('SIGKILL');
+  await pulse.dispose();
   if (preview && preview.exitCode === null) preview.kill('SIGKILL');
-  serverLog.end();
-  fs.rmSync(tmpDir, { recursive: true, force: true });
 }
 const passed = results.filter((r) => r.ok).length;
 const failed = results.filter((r) => !r.ok).length + (fatal ? 1 : 0);

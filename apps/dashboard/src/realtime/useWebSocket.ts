@@ -6,6 +6,7 @@ import { StatsSync } from './StatsSync';
 import {
   TabCoordinator,
   type ChannelFactory,
+  type LeaderHandlers,
   type LockManagerLike,
   type TabRole,
 } from './TabCoordinator';
@@ -121,6 +122,27 @@ export function defaultRealtimeDeps(): RealtimeDeps {
   };
 }
 
+/**
+ * The leader's (or a solo tab's) connection: a started ReconnectingSocket whose every attempt
+ * gets its URL from `deps.wsUrl` (a fresh ticket) and which asks `deps.checkAuth` after a
+ * failure before open. Exported so that e2e/reconnect-spread.mjs runs exactly this wiring in Node.
+ */
+export function openRealtimeSocket(d: RealtimeDeps, token: string, handlers: LeaderHandlers): ReconnectingSocket {
+  const socket = new ReconnectingSocket({
+    url: (signal) => d.wsUrl(token, handlers.topics(), signal),
+    createSocket: d.createSocket,
+    checkAuth: () => d.checkAuth(token),
+    onMessage: handlers.onMessage,
+    onStatus: handlers.onStatus,
+    onUnauthorized: handlers.onUnauthorized,
+    ...(d.timers ? { timers: d.timers } : {}),
+    ...(d.random ? { random: d.random } : {}),
+    ...d.socketOptions,
+  });
+  socket.start();
+  return socket;
+}
+
 export interface UseWebSocketOptions {
   /** JWT; null = logged out (no connection). */
   token: string | null;
@@ -209,21 +231,7 @@ export function useWebSocket({
       onTopicError: (e) => {
         if (typeof console !== 'undefined') console.warn(`Pulse: topic refused: ${e.message}`);
       },
-      createConnection: (handlers) => {
-        const socket = new ReconnectingSocket({
-          url: (signal) => d.wsUrl(token, handlers.topics(), signal),
-          createSocket: d.createSocket,
-          checkAuth: () => d.checkAuth(token),
-          onMessage: handlers.onMessage,
-          onStatus: handlers.onStatus,
-          onUnauthorized: handlers.onUnauthorized,
-          ...(d.timers ? { timers: d.timers } : {}),
-          ...(d.random ? { random: d.random } : {}),
-          ...d.socketOptions,
-        });
-        socket.start();
-        return socket;
-      },
+      createConnection: (handlers) => openRealtimeSocket(d, token, handlers),
       onMessage: (msg) => {
         sync.handle(msg);
         if (msg.type === 'error') {
