@@ -216,7 +216,12 @@ fn e2e() -> anyhow::Result<()> {
     if !Path::new("apps/dashboard/node_modules").is_dir() {
         npm(&["ci", "--no-audit", "--no-fund"])?;
     }
-    run(Command::new("node").arg("e2e/run.mjs").current_dir("apps/dashboard").env("PULSE_SERVER_BIN", &bin))
+    run(Command::new("node").arg("e2e/run.mjs").current_dir("apps/dashboard").env("PULSE_SERVER_BIN", &bin))?;
+    // A restart with 300 dashboards running their real reconnect code: all back, spread out (issue #8).
+    run(Command::new("node")
+        .args(["e2e/reconnect-spread.mjs", "--clients", "300"])
+        .current_dir("apps/dashboard")
+        .env("PULSE_SERVER_BIN", &bin))
 }
 
 /// The load bench at full size (or as `args` say), against a release build of the server.
@@ -229,17 +234,22 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// The bench at smoke size on both databases, against the debug server: it keeps the bench
-/// working and asserts no timing (CI).
+/// working and asserts no timing (CI). PostgreSQL runs two instances on its one database, so
+/// the cross-instance path (and the single-instance path, on instance 0) stays covered.
 fn bench_smoke() -> anyhow::Result<()> {
     let server = server_binary()?;
-    let mut command = Command::new("cargo");
-    command
-        .args(["run", "-p", "bench", "--", "--server-bin"])
-        .arg(&server)
-        .args(["--db", "both", "--clients", "200", "--mutations", "20", "--burst", "200"])
-        .args(["--idle-secs", "2", "--poll-secs", "2"])
-        .env("TEST_DATABASE_URL", test_database_url());
-    run(&mut command)
+    for db in [["--db", "sqlite", "--instances", "1"], ["--db", "postgres", "--instances", "2"]] {
+        let mut command = Command::new("cargo");
+        command
+            .args(["run", "-p", "bench", "--", "--server-bin"])
+            .arg(&server)
+            .args(db)
+            .args(["--clients", "200", "--mutations", "20", "--burst", "200"])
+            .args(["--idle-secs", "2", "--poll-secs", "2"])
+            .env("TEST_DATABASE_URL", test_database_url());
+        run(&mut command)?;
+    }
+    Ok(())
 }
 
 fn target_dir() -> PathBuf {

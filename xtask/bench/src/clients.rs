@@ -188,8 +188,9 @@ pub struct ClientOutcome {
 /// Connection settings for every client.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
-    /// `ws://127.0.0.1:PORT/ws?token=…`.
-    pub url: String,
+    /// `ws://127.0.0.1:PORT/ws?token=…` of each server instance (at least one); clients are
+    /// dealt round-robin, see [`FleetConfig::url_of`].
+    pub urls: Vec<String>,
     /// Clients.
     pub clients: usize,
     /// Connects (handshake + snapshot) in flight at once.
@@ -201,6 +202,19 @@ pub struct FleetConfig {
     /// Keep every `stats:tasks` arrival in [`ClientOutcome::log`] (latency analysis); a long
     /// soak turns it off, or the log would grow without bound.
     pub keep_log: bool,
+}
+
+/// The server instance client `index` of a fleet connects to: clients are dealt round-robin,
+/// so they spread evenly and the analysis knows afterwards which instance each one was on.
+pub fn instance_of(index: usize, instances: usize) -> usize {
+    index % instances.max(1)
+}
+
+impl FleetConfig {
+    /// The URL client `index` connects to: that of its instance, see [`instance_of`].
+    pub fn url_of(&self, index: usize) -> &str {
+        self.urls.get(instance_of(index, self.urls.len())).map_or("", String::as_str)
+    }
 }
 
 /// The running clients.
@@ -436,6 +450,13 @@ fn record(text: &str, base: Instant, out: &mut ClientOutcome, live: &Live, keep_
     Some(frame.kind.into_owned())
 }
 
+/// A small read buffer: tungstenite zero-fills its whole read buffer (128 KiB by default)
+/// before every read, which made that memset 60 % of the bench's CPU and the bench, not the
+/// server, the bottleneck of a fan-out to thousands of sockets. Pulse's frames are small.
+fn client_config() -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 * 1024)
+}
+
 /// Opens the socket and reads until the snapshot (connected + the three stats) is complete.
 async fn connect_and_snapshot(
     url: &str,
@@ -444,8 +465,9 @@ async fn connect_and_snapshot(
     live: &Live,
     keep_log: bool,
 ) -> Result<Ws> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| match e {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
+        .await
+        .map_err(|e| match e {
             tungstenite::Error::Http(resp) => anyhow!("upgrade refused: HTTP {}", resp.status()),
             e => anyhow!("{e}"),
         })?;
@@ -491,8 +513,11 @@ async fn run_client(
         out.log.clear();
         // A new connection starts new sequences.
         out.last_seq = [None; 3];
-        match timeout(cfg.attempt_timeout, connect_and_snapshot(&cfg.url, base, &mut out, live, cfg.keep_log))
-            .await
+        match timeout(
+            cfg.attempt_timeout,
+            connect_and_snapshot(cfg.url_of(index), base, &mut out, live, cfg.keep_log),
+        )
+        .await
         {
             Ok(Ok(s)) => {
                 ws = Some(s);

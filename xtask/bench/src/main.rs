@@ -31,19 +31,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::time::{Instant, sleep};
 
 use crate::clients::{ClientOutcome, Fleet, FleetConfig};
 use crate::db::{BenchDb, DbKind, random_name};
 use crate::load::Api;
-use crate::procstat::{Machine, PhaseCost, Sample};
+use crate::procstat::{ClusterSample, Machine, PhaseCost, PhaseCosts, Sample};
 use crate::report::{
-    BurstReport, ConnectReport, IdleReport, MutationReport, Pcts, PollReport, PreloadReport, Report,
-    Settings, VerifyReport,
+    BurstReport, ConnectReport, GroupLatency, IdleReport, LocalRemote, MutationReport, Pcts, PollReport,
+    PreloadReport, Report, Settings, VerifyReport, file_stem,
 };
-use crate::server::{Server, ServerConfig};
+use crate::server::{Cluster, ServerConfig};
 use crate::soak::SoakArgs;
 
 /// Above this, `--preload` inserts directly into the database instead of going through the API.
@@ -82,6 +82,11 @@ struct Args {
     /// Database backend; `both` runs SQLite then PostgreSQL.
     #[arg(long, value_enum, default_value = "sqlite")]
     db: DbChoice,
+    /// Server instances on the one database (PostgreSQL only: SQLite is single-instance).
+    /// Clients are dealt round-robin over them; mutations go to instance 0, and the report
+    /// gives latency for its clients (local) and the others' (remote, cross-instance).
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
     /// PostgreSQL admin URL used to create and drop the bench's database (127.0.0.1 only).
     #[arg(
         long,
@@ -155,6 +160,22 @@ impl Args {
             Ok(())
         };
         bounded("clients", self.clients as f64, 1.0, 100_000.0)?;
+        bounded("instances", self.instances as f64, 1.0, 16.0)?;
+        if self.instances > 1 && self.db != DbChoice::Postgres {
+            bail!(
+                "--instances {} needs --db postgres: SQLite is single-instance (a second server on the \
+                 same file refuses to start); run --db sqlite and --db postgres --instances {} separately",
+                self.instances,
+                self.instances
+            );
+        }
+        if self.instances > self.clients {
+            bail!(
+                "--instances {} is more than --clients {}: an instance would have no client",
+                self.instances,
+                self.clients
+            );
+        }
         bounded("connect-concurrency", self.connect_concurrency as f64, 1.0, 10_000.0)?;
         bounded("rate", self.rate, 0.01, 10_000.0)?;
         bounded("mutations", self.mutations as f64, 1.0, 1_000_000.0)?;
@@ -215,6 +236,9 @@ async fn main() -> ExitCode {
         }
     };
     let valid = match &args.mode {
+        Some(Mode::Soak(_)) if args.instances > 1 => {
+            Err(anyhow!("--instances is for the load bench; the soak runs one server"))
+        }
         Some(Mode::Soak(soak)) => soak.validate(nofile),
         None => args.validate(nofile),
     };
@@ -250,7 +274,13 @@ async fn main() -> ExitCode {
     }
     let mut code = ExitCode::SUCCESS;
     for kind in kinds {
-        println!("bench: {} — {} clients, server {}", kind.name(), args.clients, server_bin.display());
+        println!(
+            "bench: {} — {} clients on {} server instance(s), server {}",
+            kind.name(),
+            args.clients,
+            args.instances,
+            server_bin.display()
+        );
         let run = run_db(&args, kind, &server_bin, &out_dir, &machine, tck, &command_line);
         let outcome = tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(args.max_run_secs), run) => match r {
@@ -259,12 +289,12 @@ async fn main() -> ExitCode {
             },
             _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
         };
-        // Dropping the run above killed the server and dropped the database, whatever happened.
+        // Dropping the run above killed the servers and dropped the database, whatever happened.
         match outcome {
             Ok(report) => {
                 let md = report.markdown();
                 println!("\n{md}");
-                let name = kind.name();
+                let name = file_stem(kind.name(), args.instances);
                 let written = std::fs::write(
                     out_dir.join(format!("report-{name}.json")),
                     serde_json::to_string_pretty(&report).unwrap_or_default(),
@@ -367,14 +397,6 @@ async fn interrupted() {
     }
 }
 
-/// Checks that the server is still up after a phase.
-fn alive(server: &mut Server, phase: &str) -> Result<()> {
-    if !server.is_running() {
-        bail!("the server exited during {phase}; its log:\n{}", server.log_tail(3000));
-    }
-    Ok(())
-}
-
 fn progress(msg: &str) {
     eprintln!("bench: {msg}");
 }
@@ -393,8 +415,8 @@ async fn run_db(
     let started_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut failures = Vec::new();
     let db = BenchDb::create(kind, &args.pg_admin_url)?;
-    let log_path = out_dir.join(format!("server-{}.log", kind.name()));
-    let _ = std::fs::remove_file(&log_path);
+    let n = args.instances;
+    let stem = file_stem(kind.name(), n);
     let cfg = ServerConfig {
         bin: server_bin.to_owned(),
         database_url: db.url().to_owned(),
@@ -403,7 +425,7 @@ async fn run_db(
         admin_password: random_name(20),
         heartbeat_secs: args.heartbeat_secs,
         workers: args.workers,
-        log_path,
+        log_path: out_dir.join(format!("server-{stem}.log")),
         // Every client uses the same token, so the same user: lift the per-user and
         // per-process WebSocket limits above the fleet (servers without them ignore these).
         extra_env: vec![
@@ -411,10 +433,14 @@ async fn run_db(
             ("WS_MAX_CONNECTIONS".into(), (args.clients + 100).max(15_000).to_string()),
         ],
     };
-    let mut server = Server::start(&cfg).await?;
+    for i in 0..n {
+        let _ = std::fs::remove_file(cfg.instance(i, n).log_path);
+    }
+    // Declared after `db`: dropped first, so every instance is killed before the database goes.
+    let mut cluster = Cluster::start(&cfg, n).await?;
     let pool = args.burst_concurrency.max(16);
-    let mut api = Api::login(server.base(), ADMIN, &cfg.admin_password, pool).await?;
-    let sample = |s: &Server| procstat::sample(s.pid(), tck);
+    let mut api = Api::login(cluster.first().base(), ADMIN, &cfg.admin_password, pool).await?;
+    let sample = |c: &Cluster| ClusterSample::take(c.servers().iter().map(|s| s.pid()), tck);
 
     // --- Preload -------------------------------------------------------------------------
     let t = Instant::now();
@@ -426,10 +452,10 @@ async fn run_db(
         "api"
     } else {
         progress(&format!("preloading {} tasks with a direct insert (server stopped)", args.preload));
-        server.stop().await?;
+        cluster.stop().await?;
         db.bulk_insert_tasks(args.preload, ADMIN)?;
-        server = Server::start(&cfg).await?;
-        api = api.rebase(server.base());
+        cluster = Cluster::start(&cfg, n).await?;
+        api = api.rebase(cluster.first().base());
         "sql"
     };
     let preload =
@@ -439,13 +465,13 @@ async fn run_db(
         failures
             .push(format!("after the preload the API counts {} tasks, not {}", initial.total, args.preload));
     }
-    let mut phases = Vec::new();
-    let s_start = sample(&server)?;
+    let mut phases = PhaseCosts::default();
+    let s_start = sample(&cluster)?;
 
     // --- Connect -------------------------------------------------------------------------
     progress(&format!("connecting {} clients", args.clients));
     let fleet_cfg = FleetConfig {
-        url: format!("{}/ws?token={}", server.ws_base(), api.token()),
+        urls: cluster.ws_urls(api.token()),
         clients: args.clients,
         concurrency: args.connect_concurrency,
         attempt_timeout: Duration::from_secs(30),
@@ -455,9 +481,9 @@ async fn run_db(
     let connect_start = since(base);
     let fleet = Fleet::spawn(&fleet_cfg, base);
     let (ready, failed) = fleet.wait_connected(Duration::from_secs(args.connect_timeout_secs)).await;
-    let s_conn = sample(&server)?;
-    phases.push(PhaseCost::between("connect", &s_start, &s_conn));
-    alive(&mut server, "the connect phase")?;
+    let s_conn = sample(&cluster)?;
+    phases.record("connect", &s_start, &s_conn);
+    cluster.check_running("the connect phase")?;
     if ready < args.clients {
         failures.push(format!(
             "{} of {} clients never got their snapshot",
@@ -472,21 +498,20 @@ async fn run_db(
         progress(&format!("idle for {} s", args.idle_secs));
     }
     sleep(Duration::from_secs(args.idle_secs)).await;
-    let s_idle = sample(&server)?;
-    let idle_cost = PhaseCost::between("idle", &s_conn, &s_idle);
+    let s_idle = sample(&cluster)?;
+    let idle_cost = phases.record("idle", &s_conn, &s_idle);
     let idle = IdleReport {
         secs: idle_cost.wall_secs,
         server_cpu_secs: idle_cost.server_cpu_secs,
         server_cpu_pct_of_core: idle_cost.server_cpu_pct_of_core,
     };
-    phases.push(idle_cost);
-    alive(&mut server, "the idle phase")?;
+    cluster.check_running("the idle phase")?;
 
     // --- Paced mutations -----------------------------------------------------------------
     progress(&format!("{} mutations at {}/s", args.mutations, args.rate));
     let before_mutations = api.tasks_stats().await?.total;
-    let metrics_before = api.metrics().await;
-    let s_mut0 = sample(&server)?;
+    let metrics_before = cluster_metrics(&api, &cluster).await;
+    let s_mut0 = sample(&cluster)?;
     let muts = load::paced_mutations(&api, args.mutations, args.rate, base).await;
     let muts_ok = muts.iter().filter(|m| m.ok()).count();
     if muts_ok < muts.len() {
@@ -505,20 +530,20 @@ async fn run_db(
     let settle = Duration::from_secs(args.settle_timeout_secs);
     let with_last = fleet.wait_all_at_least(after_mutations, settle).await;
     let mutations_end_us = since(base);
-    let mutation_counters = counter_deltas(metrics_before.as_ref(), api.metrics().await.as_ref());
-    let s_mut1 = sample(&server)?;
-    let mut_cost = PhaseCost::between("mutations", &s_mut0, &s_mut1);
+    let mutation_counters =
+        counter_deltas(metrics_before.as_ref(), cluster_metrics(&api, &cluster).await.as_ref());
+    let s_mut1 = sample(&cluster)?;
+    let mut_cost = phases.record("mutations", &s_mut0, &s_mut1);
     let server_cpu_ms_per_mutation = 1000.0 * mut_cost.server_cpu_secs / muts.len().max(1) as f64;
-    phases.push(mut_cost);
-    alive(&mut server, "the mutations")?;
+    cluster.check_running("the mutations")?;
 
     // --- Burst ---------------------------------------------------------------------------
     let mut burst_data = None;
     let mut expected_total = after_mutations;
     if args.burst > 0 {
         progress(&format!("burst of {} creations, {} in flight", args.burst, args.burst_concurrency));
-        let metrics_before = api.metrics().await;
-        let s_b0 = sample(&server)?;
+        let metrics_before = cluster_metrics(&api, &cluster).await;
+        let s_b0 = sample(&cluster)?;
         let b = load::burst(&api, args.burst, args.burst_concurrency, base).await;
         if b.failed > 0 {
             failures.push(format!(
@@ -528,10 +553,10 @@ async fn run_db(
         }
         expected_total = after_mutations + i64::try_from(b.ok)?;
         let with_final = fleet.wait_all_at_least(expected_total, settle).await;
-        let metrics_after = api.metrics().await;
-        let s_b1 = sample(&server)?;
-        phases.push(PhaseCost::between("burst", &s_b0, &s_b1));
-        alive(&mut server, "the burst")?;
+        let metrics_after = cluster_metrics(&api, &cluster).await;
+        let s_b1 = sample(&cluster)?;
+        phases.record("burst", &s_b0, &s_b1);
+        cluster.check_running("the burst")?;
         let counters = counter_deltas(metrics_before.as_ref(), metrics_after.as_ref());
         burst_data = Some((b, with_final, counters));
     }
@@ -539,30 +564,32 @@ async fn run_db(
     // --- Final check, disconnect -----------------------------------------------------------
     let api_stats = api.tasks_stats().await?;
     progress("closing the clients");
-    let s_close0 = sample(&server)?;
+    let s_close0 = sample(&cluster)?;
     let outcomes = fleet.finish(Duration::from_secs(60)).await;
     // Give the server a moment to release the connections before measuring it again.
     sleep(Duration::from_millis(500)).await;
-    let s_close1 = sample(&server)?;
-    phases.push(PhaseCost::between("disconnect", &s_close0, &s_close1));
-    alive(&mut server, "the disconnect")?;
+    let s_close1 = sample(&cluster)?;
+    phases.record("disconnect", &s_close0, &s_close1);
+    cluster.check_running("the disconnect")?;
 
     // --- Polling -------------------------------------------------------------------------
     let mut polling = None;
     if args.poll_secs > 0 {
         progress(&format!("polling at {}/s for {} s", args.poll_rate, args.poll_secs));
-        let s_p0 = sample(&server)?;
+        let s_p0 = sample(&cluster)?;
         let p = load::poll(
-            server.base(),
+            cluster.first().base(),
             api.token(),
             args.poll_rate,
             args.poll_secs as f64,
             args.poll_connections,
         )
         .await?;
-        let s_p1 = sample(&server)?;
-        let cost = PhaseCost::between("polling", &s_p0, &s_p1);
-        alive(&mut server, "the polling")?;
+        let s_p1 = sample(&cluster)?;
+        phases.record("polling", &s_p0, &s_p1);
+        cluster.check_running("the polling")?;
+        // Per request: only instance 0 answered them; the others' background work is not theirs.
+        let cost = PhaseCost::between("polling", &s_p0.each[0], &s_p1.each[0]);
         let cpu_per_req = cost.server_cpu_secs / p.ok.max(1) as f64;
         let req_per_sec = args.clients as f64 / 10.0;
         let mut lat = p.latencies_us.clone();
@@ -578,20 +605,23 @@ async fn run_db(
             extrapolated_requests_per_sec: req_per_sec,
             extrapolated_cpu_pct_of_core: 100.0 * req_per_sec * cpu_per_req,
         });
-        phases.push(cost);
         if p.ok < p.requests {
             failures.push(format!("{} of {} poll requests failed", p.requests - p.ok, p.requests));
         }
     }
-    let s_end = sample(&server)?;
-    phases.push(PhaseCost::between("whole run (server up to here)", &s_start, &s_end));
-    server.stop().await?;
+    let s_end = sample(&cluster)?;
+    phases.record("whole run (server up to here)", &s_start, &s_end);
+    cluster.stop().await?;
     drop(db);
 
     // --- Analysis ------------------------------------------------------------------------
-    let connect = connect_report(&outcomes, connect_start, &s_start, &s_conn, args.clients);
+    let connect = connect_report(&outcomes, connect_start, &s_start.total, &s_conn.total, args.clients);
     let pair_timeout_us = args.pair_timeout_secs * 1_000_000;
     let (mut latencies, pairs_missing) = pair_latencies(&outcomes, &muts, before_mutations, pair_timeout_us);
+    let cross_instance = split_local_remote(&outcomes, n).map(|g| LocalRemote {
+        local: group_latency(&g.local, &muts, before_mutations, pair_timeout_us),
+        remote: group_latency(&g.remote, &muts, before_mutations, pair_timeout_us),
+    });
     let first_send = muts.first().map(|m| m.sent_us).unwrap_or(mutations_end_us);
     let delivered: u64 = outcomes
         .iter()
@@ -605,7 +635,7 @@ async fn run_db(
     } else {
         latencies.sort_unstable();
         let (p50, p99) = (Pcts::rank(&latencies, 50.0), Pcts::rank(&latencies, 99.0));
-        Some(plot::histogram(&out_dir.join(format!("latency-{}.png", kind.name())), &latencies, p50, p99)?)
+        Some(plot::histogram(&out_dir.join(format!("latency-{stem}.png")), &latencies, p50, p99)?)
     };
     let mutations = MutationReport {
         method: "Mutations are sent one at a time (the next waits for the previous response and its slot in \
@@ -634,11 +664,12 @@ async fn run_db(
         server_cpu_ms_per_mutation,
         server_counters: mutation_counters,
         histogram,
+        cross_instance,
     };
     let burst = burst_data.map(|(b, with_final, counters)| {
-        burst_report(&outcomes, &b, after_mutations, with_final, counters, args.burst)
+        burst_report(&outcomes, n, &b, after_mutations, with_final, counters, args.burst)
     });
-    let verify = verify_report(&outcomes, api_stats, expected_total);
+    let verify = verify_report(&outcomes, n, api_stats, expected_total);
     if api_stats.total != expected_total {
         failures
             .push(format!("the API counts {} tasks, the bench expected {expected_total}", api_stats.total));
@@ -656,6 +687,7 @@ async fn run_db(
         machine: machine.clone(),
         settings: Settings {
             server_bin: server_bin.display().to_string(),
+            instances: n,
             server_env: cfg
                 .extra_env
                 .iter()
@@ -686,8 +718,57 @@ async fn run_db(
         burst,
         verify,
         polling,
-        phases,
+        phases: phases.total,
+        phases_by_instance: phases.per_instance,
     })
+}
+
+/// The counters of `GET /metrics` summed over every instance (see [`Api::metrics`]), or None
+/// when an instance has no such endpoint.
+async fn cluster_metrics(api: &Api, cluster: &Cluster) -> Option<BTreeMap<String, f64>> {
+    let each = futures_util::future::join_all(
+        cluster.servers().iter().map(|s| async move { api.rebase(s.base()).metrics().await }),
+    )
+    .await;
+    let mut sum = BTreeMap::new();
+    for metrics in each {
+        for (name, v) in metrics? {
+            *sum.entry(name).or_insert(0.0) += v;
+        }
+    }
+    Some(sum)
+}
+
+/// The clients of instance 0, which took the mutations (local), and of the others (remote);
+/// None with one instance.
+fn split_local_remote(
+    outcomes: &[ClientOutcome],
+    instances: usize,
+) -> Option<LocalRemote<Vec<&ClientOutcome>>> {
+    if instances < 2 {
+        return None;
+    }
+    let mut groups = LocalRemote::<Vec<&ClientOutcome>>::default();
+    for (i, o) in outcomes.iter().enumerate() {
+        if clients::instance_of(i, instances) == 0 { &mut groups.local } else { &mut groups.remote }.push(o);
+    }
+    Some(groups)
+}
+
+/// Paced-mutation latency and missing pairs of one group of clients.
+fn group_latency(
+    clients: &[&ClientOutcome],
+    muts: &[load::Mutation],
+    before: i64,
+    timeout_us: u64,
+) -> GroupLatency {
+    let (mut latencies, pairs_missing) = pair_latencies(clients.iter().copied(), muts, before, timeout_us);
+    GroupLatency {
+        clients: clients.len(),
+        pairs: (clients.len() * muts.iter().filter(|m| m.ok()).count()) as u64,
+        pairs_missing,
+        latency_ms: Pcts::from_us(&mut latencies),
+    }
 }
 
 fn connect_report(
@@ -747,8 +828,8 @@ fn counter_deltas(
 
 /// Latency of every (client, successful mutation) pair, µs, and how many pairs are missing
 /// (no value, or later than `timeout_us`).
-fn pair_latencies(
-    outcomes: &[ClientOutcome],
+fn pair_latencies<'a>(
+    outcomes: impl IntoIterator<Item = &'a ClientOutcome>,
     muts: &[load::Mutation],
     before: i64,
     timeout_us: u64,
@@ -759,7 +840,7 @@ fn pair_latencies(
         total += 1;
         expected.push((m.sent_us, total));
     }
-    let mut out = Vec::with_capacity(outcomes.len() * expected.len());
+    let mut out = Vec::new();
     let mut missing = 0u64;
     for o in outcomes {
         let mut j = 0;
@@ -778,8 +859,28 @@ fn pair_latencies(
     (out, missing)
 }
 
+/// For each client that got it: when it first held `target`, µs relative to `last_ok_us`
+/// (negative: before the bench saw the last response); and whether every client got it.
+fn final_value_arrivals<'a>(
+    outcomes: impl IntoIterator<Item = &'a ClientOutcome>,
+    target: i64,
+    last_ok_us: u64,
+) -> (Vec<i64>, bool) {
+    let last = i64::try_from(last_ok_us).unwrap_or(i64::MAX);
+    let mut per_client = Vec::new();
+    let mut all = true;
+    for o in outcomes {
+        match o.log.iter().find(|(_, total)| *total >= target) {
+            Some(&(t, _)) => per_client.push(i64::try_from(t).unwrap_or(i64::MAX) - last),
+            None => all = false,
+        }
+    }
+    (per_client, all)
+}
+
 fn burst_report(
     outcomes: &[ClientOutcome],
+    instances: usize,
     b: &load::Burst,
     before: i64,
     with_final: usize,
@@ -787,17 +888,16 @@ fn burst_report(
     requested: usize,
 ) -> BurstReport {
     let target = before + i64::try_from(b.ok).unwrap_or(i64::MAX);
-    let last = i64::try_from(b.last_ok_us).unwrap_or(i64::MAX);
-    let mut per_client = Vec::new();
-    let mut all = true;
-    let mut counts = Vec::new();
-    for o in outcomes {
-        match o.log.iter().find(|(_, total)| *total >= target) {
-            Some(&(t, _)) => per_client.push(i64::try_from(t).unwrap_or(i64::MAX) - last),
-            None => all = false,
-        }
-        counts.push(o.log.iter().filter(|(_, total)| *total > before && *total <= target).count() as u64);
-    }
+    let (mut per_client, all) = final_value_arrivals(outcomes, target, b.last_ok_us);
+    let group = |clients: &[&ClientOutcome]| {
+        Pcts::from_signed_us(&mut final_value_arrivals(clients.iter().copied(), target, b.last_ok_us).0)
+    };
+    let cross_instance = split_local_remote(outcomes, instances)
+        .map(|g| LocalRemote { local: group(&g.local), remote: group(&g.remote) });
+    let counts: Vec<u64> = outcomes
+        .iter()
+        .map(|o| o.log.iter().filter(|(_, total)| *total > before && *total <= target).count() as u64)
+        .collect();
     let worst = per_client.iter().copied().max();
     let secs = b.last_ok_us.saturating_sub(b.start_us) as f64 / 1e6;
     BurstReport {
@@ -818,10 +918,16 @@ fn burst_report(
             .map(|&v| v.max(0.0) as u64),
         failed_statuses: b.failed_statuses.clone(),
         server_counters: counters,
+        cross_instance,
     }
 }
 
-fn verify_report(outcomes: &[ClientOutcome], api: clients::TasksStats, expected_total: i64) -> VerifyReport {
+fn verify_report(
+    outcomes: &[ClientOutcome],
+    instances: usize,
+    api: clients::TasksStats,
+    expected_total: i64,
+) -> VerifyReport {
     let mut v = VerifyReport { api_stats: Some(api), expected_total, ..Default::default() };
     for (i, o) in outcomes.iter().enumerate() {
         if o.dropped.is_some() {
@@ -833,8 +939,11 @@ fn verify_report(outcomes: &[ClientOutcome], api: clients::TasksStats, expected_
             v.clients_mismatched += 1;
             if v.examples.len() < 5 {
                 v.examples.push(format!(
-                    "client {i}: last value {:?}, dropped: {:?}, connect errors: {:?}",
-                    o.last_tasks, o.dropped, o.errors
+                    "client {i} (instance {}): last value {:?}, dropped: {:?}, connect errors: {:?}",
+                    clients::instance_of(i, instances),
+                    o.last_tasks,
+                    o.dropped,
+                    o.errors
                 ));
             }
         }
@@ -871,6 +980,28 @@ mod tests {
         let (lat, missing) = pair_latencies(&[o], &muts, 10, 1_000);
         assert!(lat.is_empty());
         assert_eq!(missing, 2);
+    }
+
+    #[test]
+    fn clients_split_round_robin_into_local_and_remote() {
+        let outcomes: Vec<ClientOutcome> = (0..5).map(|i| outcome(vec![(0, i)])).collect();
+        assert!(split_local_remote(&outcomes, 1).is_none());
+        let totals = |g: &[&ClientOutcome]| g.iter().map(|o| o.log[0].1).collect::<Vec<_>>();
+        let two = split_local_remote(&outcomes, 2).expect("two instances split");
+        assert_eq!((totals(&two.local), totals(&two.remote)), (vec![0, 2, 4], vec![1, 3]));
+        let three = split_local_remote(&outcomes, 3).expect("three instances split");
+        assert_eq!((totals(&three.local), totals(&three.remote)), (vec![0, 3], vec![1, 2, 4]));
+    }
+
+    #[test]
+    fn group_latency_counts_only_its_clients() {
+        let muts = [mutation(100), mutation(200)];
+        let local = outcome(vec![(0, 10), (110, 11), (210, 12)]);
+        let remote = outcome(vec![(0, 10), (150, 11)]);
+        let l = group_latency(&[&local], &muts, 10, 1_000);
+        let r = group_latency(&[&remote], &muts, 10, 1_000);
+        assert_eq!((l.clients, l.pairs, l.pairs_missing, l.latency_ms.max), (1, 2, 0, 0.01));
+        assert_eq!((r.clients, r.pairs, r.pairs_missing, r.latency_ms.max), (1, 2, 1, 0.05));
     }
 
     #[test]

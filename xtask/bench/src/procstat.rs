@@ -79,6 +79,57 @@ pub fn sample(pid: u32, tck: u64) -> Result<Sample> {
     })
 }
 
+/// One reading of every server instance of a run (in instance order), and their sum.
+#[derive(Debug, Clone)]
+pub struct ClusterSample {
+    /// One sample per instance.
+    pub each: Vec<Sample>,
+    /// The instances as one: CPU, RSS, peak RSS and threads summed; the time and the bench's
+    /// own CPU (the same process for every reading) from the first reading.
+    pub total: Sample,
+}
+
+impl ClusterSample {
+    /// Reads every process in `pids` (at least one).
+    pub fn take(pids: impl IntoIterator<Item = u32>, tck: u64) -> Result<Self> {
+        let each = pids.into_iter().map(|pid| sample(pid, tck)).collect::<Result<Vec<_>>>()?;
+        let first = *each.first().ok_or_else(|| anyhow!("no server process to sample"))?;
+        let total = Sample {
+            cpu_secs: each.iter().map(|s| s.cpu_secs).sum(),
+            rss_kib: each.iter().map(|s| s.rss_kib).sum(),
+            hwm_kib: each.iter().map(|s| s.hwm_kib).sum(),
+            threads: each.iter().map(|s| s.threads).sum(),
+            ..first
+        };
+        Ok(Self { each, total })
+    }
+}
+
+/// Server cost per phase: of all instances summed, and of each instance when there are
+/// several (with one, the sum is that instance and the per-instance list stays empty).
+#[derive(Debug, Clone, Default)]
+pub struct PhaseCosts {
+    /// Every instance summed, in phase order.
+    pub total: Vec<PhaseCost>,
+    /// `per_instance[i]`: instance i's phases, in phase order (several instances only).
+    pub per_instance: Vec<Vec<PhaseCost>>,
+}
+
+impl PhaseCosts {
+    /// Records phase `name` between two readings of the same instances; returns its summed cost.
+    pub fn record(&mut self, name: &str, a: &ClusterSample, b: &ClusterSample) -> PhaseCost {
+        if a.each.len() > 1 {
+            self.per_instance.resize_with(a.each.len(), Vec::new);
+            for (costs, (sa, sb)) in self.per_instance.iter_mut().zip(a.each.iter().zip(&b.each)) {
+                costs.push(PhaseCost::between(name, sa, sb));
+            }
+        }
+        let total = PhaseCost::between(name, &a.total, &b.total);
+        self.total.push(total.clone());
+        total
+    }
+}
+
 /// What one phase cost the server.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -165,5 +216,45 @@ impl Machine {
             nofile_limit,
             clk_tck,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(cpu_secs: f64, rss_kib: u64) -> Sample {
+        Sample { at: Instant::now(), cpu_secs, rss_kib, hwm_kib: rss_kib, threads: 4, bench_cpu_secs: 1.0 }
+    }
+
+    #[test]
+    fn cluster_samples_sum_the_servers_and_count_the_bench_once() -> Result<()> {
+        let me = std::process::id();
+        let s = ClusterSample::take([me, me], clk_tck())?;
+        assert_eq!(s.each.len(), 2);
+        assert_eq!(s.total.threads, s.each[0].threads + s.each[1].threads);
+        assert!(s.total.rss_kib >= s.each[0].rss_kib);
+        assert!((s.total.bench_cpu_secs - s.each[0].bench_cpu_secs).abs() < f64::EPSILON);
+        assert!(ClusterSample::take([], clk_tck()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn phases_are_kept_per_instance_only_with_several() {
+        let one = |cpu| ClusterSample { each: vec![reading(cpu, 1024)], total: reading(cpu, 1024) };
+        let mut single = PhaseCosts::default();
+        single.record("idle", &one(1.0), &one(2.0));
+        assert!(single.per_instance.is_empty());
+        assert_eq!(single.total.len(), 1);
+
+        let two = |cpu| ClusterSample {
+            each: vec![reading(cpu, 1024), reading(2.0 * cpu, 2048)],
+            total: reading(3.0 * cpu, 3072),
+        };
+        let mut several = PhaseCosts::default();
+        let total = several.record("idle", &two(1.0), &two(2.0));
+        assert!((total.server_cpu_secs - 3.0).abs() < 1e-9);
+        assert_eq!(several.per_instance.len(), 2);
+        assert!((several.per_instance[1][0].server_cpu_secs - 2.0).abs() < 1e-9);
     }
 }

@@ -72,12 +72,47 @@ impl Pcts {
     }
 }
 
+/// The stem of a run's file names: `postgres`, or `postgres-2-instances` with several instances,
+/// so a multi-instance run does not overwrite the single-instance report.
+pub fn file_stem(db: &str, instances: usize) -> String {
+    if instances > 1 { format!("{db}-{instances}-instances") } else { db.to_owned() }
+}
+
+/// A figure for the clients of the instance that took the mutations over HTTP (`local`) and
+/// for the clients of every other instance (`remote`: the change reached them through the
+/// outbox, the `NOTIFY` doorbell, their instance's `LISTEN` and its catch-up read). Only with
+/// several instances.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LocalRemote<T> {
+    /// Clients of instance 0.
+    pub local: T,
+    /// Clients of instances 1 and up.
+    pub remote: T,
+}
+
+/// Paced-mutation latency of one group of clients.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupLatency {
+    /// Clients in the group.
+    pub clients: usize,
+    /// clients × successful mutations.
+    pub pairs: u64,
+    /// Pairs without a value within the pair timeout.
+    pub pairs_missing: u64,
+    /// Send → client holds a value including it, ms.
+    pub latency_ms: Pcts,
+}
+
 /// The bench's settings.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
     /// Server binary.
     pub server_bin: String,
+    /// Server instances on the one database (clients dealt round-robin; mutations and polls
+    /// to instance 0).
+    pub instances: usize,
     /// Environment given to the server besides the database, secrets and `RUST_LOG=warn`.
     pub server_env: Vec<String>,
     /// WebSocket clients.
@@ -192,6 +227,9 @@ pub struct MutationReport {
     pub server_counters: Option<BTreeMap<String, f64>>,
     /// The PNG's layout.
     pub histogram: Option<HistogramInfo>,
+    /// Latency and missing pairs of local and remote clients (several instances only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_instance: Option<LocalRemote<GroupLatency>>,
 }
 
 /// Burst.
@@ -226,6 +264,10 @@ pub struct BurstReport {
     pub failed_statuses: BTreeMap<u16, u64>,
     /// Changes of the server's own counters over the phase, when `GET /metrics` exists.
     pub server_counters: Option<BTreeMap<String, f64>>,
+    /// Per client: last 2xx → final value, ms, for local and remote clients (several
+    /// instances only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_instance: Option<LocalRemote<Pcts>>,
 }
 
 /// Final check against the API.
@@ -260,7 +302,8 @@ pub struct PollReport {
     pub achieved_rate: f64,
     /// Response times, ms.
     pub latency_ms: Pcts,
-    /// Server CPU seconds over the phase (no WebSocket clients connected).
+    /// CPU seconds over the phase of the server that answered the polls (instance 0), no
+    /// WebSocket clients connected.
     pub server_cpu_secs: f64,
     /// Server CPU per request, µs.
     pub server_cpu_us_per_request: f64,
@@ -306,8 +349,11 @@ pub struct Report {
     pub verify: VerifyReport,
     /// Polling comparison (absent with --poll-secs 0).
     pub polling: Option<PollReport>,
-    /// Server cost per phase.
+    /// Server cost per phase, every instance summed (the bench's CPU counted once).
     pub phases: Vec<PhaseCost>,
+    /// `phasesByInstance[i]`: instance i's cost per phase (several instances only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases_by_instance: Vec<Vec<PhaseCost>>,
 }
 
 fn counters_line(c: Option<&BTreeMap<String, f64>>) -> String {
@@ -330,7 +376,7 @@ impl Report {
         let mut s = String::new();
         let m = &self.machine;
         let st = &self.settings;
-        let _ = writeln!(s, "# Pulse load bench — {}\n", self.db);
+        let _ = writeln!(s, "# Pulse load bench — {}{}\n", self.db, self.instances_title());
         let _ = writeln!(s, "Result: **{}**", if self.ok { "OK" } else { "FAILED" });
         for f in &self.failures {
             let _ = writeln!(s, "- failure: {f}");
@@ -353,7 +399,7 @@ impl Report {
             s,
             "Settings: {} clients ({} connecting at once), preload {} tasks ({}, {:.1} s), {} mutations at {}/s, \
              burst {} ({} in flight), idle {} s, heartbeat {} s, polling {}/s for {} s. Server: `{}` with {}. \
-             Bench and server share the machine: client-side work competes with the server for the cores.{}\n",
+             Bench and server share the machine: client-side work competes with the server for the cores.{}{}\n",
             st.clients,
             st.connect_concurrency,
             self.preload.tasks,
@@ -373,7 +419,8 @@ impl Report {
                 " Server CPU and RSS are the `server` process only: PostgreSQL's own processes are not counted."
             } else {
                 ""
-            }
+            },
+            self.instances_note()
         );
 
         let c = &self.connect;
@@ -394,8 +441,11 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "Server RSS {:.1} MiB → {:.1} MiB with the clients: **{:.1} KiB per connection**.\n",
-            c.rss_before_mib, c.rss_after_mib, c.rss_per_connection_kib
+            "Server RSS{} {:.1} MiB → {:.1} MiB with the clients: **{:.1} KiB per connection**.\n",
+            self.summed(),
+            c.rss_before_mib,
+            c.rss_after_mib,
+            c.rss_per_connection_kib
         );
 
         let i = &self.idle;
@@ -423,6 +473,10 @@ impl Report {
         );
         let _ = writeln!(s, "| ms | n | p50 | p95 | p99 | max | mean |\n|---|---|---|---|---|---|---|");
         let _ = writeln!(s, "| send → client has value | {} |", mu.latency_ms.row());
+        if let Some(x) = &mu.cross_instance {
+            let _ = writeln!(s, "| … {} | {} |", self.group_label("local"), x.local.latency_ms.row());
+            let _ = writeln!(s, "| … {} | {} |", self.group_label("remote"), x.remote.latency_ms.row());
+        }
         let _ = writeln!(s, "| HTTP response (POST /api/v1/tasks) | {} |\n", mu.http_ms.row());
         let _ = writeln!(
             s,
@@ -434,13 +488,35 @@ impl Report {
             mu.server_cpu_ms_per_mutation,
             counters_line(mu.server_counters.as_ref())
         );
+        if let Some(x) = &mu.cross_instance {
+            let _ = writeln!(
+                s,
+                "Cross-instance: remote clients got a change **{:+.1} ms** later than local ones at p50 \
+                 ({:+.1} ms at p99); pairs not delivered: local {} of {} ({} clients), remote {} of {} \
+                 ({} clients).\n",
+                x.remote.latency_ms.p50 - x.local.latency_ms.p50,
+                x.remote.latency_ms.p99 - x.local.latency_ms.p99,
+                x.local.pairs_missing,
+                x.local.pairs,
+                x.local.clients,
+                x.remote.pairs_missing,
+                x.remote.pairs,
+                x.remote.clients
+            );
+        }
         if let Some(h) = &mu.histogram {
             let _ = writeln!(
                 s,
-                "Histogram `latency-{}.png`: x = send → client latency, 0 to {} ms in {} bins of {:.3} ms \
+                "Histogram `latency-{}.png` (all clients): x = send → client latency, 0 to {} ms in {} bins of {:.3} ms \
                  (tick labels in ms), red bar on the right = {} pairs above {} ms; y = pairs per bin \
                  (top = {}); dashed green = p50, dashed orange = p99.\n",
-                self.db, h.x_max_ms, h.bins, h.bin_ms, h.overflow, h.x_max_ms, h.max_count
+                file_stem(&self.db, self.settings.instances),
+                h.x_max_ms,
+                h.bins,
+                h.bin_ms,
+                h.overflow,
+                h.x_max_ms,
+                h.max_count
             );
         }
 
@@ -467,9 +543,14 @@ impl Report {
             let _ = writeln!(s, "| ms | n | p50 | p95 | p99 | max | mean |\n|---|---|---|---|---|---|---|");
             let _ = writeln!(
                 s,
-                "| last 2xx → client has final value (negative: before the bench saw the response) | {} |\n",
+                "| last 2xx → client has final value (negative: before the bench saw the response) | {} |",
                 b.per_client_ms.row()
             );
+            if let Some(x) = &b.cross_instance {
+                let _ = writeln!(s, "| … {} | {} |", self.group_label("local"), x.local.row());
+                let _ = writeln!(s, "| … {} | {} |", self.group_label("remote"), x.remote.row());
+            }
+            let _ = writeln!(s);
             let _ = writeln!(
                 s,
                 "stats:tasks messages per client during the burst: mean {:.1}, min {}, max {} \
@@ -505,7 +586,8 @@ impl Report {
             let _ = writeln!(
                 s,
                 "Real pollers (keep-alive, cycling over the three stats endpoints, no WebSocket clients): \
-                 {} requests ({} ok) at {:.0}/s, {:.3} server CPU s = **{:.1} µs CPU per request**.\n",
+                 {} requests ({} ok) at {:.0}/s, {:.3} CPU s of the server that answered them = \
+                 **{:.1} µs CPU per request**.\n",
                 p.requests, p.ok, p.achieved_rate, p.server_cpu_secs, p.server_cpu_us_per_request
             );
             let _ = writeln!(s, "| ms | n | p50 | p95 | p99 | max | mean |\n|---|---|---|---|---|---|---|");
@@ -524,27 +606,76 @@ impl Report {
             );
         }
 
-        let _ = writeln!(s, "## Server cost per phase\n");
-        let _ = writeln!(
-            s,
-            "| phase | wall s | server CPU s | % of a core | bench CPU s | RSS start MiB | RSS end MiB | peak RSS MiB | threads at end |\n\
-             |---|---|---|---|---|---|---|---|---|"
-        );
-        for p in &self.phases {
-            let _ = writeln!(
-                s,
-                "| {} | {:.2} | {:.3} | {:.1} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
-                p.name,
-                p.wall_secs,
-                p.server_cpu_secs,
-                p.server_cpu_pct_of_core,
-                p.bench_cpu_secs,
-                p.rss_start_mib,
-                p.rss_end_mib,
-                p.peak_rss_mib,
-                p.threads_end
-            );
+        let _ = writeln!(s, "## Server cost per phase{}\n", self.summed());
+        phase_table(&mut s, &self.phases);
+        for (i, phases) in self.phases_by_instance.iter().enumerate() {
+            let _ = writeln!(s, "\n### Instance {i}{}\n", if i == 0 { " (mutations, polls)" } else { "" });
+            phase_table(&mut s, phases);
         }
         s
+    }
+
+    /// ` (2 instances on one database)` in the title with several instances.
+    fn instances_title(&self) -> String {
+        match self.settings.instances {
+            1 => String::new(),
+            n => format!(" ({n} instances on one database)"),
+        }
+    }
+
+    /// How several instances share the work, for the settings paragraph.
+    fn instances_note(&self) -> String {
+        match self.settings.instances {
+            1 => String::new(),
+            n => format!(
+                " {n} server instances on the one database (own port and log each, the same DATABASE_URL \
+                 and JWT_SECRET); client i is on instance i mod {n}; every mutation (paced and burst), \
+                 the login and the polls go to instance 0. Local = clients of instance 0, remote = clients of \
+                 the others (outbox → NOTIFY → LISTEN → catch-up). Server CPU, RSS and counters are summed \
+                 over the instances unless a table says otherwise."
+            ),
+        }
+    }
+
+    /// ` (all N instances summed)` after a server figure's name, with several instances.
+    fn summed(&self) -> String {
+        match self.settings.instances {
+            1 => String::new(),
+            n => format!(" (all {n} instances summed)"),
+        }
+    }
+
+    /// The name of a local or remote row: which instances' clients.
+    fn group_label(&self, group: &str) -> String {
+        let which = match (group, self.settings.instances) {
+            ("local", _) => "instance 0".to_owned(),
+            (_, 2) => "instance 1".to_owned(),
+            (_, n) => format!("instances 1–{}", n - 1),
+        };
+        format!("{group}: clients of {which}")
+    }
+}
+
+/// The table of server cost per phase.
+fn phase_table(s: &mut String, phases: &[PhaseCost]) {
+    let _ = writeln!(
+        s,
+        "| phase | wall s | server CPU s | % of a core | bench CPU s | RSS start MiB | RSS end MiB | peak RSS MiB | threads at end |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    for p in phases {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.3} | {:.1} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
+            p.name,
+            p.wall_secs,
+            p.server_cpu_secs,
+            p.server_cpu_pct_of_core,
+            p.bench_cpu_secs,
+            p.rss_start_mib,
+            p.rss_end_mib,
+            p.peak_rss_mib,
+            p.threads_end
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The server under test as a child process.
+//! The server under test as a child process, alone or as several instances on one database.
 
 use std::fs::OpenOptions;
 use std::net::TcpListener;
@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use futures_util::future::{join_all, try_join_all};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep};
 
@@ -31,6 +32,20 @@ pub struct ServerConfig {
     pub log_path: PathBuf,
     /// More environment variables (set last).
     pub extra_env: Vec<(String, String)>,
+}
+
+impl ServerConfig {
+    /// The configuration of instance `i` of `n`: the same except for the log, which gets the
+    /// instance number (`server-postgres-2-instances-1.log`) when there are several, so each instance's
+    /// log stays readable on its own.
+    pub fn instance(&self, i: usize, n: usize) -> Self {
+        let mut cfg = self.clone();
+        if n > 1 {
+            let stem = self.log_path.file_stem().unwrap_or_default().to_string_lossy();
+            cfg.log_path.set_file_name(format!("{stem}-{i}.log"));
+        }
+        cfg
+    }
 }
 
 /// A running server; killed when dropped.
@@ -87,32 +102,38 @@ impl Server {
             cmd.env("WORKERS", w.to_string());
         }
         cmd.envs(cfg.extra_env.iter().map(|(k, v)| (k, v)));
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", cfg.bin.display()))?;
+        let child = cmd.spawn().with_context(|| format!("starting {}", cfg.bin.display()))?;
         let pid = child.id().context("server pid")?;
-        let base = format!("http://127.0.0.1:{port}");
+        let mut server =
+            Self { child, pid, base: format!("http://127.0.0.1:{port}"), log_path: cfg.log_path.clone() };
+        server.wait_until_ok("/healthz").await?;
+        Ok(server)
+    }
+
+    /// Polls `GET path` until it answers 2xx, at most 60 s; fails at once if the process exits.
+    async fn wait_until_ok(&mut self, path: &str) -> Result<()> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 bail!(
-                    "the server exited during start-up ({status}); its log:\n{}",
-                    tail(&cfg.log_path, 3000)
+                    "the server exited while the bench waited for {path} ({status}); its log:\n{}",
+                    self.log_tail(3000)
                 );
             }
-            if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            if let Ok(r) = http.get(format!("{}{path}", self.base)).send().await
                 && r.status().is_success()
             {
-                break;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the server did not answer /healthz within 60 s; its log:\n{}",
-                    tail(&cfg.log_path, 3000)
+                    "the server did not answer {path} with 2xx within 60 s; its log:\n{}",
+                    self.log_tail(3000)
                 );
             }
             sleep(Duration::from_millis(50)).await;
         }
-        Ok(Self { child, pid, base, log_path: cfg.log_path.clone() })
     }
 
     /// Process id (for /proc).
@@ -160,5 +181,86 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// Every server of a run: one, or several instances on one PostgreSQL database sharing
+/// `DATABASE_URL` and `JWT_SECRET` (so one login's token works on all), each on its own port.
+/// Dropping it kills them all, which is how an error or an interruption stops every instance.
+#[derive(Debug)]
+pub struct Cluster {
+    servers: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts `n` instances of `cfg`: the first alone (it runs the migrations and creates the
+    /// admin), then the others together. With several, it also waits until every instance's
+    /// `/readyz` answers 2xx, i.e. its cross-instance listener is connected: a change committed
+    /// before that would reach the instance through its catch-up or 1 s safety poll instead of
+    /// the doorbell, and skew the remote latency.
+    pub async fn start(cfg: &ServerConfig, n: usize) -> Result<Self> {
+        let mut servers = vec![Server::start(&cfg.instance(0, n)).await?];
+        servers.extend(
+            try_join_all((1..n).map(|i| async move { Server::start(&cfg.instance(i, n)).await })).await?,
+        );
+        if n > 1 {
+            try_join_all(servers.iter_mut().map(|s| s.wait_until_ok("/readyz"))).await?;
+        }
+        Ok(Self { servers })
+    }
+
+    /// Instance 0: the one the bench logs in to and sends every mutation and poll to.
+    pub fn first(&self) -> &Server {
+        &self.servers[0]
+    }
+
+    /// Every instance, in order.
+    pub fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+
+    /// `ws://127.0.0.1:PORT/ws?token=…` of every instance, in order.
+    pub fn ws_urls(&self, token: &str) -> Vec<String> {
+        self.servers.iter().map(|s| format!("{}/ws?token={token}", s.ws_base())).collect()
+    }
+
+    /// Fails, with the log's end, if an instance is no longer running after `phase`.
+    pub fn check_running(&mut self, phase: &str) -> Result<()> {
+        let several = self.servers.len() > 1;
+        for (i, server) in self.servers.iter_mut().enumerate() {
+            if !server.is_running() {
+                let which = if several { format!("server instance {i}") } else { "server".to_owned() };
+                bail!("the {which} exited during {phase}; its log:\n{}", server.log_tail(3000));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every instance (see [`Server::stop`]) at once; the first error, if any, after all
+    /// were stopped.
+    pub async fn stop(self) -> Result<()> {
+        join_all(self.servers.into_iter().map(Server::stop)).await.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_instances_get_numbered_logs() {
+        let cfg = ServerConfig {
+            bin: PathBuf::from("server"),
+            database_url: String::new(),
+            jwt_secret: String::new(),
+            admin_username: String::new(),
+            admin_password: String::new(),
+            heartbeat_secs: 25,
+            workers: None,
+            log_path: PathBuf::from("/out/server-postgres-2-instances.log"),
+            extra_env: Vec::new(),
+        };
+        assert_eq!(cfg.instance(0, 1).log_path, cfg.log_path);
+        assert_eq!(cfg.instance(1, 2).log_path, PathBuf::from("/out/server-postgres-2-instances-1.log"));
     }
 }

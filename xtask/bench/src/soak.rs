@@ -865,7 +865,7 @@ pub async fn run_db(
     progress(&format!("soak: connecting {} clients", a.clients));
     let fleet = Fleet::spawn(
         &FleetConfig {
-            url: format!("{}/ws?token={}", server.ws_base(), api.token()),
+            urls: vec![format!("{}/ws?token={}", server.ws_base(), api.token())],
             clients: a.clients,
             concurrency: args.connect_concurrency,
             attempt_timeout: Duration::from_secs(30),
