@@ -67,6 +67,35 @@ pub struct AppState {
     pub connections: limits::ConnectionCounter,
     /// Failed logins.
     pub logins: limits::LoginThrottle,
+    /// The multi-thread runtime database work runs on (see [`AppState::db`]).
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl AppState {
+    /// Runs database work to completion on the multi-thread runtime [`Pulse::start`] ran on,
+    /// not on the actix worker serving the request. Every handler (and `/ws`'s ticket
+    /// redemption) reaches the services only through here. That worker also drives thousands
+    /// of WebSocket sessions: a transaction resuming on it after every query waited behind a
+    /// whole broadcast each time, so under fan-out a 1 ms SQLite write held the single writer
+    /// for ~50 ms (`docs/performance.md`). The work runs to completion even if the client
+    /// goes away, like any other request.
+    pub async fn db<T, Fut>(&self, work: impl FnOnce(Services) -> Fut) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, services::ServiceError>> + Send + 'static,
+    {
+        match self.runtime.spawn(work(self.services.clone())).await {
+            Ok(result) => Ok(result?),
+            Err(join) => {
+                tracing::error!(error = %join, "database task failed");
+                Err(ApiError::new(
+                    actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "something went wrong on our side",
+                ))
+            }
+        }
+    }
 }
 
 /// A dependency that `/readyz` reports on besides the database (e.g. the cross-instance
@@ -167,6 +196,7 @@ impl Pulse {
             limits: options.limits,
             connections: limits::ConnectionCounter::default(),
             logins: limits::LoginThrottle::default(),
+            runtime: tokio::runtime::Handle::current(),
         });
         Ok(Self { state, bridge, bus })
     }

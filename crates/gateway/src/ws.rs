@@ -86,8 +86,8 @@ pub(crate) async fn upgrade(
 /// The caller of an upgrade, from `?ticket=` (single use) or `?token=` (a JWT), and when
 /// its session must end (the token's expiry).
 async fn authenticate(state: &AppState, query: &WsQuery) -> Result<(Actor, SystemTime), ApiError> {
-    if let Some(ticket) = query.ticket.as_deref() {
-        return match state.services.tickets.redeem(ticket).await? {
+    if let Some(ticket) = query.ticket.clone() {
+        return match state.db(async move |s| s.tickets.redeem(&ticket).await).await? {
             Some((actor, until)) => Ok((actor, SystemTime::from(until))),
             None => Err(ApiError::unauthorized("the ticket is unknown, used or expired")),
         };

@@ -52,7 +52,9 @@ pub(crate) async fn create(
     auth: AuthUser,
     body: web::Json<NewApproval>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(state.services.approvals.queue(&auth.actor, body.into_inner()).await?))
+    let (actor, body) = (auth.actor, body.into_inner());
+    let approval = state.db(async move |s| s.approvals.queue(&actor, body).await).await?;
+    Ok(HttpResponse::Created().json(approval))
 }
 
 /// Lists approvals, newest first.
@@ -75,7 +77,9 @@ pub(crate) async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = parse_filter("status", query.status.as_deref())?;
-    Ok(HttpResponse::Ok().json(state.services.approvals.list(filter, query.page()).await?))
+    let page = query.page();
+    let approvals = state.db(async move |s| s.approvals.list(filter, page).await).await?;
+    Ok(HttpResponse::Ok().json(approvals))
 }
 
 /// One approval.
@@ -97,7 +101,9 @@ pub(crate) async fn get(
     _auth: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.approvals.get(*id).await?))
+    let id = id.into_inner();
+    let approval = state.db(async move |s| s.approvals.get(id).await).await?;
+    Ok(HttpResponse::Ok().json(approval))
 }
 
 /// `POST /api/v1/approvals/{id}/decide`.
@@ -145,8 +151,9 @@ pub(crate) async fn decide(
     auth.require(&[Role::Admin, Role::Manager], "decide approvals")?;
     let decision: Decision = services::validate::enum_value("decision", &body.decision)
         .map_err(|e| ApiError::validation(e.to_string()))?;
+    let (actor, id, reason) = (auth.actor, id.into_inner(), body.into_inner().reason);
     let approval =
-        state.services.approvals.decide(&auth.actor, *id, decision, body.reason.as_deref()).await?;
+        state.db(async move |s| s.approvals.decide(&actor, id, decision, reason.as_deref()).await).await?;
     Ok(HttpResponse::Ok().json(approval))
 }
 
@@ -172,7 +179,9 @@ pub(crate) async fn execute(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(&[Role::Admin, Role::Manager], "execute approvals")?;
-    Ok(HttpResponse::Ok().json(state.services.approvals.execute(&auth.actor, *id).await?))
+    let (actor, id) = (auth.actor, id.into_inner());
+    let approval = state.db(async move |s| s.approvals.execute(&actor, id).await).await?;
+    Ok(HttpResponse::Ok().json(approval))
 }
 
 /// `GET /api/v1/approvals/stats`: wrapped, as the dashboard has always read it.
@@ -195,5 +204,6 @@ pub(crate) struct WrappedApprovalStats {
     security(("bearer" = []))
 )]
 pub(crate) async fn stats(state: web::Data<AppState>, _auth: AuthUser) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(WrappedApprovalStats { stats: state.services.approvals.stats().await? }))
+    let stats = state.db(async move |s| s.approvals.stats().await).await?;
+    Ok(HttpResponse::Ok().json(WrappedApprovalStats { stats }))
 }

@@ -60,11 +60,16 @@ pub(crate) async fn login(
     body: web::Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
     let address = req.peer_addr().map(|a| a.ip());
-    state.logins.check(&body.username, address, &state.limits)?;
-    let user = match state.services.users.authenticate(&body.username, &body.password).await {
+    let Login { username, password } = body.into_inner();
+    state.logins.check(&username, address, &state.limits)?;
+    // The service's answer comes back as a value: a wrong password also counts against the
+    // throttle, which only this handler knows about.
+    let name = username.clone();
+    let outcome = state.db(async move |s| Ok(s.users.authenticate(&name, &password).await)).await?;
+    let user = match outcome {
         Ok(user) => user,
         Err(services::ServiceError::InvalidCredentials) => {
-            state.logins.failed(&body.username, address, &state.limits);
+            state.logins.failed(&username, address, &state.limits);
             return Err(services::ServiceError::InvalidCredentials.into());
         }
         Err(other) => return Err(other.into()),
@@ -88,7 +93,8 @@ pub(crate) async fn login(
     security(("bearer" = []))
 )]
 pub(crate) async fn me(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, ApiError> {
-    match state.services.users.get(auth.actor.user_id).await {
+    let user_id = auth.actor.user_id;
+    match state.db(async move |s| Ok(s.users.get(user_id).await)).await? {
         Ok(user) => Ok(HttpResponse::Ok().json(user)),
         Err(services::ServiceError::NotFound { .. }) => {
             Err(ApiError::unauthorized("the token's user does not exist"))
@@ -120,7 +126,8 @@ pub(crate) async fn create_user(
     auth: AuthUser,
     body: web::Json<services::NewUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = state.services.users.create(&auth.actor, body.into_inner()).await?;
+    let (actor, body) = (auth.actor, body.into_inner());
+    let user = state.db(async move |s| s.users.create(&actor, body).await).await?;
     Ok(HttpResponse::Created().json(user))
 }
 
@@ -139,7 +146,8 @@ pub(crate) async fn create_user(
 )]
 pub(crate) async fn list_users(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, ApiError> {
     auth.require(&[domain_events::model::Role::Admin], "list users")?;
-    Ok(HttpResponse::Ok().json(UserList { items: state.services.users.list().await? }))
+    let items = state.db(async move |s| s.users.list().await).await?;
+    Ok(HttpResponse::Ok().json(UserList { items }))
 }
 
 /// A single-use WebSocket ticket.
@@ -166,6 +174,7 @@ pub(crate) struct Ticket {
 )]
 pub(crate) async fn ws_ticket(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, ApiError> {
     let session_end = DateTime::<Utc>::from(auth.claims.expires_at());
-    let (ticket, expires_at) = state.services.tickets.issue(&auth.actor, session_end).await?;
+    let actor = auth.actor;
+    let (ticket, expires_at) = state.db(async move |s| s.tickets.issue(&actor, session_end).await).await?;
     Ok(HttpResponse::Ok().json(Ticket { ticket, expires_at }))
 }

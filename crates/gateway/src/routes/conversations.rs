@@ -52,8 +52,9 @@ pub(crate) async fn create(
     auth: AuthUser,
     body: web::Json<NewConversation>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created()
-        .json(state.services.conversations.create(&auth.actor, body.into_inner()).await?))
+    let (actor, body) = (auth.actor, body.into_inner());
+    let conversation = state.db(async move |s| s.conversations.create(&actor, body).await).await?;
+    Ok(HttpResponse::Created().json(conversation))
 }
 
 /// Lists conversations, newest first.
@@ -76,7 +77,9 @@ pub(crate) async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = parse_filter("state", query.state.as_deref())?;
-    Ok(HttpResponse::Ok().json(state.services.conversations.list(filter, query.page()).await?))
+    let page = query.page();
+    let conversations = state.db(async move |s| s.conversations.list(filter, page).await).await?;
+    Ok(HttpResponse::Ok().json(conversations))
 }
 
 /// One conversation.
@@ -98,7 +101,9 @@ pub(crate) async fn get(
     _auth: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.conversations.get(*id).await?))
+    let id = id.into_inner();
+    let conversation = state.db(async move |s| s.conversations.get(id).await).await?;
+    Ok(HttpResponse::Ok().json(conversation))
 }
 
 /// Changes the subject, guest name or channel (at least one).
@@ -126,8 +131,9 @@ pub(crate) async fn update(
     id: web::Path<i64>,
     body: web::Json<ConversationChanges>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(state.services.conversations.update(&auth.actor, *id, body.into_inner()).await?))
+    let (actor, id, changes) = (auth.actor, id.into_inner(), body.into_inner());
+    let conversation = state.db(async move |s| s.conversations.update(&actor, id, changes).await).await?;
+    Ok(HttpResponse::Ok().json(conversation))
 }
 
 /// `POST /api/v1/conversations/{id}/escalate`.
@@ -166,7 +172,9 @@ pub(crate) async fn escalate(
     id: web::Path<i64>,
     body: web::Json<Escalate>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.conversations.escalate(&auth.actor, *id, &body.reason).await?))
+    let (actor, id, reason) = (auth.actor, id.into_inner(), body.into_inner().reason);
+    let conversation = state.db(async move |s| s.conversations.escalate(&actor, id, &reason).await).await?;
+    Ok(HttpResponse::Ok().json(conversation))
 }
 
 /// Takes an `escalated` conversation back to `active`.
@@ -189,7 +197,9 @@ pub(crate) async fn deescalate(
     auth: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.conversations.deescalate(&auth.actor, *id).await?))
+    let (actor, id) = (auth.actor, id.into_inner());
+    let conversation = state.db(async move |s| s.conversations.deescalate(&actor, id).await).await?;
+    Ok(HttpResponse::Ok().json(conversation))
 }
 
 /// Resolves an `active` or `escalated` conversation.
@@ -212,7 +222,9 @@ pub(crate) async fn resolve(
     auth: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.conversations.resolve(&auth.actor, *id).await?))
+    let (actor, id) = (auth.actor, id.into_inner());
+    let conversation = state.db(async move |s| s.conversations.resolve(&actor, id).await).await?;
+    Ok(HttpResponse::Ok().json(conversation))
 }
 
 /// Conversation counts by state.
@@ -228,5 +240,6 @@ pub(crate) async fn resolve(
     security(("bearer" = []))
 )]
 pub(crate) async fn stats(state: web::Data<AppState>, _auth: AuthUser) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.conversations.stats().await?))
+    let stats = state.db(async move |s| s.conversations.stats().await).await?;
+    Ok(HttpResponse::Ok().json(stats))
 }

@@ -37,7 +37,7 @@ pub(crate) async fn healthz() -> HttpResponse {
     )
 )]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.services.db.ping().await.is_err() {
+    if state.db(async move |s| s.db.ping().await).await.is_err() {
         return Err(ApiError::unavailable("the database cannot be reached"));
     }
     if let Some(check) = state.readiness.iter().find(|c| !c.is_ready()) {

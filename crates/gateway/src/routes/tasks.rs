@@ -56,7 +56,9 @@ pub(crate) async fn create(
     auth: AuthUser,
     body: web::Json<NewTask>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(state.services.tasks.create(&auth.actor, body.into_inner()).await?))
+    let (actor, body) = (auth.actor, body.into_inner());
+    let task = state.db(async move |s| s.tasks.create(&actor, body).await).await?;
+    Ok(HttpResponse::Created().json(task))
 }
 
 /// Lists tasks, newest first.
@@ -83,7 +85,9 @@ pub(crate) async fn list(
         department: query.department.clone().filter(|d| !d.is_empty()),
         assignee: query.assignee.clone().filter(|a| !a.is_empty()),
     };
-    Ok(HttpResponse::Ok().json(state.services.tasks.list(&filter, query.page()).await?))
+    let page = query.page();
+    let tasks = state.db(async move |s| s.tasks.list(&filter, page).await).await?;
+    Ok(HttpResponse::Ok().json(tasks))
 }
 
 /// One task.
@@ -105,7 +109,9 @@ pub(crate) async fn get(
     _auth: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.tasks.get(*id).await?))
+    let id = id.into_inner();
+    let task = state.db(async move |s| s.tasks.get(id).await).await?;
+    Ok(HttpResponse::Ok().json(task))
 }
 
 /// `POST /api/v1/tasks/{id}/assign`.
@@ -141,7 +147,9 @@ pub(crate) async fn assign(
     id: web::Path<i64>,
     body: web::Json<Assign>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.tasks.assign(&auth.actor, *id, &body.assignee).await?))
+    let (actor, id, assignee) = (auth.actor, id.into_inner(), body.into_inner().assignee);
+    let task = state.db(async move |s| s.tasks.assign(&actor, id, &assignee).await).await?;
+    Ok(HttpResponse::Ok().json(task))
 }
 
 /// Completes a task.
@@ -164,7 +172,9 @@ pub(crate) async fn complete(
     auth: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.tasks.complete(&auth.actor, *id).await?))
+    let (actor, id) = (auth.actor, id.into_inner());
+    let task = state.db(async move |s| s.tasks.complete(&actor, id).await).await?;
+    Ok(HttpResponse::Ok().json(task))
 }
 
 /// Task counts by status.
@@ -180,5 +190,6 @@ pub(crate) async fn complete(
     security(("bearer" = []))
 )]
 pub(crate) async fn stats(state: web::Data<AppState>, _auth: AuthUser) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.services.tasks.stats().await?))
+    let stats = state.db(async move |s| s.tasks.stats().await).await?;
+    Ok(HttpResponse::Ok().json(stats))
 }
