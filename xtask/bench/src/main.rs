@@ -19,6 +19,7 @@
 
 mod clients;
 mod db;
+mod floor;
 mod load;
 mod plot;
 mod procstat;
@@ -37,6 +38,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::clients::{ClientOutcome, Fleet, FleetConfig};
 use crate::db::{BenchDb, DbKind, random_name};
+use crate::floor::FloorArgs;
 use crate::load::Api;
 use crate::procstat::{ClusterSample, Machine, PhaseCost, PhaseCosts, Sample};
 use crate::report::{
@@ -64,6 +66,9 @@ enum Mode {
     /// Soak: N clients for a long time under a mix of mutations; fails on any error, a
     /// client not converged, or server memory growing after the warm-up.
     Soak(SoakArgs),
+    /// The floor: one ready-made frame written to N loopback sockets and read back, no
+    /// server — what the kernel alone charges for a fan-out on this machine.
+    Floor(FloorArgs),
 }
 
 /// Pulse load bench: N WebSocket dashboards against the release server on a fresh database.
@@ -240,6 +245,12 @@ async fn main() -> ExitCode {
             Err(anyhow!("--instances is for the load bench; the soak runs one server"))
         }
         Some(Mode::Soak(soak)) => soak.validate(nofile),
+        Some(Mode::Floor(floor)) if floor.sockets as u64 * 2 + 64 > nofile => Err(anyhow!(
+            "--sockets {} needs {} open files; the limit is {nofile}",
+            floor.sockets,
+            floor.sockets * 2 + 64
+        )),
+        Some(Mode::Floor(_)) => Ok(()),
         None => args.validate(nofile),
     };
     if let Err(e) = valid {
@@ -251,7 +262,7 @@ async fn main() -> ExitCode {
     let machine = Machine::detect(nofile_pair, tck);
     let db_choice = match &args.mode {
         Some(Mode::Soak(soak)) => soak.db,
-        None => args.db,
+        Some(Mode::Floor(_)) | None => args.db,
     };
     let kinds = match db_choice {
         DbChoice::Sqlite => vec![DbKind::Sqlite],
@@ -269,6 +280,15 @@ async fn main() -> ExitCode {
         None => root.join("target/release/server"),
     });
 
+    if let Some(Mode::Floor(floor)) = &args.mode {
+        return match floor::run(floor, tck, &out_dir).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench floor: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Mode::Soak(soak)) = &args.mode {
         return soak_main(&args, soak, &kinds, &server_bin, &out_dir, &machine, tck, &command_line).await;
     }

@@ -34,8 +34,8 @@ pub struct Sample {
     pub bench_cpu_secs: f64,
 }
 
-/// utime + stime of `pid` (or `self`) in seconds.
-fn cpu_secs(pid: &str, tck: u64) -> Result<f64> {
+/// utime + stime of `pid` (or `self`, or `thread-self`) in seconds.
+pub(crate) fn cpu_secs(pid: &str, tck: u64) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
