@@ -249,7 +249,12 @@ fn bench_smoke() -> anyhow::Result<()> {
             .env("TEST_DATABASE_URL", test_database_url());
         run(&mut command)?;
     }
-    Ok(())
+    run(Command::new("cargo").args(["run", "-p", "bench", "--", "floor"]).args([
+        "--sockets",
+        "200",
+        "--rounds",
+        "3",
+    ]))
 }
 
 fn target_dir() -> PathBuf {
