@@ -10,6 +10,10 @@
 //! - [`Ws`]: a WebSocket client (tokio-tungstenite) with bounded waits for messages and close
 //!   codes.
 //! - [`mint_token`] and friends: JWTs made by the test itself, valid or deliberately broken.
+//! - [`Cluster`]: several servers on one PostgreSQL database, for the multi-instance suites.
+//! - [`Watcher`]: a WebSocket client that checks every stats message and waits for values.
+//! - [`get_ok`], [`psql`], the request bodies and [`WAIT`]: small helpers the suites share
+//!   instead of each keeping a copy.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -32,6 +36,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use tokio_tungstenite::tungstenite;
 use tungstenite::Message;
 
+mod cluster;
+mod watcher;
+
+pub use cluster::Cluster;
+pub use watcher::{STATS_TOPICS, Watcher, matches};
+
 /// Environment variable that names the server binary under test.
 pub const SERVER_BIN_ENV: &str = "PULSE_SERVER_BIN";
 /// Environment variable with the PostgreSQL admin URL used to create throwaway databases.
@@ -40,6 +50,8 @@ pub const TEST_DATABASE_URL_ENV: &str = "TEST_DATABASE_URL";
 pub const DEFAULT_PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Username of the bootstrap admin every test server starts with.
 pub const ADMIN_USERNAME: &str = "admin";
+/// Longest wait for a message or value that must come (the suites' common bound).
+pub const WAIT: Duration = Duration::from_secs(5);
 
 /// A random alphanumeric string of `len` characters.
 pub fn random_string(len: usize) -> String {
@@ -98,7 +110,7 @@ impl TestDatabase {
     pub fn postgres() -> Result<Self> {
         let admin = std::env::var(TEST_DATABASE_URL_ENV).unwrap_or_else(|_| DEFAULT_PG_ADMIN_URL.to_owned());
         let name = format!("pulse_it_{}", random_string(12).to_lowercase());
-        psql(&admin, &format!("CREATE DATABASE {name}"))
+        run_psql(&admin, &format!("CREATE DATABASE {name}"))
             .with_context(|| format!("creating PostgreSQL database {name} via {admin}"))?;
         let url = replace_database(&admin, &name)?;
         Ok(Self { kind: DbKind::Postgres, url, _dir: None, pg: Some((admin, name)) })
@@ -108,7 +120,7 @@ impl TestDatabase {
     /// to test how the server behaves when its database is gone. Fails on SQLite.
     pub fn drop_postgres_now(&self) -> Result<()> {
         let (admin, name) = self.pg.as_ref().ok_or_else(|| anyhow!("not a PostgreSQL database"))?;
-        psql(admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        run_psql(admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     }
 
     /// The backend.
@@ -126,12 +138,12 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some((admin, name)) = &self.pg {
             // Best effort: a leftover database only costs disk space.
-            let _ = psql(admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let _ = run_psql(admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
 }
 
-fn psql(admin_url: &str, sql: &str) -> Result<()> {
+fn run_psql(admin_url: &str, sql: &str) -> Result<()> {
     let out = std::process::Command::new("psql")
         .arg(admin_url)
         .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
@@ -154,6 +166,25 @@ fn replace_database(admin_url: &str, name: &str) -> Result<String> {
     };
     let query = path_and_query.find('?').map(|i| &path_and_query[i..]).unwrap_or("");
     Ok(format!("{head}{authority}/{name}{query}"))
+}
+
+/// Runs each of `sqls` (one `-c` each, in order) on `url` with `psql` and returns the
+/// unaligned, tuples-only output of the last one, trimmed. For tests that read or poke at the
+/// database behind a server (the multi-instance and fault suites). Panics when psql fails.
+pub async fn psql(url: &str, sqls: &[&str]) -> String {
+    let mut cmd = Command::new("psql");
+    cmd.arg(url).args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    for sql in sqls {
+        cmd.args(["-c", sql]);
+    }
+    let out = cmd.stdin(Stdio::null()).output().await.expect("running psql");
+    assert!(
+        out.status.success(),
+        "psql {sqls:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,8 +420,9 @@ async fn capture(stream: impl AsyncRead + Unpin, logs: Arc<Mutex<String>>) {
 }
 
 /// The server binary: `PULSE_SERVER_BIN`, absolute, or relative to the current folder or to the
-/// workspace root (cargo runs tests from the package folder).
-fn server_bin() -> Result<PathBuf> {
+/// workspace root (cargo runs tests from the package folder). Public for tests that run the
+/// binary themselves, e.g. to see it refuse to start.
+pub fn server_bin() -> Result<PathBuf> {
     let bin = std::env::var(SERVER_BIN_ENV).map_err(|_| {
         anyhow!(
             "{SERVER_BIN_ENV} is not set: point it at the server binary, e.g. \
@@ -405,7 +437,8 @@ fn server_bin() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("{SERVER_BIN_ENV}={bin} is not a file (build the server first)"))
 }
 
-fn free_port() -> Result<u16> {
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
@@ -616,6 +649,31 @@ impl Api {
         }
         Ok(resp.json)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checked requests and request bodies shared by the suites
+// ---------------------------------------------------------------------------------------------
+
+/// `GET path`; panics unless the answer is 200, and returns its JSON.
+pub async fn get_ok(api: &Api, path: &str) -> Value {
+    api.get(path).await.expect("request").expect_status(200).clone()
+}
+
+/// The integer `id` of a created resource; panics when there is none.
+#[track_caller]
+pub fn id_of(v: &Value) -> i64 {
+    v["id"].as_i64().unwrap_or_else(|| panic!("no integer id in {v}"))
+}
+
+/// A valid `POST /api/v1/conversations` body for guest `guest`.
+pub fn conversation_body(guest: &str) -> Value {
+    json!({"guestName": guest, "channel": "whatsapp", "subject": "Late checkout"})
+}
+
+/// A valid `POST /api/v1/approvals` body.
+pub fn approval_body() -> Value {
+    json!({"kind": "refund", "summary": "Refund the minibar charge", "payload": {"amount": 12.5}})
 }
 
 // ---------------------------------------------------------------------------------------------

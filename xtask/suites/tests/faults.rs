@@ -28,13 +28,11 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use suites::tungstenite::Message;
 use suites::{
-    Api, DbKind, Incoming, Pulse, Response, ServerOptions, ServerProcess, TestDatabase, Ws, random_string,
+    Api, DbKind, Incoming, Pulse, Response, ServerOptions, ServerProcess, TestDatabase, WAIT, Ws, matches,
+    psql, random_string,
 };
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
-
-/// Longest wait for a value that must come.
-const WAIT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -61,29 +59,6 @@ async fn timed_get(api: &Api, path: &str) -> (Response, Duration) {
     let start = Instant::now();
     let resp = api.get(path).await.unwrap_or_else(|e| panic!("GET {path}: {e:#}"));
     (resp, start.elapsed())
-}
-
-/// `true` when every key of `expected` has the same value in `actual`.
-fn matches(actual: &Value, expected: &Value) -> bool {
-    expected.as_object().is_some_and(|e| e.iter().all(|(k, v)| actual.get(k) == Some(v)))
-}
-
-/// Runs each of `sqls` (one `-c` each, in order) on `url` with `psql`; returns the unaligned
-/// output of the last one.
-async fn psql(url: &str, sqls: &[&str]) -> String {
-    let mut cmd = tokio::process::Command::new("psql");
-    cmd.arg(url).args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
-    for sql in sqls {
-        cmd.args(["-c", sql]);
-    }
-    let out = cmd.stdin(Stdio::null()).output().await.expect("running psql");
-    assert!(
-        out.status.success(),
-        "psql {sqls:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Runs `sql` on a SQLite file with the `sqlite3` CLI and returns its output.

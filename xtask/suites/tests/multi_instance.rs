@@ -15,7 +15,6 @@
 //! PULSE_SERVER_BIN=target/debug/server cargo test -p suites --test multi_instance
 //! ```
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -23,120 +22,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::future::{join_all, try_join_all};
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 use suites::{
-    ADMIN_USERNAME, Api, Incoming, ServerOptions, ServerProcess, TestDatabase, Ws, connect, random_string,
+    ADMIN_USERNAME, Api, Cluster, ServerOptions, ServerProcess, TestDatabase, WAIT, Watcher, approval_body,
+    conversation_body, free_port, get_ok, random_string, server_bin,
 };
 
-/// Longest wait for a value that must come.
-const WAIT: Duration = Duration::from_secs(5);
 /// How long every socket must stay silent to count as "no message".
 const QUIET: Duration = Duration::from_secs(1);
-
-const STATS_TOPICS: [&str; 3] = ["stats:tasks", "stats:approvals", "stats:conversations"];
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Several server processes on one fresh PostgreSQL database, with the same `JWT_SECRET` and
-/// admin password.
-struct Cluster {
-    /// Declared first: dropped (so killed) before the database.
-    servers: Vec<ServerProcess>,
-    /// The admin's client for each instance (one token, valid everywhere).
-    admins: Vec<Api>,
-    db: TestDatabase,
-}
-
-impl Cluster {
-    /// Starts `n` instances: the first alone (it migrates and creates the admin), then the
-    /// others together.
-    async fn start(n: usize) -> Self {
-        let db = TestDatabase::postgres().expect("creating a PostgreSQL database");
-        let opts = ServerOptions::default()
-            .env("JWT_SECRET", random_string(48))
-            .env("ADMIN_PASSWORD", random_string(20));
-        let first = ServerProcess::start(&db, opts.clone()).await.expect("starting instance 0");
-        let rest = try_join_all((1..n).map(|_| ServerProcess::start(&db, opts.clone())))
-            .await
-            .expect("starting the other instances");
-        let mut servers = vec![first];
-        servers.extend(rest);
-        let token = servers[0]
-            .api()
-            .login(ADMIN_USERNAME, servers[0].admin_password())
-            .await
-            .expect("admin login on instance 0");
-        let admins = servers.iter().map(|s| s.api().with_token(token.clone())).collect();
-        let cluster = Self { servers, admins, db };
-        let names: Vec<String> = (0..n).map(|i| cluster.instance_name(i)).collect();
-        for (i, name) in names.iter().enumerate() {
-            assert!(!names[..i].contains(name), "two instances share the name {name}: {names:?}");
-        }
-        cluster
+/// Starts a [`Cluster`] of `n` instances and checks that no two share a name (the name tags
+/// each instance's events and LISTEN connection).
+async fn start_cluster(n: usize) -> Cluster {
+    let cluster = Cluster::start(n).await.expect("starting the instances");
+    let names: Vec<String> = (0..n).map(|i| cluster.instance_name(i)).collect();
+    for (i, name) in names.iter().enumerate() {
+        assert!(!names[..i].contains(name), "two instances share the name {name}: {names:?}");
     }
-
-    /// The instance's name (`pulse-<8 hex>`), from its startup log line
-    /// `listening for other instances' events instance=pulse-…`.
-    fn instance_name(&self, i: usize) -> String {
-        let log = self.servers[i].logs();
-        let line = log
-            .lines()
-            .find(|l| l.contains("listening for other instances' events"))
-            .unwrap_or_else(|| panic!("instance {i} did not log that it listens; log:\n{log}"));
-        let name = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("instance="))
-            .map(|w| w.trim_matches('"').to_owned())
-            .unwrap_or_else(|| panic!("no instance= in {line:?}"));
-        let hex = name.strip_prefix("pulse-").unwrap_or("");
-        assert!(
-            hex.len() == 8 && hex.chars().all(|c| c.is_ascii_hexdigit()),
-            "instance name {name:?} is not pulse-<8 hex> (line {line:?})"
-        );
-        name
-    }
-
-    /// Creates a user with `role` through instance 0 and returns its token.
-    async fn user(&self, username: &str, role: &str) -> String {
-        let password = format!("pw-{}", random_string(16));
-        self.admins[0].create_user(username, &password, role).await.expect("creating a user");
-        self.admins[0].login(username, &password).await.expect("user login")
-    }
-
-    /// A client of instance `i` with `token`.
-    fn api(&self, i: usize, token: &str) -> Api {
-        self.servers[i].api().with_token(token)
-    }
-
-    /// A checked WebSocket client of instance `i`.
-    async fn watcher(&self, i: usize, token: &str, name: &str) -> Watcher {
-        Watcher::connect(&self.servers[i], token, name).await
-    }
-
-    /// Runs `sql` on the test database with `psql` and returns its unaligned output.
-    async fn psql(&self, sql: &str) -> String {
-        psql(self.db.url(), sql).await
-    }
-}
-
-async fn psql(url: &str, sql: &str) -> String {
-    let out = tokio::process::Command::new("psql")
-        .arg(url)
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("running psql");
-    assert!(
-        out.status.success(),
-        "psql {sql:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    cluster
 }
 
 fn task_body(i: usize, assignee: Option<&str>) -> Value {
@@ -149,14 +57,6 @@ fn task_body(i: usize, assignee: Option<&str>) -> Value {
         body["assignee"] = json!(a);
     }
     body
-}
-
-fn conversation_body(guest: &str) -> Value {
-    json!({"guestName": guest, "channel": "whatsapp", "subject": "Late checkout"})
-}
-
-fn approval_body() -> Value {
-    json!({"kind": "refund", "summary": "Refund the minibar charge", "payload": {"amount": 12.5}})
 }
 
 async fn create(api: &Api, path: &str, body: Value) -> i64 {
@@ -174,15 +74,11 @@ async fn post_ok(api: &Api, path: &str, body: Option<Value>) {
     resp.expect_status(200);
 }
 
-async fn get_ok(api: &Api, path: &str) -> Value {
-    api.get(path).await.expect("request").expect_status(200).clone()
-}
-
 async fn task_stats(api: &Api) -> Value {
     get_ok(api, "/api/v1/tasks/stats").await
 }
 
-/// The three REST stats, in [`STATS_TOPICS`] order.
+/// The three REST stats, in [`suites::STATS_TOPICS`] order.
 async fn rest_stats(api: &Api) -> [Value; 3] {
     let approvals = get_ok(api, "/api/v1/approvals/stats").await;
     let approvals = approvals
@@ -190,11 +86,6 @@ async fn rest_stats(api: &Api) -> [Value; 3] {
         .cloned()
         .unwrap_or_else(|| panic!("approval stats not in \"stats\": {approvals}"));
     [task_stats(api).await, approvals, get_ok(api, "/api/v1/conversations/stats").await]
-}
-
-/// `true` when every key of `expected` has the same value in `actual`.
-fn matches(actual: &Value, expected: &Value) -> bool {
-    expected.as_object().is_some_and(|e| e.iter().all(|(k, v)| actual.get(k) == Some(v)))
 }
 
 async fn status_of(server: &ServerProcess, path: &str) -> u16 {
@@ -212,104 +103,6 @@ async fn wait_for_log(server: &ServerProcess, needle: &str, timeout: Duration) -
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A WebSocket client that checks every stats message it sees (numeric `seq`, never going
-/// back, growing whenever the value changes) and keeps the last value of each topic.
-struct Watcher {
-    name: String,
-    ws: Ws,
-    last: HashMap<String, (f64, Value)>,
-    received: usize,
-}
-
-impl Watcher {
-    /// Connects and checks the four opening messages.
-    async fn connect(server: &ServerProcess, token: &str, name: &str) -> Self {
-        let mut ws = connect(&server.ws_url(token)).await.unwrap_or_else(|e| panic!("{name}: connect: {e}"));
-        let mut first = Vec::new();
-        for _ in 0..4 {
-            first
-                .push(ws.next_json(WAIT).await.unwrap_or_else(|e| panic!("{name}: opening messages: {e:#}")));
-        }
-        let mut w = Self { name: name.into(), ws, last: HashMap::new(), received: 0 };
-        assert_eq!(first[0]["type"], "connected", "{name}: first message {}", first[0]);
-        for (msg, topic) in first[1..].iter().zip(STATS_TOPICS) {
-            assert_eq!(msg["type"], topic, "{name}: opening messages out of order: {first:?}");
-            w.observe(msg);
-        }
-        w
-    }
-
-    fn observe(&mut self, msg: &Value) {
-        let Some(topic) = msg["type"].as_str().filter(|t| t.starts_with("stats:")) else { return };
-        let seq = msg["seq"]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{}: stats message without numeric seq: {msg}", self.name));
-        let payload = msg["payload"].clone();
-        assert!(payload.is_object(), "{}: stats payload is not an object: {msg}", self.name);
-        if let Some((last_seq, last_payload)) = self.last.get(topic) {
-            assert!(seq >= *last_seq, "{}: {topic} seq went back from {last_seq} to {seq}: {msg}", self.name);
-            if &payload != last_payload {
-                assert!(seq > *last_seq, "{}: new {topic} value with the same seq {seq}: {msg}", self.name);
-            }
-        }
-        self.last.insert(topic.to_owned(), (seq, payload));
-    }
-
-    fn last_payload(&self, topic: &str) -> Value {
-        self.last.get(topic).map(|(_, p)| p.clone()).unwrap_or(Value::Null)
-    }
-
-    /// Reads until the last value of `topic` matches `expected` or `timeout` passes. Panics if
-    /// the connection closes or ends.
-    async fn wait_for(&mut self, topic: &str, expected: &Value, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if matches(&self.last_payload(topic), expected) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.ws.next_incoming(left).await {
-                Some(Incoming::Json(v)) => {
-                    self.received += 1;
-                    self.observe(&v);
-                }
-                Some(other) => panic!("{}: waiting for {topic} = {expected}, got {other:?}", self.name),
-                None => return false,
-            }
-        }
-    }
-
-    /// Panics unless the last value of every topic matches `expected` (in [`STATS_TOPICS`]
-    /// order) within `timeout` overall; then reads for a little longer and checks that nothing
-    /// stale arrives.
-    async fn converge(&mut self, expected: &[Value], timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        for (topic, want) in STATS_TOPICS.iter().zip(expected) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ok = self.wait_for(topic, want, left).await;
-            assert!(
-                ok,
-                "{}: last {topic} {} != REST {want} after {timeout:?}",
-                self.name,
-                self.last_payload(topic)
-            );
-        }
-        let late = self.ws.drain_for(Duration::from_millis(300)).await;
-        for m in &late {
-            assert!(m.get("__close").is_none() && m.get("__ended").is_none(), "{}: closed: {m}", self.name);
-            self.observe(m);
-        }
-        for (topic, want) in STATS_TOPICS.iter().zip(expected) {
-            assert!(
-                matches(&self.last_payload(topic), want),
-                "{}: {topic} moved away from REST {want} to {} (late messages {late:?})",
-                self.name,
-                self.last_payload(topic)
-            );
-        }
     }
 }
 
@@ -394,7 +187,7 @@ async fn wait_until_done(counts: &BurstCounts, n: usize, timeout: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_200_on_a_healthy_postgres_instance() {
-    let c = Cluster::start(2).await;
+    let c = start_cluster(2).await;
     for (i, server) in c.servers.iter().enumerate() {
         let ready = server.api().get("/readyz").await.expect("GET /readyz");
         assert_eq!(ready.status, 200, "instance {i} /readyz: HTTP {} {}", ready.status, ready.text);
@@ -404,9 +197,10 @@ async fn readyz_is_200_on_a_healthy_postgres_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_converge_on_every_topic() {
-    let c = Cluster::start(3).await;
-    let staff_token = c.user("floor-staff", "staff").await;
-    let admin = c.admins[0].token().expect("admin token").to_owned();
+    let c = start_cluster(3).await;
+    let (staff, _) = c.user("floor-staff", "staff", 0).await.expect("creating a user");
+    let staff_token = staff.token().expect("user token").to_owned();
+    let admin = c.admin_token().to_owned();
 
     let mut watchers = vec![
         c.watcher(0, &admin, "instance 0 admin socket").await,
@@ -464,8 +258,8 @@ async fn three_instances_converge_on_every_topic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_an_instance_mid_burst_loses_nothing_elsewhere() {
-    let mut c = Cluster::start(3).await;
-    let admin = c.admins[0].token().expect("admin token").to_owned();
+    let mut c = start_cluster(3).await;
+    let admin = c.admin_token().to_owned();
     let a_name = c.instance_name(0);
     let mut survivors = vec![
         c.watcher(1, &admin, "instance B socket").await,
@@ -536,8 +330,8 @@ async fn kill_9_of_an_instance_mid_burst_loses_nothing_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_listen_backend_reconnects_and_catches_up() {
-    let c = Cluster::start(2).await;
-    let admin = c.admins[0].token().expect("admin token").to_owned();
+    let c = start_cluster(2).await;
+    let admin = c.admin_token().to_owned();
     let b_name = c.instance_name(1);
     assert!(!c.servers[1].logs().contains("fan-out listener reconnected"), "B reconnected before the test");
     let mut watchers = vec![
@@ -593,9 +387,10 @@ async fn terminated_listen_backend_reconnects_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_changes_produce_no_message_on_any_instance() {
-    let c = Cluster::start(2).await;
-    let admin = c.admins[0].token().expect("admin token").to_owned();
-    let staff_token = c.user("quiet-staff", "staff").await;
+    let c = start_cluster(2).await;
+    let admin = c.admin_token().to_owned();
+    let (staff, _) = c.user("quiet-staff", "staff", 0).await.expect("creating a user");
+    let staff_token = staff.token().expect("user token").to_owned();
 
     let done = create(&c.admins[0], "/api/v1/tasks", task_body(1, None)).await;
     post_ok(&c.admins[0], &format!("/api/v1/tasks/{done}/complete"), None).await;
@@ -671,17 +466,6 @@ async fn refused_changes_produce_no_message_on_any_instance() {
     assert_eq!(c.psql("SELECT count(*) FROM events").await, events_before, "refused requests left events");
 }
 
-/// The server binary named by `PULSE_SERVER_BIN` (absolute, or relative to the current folder
-/// or to the workspace root).
-fn server_bin() -> PathBuf {
-    let bin = std::env::var(suites::SERVER_BIN_ENV).expect("PULSE_SERVER_BIN is not set");
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    [PathBuf::from(&bin), workspace.join(&bin)]
-        .into_iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("PULSE_SERVER_BIN={bin} is not a file"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_refuses_a_second_server_on_the_same_file() {
     let db = TestDatabase::sqlite().expect("creating a SQLite database");
@@ -698,9 +482,8 @@ async fn sqlite_refuses_a_second_server_on_the_same_file() {
     let path = db.url().strip_prefix("sqlite://").expect("a sqlite:// URL").to_owned();
     assert!(PathBuf::from(format!("{path}.lock")).is_file(), "no lock file {path}.lock");
 
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-    let second = tokio::process::Command::new(server_bin())
+    let port = free_port().expect("a free port");
+    let second = tokio::process::Command::new(server_bin().expect("the server binary"))
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", db.url())
         .env("JWT_SECRET", &secret)

@@ -16,19 +16,16 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures_util::future::{join_all, try_join_all};
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 use suites::{
-    ADMIN_USERNAME, Api, Pulse, ServerOptions, ServerProcess, TestDatabase, Ws, connect, random_string,
-    refused_body, refused_status,
+    ADMIN_USERNAME, Api, Pulse, STATS_TOPICS, ServerProcess, TestDatabase, WAIT, Ws, approval_body, connect,
+    conversation_body, get_ok, id_of, matches, refused_body, refused_status,
 };
 
-/// Longest wait for a message that must come.
-const WAIT: Duration = Duration::from_secs(5);
 /// How long a socket must stay silent to count as "no message".
 const QUIET: Duration = Duration::from_millis(700);
 
-const STATS_TOPICS: [&str; 3] = ["stats:tasks", "stats:approvals", "stats:conversations"];
 /// The keys of a task, as REST returns it.
 const TASK_KEYS: [&str; 10] = [
     "id",
@@ -55,14 +52,6 @@ fn task_body(description: &str, assignee: Option<&str>) -> Value {
     body
 }
 
-fn conversation_body(guest: &str) -> Value {
-    json!({"guestName": guest, "channel": "whatsapp", "subject": "Late checkout"})
-}
-
-fn approval_body() -> Value {
-    json!({"kind": "refund", "summary": "Refund the minibar charge", "payload": {"amount": 12.5}})
-}
-
 async fn create(api: &Api, path: &str, body: Value) -> Value {
     let resp = api.post(path, &body).await.expect("request");
     resp.expect_status(201).clone()
@@ -78,14 +67,6 @@ async fn post_empty_ok(api: &Api, path: &str) -> Value {
     resp.expect_status(200).clone()
 }
 
-async fn get_ok(api: &Api, path: &str) -> Value {
-    api.get(path).await.expect("request").expect_status(200).clone()
-}
-
-fn id_of(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_else(|| panic!("no integer id in {v}"))
-}
-
 /// The REST value of a stats topic.
 async fn rest_stats(api: &Api, topic: &str) -> Value {
     match topic {
@@ -97,11 +78,6 @@ async fn rest_stats(api: &Api, topic: &str) -> Value {
         }
         other => panic!("not a stats topic: {other}"),
     }
-}
-
-/// `true` when every key of `expected` has the same value in `actual`.
-fn matches(actual: &Value, expected: &Value) -> bool {
-    expected.as_object().is_some_and(|e| e.iter().all(|(k, v)| actual.get(k) == Some(v)))
 }
 
 fn type_of(msg: &Value) -> &str {
@@ -978,71 +954,16 @@ both_databases!(
 /// Test names sort before `postgres::` and `sqlite::`, and the longest (`killed_…`) first, so
 /// that it overlaps with the others.
 mod cluster {
+    use suites::Cluster;
+
     use super::*;
-
-    /// Several server processes on one fresh PostgreSQL database, with the same `JWT_SECRET`
-    /// and admin password.
-    struct Cluster {
-        /// Declared first: dropped (so killed) before the database.
-        servers: Vec<ServerProcess>,
-        /// The admin's client for each instance (one token, valid everywhere).
-        admins: Vec<Api>,
-        _db: TestDatabase,
-    }
-
-    impl Cluster {
-        /// Starts `n` instances: the first alone (it migrates and creates the admin), then the
-        /// others together.
-        async fn start(n: usize) -> Self {
-            let db = TestDatabase::postgres().expect("creating a PostgreSQL database");
-            let opts = ServerOptions::default()
-                .env("JWT_SECRET", random_string(48))
-                .env("ADMIN_PASSWORD", random_string(20));
-            let first = ServerProcess::start(&db, opts.clone()).await.expect("starting instance 0");
-            let rest = try_join_all((1..n).map(|_| ServerProcess::start(&db, opts.clone())))
-                .await
-                .expect("starting the other instances");
-            let mut servers = vec![first];
-            servers.extend(rest);
-            for (i, server) in servers.iter().enumerate() {
-                let log = server.logs();
-                assert!(
-                    log.contains("listening for other instances' events"),
-                    "instance {i} (pid {}, {}) did not log that it listens for other instances \
-                     (did another process take its port?); log:\n{log}",
-                    server.pid(),
-                    server.base_url()
-                );
-            }
-            let token = servers[0]
-                .api()
-                .login(ADMIN_USERNAME, servers[0].admin_password())
-                .await
-                .expect("admin login on instance 0");
-            let admins = servers.iter().map(|s| s.api().with_token(token.clone())).collect();
-            Self { servers, admins, _db: db }
-        }
-
-        fn token(&self) -> String {
-            self.admins[0].token().expect("admin token").to_owned()
-        }
-
-        /// Creates a user through instance 0 and returns its client on instance `i` and its
-        /// JSON.
-        async fn user(&self, username: &str, role: &str, i: usize) -> (Api, Value) {
-            let password = format!("pw-{}", random_string(16));
-            let user = self.admins[0].create_user(username, &password, role).await.expect("creating a user");
-            let token = self.admins[0].login(username, &password).await.expect("user login");
-            (self.servers[i].api().with_token(token), user)
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killed_instance_users_leave_presence_within_45_s() {
-        let mut c = Cluster::start(3).await;
-        let token = c.token();
-        let (bea, _) = c.user("bea", "staff", 2).await;
-        let (carl, _) = c.user("carl", "staff", 1).await;
+        let mut c = Cluster::start(3).await.expect("starting the instances");
+        let token = c.admin_token().to_owned();
+        let (bea, _) = c.user("bea", "staff", 2).await.expect("creating a user");
+        let (carl, _) = c.user("carl", "staff", 1).await.expect("creating a user");
         let (mut a0, _) =
             Client::open(&c.servers[0], &token, Some("presence"), "admin on 0", &["connected", "presence"])
                 .await;
@@ -1082,10 +1003,10 @@ mod cluster {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn presence_across_instances_and_graceful_stop() {
-        let mut c = Cluster::start(3).await;
-        let token = c.token();
-        let (bea, bea_user) = c.user("bea", "staff", 1).await;
-        let (carl, _) = c.user("carl", "staff", 2).await;
+        let mut c = Cluster::start(3).await.expect("starting the instances");
+        let token = c.admin_token().to_owned();
+        let (bea, bea_user) = c.user("bea", "staff", 1).await.expect("creating a user");
+        let (carl, _) = c.user("carl", "staff", 2).await.expect("creating a user");
         let bea_token = bea.token().expect("token").to_owned();
         let (mut a, _) =
             Client::open(&c.servers[0], &token, Some("presence"), "admin on 0", &["connected", "presence"])
@@ -1146,10 +1067,10 @@ mod cluster {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn task_assigned_reaches_the_assignee_on_every_instance() {
-        let c = Cluster::start(3).await;
-        let token = c.token();
-        let (bea, _) = c.user("bea", "staff", 2).await;
-        let (carl, _) = c.user("carl", "staff", 1).await;
+        let c = Cluster::start(3).await.expect("starting the instances");
+        let token = c.admin_token().to_owned();
+        let (bea, _) = c.user("bea", "staff", 2).await.expect("creating a user");
+        let (carl, _) = c.user("carl", "staff", 1).await.expect("creating a user");
         let bea_token = bea.token().expect("token").to_owned();
         let mut a = Client::default(&c.servers[0], &token, "admin on 0").await;
         let mut b1 = Client::default(&c.servers[1], &bea_token, "bea on 1").await;
@@ -1191,11 +1112,11 @@ mod cluster {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn typing_across_instances() {
-        let c = Cluster::start(3).await;
-        let token = c.token();
-        let (bea, bea_user) = c.user("bea", "staff", 2).await;
-        let (carl, _) = c.user("carl", "staff", 1).await;
-        let (dora, _) = c.user("dora", "staff", 1).await;
+        let c = Cluster::start(3).await.expect("starting the instances");
+        let token = c.admin_token().to_owned();
+        let (bea, bea_user) = c.user("bea", "staff", 2).await.expect("creating a user");
+        let (carl, _) = c.user("carl", "staff", 1).await.expect("creating a user");
+        let (dora, _) = c.user("dora", "staff", 1).await.expect("creating a user");
         let n = id_of(&create(&c.admins[0], "/api/v1/conversations", conversation_body("Ada")).await);
         let m = id_of(&create(&c.admins[1], "/api/v1/conversations", conversation_body("Bob")).await);
         let topic_n = format!("conversation:{n}");

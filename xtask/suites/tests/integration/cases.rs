@@ -5,12 +5,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use suites::{
-    ADMIN_USERNAME, Api, Body, Incoming, Method, Pulse, ServerOptions, ServerProcess, TestDatabase, Ws,
-    claims, connect, mint_token, mint_token_alg, mint_token_claims, now_secs, refused_status, unsigned_token,
+    ADMIN_USERNAME, Api, Body, Incoming, Method, Pulse, ServerOptions, ServerProcess, TestDatabase, WAIT,
+    Watcher, Ws, approval_body, claims, connect, conversation_body, get_ok, id_of, matches, mint_token,
+    mint_token_alg, mint_token_claims, now_secs, refused_status, unsigned_token,
 };
 
-/// Longest wait for a message that must come.
-const WAIT: Duration = Duration::from_secs(5);
 /// How long a socket must stay silent to count as "no message".
 const QUIET: Duration = Duration::from_millis(500);
 
@@ -26,26 +25,9 @@ fn task_body(department: &str) -> Value {
     json!({"type": "housekeeping", "department": department, "description": "Fresh towels for room 101"})
 }
 
-fn conversation_body(guest: &str) -> Value {
-    json!({"guestName": guest, "channel": "whatsapp", "subject": "Late checkout"})
-}
-
-fn approval_body() -> Value {
-    json!({"kind": "refund", "summary": "Refund the minibar charge", "payload": {"amount": 12.5}})
-}
-
 async fn create(api: &Api, path: &str, body: Value) -> Value {
     let resp = api.post(path, &body).await.expect("request");
     resp.expect_status(201).clone()
-}
-
-async fn get_ok(api: &Api, path: &str) -> Value {
-    let resp = api.get(path).await.expect("request");
-    resp.expect_status(200).clone()
-}
-
-fn id_of(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_else(|| panic!("no integer id in {v}"))
 }
 
 #[track_caller]
@@ -107,100 +89,9 @@ async fn conversation_stats(api: &Api) -> Value {
     get_ok(api, "/api/v1/conversations/stats").await
 }
 
-/// `true` when every key of `expected` has the same value in `actual`.
-fn matches(actual: &Value, expected: &Value) -> bool {
-    expected.as_object().is_some_and(|e| e.iter().all(|(k, v)| actual.get(k) == Some(v)))
-}
-
 #[track_caller]
 fn assert_matches(actual: &Value, expected: &Value, what: &str) {
     assert!(matches(actual, expected), "{what}: got {actual}, expected {expected}");
-}
-
-const STATS_TOPICS: [&str; 3] = ["stats:tasks", "stats:approvals", "stats:conversations"];
-
-/// A WebSocket client that checks every stats message it sees: numeric `seq`, never going back,
-/// and growing whenever the value changes.
-struct Watcher {
-    name: String,
-    ws: Ws,
-    last: HashMap<String, (f64, Value)>,
-}
-
-impl Watcher {
-    /// Connects and checks the four opening messages.
-    async fn connect(p: &Pulse, token: &str, name: &str) -> Self {
-        let (ws, first) = p.ws_ready(token).await.unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut w = Self { name: name.into(), ws, last: HashMap::new() };
-        assert_eq!(first[0]["type"], "connected", "{name}: first message {}", first[0]);
-        for (msg, topic) in first[1..].iter().zip(STATS_TOPICS) {
-            assert_eq!(msg["type"], topic, "{name}: opening messages out of order: {first:?}");
-            w.observe(msg);
-        }
-        w
-    }
-
-    fn observe(&mut self, msg: &Value) {
-        let Some(topic) = msg["type"].as_str().filter(|t| t.starts_with("stats:")) else { return };
-        let seq = msg["seq"]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{}: stats message without numeric seq: {msg}", self.name));
-        let payload = msg["payload"].clone();
-        assert!(payload.is_object(), "{}: stats payload is not an object: {msg}", self.name);
-        if let Some((last_seq, last_payload)) = self.last.get(topic) {
-            assert!(seq >= *last_seq, "{}: {topic} seq went back from {last_seq} to {seq}: {msg}", self.name);
-            if &payload != last_payload {
-                assert!(seq > *last_seq, "{}: new {topic} value with the same seq {seq}: {msg}", self.name);
-            }
-        }
-        self.last.insert(topic.to_owned(), (seq, payload));
-    }
-
-    fn last_payload(&self, topic: &str) -> Value {
-        self.last.get(topic).map(|(_, p)| p.clone()).unwrap_or(Value::Null)
-    }
-
-    fn last_seq(&self, topic: &str) -> f64 {
-        self.last.get(topic).map(|(s, _)| *s).unwrap_or(f64::NAN)
-    }
-
-    /// Reads until the last value of `topic` matches `expected` or `timeout` passes.
-    async fn wait_for(&mut self, topic: &str, expected: &Value, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if matches(&self.last_payload(topic), expected) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.ws.next_incoming(left).await {
-                Some(Incoming::Json(v)) => self.observe(&v),
-                Some(other) => panic!("{}: waiting for {topic} = {expected}, got {other:?}", self.name),
-                None => return false,
-            }
-        }
-    }
-
-    /// Like [`Watcher::wait_for`], but panics on timeout, and checks the seq grew.
-    async fn expect(&mut self, topic: &str, expected: &Value) {
-        let before = self.last_seq(topic);
-        let got = self.wait_for(topic, expected, WAIT).await;
-        assert!(
-            got,
-            "{}: no {topic} value matching {expected} within {WAIT:?}; last value {}",
-            self.name,
-            self.last_payload(topic)
-        );
-        assert!(self.last_seq(topic) > before, "{}: {topic} seq did not grow past {before}", self.name);
-    }
-
-    /// Reads for `d`, recording stats messages, and returns everything received.
-    async fn drain(&mut self, d: Duration) -> Vec<Value> {
-        let msgs = self.ws.drain_for(d).await;
-        for m in &msgs {
-            self.observe(m);
-        }
-        msgs
-    }
 }
 
 #[track_caller]
@@ -1412,8 +1303,8 @@ pub(crate) async fn ws_opening_messages(db: TestDatabase) {
 pub(crate) async fn ws_clients_receive_every_stats_change(db: TestDatabase) {
     let p = start(db).await;
     let (staff, _) = p.user("runner", "staff").await.unwrap();
-    let mut a = Watcher::connect(&p, p.admin.token().unwrap(), "admin socket").await;
-    let mut b = Watcher::connect(&p, staff.token().unwrap(), "staff socket").await;
+    let mut a = Watcher::connect(&p.server, p.admin.token().unwrap(), "admin socket").await;
+    let mut b = Watcher::connect(&p.server, staff.token().unwrap(), "staff socket").await;
     assert_matches(
         &a.last_payload("stats:tasks"),
         &json!({"pending": 0, "inProgress": 0, "completed": 0, "total": 0}),
@@ -1484,8 +1375,8 @@ pub(crate) async fn ws_clients_receive_every_stats_change(db: TestDatabase) {
 pub(crate) async fn ws_burst_of_200_task_creations_converges(db: TestDatabase) {
     let p = start(db).await;
     let (staff, _) = p.user("burst-staff", "staff").await.unwrap();
-    let mut a = Watcher::connect(&p, p.admin.token().unwrap(), "admin socket").await;
-    let mut b = Watcher::connect(&p, staff.token().unwrap(), "staff socket").await;
+    let mut a = Watcher::connect(&p.server, p.admin.token().unwrap(), "admin socket").await;
+    let mut b = Watcher::connect(&p.server, staff.token().unwrap(), "staff socket").await;
 
     let mut handles = Vec::new();
     for i in 0..200 {
@@ -1533,7 +1424,7 @@ pub(crate) async fn ws_refused_requests_emit_nothing(db: TestDatabase) {
     let conv = id_of(&create(&p.admin, "/api/v1/conversations", conversation_body("Ada")).await);
     p.admin.post_empty(&format!("/api/v1/conversations/{conv}/resolve")).await.unwrap().expect_status(200);
 
-    let mut w = Watcher::connect(&p, p.admin.token().unwrap(), "admin socket").await;
+    let mut w = Watcher::connect(&p.server, p.admin.token().unwrap(), "admin socket").await;
     // Let anything already in flight arrive first.
     w.drain(Duration::from_millis(300)).await;
 
