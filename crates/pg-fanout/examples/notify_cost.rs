@@ -1,7 +1,8 @@
 //! What the NOTIFY doorbell costs committing writers: 8 concurrent writers create tasks
 //! through the services on a fresh PostgreSQL database, in rounds of three modes — no
 //! doorbell, the doorbell Pulse uses (after the commit, from its own connection), and a
-//! NOTIFY inside every writing transaction (a trigger, for comparison).
+//! NOTIFY inside every writing transaction (a trigger, for comparison). A second instance
+//! listens and catches up from the outbox on every ring throughout.
 //!
 //! ```text
 //! cargo run --release -p pg-fanout --example notify_cost [-- SECONDS_PER_ROUND ROUNDS WRITERS]
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use domain_events::model::{Actor, Role};
-use domain_events::{EventPublisher, InProcessBus};
+use domain_events::{EventPublisher, EventSubscriber, InProcessBus};
 use pg_fanout::{FanoutConfig, PgFanout};
 use services::{Database, NewTask, PoolOptions, Services};
 
@@ -55,9 +56,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
              ALTER TABLE events DISABLE TRIGGER ring;",
         )
         .await?;
-    // Someone listens, as in production.
-    let mut listener = AsyncPgConnection::establish(&url).await?;
-    listener.batch_execute("LISTEN pulse_events").await?;
+    // A second instance listens and reads the outbox on every ring, as in production (an
+    // instance skips its own rings, so without a peer the doorbell would cost only the NOTIFY).
+    let peer_bus = InProcessBus::default();
+    let _peer_events = peer_bus.subscribe();
+    let peer = PgFanout::start(&url, "notify-cost-peer", Arc::new(peer_bus), FanoutConfig::default()).await?;
 
     println!("{writers} writers, {rounds} rounds of {secs} s per mode");
     let modes = ["none", "after-commit doorbell", "in-transaction NOTIFY"];
@@ -77,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rate = totals[i] / rounds as f64;
         println!("mean {mode:<22} {rate:8.0} commits/s  cost {:5.1}%", (1.0 - rate / base) * 100.0);
     }
-    drop((plain, doorbell, control, listener, link));
+    drop((plain, doorbell, control, peer, link));
     admin.batch_execute("DROP DATABASE IF EXISTS pulse_notify_cost WITH (FORCE)").await?;
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! Every service transaction appends its events to the `events` table (the transactional
 //! outbox), so an event exists if and only if its change committed. After the commit the
 //! services publish on a [`DoorbellPublisher`]: it hands the events to the local bus and
-//! rings `NOTIFY pulse_events` from its own connection (coalesced: at most one in flight).
+//! rings `NOTIFY pulse_events` from its own connection (coalesced: at most one in flight and
+//! one per [`DOORBELL_MIN_INTERVAL`]; the payload is the ringing instance's name).
 //! The doorbell is rung *outside* the writing transaction on purpose: a NOTIFY inside it
 //! takes PostgreSQL's global notify lock at commit and serializes every committing writer
 //! (measured in `examples/notify_cost.rs`, see docs/scaling.md).
@@ -36,7 +37,9 @@ use tokio::time::Instant;
 
 mod outbound;
 
-pub use outbound::{DoorbellPublisher, PRESENCE_HEARTBEAT, PRESENCE_TTL_SECS, PgCluster};
+pub use outbound::{
+    DOORBELL_MIN_INTERVAL, DoorbellPublisher, PRESENCE_HEARTBEAT, PRESENCE_TTL_SECS, PgCluster,
+};
 
 /// The NOTIFY channel the events doorbell rings.
 pub const CHANNEL: &str = "pulse_events";
@@ -348,6 +351,8 @@ impl Listener {
                     match notification.channel.as_str() {
                         TYPING_CHANNEL => self.typing(&notification.payload),
                         PRESENCE_CHANNEL => presence = true,
+                        // Our own ring: the rows are ours, read with the next catch-up.
+                        _ if notification.payload == self.instance => {}
                         _ => events = true,
                     }
                 }
