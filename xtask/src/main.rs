@@ -226,6 +226,8 @@ fn e2e() -> anyhow::Result<()> {
 
 /// The load bench at full size (or as `args` say), against a release build of the server.
 fn bench(args: &[String]) -> anyhow::Result<()> {
+    // `cargo xtask bench -- --clients 10` and `cargo xtask bench --clients 10` both work.
+    let args: Vec<&String> = args.iter().filter(|a| a.as_str() != "--").collect();
     cargo(&["build", "--release", "-p", "server"])?;
     let server = std::fs::canonicalize(target_dir().join("release/server"))?;
     let mut command = Command::new("cargo");
