@@ -37,7 +37,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::time::{Instant, sleep};
 
 use crate::clients::{ClientOutcome, Fleet, FleetConfig};
-use crate::db::{BenchDb, DbKind, random_name};
+use crate::db::{BenchDb, DbKind};
 use crate::floor::FloorArgs;
 use crate::load::Api;
 use crate::procstat::{ClusterSample, Machine, PhaseCost, PhaseCosts, Sample};
@@ -292,7 +292,7 @@ async fn main() -> ExitCode {
     if let Some(Mode::Soak(soak)) = &args.mode {
         return soak_main(&args, soak, &kinds, &server_bin, &out_dir, &machine, tck, &command_line).await;
     }
-    let mut code = ExitCode::SUCCESS;
+    let mut code = 0;
     for kind in kinds {
         println!(
             "bench: {} — {} clients on {} server instance(s), server {}",
@@ -302,43 +302,15 @@ async fn main() -> ExitCode {
             server_bin.display()
         );
         let run = run_db(&args, kind, &server_bin, &out_dir, &machine, tck, &command_line);
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(args.max_run_secs), run) => match r {
-                Ok(r) => r,
-                Err(_) => Err(anyhow::anyhow!("the run exceeded --max-run-secs {}", args.max_run_secs)),
-            },
-            _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+        let name = file_stem(kind.name(), args.instances);
+        let files = Written {
+            json: out_dir.join(format!("report-{name}.json")),
+            md: out_dir.join(format!("summary-{name}.md")),
+            shown: format!("{}/{{report,summary,latency}}-{name}.*", out_dir.display()),
         };
-        // Dropping the run above killed the servers and dropped the database, whatever happened.
-        match outcome {
-            Ok(report) => {
-                let md = report.markdown();
-                println!("\n{md}");
-                let name = file_stem(kind.name(), args.instances);
-                let written = std::fs::write(
-                    out_dir.join(format!("report-{name}.json")),
-                    serde_json::to_string_pretty(&report).unwrap_or_default(),
-                )
-                .and_then(|()| std::fs::write(out_dir.join(format!("summary-{name}.md")), md));
-                if let Err(e) = written {
-                    eprintln!("bench: writing the report: {e}");
-                    code = ExitCode::from(2);
-                }
-                println!("bench: wrote {}/{{report,summary,latency}}-{name}.*", out_dir.display());
-                if !report.ok {
-                    eprintln!("bench: {name}: FAILED: {}", report.failures.join("; "));
-                    if code == ExitCode::SUCCESS {
-                        code = ExitCode::from(1);
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("bench: {}: error: {e:#}", kind.name());
-                code = ExitCode::from(2);
-            }
-        }
+        code = code.max(finish_run("bench", &name, &files, args.max_run_secs, run).await);
     }
-    code
+    ExitCode::from(code)
 }
 
 /// `bench soak`: each database in turn; exit 1 when a run found a failure, 2 on an error.
@@ -353,7 +325,7 @@ async fn soak_main(
     tck: u64,
     command_line: &str,
 ) -> ExitCode {
-    let mut code = ExitCode::SUCCESS;
+    let mut code = 0;
     for &kind in kinds {
         println!(
             "bench soak: {} — {} clients, {} s at {}/s, server {}",
@@ -364,40 +336,86 @@ async fn soak_main(
             server_bin.display()
         );
         let run = soak::run_db(args, soak, kind, server_bin, out_dir, machine, tck, command_line);
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(args.max_run_secs), run) => match r {
-                Ok(r) => r,
-                Err(_) => Err(anyhow::anyhow!("the run exceeded --max-run-secs {}", args.max_run_secs)),
-            },
-            _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+        let name = kind.name();
+        let files = Written {
+            json: out_dir.join(format!("soak-{name}.json")),
+            md: out_dir.join(format!("soak-{name}.md")),
+            shown: format!("{}/soak-{name}.{{json,md}}", out_dir.display()),
         };
-        match outcome {
-            Ok(report) => {
-                let md = report.markdown();
-                println!("\n{md}");
-                let name = kind.name();
-                let written = std::fs::write(
-                    out_dir.join(format!("soak-{name}.json")),
-                    serde_json::to_string_pretty(&report).unwrap_or_default(),
-                )
-                .and_then(|()| std::fs::write(out_dir.join(format!("soak-{name}.md")), md));
-                if let Err(e) = written {
-                    eprintln!("bench soak: writing the report: {e}");
-                    code = ExitCode::from(2);
-                }
-                println!("bench soak: wrote {}/soak-{name}.{{json,md}}", out_dir.display());
-                if !report.ok {
-                    eprintln!("bench soak: {name}: FAILED: {}", report.failures.join("; "));
-                    if code == ExitCode::SUCCESS {
-                        code = ExitCode::from(1);
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("bench soak: {}: error: {e:#}", kind.name());
-                code = ExitCode::from(2);
-            }
+        code = code.max(finish_run("bench soak", name, &files, args.max_run_secs, run).await);
+    }
+    ExitCode::from(code)
+}
+
+/// What a finished run reports, in both modes.
+trait RunReport: serde::Serialize {
+    fn markdown(&self) -> String;
+    /// The failures found; empty when the run passed.
+    fn failures(&self) -> &[String];
+}
+
+impl RunReport for Report {
+    fn markdown(&self) -> String {
+        Report::markdown(self)
+    }
+    fn failures(&self) -> &[String] {
+        if self.ok { &[] } else { &self.failures }
+    }
+}
+
+impl RunReport for soak::SoakReport {
+    fn markdown(&self) -> String {
+        soak::SoakReport::markdown(self)
+    }
+    fn failures(&self) -> &[String] {
+        if self.ok { &[] } else { &self.failures }
+    }
+}
+
+/// Where a run's report goes, and how to name it on the console.
+struct Written {
+    json: PathBuf,
+    md: PathBuf,
+    shown: String,
+}
+
+/// Runs one database's run within `--max-run-secs` and until SIGINT/SIGTERM (dropping the
+/// run kills its servers and drops its database, whatever happened), prints and writes its
+/// report. Exit code: 0 passed, 1 the run found a failure, 2 an error.
+async fn finish_run<R: RunReport>(
+    mode: &str,
+    name: &str,
+    files: &Written,
+    max_run_secs: u64,
+    run: impl Future<Output = Result<R>>,
+) -> u8 {
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(max_run_secs), run) => match r {
+            Ok(r) => r,
+            Err(_) => Err(anyhow!("the run exceeded --max-run-secs {max_run_secs}")),
+        },
+        _ = interrupted() => Err(anyhow!("interrupted")),
+    };
+    let report = match outcome {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("{mode}: {name}: error: {e:#}");
+            return 2;
         }
+    };
+    let md = report.markdown();
+    println!("\n{md}");
+    let written = std::fs::write(&files.json, serde_json::to_string_pretty(&report).unwrap_or_default())
+        .and_then(|()| std::fs::write(&files.md, md));
+    let mut code = 0;
+    if let Err(e) = written {
+        eprintln!("{mode}: writing the report: {e}");
+        code = 2;
+    }
+    println!("{mode}: wrote {}", files.shown);
+    if !report.failures().is_empty() {
+        eprintln!("{mode}: {name}: FAILED: {}", report.failures().join("; "));
+        code = code.max(1);
     }
     code
 }
@@ -437,22 +455,15 @@ async fn run_db(
     let db = BenchDb::create(kind, &args.pg_admin_url)?;
     let n = args.instances;
     let stem = file_stem(kind.name(), n);
-    let cfg = ServerConfig {
-        bin: server_bin.to_owned(),
-        database_url: db.url().to_owned(),
-        jwt_secret: random_name(48),
-        admin_username: ADMIN.to_owned(),
-        admin_password: random_name(20),
-        heartbeat_secs: args.heartbeat_secs,
-        workers: args.workers,
-        log_path: out_dir.join(format!("server-{stem}.log")),
-        // Every client uses the same token, so the same user: lift the per-user and
-        // per-process WebSocket limits above the fleet (servers without them ignore these).
-        extra_env: vec![
-            ("WS_MAX_CONNECTIONS_PER_USER".into(), (args.clients + 100).to_string()),
-            ("WS_MAX_CONNECTIONS".into(), (args.clients + 100).max(15_000).to_string()),
-        ],
-    };
+    let cfg = ServerConfig::for_fleet(
+        server_bin,
+        db.url(),
+        ADMIN,
+        args.clients,
+        args.heartbeat_secs,
+        args.workers,
+        out_dir.join(format!("server-{stem}.log")),
+    );
     for i in 0..n {
         let _ = std::fs::remove_file(cfg.instance(i, n).log_path);
     }
@@ -708,13 +719,7 @@ async fn run_db(
         settings: Settings {
             server_bin: server_bin.display().to_string(),
             instances: n,
-            server_env: cfg
-                .extra_env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .chain([format!("WS_HEARTBEAT_SECS={}", args.heartbeat_secs)])
-                .chain(args.workers.map(|w| format!("WORKERS={w}")))
-                .collect(),
+            server_env: cfg.env_summary(),
             clients: args.clients,
             connect_concurrency: args.connect_concurrency,
             preload: args.preload,

@@ -11,6 +11,8 @@ use futures_util::future::{join_all, try_join_all};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep};
 
+use crate::db::random_name;
+
 /// How the server is started (the same for every restart within a run).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -35,6 +37,44 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// A server for a fleet of `clients` dashboards that all log in as `admin` (a fresh
+    /// secret and password): the per-user and per-process WebSocket limits are lifted above
+    /// the fleet (servers without them ignore these variables).
+    pub fn for_fleet(
+        bin: &Path,
+        database_url: &str,
+        admin: &str,
+        clients: usize,
+        heartbeat_secs: u64,
+        workers: Option<usize>,
+        log_path: PathBuf,
+    ) -> Self {
+        Self {
+            bin: bin.to_owned(),
+            database_url: database_url.to_owned(),
+            jwt_secret: random_name(48),
+            admin_username: admin.to_owned(),
+            admin_password: random_name(20),
+            heartbeat_secs,
+            workers,
+            log_path,
+            extra_env: vec![
+                ("WS_MAX_CONNECTIONS_PER_USER".into(), (clients + 100).to_string()),
+                ("WS_MAX_CONNECTIONS".into(), (clients + 100).max(15_000).to_string()),
+            ],
+        }
+    }
+
+    /// The environment a report shows: everything set besides the URL, secrets and log.
+    pub fn env_summary(&self) -> Vec<String> {
+        self.extra_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain([format!("WS_HEARTBEAT_SECS={}", self.heartbeat_secs)])
+            .chain(self.workers.map(|w| format!("WORKERS={w}")))
+            .collect()
+    }
+
     /// The configuration of instance `i` of `n`: the same except for the log, which gets the
     /// instance number (`server-postgres-2-instances-1.log`) when there are several, so each instance's
     /// log stays readable on its own.

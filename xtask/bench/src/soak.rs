@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::clients::{AllStats, ApprovalsStats, ConversationsStats, Fleet, FleetConfig, Probe, TasksStats};
-use crate::db::{BenchDb, DbKind, random_name};
+use crate::db::{BenchDb, DbKind};
 use crate::load::Api;
 use crate::procstat::{self, Machine, Sample};
 use crate::report::Pcts;
@@ -842,21 +842,15 @@ pub async fn run_db(
     let db = BenchDb::create(kind, &args.pg_admin_url)?;
     let log_path = out_dir.join(format!("soak-server-{}.log", kind.name()));
     let _ = std::fs::remove_file(&log_path);
-    let cfg = ServerConfig {
-        bin: server_bin.to_owned(),
-        database_url: db.url().to_owned(),
-        jwt_secret: random_name(48),
-        admin_username: ADMIN.to_owned(),
-        admin_password: random_name(20),
-        heartbeat_secs: args.heartbeat_secs,
-        workers: args.workers,
-        log_path: log_path.clone(),
-        // One user holds every connection: lift the per-user and per-process limits.
-        extra_env: vec![
-            ("WS_MAX_CONNECTIONS_PER_USER".into(), (a.clients + 100).to_string()),
-            ("WS_MAX_CONNECTIONS".into(), (a.clients + 100).max(15_000).to_string()),
-        ],
-    };
+    let cfg = ServerConfig::for_fleet(
+        server_bin,
+        db.url(),
+        ADMIN,
+        a.clients,
+        args.heartbeat_secs,
+        args.workers,
+        log_path.clone(),
+    );
     let mut server = Server::start(&cfg).await?;
     let api = Api::login(server.base(), ADMIN, &cfg.admin_password, a.concurrency.max(16)).await?;
     let initial = api.all_stats().await?;
@@ -1126,13 +1120,7 @@ pub async fn run_db(
         machine: machine.clone(),
         settings: SoakSettings {
             server_bin: server_bin.display().to_string(),
-            server_env: cfg
-                .extra_env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .chain([format!("WS_HEARTBEAT_SECS={}", args.heartbeat_secs)])
-                .chain(args.workers.map(|w| format!("WORKERS={w}")))
-                .collect(),
+            server_env: cfg.env_summary(),
             clients: a.clients,
             secs: a.secs,
             rate: a.rate,
