@@ -163,13 +163,24 @@ impl Burst {
 
 /// Starts `n` task creations through `api`, `concurrency` at a time.
 fn spawn_burst(api: Api, n: usize, concurrency: usize) -> (Arc<Burst>, tokio::task::JoinHandle<()>) {
+    spawn_creations(api, n, concurrency, task_body)
+}
+
+/// Starts `n` task creations with the bodies `body(i)`, `concurrency` at a time, counting
+/// every answer (and the ids of the acknowledged tasks) in the returned [`Burst`].
+fn spawn_creations(
+    api: Api,
+    n: usize,
+    concurrency: usize,
+    body: impl Fn(usize) -> Value + Send + Sync + 'static,
+) -> (Arc<Burst>, tokio::task::JoinHandle<()>) {
     let burst = Arc::new(Burst::default());
     let b = Arc::clone(&burst);
     let handle = tokio::spawn(async move {
         let mut results = futures_util::stream::iter(0..n)
             .map(|i| {
-                let api = api.clone();
-                async move { api.post("/api/v1/tasks", &task_body(i)).await }
+                let (api, body) = (api.clone(), body(i));
+                async move { api.post("/api/v1/tasks", &body).await }
             })
             .buffer_unordered(concurrency);
         while let Some(result) = results.next().await {
@@ -504,39 +515,15 @@ fn spawn_assigned_burst(
     concurrency: usize,
     assignee: &str,
 ) -> (Arc<Burst>, tokio::task::JoinHandle<()>) {
-    let burst = Arc::new(Burst::default());
-    let b = Arc::clone(&burst);
     let assignee = assignee.to_owned();
-    let handle = tokio::spawn(async move {
-        let mut results = futures_util::stream::iter(0..n)
-            .map(|i| {
-                let api = api.clone();
-                let body = json!({
-                    "type": "housekeeping",
-                    "department": "front",
-                    "description": format!("{i:06} {}", "x".repeat(BIG_DESCRIPTION - 7)),
-                    "assignee": assignee,
-                });
-                async move { api.post("/api/v1/tasks", &body).await }
-            })
-            .buffer_unordered(concurrency);
-        while let Some(result) = results.next().await {
-            match result {
-                Ok(resp) if (200..300).contains(&resp.status) => {
-                    b.ok.fetch_add(1, Ordering::SeqCst);
-                }
-                Ok(resp) => {
-                    b.refused.fetch_add(1, Ordering::SeqCst);
-                    b.errors.lock().expect("errors lock").push(format!("HTTP {} {}", resp.status, resp.text));
-                }
-                Err(e) => {
-                    b.failed.fetch_add(1, Ordering::SeqCst);
-                    b.errors.lock().expect("errors lock").push(format!("{e:#}"));
-                }
-            }
-        }
-    });
-    (burst, handle)
+    spawn_creations(api, n, concurrency, move |i| {
+        json!({
+            "type": "housekeeping",
+            "department": "front",
+            "description": format!("{i:06} {}", "x".repeat(BIG_DESCRIPTION - 7)),
+            "assignee": assignee,
+        })
+    })
 }
 
 fn mib(kib: u64) -> f64 {
