@@ -10,7 +10,7 @@ use domain_events::{Cluster, EventPublisher, InProcessBus};
 use gateway::ReadinessCheck;
 use gateway::metrics::MetricsSource;
 use pg_fanout::{FanoutConfig, FanoutMetrics, PgFanout};
-use services::{Database, EventLog};
+use services::{Database, EventLog, PruneHorizon};
 
 /// This process's identity on a shared database.
 pub struct Instance {
@@ -84,14 +84,25 @@ impl MetricsSource for LinkMetrics {
             ("pulse_fanout_outbox_reads_total", "Outbox reads by the listener.", get(&m.reads)),
             ("pulse_fanout_connects_total", "LISTEN connections established.", get(&m.connects)),
             (
-                "pulse_fanout_gaps_expired_total",
-                "Sequence gaps given up as rolled back.",
-                get(&m.gaps_expired),
+                "pulse_fanout_gap_numbers_abandoned_total",
+                "Sequence numbers given up as never coming (rolled back, or pruned: then a resync).",
+                get(&m.gaps_abandoned),
             ),
-            ("pulse_fanout_resyncs_total", "Resyncs after events were pruned unread.", get(&m.resyncs)),
+            (
+                "pulse_fanout_resyncs_total",
+                "Resyncs asked for (rows maybe pruned unread, too many gaps).",
+                get(&m.resyncs),
+            ),
         ] {
             ws_bridge::metrics::render_value(out, name, "counter", help, value);
         }
+        ws_bridge::metrics::render_value(
+            out,
+            "pulse_fanout_open_gaps",
+            "gauge",
+            "Sequence gap ranges the listener waits on.",
+            get(&m.open_gaps),
+        );
     }
 }
 
@@ -105,17 +116,19 @@ impl ReadinessCheck for ListenerHealth {
     }
 }
 
-/// Deletes logged events older than `retention`, every minute. Listeners that were away
+/// Deletes logged events older than `retention`, every minute (a row also outlives the
+/// minute after its transaction ended: see `EventLog::prune`). Listeners that were away
 /// longer than that resync instead of catching up.
 pub fn spawn_outbox_pruning(db: Database, retention: Duration) {
     tokio::spawn(async move {
         let log = EventLog::new(db);
+        let mut horizon = PruneHorizon::default();
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             let before = chrono::Utc::now()
                 - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::hours(1));
-            match log.prune(before).await {
+            match log.prune(before, &mut horizon).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(pruned = n, "pruned the event log"),
                 Err(error) => tracing::warn!(%error, "pruning the event log failed"),

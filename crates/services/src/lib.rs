@@ -40,9 +40,9 @@ use domain_events::EventPublisher;
 
 pub use approvals::{ApprovalQueue, NewApproval};
 pub use conversations::{ConversationChanges, ConversationService, NewConversation};
-pub use db::{ConnectError, Database, DatabaseKind, PoolOptions};
+pub use db::{ConnectError, Database, DatabaseKind, PoolOptions, StartupLock};
 pub use error::{ServiceError, ServiceResult, ValidationError};
-pub use outbox::EventLog;
+pub use outbox::{EventLog, PruneHorizon};
 pub use tasks::{NewTask, TaskFilter, TaskService};
 pub use tickets::TicketService;
 pub use users::{NewUser, UserService};

@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use domain_events::model::Actor;
 use domain_events::{DomainEvent, EventEnvelope};
 
-use crate::error::ServiceError;
+use crate::error::{ServiceError, ServiceResult};
 use crate::schema::events;
 
 /// The current time, at the microsecond precision both databases keep.
@@ -89,7 +89,55 @@ macro_rules! record_events {
     }};
 }
 
-pub(crate) use record_events;
+/// Runs `$body` — a change whose value is `Ok((record, envelopes))`, the envelopes from
+/// [`record_events!`] — in a write transaction, then announces the envelopes on
+/// `$publisher` and evaluates to `Ok(record)`. The one way a service commits and announces:
+///
+/// - committed and acknowledged: the envelopes are published;
+/// - refused or rolled back (an `Err` from the body): nothing is announced;
+/// - ready to commit, but the commit's acknowledgement never came (the connection died
+///   during `COMMIT`): the change may have committed, and the caller gets the error (503).
+///   The publisher is told the numbers of the rows in doubt
+///   ([`domain_events::EventPublisher::commit_unknown`]) so a fan-out that reads the outbox
+///   announces them if they are there, on this instance too.
+macro_rules! commit_and_announce {
+    ($db:expr, $publisher:expr, |$conn:ident| $body:expr) => {{
+        let mut ready_to_commit: Option<Vec<i64>> = None;
+        let ready = &mut ready_to_commit;
+        let result = $crate::db::write_tx!($db, |$conn| {
+            let (record, events) = $crate::outbox::change_result($body)?;
+            *ready = Some(events.iter().map(|e: &domain_events::EventEnvelope| e.seq).collect());
+            Ok((record, events))
+        });
+        match result {
+            Ok((record, events)) => {
+                $publisher.publish(events);
+                Ok(record)
+            }
+            Err(error) => {
+                if let Some(seqs) = ready_to_commit {
+                    tracing::warn!(%error, ?seqs, "a commit's outcome is unknown; its events are announced if it committed");
+                    $publisher.commit_unknown(&seqs);
+                }
+                Err(error)
+            }
+        }
+    }};
+}
+
+/// Pins a change body's error type (see [`commit_and_announce!`]).
+pub(crate) fn change_result<T>(
+    result: Result<(T, Vec<EventEnvelope>), ServiceError>,
+) -> Result<(T, Vec<EventEnvelope>), ServiceError> {
+    result
+}
+
+pub(crate) use {commit_and_announce, record_events};
+
+/// Where pruning stands between two runs: the oldest transaction still running when the
+/// previous run began (PostgreSQL); see [`EventLog::prune`].
+#[derive(Debug, Clone, Default)]
+pub struct PruneHorizon(Option<String>);
 
 /// Reads and prunes the event log.
 #[derive(Clone)]
@@ -104,7 +152,7 @@ impl EventLog {
     }
 
     /// Up to `limit` logged events with `seq` above `after`, oldest first.
-    pub async fn after(&self, after: i64, limit: i64) -> crate::error::ServiceResult<Vec<EventEnvelope>> {
+    pub async fn after(&self, after: i64, limit: i64) -> ServiceResult<Vec<EventEnvelope>> {
         let rows: Vec<EventRow> = crate::db::read!(self.db, |conn| events::table
             .filter(events::seq.gt(after))
             .order(events::seq)
@@ -117,12 +165,58 @@ impl EventLog {
     }
 
     /// Deletes events logged before `before`; returns how many.
-    pub async fn prune(&self, before: DateTime<Utc>) -> crate::error::ServiceResult<usize> {
+    ///
+    /// On PostgreSQL other instances read the log by sequence number, so pruning keeps
+    /// their reading sound (crates/pg-fanout/src/cursor.rs): it removes a *prefix* of the log
+    /// and records in `events_pruned` the number below which rows may be gone; it spares
+    /// the newest row; and it spares every row whose transaction had not ended when the
+    /// previous pruning began (`horizon`), so a connected listener, which reads every
+    /// second, has read a row before pruning may take it. The first call only sets the
+    /// horizon.
+    pub async fn prune(&self, before: DateTime<Utc>, horizon: &mut PruneHorizon) -> ServiceResult<usize> {
         let before = before.naive_utc();
-        crate::db::write_tx!(self.db, |conn| Ok(diesel::delete(
-            events::table.filter(events::created_at.lt(before))
-        )
-        .execute(conn)
-        .await?))
+        match &*self.db.backend {
+            crate::db::Backend::Sqlite { writer, .. } => {
+                let mut conn = writer.get().await.map_err(ServiceError::from)?;
+                Ok(diesel::delete(events::table.filter(events::created_at.lt(before)))
+                    .execute(&mut *conn)
+                    .await?)
+            }
+            crate::db::Backend::Postgres { pool, .. } => {
+                use diesel::sql_types::{BigInt, Text, Timestamp};
+                #[derive(QueryableByName)]
+                struct Pruned {
+                    #[diesel(sql_type = Text)]
+                    xmin: String,
+                    #[diesel(sql_type = BigInt)]
+                    deleted: i64,
+                }
+                // One statement (one snapshot): the next horizon, the first row that must
+                // stay, the prefix before it, and the floor moved up when anything went.
+                let previous = horizon.0.clone().unwrap_or_else(|| "0".to_owned());
+                let mut conn = pool.get().await.map_err(ServiceError::from)?;
+                let pruned: Pruned = diesel::sql_query(
+                    "WITH keep AS (\
+                         SELECT coalesce(\
+                             (SELECT seq FROM events WHERE created_at >= $1 OR tx_id >= $2::xid8 \
+                              ORDER BY seq LIMIT 1), \
+                             (SELECT max(seq) FROM events)) AS seq\
+                     ), gone AS (\
+                         DELETE FROM events WHERE seq < (SELECT seq FROM keep) RETURNING seq\
+                     ), floor AS (\
+                         UPDATE events_pruned SET below = greatest(below, (SELECT seq FROM keep)) \
+                         WHERE EXISTS (SELECT 1 FROM gone)\
+                     ) \
+                     SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, \
+                            (SELECT count(*) FROM gone) AS deleted",
+                )
+                .bind::<Timestamp, _>(before)
+                .bind::<Text, _>(&previous)
+                .get_result(&mut *conn)
+                .await?;
+                horizon.0 = Some(pruned.xmin);
+                Ok(usize::try_from(pruned.deleted).unwrap_or(0))
+            }
+        }
     }
 }
