@@ -27,6 +27,15 @@ pub trait EventPublisher: Send + Sync + 'static {
     /// Tells subscribers that events may have been lost upstream (a transport could not
     /// cover a gap): they receive [`BusMessage::Lagged`] and resynchronise.
     fn resync(&self) {}
+
+    /// A change recorded the events numbered `seqs` and was ready to commit, but the
+    /// commit's acknowledgement never came (the connection died during `COMMIT`): it may
+    /// have committed. A publisher that can read the event log announces those events if
+    /// they are there (contract section 3: such a change is announced like any other); the
+    /// in-process bus cannot know, and does nothing.
+    fn commit_unknown(&self, seqs: &[i64]) {
+        let _ = seqs;
+    }
 }
 
 /// Opens streams of events.

@@ -7,12 +7,12 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use domain_events::model::{Actor, Approval, ApprovalStats, ApprovalStatus, Decision, Role};
-use domain_events::{DomainEvent, EventEnvelope, EventPublisher};
+use domain_events::{DomainEvent, EventPublisher};
 use serde::Deserialize;
 
-use crate::db::{Database, exists, read, write_tx};
+use crate::db::{Database, exists, read};
 use crate::error::{ServiceError, ServiceResult, ValidationError};
-use crate::outbox::{now, record_events, utc};
+use crate::outbox::{commit_and_announce, now, record_events, utc};
 use crate::schema::approvals;
 use crate::validate::{self, Page, PageRequest, limits};
 
@@ -167,7 +167,7 @@ impl ApprovalQueue {
             created_at: at,
             updated_at: at,
         };
-        self.apply(write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             let approval = Approval::try_from(
                 diesel::insert_into(approvals::table)
                     .values(&row)
@@ -177,7 +177,7 @@ impl ApprovalQueue {
             )?;
             let events = record_events!(conn, actor, at, [DomainEvent::ApprovalQueued(approval.clone())]);
             Ok((approval, events))
-        }))
+        })
     }
 
     /// One approval.
@@ -229,7 +229,7 @@ impl ApprovalQueue {
             Decision::Rejected => ApprovalStatus::Rejected,
         };
         let at = now();
-        self.apply(write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             let approval = transition!(
                 conn,
                 id,
@@ -245,14 +245,14 @@ impl ApprovalQueue {
             );
             let events = record_events!(conn, actor, at, [DomainEvent::ApprovalDecided(approval.clone())]);
             Ok((approval, events))
-        }))
+        })
     }
 
     /// Carries out an approved request (managers and admins). Emits `approval.executed`.
     pub async fn execute(&self, actor: &Actor, id: i64) -> ServiceResult<Approval> {
         ensure_approver(actor, "execute")?;
         let at = now();
-        self.apply(write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             let approval = transition!(
                 conn,
                 id,
@@ -267,18 +267,12 @@ impl ApprovalQueue {
             );
             let events = record_events!(conn, actor, at, [DomainEvent::ApprovalExecuted(approval.clone())]);
             Ok((approval, events))
-        }))
+        })
     }
 
     /// Counts by status.
     pub async fn stats(&self) -> ServiceResult<ApprovalStats> {
         crate::stats::approval_stats(&self.db).await
-    }
-
-    fn apply(&self, committed: ServiceResult<(Approval, Vec<EventEnvelope>)>) -> ServiceResult<Approval> {
-        let (approval, events) = committed?;
-        self.publisher.publish(events);
-        Ok(approval)
     }
 }
 

@@ -9,9 +9,9 @@ use domain_events::model::{Actor, Conversation, ConversationState, ConversationS
 use domain_events::{DomainEvent, EventPublisher};
 use serde::Deserialize;
 
-use crate::db::{Database, exists, read, write_tx};
+use crate::db::{Database, exists, read};
 use crate::error::{ServiceError, ServiceResult, ValidationError};
-use crate::outbox::{now, record_events, utc};
+use crate::outbox::{commit_and_announce, now, record_events, utc};
 use crate::schema::conversations;
 use crate::validate::{self, Page, PageRequest, limits};
 
@@ -195,7 +195,7 @@ impl ConversationService {
             created_at: at,
             updated_at: at,
         };
-        let (conversation, events) = write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             let conversation = Conversation::try_from(
                 diesel::insert_into(conversations::table)
                     .values(&row)
@@ -206,9 +206,7 @@ impl ConversationService {
             let events =
                 record_events!(conn, actor, at, [DomainEvent::ConversationCreated(conversation.clone())]);
             Ok((conversation, events))
-        })?;
-        self.publisher.publish(events);
-        Ok(conversation)
+        })
     }
 
     /// One conversation.
@@ -267,7 +265,7 @@ impl ConversationService {
                 ValidationError::new("body", "give at least one of subject, guestName, channel").into()
             );
         }
-        self.apply(write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             let conversation = transition!(
                 conn,
                 id,
@@ -278,14 +276,14 @@ impl ConversationService {
             let events =
                 record_events!(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())]);
             Ok((conversation, events))
-        }))
+        })
     }
 
     /// Escalates an active conversation to a manager, with a reason. Emits `conversation.escalated`.
     pub async fn escalate(&self, actor: &Actor, id: i64, reason: &str) -> ServiceResult<Conversation> {
         let reason = validate::required_text("reason", reason, limits::LINE)?;
         let at = now();
-        self.apply(write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             let conversation = transition!(
                 conn,
                 id,
@@ -300,14 +298,14 @@ impl ConversationService {
             let events =
                 record_events!(conn, actor, at, [DomainEvent::ConversationEscalated(conversation.clone())]);
             Ok((conversation, events))
-        }))
+        })
     }
 
     /// Takes an escalated conversation back to `active` (the `⇄` of the life cycle).
     /// Emits `conversation.updated`.
     pub async fn deescalate(&self, actor: &Actor, id: i64) -> ServiceResult<Conversation> {
         let at = now();
-        self.apply(write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             let conversation = transition!(
                 conn,
                 id,
@@ -321,13 +319,13 @@ impl ConversationService {
             let events =
                 record_events!(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())]);
             Ok((conversation, events))
-        }))
+        })
     }
 
     /// Resolves an active or escalated conversation. Emits `conversation.resolved`.
     pub async fn resolve(&self, actor: &Actor, id: i64) -> ServiceResult<Conversation> {
         let at = now();
-        self.apply(write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             let conversation = transition!(
                 conn,
                 id,
@@ -342,21 +340,11 @@ impl ConversationService {
             let events =
                 record_events!(conn, actor, at, [DomainEvent::ConversationResolved(conversation.clone())]);
             Ok((conversation, events))
-        }))
+        })
     }
 
     /// Counts by state.
     pub async fn stats(&self) -> ServiceResult<ConversationStats> {
         crate::stats::conversation_stats(&self.db).await
-    }
-
-    /// Publishes the events of a committed change and returns its record.
-    fn apply(
-        &self,
-        committed: ServiceResult<(Conversation, Vec<domain_events::EventEnvelope>)>,
-    ) -> ServiceResult<Conversation> {
-        let (conversation, events) = committed?;
-        self.publisher.publish(events);
-        Ok(conversation)
     }
 }

@@ -9,9 +9,9 @@ use domain_events::model::{Actor, Task, TaskStats, TaskStatus};
 use domain_events::{DomainEvent, EventPublisher};
 use serde::Deserialize;
 
-use crate::db::{Database, exists, read, write_tx};
+use crate::db::{Database, exists, read};
 use crate::error::{ServiceError, ServiceResult, ValidationError};
-use crate::outbox::{now, record_events, utc};
+use crate::outbox::{commit_and_announce, now, record_events, utc};
 use crate::schema::{tasks, users};
 use crate::validate::{self, Page, PageRequest, limits};
 
@@ -153,7 +153,7 @@ impl TaskService {
             created_at: at,
             updated_at: at,
         };
-        let (task, events) = write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             if let Some(assignee) = &assignee {
                 ensure_user_exists!(conn, assignee);
             }
@@ -170,9 +170,7 @@ impl TaskService {
             }
             let events = record_events!(conn, actor, at, events);
             Ok((task, events))
-        })?;
-        self.publisher.publish(events);
-        Ok(task)
+        })
     }
 
     /// One task.
@@ -215,7 +213,7 @@ impl TaskService {
     pub async fn assign(&self, actor: &Actor, id: i64, assignee: &str) -> ServiceResult<Task> {
         let assignee = validate::username("assignee", assignee)?;
         let at = now();
-        let (task, events) = write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             ensure_user_exists!(conn, &assignee);
             let updated: Option<TaskRow> = diesel::update(
                 tasks::table.find(id).filter(tasks::status.ne(TaskStatus::Completed.as_str())),
@@ -235,15 +233,13 @@ impl TaskService {
             let task = Task::try_from(row)?;
             let events = record_events!(conn, actor, at, [DomainEvent::TaskAssigned(task.clone())]);
             Ok((task, events))
-        })?;
-        self.publisher.publish(events);
-        Ok(task)
+        })
     }
 
     /// Completes a task (from `pending` or `in_progress`). Emits `task.completed`.
     pub async fn complete(&self, actor: &Actor, id: i64) -> ServiceResult<Task> {
         let at = now();
-        let (task, events) = write_tx!(self.db, |conn| {
+        commit_and_announce!(self.db, self.publisher, |conn| {
             let updated: Option<TaskRow> = diesel::update(
                 tasks::table.find(id).filter(tasks::status.ne(TaskStatus::Completed.as_str())),
             )
@@ -262,9 +258,7 @@ impl TaskService {
             let task = Task::try_from(row)?;
             let events = record_events!(conn, actor, at, [DomainEvent::TaskCompleted(task.clone())]);
             Ok((task, events))
-        })?;
-        self.publisher.publish(events);
-        Ok(task)
+        })
     }
 
     /// Counts by status.
