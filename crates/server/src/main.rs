@@ -29,6 +29,18 @@ async fn main() -> anyhow::Result<()> {
 
     let instance = Instance::new(&config.database_url);
     let db = open_database(&config, &instance).await?;
+    // Instances started together take turns: one migrates and creates the first admin, the
+    // others find it done.
+    let startup = db.startup_lock().await.context("taking the startup lock")?;
+    db.migrate().await?;
+    secrets::bootstrap_admin(
+        &services::UserService::new(db.clone()),
+        &config.admin_username,
+        config.admin_password.as_deref(),
+    )
+    .await?;
+    drop(startup);
+    tracing::info!(kind = ?db.kind(), "database ready");
     let jwt = JwtKeys::new(
         &secrets::jwt_secret(config.jwt_secret.as_deref(), &config.data_dir())?,
         Duration::from_secs(config.token_ttl_minutes * 60),
@@ -65,12 +77,6 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
-    secrets::bootstrap_admin(
-        &pulse.services().users,
-        &config.admin_username,
-        config.admin_password.as_deref(),
-    )
-    .await?;
 
     let server = serve_http(&config, &pulse)?;
     tracing::info!(addr = %config.bind_addr, "Pulse is listening on http://{}", config.bind_addr);
@@ -91,13 +97,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects (creating the SQLite file and folder if needed) and applies migrations.
+/// Connects (creating the SQLite file and folder if needed).
 async fn open_database(config: &Config, instance: &Instance) -> anyhow::Result<Database> {
     let options = PoolOptions { max_connections: config.db_max_connections, ..PoolOptions::default() };
-    let db = Database::connect(&instance.database_url, options).await?;
-    db.migrate().await?;
-    tracing::info!(kind = ?db.kind(), "database ready");
-    Ok(db)
+    Ok(Database::connect(&instance.database_url, options).await?)
 }
 
 fn serve_http(config: &Config, pulse: &Pulse) -> anyhow::Result<actix_web::dev::Server> {

@@ -76,6 +76,19 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrati
 /// How long a write may queue for SQLite's single writer connection.
 const SQLITE_WRITER_WAIT: Duration = Duration::from_secs(10);
 
+/// The advisory lock key instances take while they migrate and bootstrap ("pulse" in ASCII).
+const STARTUP_LOCK_KEY: i64 = 0x70_75_6c_73_65;
+
+/// See [`Database::startup_lock`]; the lock is released when this is dropped (its
+/// connection closes), or when the process dies.
+pub struct StartupLock(#[allow(dead_code)] Option<AsyncPgConnection>);
+
+impl std::fmt::Debug for StartupLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StartupLock").field(&self.0.is_some()).finish()
+    }
+}
+
 /// Which database a [`Database`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatabaseKind {
@@ -163,10 +176,18 @@ impl Database {
         let backend = if let Some(path) = sqlite_path(url) {
             connect_sqlite(path, &options).await?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // Fast recycling: no test query per checkout (a round trip on every request); a
-            // connection the server closed fails its next query once (503) and is dropped.
+            // Recycling without a test query per checkout (a round trip on every request), but
+            // never handing out a connection already known dead: after the server terminated
+            // its backends or restarted, idle pooled connections are closed, and handing them
+            // out made every request and stats recompute fail once per dead connection.
             let mut config = ManagerConfig::<AsyncPgConnection>::default();
-            config.recycling_method = RecyclingMethod::Fast;
+            config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+                use diesel_async::pooled_connection::PoolableConnection;
+                let broken = conn.is_broken();
+                Box::pin(async move {
+                    if broken { Err(diesel::result::Error::BrokenTransactionManager) } else { Ok(()) }
+                })
+            }));
             let pool = Pool::builder()
                 .max_size(options.max_connections)
                 .connection_timeout(options.acquire_timeout)
@@ -215,6 +236,22 @@ impl Database {
             }
         };
         job.await.map_err(|e| ConnectError::Migration(e.to_string()))?
+    }
+
+    /// Holds PostgreSQL's startup lock until the guard is dropped: instances started
+    /// together on one database take turns to migrate and create the first admin, instead
+    /// of racing (the loser used to exit). A no-op on SQLite, which one process owns.
+    pub async fn startup_lock(&self) -> Result<StartupLock, ConnectError> {
+        match &*self.backend {
+            Backend::Sqlite { .. } => Ok(StartupLock(None)),
+            Backend::Postgres { url, .. } => {
+                let mut conn = AsyncPgConnection::establish(url).await?;
+                conn.batch_execute(&format!("SELECT pg_advisory_lock({STARTUP_LOCK_KEY})")).await.map_err(
+                    |e| ConnectError::Connection(diesel::ConnectionError::CouldntSetupConfiguration(e)),
+                )?;
+                Ok(StartupLock(Some(conn)))
+            }
+        }
     }
 
     /// Checks that the database answers (for `/readyz`).

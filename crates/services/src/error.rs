@@ -84,15 +84,31 @@ impl From<diesel::result::Error> for ServiceError {
                 _,
             )
             | Error::BrokenTransactionManager => ServiceError::Unavailable(Box::new(error)),
-            // SQLite answers "database is locked" when the busy timeout runs out.
+            // SQLite answers "database is locked" when the busy timeout runs out; PostgreSQL
+            // ends a session it terminates, or shuts down, with an error of its own
+            // (SQLSTATE 57P01-57P03, which diesel does not expose: told by its text).
             Error::DatabaseError(DatabaseErrorKind::Unknown, ref info)
-                if info.message().contains("locked") =>
+                if means_unavailable(info.message()) =>
             {
                 ServiceError::Unavailable(Box::new(error))
             }
             other => ServiceError::Internal(Box::new(other)),
         }
     }
+}
+
+/// Whether a database's error message says it cannot serve right now (rather than that
+/// the query was wrong).
+fn means_unavailable(message: &str) -> bool {
+    const SIGNS: [&str; 6] = [
+        "is locked", // SQLite: "database is locked", "database table is locked"
+        "terminating connection",
+        "the database system is shutting down",
+        "the database system is starting up",
+        "the database system is in recovery mode",
+        "server closed the connection",
+    ];
+    SIGNS.iter().any(|sign| message.contains(sign))
 }
 
 impl From<diesel::ConnectionError> for ServiceError {
@@ -109,3 +125,25 @@ impl<E: std::error::Error + Send + Sync + 'static> From<bb8::RunError<E>> for Se
 
 /// Shorthand for service results.
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_that_cannot_serve_now_is_unavailable_not_a_bug() {
+        for message in [
+            "database is locked",
+            "database table is locked",
+            "terminating connection due to administrator command",
+            "terminating connection because of crash of another server process",
+            "the database system is shutting down",
+            "the database system is starting up",
+        ] {
+            assert!(means_unavailable(message), "{message}");
+        }
+        for message in ["syntax error at or near \"x\"", "column \"x\" does not exist", "locked out"] {
+            assert!(!means_unavailable(message), "{message}");
+        }
+    }
+}
