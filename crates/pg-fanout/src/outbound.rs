@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use diesel::sql_types::Text;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use domain_events::{Cluster, ClusterSignal, EventEnvelope, EventPublisher, PresenceEntry, Typing};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
@@ -35,10 +35,15 @@ pub(crate) struct TypingNotice {
 
 #[derive(Default)]
 struct Pending {
+    /// A ring naming this instance is due (its own listener skips it).
     doorbell: bool,
+    /// A ring every listener answers, this instance's too (a commit in doubt).
+    anonymous_ring: bool,
     typing: VecDeque<String>,
+    /// This instance's users as last reported, and whether that differs from what the
+    /// table holds (shared only when it changed; the heartbeat keeps the row fresh).
     presence: Option<String>,
-    presence_dirty: bool,
+    presence_changed: bool,
 }
 
 pub(crate) struct Outbound {
@@ -50,16 +55,37 @@ fn lock(m: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What one round of the outbound connection sends.
+#[derive(Default)]
+struct Batch {
+    doorbell: bool,
+    anonymous_ring: bool,
+    typing: VecDeque<String>,
+    /// The snapshot to write, and whether other instances must be told it changed.
+    presence: Option<(String, bool)>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        !self.doorbell && !self.anonymous_ring && self.typing.is_empty() && self.presence.is_none()
+    }
+}
+
 impl Outbound {
-    pub(crate) fn start(url: String, instance: String) -> (Arc<Self>, JoinHandle<()>) {
+    pub(crate) fn start(url: String, instance: String, timeout: Duration) -> (Arc<Self>, JoinHandle<()>) {
         let outbound = Arc::new(Self { pending: Mutex::new(Pending::default()), wake: Notify::new() });
         let worker = outbound.clone();
-        let task = tokio::spawn(async move { worker.run(url, instance).await });
+        let task = tokio::spawn(async move { worker.run(url, instance, timeout).await });
         (outbound, task)
     }
 
     pub(crate) fn ring(&self) {
         lock(&self.pending).doorbell = true;
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn ring_for_everyone(&self) {
+        lock(&self.pending).anonymous_ring = true;
         self.wake.notify_one();
     }
 
@@ -74,42 +100,75 @@ impl Outbound {
 
     fn presence(&self, snapshot: String) {
         let mut pending = lock(&self.pending);
+        if pending.presence.as_deref() == Some(snapshot.as_str()) {
+            return;
+        }
         pending.presence = Some(snapshot);
-        pending.presence_dirty = true;
+        pending.presence_changed = true;
         drop(pending);
         self.wake.notify_one();
     }
 
-    async fn run(&self, url: String, instance: String) {
+    /// Takes what is due; `heartbeat` also refreshes an unchanged presence row.
+    fn take(&self, heartbeat: bool) -> Batch {
+        let mut pending = lock(&self.pending);
+        let changed = std::mem::take(&mut pending.presence_changed);
+        let presence = pending.presence.clone().filter(|_| changed || heartbeat).map(|p| (p, changed));
+        Batch {
+            doorbell: std::mem::take(&mut pending.doorbell),
+            anonymous_ring: std::mem::take(&mut pending.anonymous_ring),
+            typing: std::mem::take(&mut pending.typing),
+            presence,
+        }
+    }
+
+    /// Puts back what could not be sent: rings and a presence change are sent again once
+    /// the connection is back (typing is ephemeral and expires on its own).
+    fn retry(&self, batch: Batch) {
+        let mut pending = lock(&self.pending);
+        pending.doorbell |= batch.doorbell;
+        pending.anonymous_ring |= batch.anonymous_ring;
+        if let Some((_, changed)) = batch.presence {
+            pending.presence_changed |= changed;
+        }
+    }
+
+    async fn run(&self, url: String, instance: String, timeout: Duration) {
         let mut conn: Option<AsyncPgConnection> = None;
         let mut heartbeat = tokio::time::interval(PRESENCE_HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = Duration::from_millis(100);
         loop {
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = heartbeat.tick() => lock(&self.pending).presence_dirty = true,
-            }
-            let (doorbell, typing, presence) = {
-                let mut pending = lock(&self.pending);
-                let presence = if pending.presence_dirty { pending.presence.clone() } else { None };
-                pending.presence_dirty = false;
-                (std::mem::take(&mut pending.doorbell), std::mem::take(&mut pending.typing), presence)
+            let beat = tokio::select! {
+                _ = self.wake.notified() => false,
+                _ = heartbeat.tick() => true,
             };
-            if !doorbell && typing.is_empty() && presence.is_none() {
+            let batch = self.take(beat);
+            if batch.is_empty() {
                 continue;
             }
-            if conn.is_none() {
-                conn = AsyncPgConnection::establish(&url).await.ok();
-            }
-            let Some(c) = conn.as_mut() else {
-                tracing::warn!("outbound connection unavailable; other instances catch up on their timers");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+            let sent = async {
+                if conn.is_none() {
+                    conn = Some(AsyncPgConnection::establish(&url).await.map_err(|e| e.to_string())?);
+                }
+                let Some(c) = conn.as_mut() else { return Err("no connection".to_owned()) };
+                send(c, &instance, &batch).await.map_err(|e| e.to_string())
             };
-            if let Err(error) = send(c, &instance, doorbell, typing, presence).await {
-                tracing::warn!(%error, "telling other instances failed; reconnecting");
-                conn = None;
-            } else if doorbell {
-                tokio::time::sleep(DOORBELL_MIN_INTERVAL).await;
+            match tokio::time::timeout(timeout, sent).await.unwrap_or_else(|_| Err("timed out".to_owned())) {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    if batch.doorbell {
+                        tokio::time::sleep(DOORBELL_MIN_INTERVAL).await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "telling other instances failed; trying again");
+                    conn = None;
+                    self.retry(batch);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    self.wake.notify_one();
+                }
             }
         }
     }
@@ -118,35 +177,35 @@ impl Outbound {
 async fn send(
     conn: &mut AsyncPgConnection,
     instance: &str,
-    doorbell: bool,
-    typing: VecDeque<String>,
-    presence: Option<String>,
+    batch: &Batch,
 ) -> Result<(), diesel::result::Error> {
-    if doorbell {
-        // The payload names the ringing instance, so its own listener skips the ring.
+    if batch.doorbell || batch.anonymous_ring {
+        // A ring naming this instance is skipped by its own listener; an anonymous one is not.
+        let payload = if batch.anonymous_ring { "" } else { instance };
         diesel::sql_query(format!("SELECT pg_notify('{CHANNEL}', $1)"))
-            .bind::<Text, _>(instance)
+            .bind::<Text, _>(payload)
             .execute(conn)
             .await?;
     }
-    for notice in typing {
+    for notice in &batch.typing {
         diesel::sql_query(format!("SELECT pg_notify('{TYPING_CHANNEL}', $1)"))
             .bind::<Text, _>(notice)
             .execute(conn)
             .await?;
     }
-    if let Some(snapshot) = presence {
-        diesel::sql_query(
-            "INSERT INTO presence (instance, snapshot, updated_at) VALUES ($1, $2, now()) \
-             ON CONFLICT (instance) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()",
-        )
+    if let Some((snapshot, changed)) = &batch.presence {
+        // One statement: the upsert, the clean-up of long-dead rows and, when the content
+        // changed, the notice (whose payload lets this instance's listener skip it).
+        diesel::sql_query(format!(
+            "WITH gone AS (DELETE FROM presence WHERE updated_at < now() - interval '1 hour') \
+             INSERT INTO presence (instance, snapshot, updated_at) \
+             SELECT $1, $2, now() FROM (SELECT CASE WHEN $3 THEN pg_notify('{PRESENCE_CHANNEL}', $1) END) AS told \
+             ON CONFLICT (instance) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"
+        ))
         .bind::<Text, _>(instance)
         .bind::<Text, _>(snapshot)
+        .bind::<diesel::sql_types::Bool, _>(*changed)
         .execute(conn)
-        .await?;
-        conn.batch_execute(&format!(
-            "NOTIFY {PRESENCE_CHANNEL}; DELETE FROM presence WHERE updated_at < now() - interval '1 hour'"
-        ))
         .await?;
     }
     Ok(())
@@ -158,6 +217,7 @@ async fn send(
 pub struct DoorbellPublisher {
     pub(crate) local: Arc<dyn EventPublisher>,
     pub(crate) outbound: Arc<Outbound>,
+    pub(crate) writer: Arc<crate::listener::LocalWriter>,
 }
 
 impl EventPublisher for DoorbellPublisher {
@@ -169,10 +229,18 @@ impl EventPublisher for DoorbellPublisher {
     fn resync(&self) {
         self.local.resync();
     }
+
+    /// The rows may be there: this instance's listener announces them if they are (or
+    /// reads them again if it already skipped them), and every other instance is rung.
+    fn commit_unknown(&self, seqs: &[i64]) {
+        self.writer.commit_unknown(seqs);
+        self.outbound.ring_for_everyone();
+    }
 }
 
 /// Presence and typing shared through PostgreSQL: typing as `NOTIFY pulse_typing`,
-/// presence as a row per instance refreshed every 10 s (`NOTIFY pulse_presence` on change).
+/// presence as a row per instance written when it changes (with `NOTIFY pulse_presence`)
+/// and refreshed every [`PRESENCE_HEARTBEAT`] (one write, no notice).
 pub struct PgCluster {
     pub(crate) instance: String,
     pub(crate) outbound: Arc<Outbound>,

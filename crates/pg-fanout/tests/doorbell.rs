@@ -9,38 +9,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use domain_events::{EventSubscriber, InProcessBus};
 use futures_util::StreamExt;
 use pg_fanout::{CHANNEL, DOORBELL_MIN_INTERVAL, FanoutConfig, PgFanout};
-use services::{Database, PoolOptions};
 
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh, migrated database, dropped at the end of the test.
-struct Scratch {
-    name: String,
-    url: String,
-}
-
-impl Scratch {
-    async fn create() -> Self {
-        let name = format!("pulse_doorbell_{}", rand::random::<u32>());
-        let admin = admin_url();
-        let mut conn = AsyncPgConnection::establish(&admin).await.expect("PostgreSQL is reachable");
-        conn.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create database");
-        let url = format!("{}/{name}", admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base));
-        let db = Database::connect(&url, PoolOptions::default()).await.expect("connect");
-        db.migrate().await.expect("migrate");
-        Self { name, url }
-    }
-
-    async fn drop_database(self) {
-        let mut conn = AsyncPgConnection::establish(&admin_url()).await.expect("admin connection");
-        conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
-            .await
-            .expect("drop database");
-    }
-}
+mod support;
+use support::Scratch;
 
 #[tokio::test]
 async fn a_stream_of_commits_rings_at_most_once_per_interval_and_names_the_instance() {

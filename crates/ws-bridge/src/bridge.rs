@@ -38,7 +38,8 @@ pub const MIN_BROADCAST_INTERVAL: Duration = Duration::from_millis(25);
 
 /// How long a failed recompute waits before it tries again (doubling up to the maximum).
 const RETRY_DELAY: Duration = Duration::from_millis(250);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Short enough that a topic is fresh within a second of the database answering again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 struct Shared {
     dirty: [Notify; 3],
@@ -125,8 +126,8 @@ impl<P: std::ops::Deref<Target = dyn EventPublisher> + Send + Sync + 'static> Ev
     for MarkStale<P>
 {
     fn publish(&self, events: Vec<domain_events::EventEnvelope>) {
-        for envelope in &events {
-            self.hub.mark_stale(StatsTopic::dirtied_by(&envelope.event));
+        for topic in events.iter().filter_map(|e| StatsTopic::dirtied_by(&e.event)) {
+            self.hub.mark_stale(topic);
         }
         self.inner.publish(events);
     }
@@ -136,6 +137,12 @@ impl<P: std::ops::Deref<Target = dyn EventPublisher> + Send + Sync + 'static> Ev
             self.hub.mark_stale(topic);
         }
         self.inner.resync();
+    }
+
+    fn commit_unknown(&self, seqs: &[i64]) {
+        // Not stale yet: if the rows are there, they arrive on the bus like another
+        // instance's, and the bridge marks their topics then.
+        self.inner.commit_unknown(seqs);
     }
 }
 
@@ -173,9 +180,10 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
         while let Some(message) = events.recv().await {
             match message {
                 BusMessage::Event(envelope) => {
-                    let topic = StatsTopic::dirtied_by(&envelope.event);
-                    personal.mark_stale(topic);
-                    dispatcher.mark_dirty(topic);
+                    if let Some(topic) = StatsTopic::dirtied_by(&envelope.event) {
+                        personal.mark_stale(topic);
+                        dispatcher.mark_dirty(topic);
+                    }
                     if let DomainEvent::TaskAssigned(task) = &envelope.event {
                         personal.task_assigned(task);
                     }
