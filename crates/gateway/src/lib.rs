@@ -170,13 +170,17 @@ impl Pulse {
     /// first client gets a snapshot.
     pub async fn start(db: Database, options: PulseOptions) -> Result<Self, StartError> {
         let bus = options.bus.unwrap_or_default();
-        let publisher = options.publisher.unwrap_or_else(|| Arc::new(bus.clone()));
-        let services = Services::new(db, publisher);
         let hub = match options.cluster {
             Some(cluster) => Hub::with_cluster(cluster),
             None => Hub::new(),
         };
         hub.spawn_workers();
+        // A change's topics are marked stale before its request is answered, so a socket
+        // opened after the answer waits for a value that includes it (read your writes).
+        let publisher = options.publisher.unwrap_or_else(|| Arc::new(bus.clone()));
+        let publisher: Arc<dyn EventPublisher> =
+            Arc::new(ws_bridge::bridge::MarkStale::new(publisher, hub.clone()));
+        let services = Services::new(db, publisher);
         let source = Arc::new(ServicesStats(services.clone()));
         // Subscribe before the first read, so a change committed in between is not missed.
         let events = bus.subscribe();

@@ -295,8 +295,10 @@ impl Subscriptions {
     async fn add(&mut self, topics: &[Topic], registration: &Registration, hub: &Hub) -> Vec<Frame> {
         let new: BTreeSet<Topic> = topics.iter().copied().filter(|t| !self.topics.contains(t)).collect();
         for topic in &new {
-            if let Topic::Stats(stats) = topic {
-                hub.wait_fresh(*stats, FRESH_VALUE_WAIT).await;
+            match topic {
+                Topic::Stats(stats) => hub.wait_fresh(*stats, FRESH_VALUE_WAIT).await,
+                Topic::Presence => hub.refresh_presence(),
+                Topic::Conversation(_) => {}
             }
         }
         self.topics.extend(new.iter().copied());

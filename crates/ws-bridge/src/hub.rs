@@ -175,6 +175,10 @@ struct Registry {
     users: HashMap<i64, LocalUser>,
     /// What other instances report, by user (summed over instances).
     remote: Vec<PresenceEntry>,
+    /// Bumped by every change presence shows (connections, viewing, other instances)…
+    presence_changes: u64,
+    /// …and the count the published presence value reflects.
+    presence_built: u64,
 }
 
 struct Registered {
@@ -300,8 +304,13 @@ impl Hub {
                     match signal {
                         Ok(ClusterSignal::Typing(typing)) => hub.apply_typing(typing, None),
                         Ok(ClusterSignal::RemotePresence(entries)) => {
-                            lock(&hub.inner.registry).remote = entries;
-                            hub.inner.presence_dirty.notify_one();
+                            let mut registry = lock(&hub.inner.registry);
+                            if registry.remote != entries {
+                                registry.remote = entries;
+                                registry.presence_changes += 1;
+                                drop(registry);
+                                hub.inner.presence_dirty.notify_one();
+                            }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -406,6 +415,7 @@ impl Hub {
                 viewing: None,
             });
             entry.connections += 1;
+            registry.presence_changes += 1;
             id
         };
         self.inner.metrics.connections.fetch_add(1, Ordering::Relaxed);
@@ -439,6 +449,7 @@ impl Hub {
                     registry.users.remove(&user_id);
                 }
             }
+            registry.presence_changes += 1;
         }
         self.inner.metrics.connections.fetch_sub(1, Ordering::Relaxed);
         self.inner.presence_dirty.notify_one();
@@ -464,6 +475,7 @@ impl Hub {
             match registry.users.get_mut(&user_id) {
                 Some(user) if user.viewing.as_deref() != Some(&path) => {
                     user.viewing = Some(path);
+                    registry.presence_changes += 1;
                     true
                 }
                 _ => false,
@@ -559,7 +571,8 @@ impl Hub {
     /// changed, and shares the local part with the other instances.
     fn publish_presence(&self) {
         let (local, merged) = {
-            let registry = lock(&self.inner.registry);
+            let mut registry = lock(&self.inner.registry);
+            registry.presence_built = registry.presence_changes;
             let local: Vec<PresenceEntry> = registry
                 .users
                 .iter()
@@ -599,6 +612,19 @@ impl Hub {
         });
         if sent {
             self.inner.metrics.presence_published.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes presence now if it changed since it was last published, so a connection
+    /// that subscribes finds itself in the value it is given (presence is otherwise rebuilt
+    /// at most every [`PRESENCE_MIN_INTERVAL`]).
+    pub fn refresh_presence(&self) {
+        let stale = {
+            let registry = lock(&self.inner.registry);
+            registry.presence_built < registry.presence_changes
+        };
+        if stale {
+            self.publish_presence();
         }
     }
 
