@@ -5,15 +5,15 @@
 //! Every byte is forwarded unchanged. The proxy reads just enough of the PostgreSQL wire
 //! protocol to name each connection by the `application_name` of its StartupMessage (the
 //! server names its connections `pulse-<8 hex>` for the pool, `…-listener` and `…-outbound`)
-//! and to count what crosses it: transactions (each `ReadyForQuery` back to idle after the
-//! first) and executed statements. The protocol is read by hand because the maintained
+//! and to count what crosses it: transactions (as PostgreSQL counts them in
+//! `pg_stat_database`, but exactly and at once) and executed statements. The protocol is read by hand because the maintained
 //! crates (postgres-protocol) parse only the server's messages, not the client's, and
 //! toxiproxy is a separate Go service that cannot tell connections apart by name.
 //!
 //! Reason to change: a fault or a count the suites need. Must never depend on the server's
 //! crates: it sees an instance only through the wire protocol, as PostgreSQL does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -37,6 +37,8 @@ const MAX_KEPT_BODY: usize = 64 * 1024;
 const MAX_STATEMENT_KEYS: usize = 4096;
 /// Bound on the prepared statements and portals remembered per connection.
 const MAX_NAMED: usize = 1024;
+/// Bound on the query cycles a client may have in flight (pipelined) that are remembered.
+const MAX_CYCLES: usize = 4096;
 /// Statement texts are counted by their first this many characters.
 const STATEMENT_CHARS: usize = 160;
 
@@ -103,7 +105,11 @@ pub struct ProxyStats {
     /// Connections closed by [`PgProxy::cut_after_commit`] after forwarding a `COMMIT`.
     pub commits_cut: usize,
     /// Transactions ended (committed or rolled back), by connection name: every
-    /// `ReadyForQuery` that reports the session idle, except the one that ends the startup.
+    /// `ReadyForQuery` that reports the session idle and answers a query, or a `Sync` after
+    /// extended-protocol messages that start a transaction (`Parse`, `Bind`, `Describe`,
+    /// `Execute`), and each session's startup. A `Sync` after only a `Close` is a round trip
+    /// but no transaction. This is what PostgreSQL counts in `xact_commit` and
+    /// `xact_rollback`.
     pub transactions: BTreeMap<String, u64>,
     /// Statements executed (simple queries and extended-protocol `Execute`s), by connection
     /// name and statement text (whitespace collapsed, cut to 160 characters).
@@ -406,7 +412,7 @@ async fn serve(shared: Arc<Shared>, mut client: TcpStream) {
     let conn = Arc::new(ConnState {
         shared: Arc::clone(&shared),
         name: startup.name,
-        drop_reply: Mutex::new(false),
+        cycles: Mutex::new(VecDeque::new()),
     });
     let upstream = pump(
         client_read,
@@ -514,13 +520,42 @@ enum Direction {
 struct ConnState {
     shared: Arc<Shared>,
     name: String,
-    /// Set once a COMMIT whose answer must be lost was forwarded.
-    drop_reply: Mutex<bool>,
+    /// The query cycles the client has sent (a simple query, or extended-protocol messages
+    /// up to a `Sync`) and the server has not answered with `ReadyForQuery` yet.
+    cycles: Mutex<VecDeque<Cycle>>,
+}
+
+/// One query cycle in flight.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cycle {
+    /// It starts a transaction (PostgreSQL counts it in `xact_commit` or `xact_rollback`).
+    transaction: bool,
+    /// It is the `COMMIT` whose answer [`PgProxy::cut_after_commit`] loses.
+    lose_answer: bool,
 }
 
 impl ConnState {
-    fn drop_reply(&self) -> bool {
-        *self.drop_reply.lock().unwrap_or_else(|p| p.into_inner())
+    fn cycle_sent(&self, cycle: Cycle) {
+        let mut cycles = self.cycles.lock().unwrap_or_else(|p| p.into_inner());
+        if cycles.len() == MAX_CYCLES {
+            cycles.pop_front();
+        }
+        cycles.push_back(cycle);
+    }
+
+    /// The cycle a `ReadyForQuery` answers (`None`: the one that ends the startup).
+    fn cycle_answered(&self) -> Option<Cycle> {
+        self.cycles.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    /// Whether a `COMMIT` on this connection is to lose its answer (once).
+    fn take_commit_cut(&self) -> bool {
+        let mut state = self.shared.lock();
+        let armed = state.cut_after_commit.as_ref().is_some_and(|f| f.matches(&self.name));
+        if armed {
+            state.cut_after_commit = None;
+        }
+        armed
     }
 }
 
@@ -545,23 +580,12 @@ async fn pump(
             _ = cut(&mut on_cut) => return,
         };
         let chunk = &buf[..n];
-        if direction == Direction::ToClient && conn.drop_reply() {
-            // The answer to the COMMIT: lost, and the connection with it.
-            let mut state = conn.shared.lock();
-            state.stats.commits_cut += 1;
-            drop(state);
+        if readable && reader.read(chunk, &conn) {
+            // The server has answered the COMMIT (so it committed): the chunk with that
+            // answer is lost, and the connection with it.
+            conn.shared.lock().stats.commits_cut += 1;
             conn.shared.commit_cut.notify_waiters();
             return;
-        }
-        if readable {
-            let commit = reader.read(chunk, &conn);
-            if commit {
-                let mut state = conn.shared.lock();
-                if state.cut_after_commit.as_ref().is_some_and(|f| f.matches(&conn.name)) {
-                    state.cut_after_commit = None;
-                    *conn.drop_reply.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                }
-            }
         }
         if !ready(&mut ctl).await {
             return;
@@ -644,8 +668,8 @@ struct Reader {
     statements: HashMap<String, String>,
     /// Portal name → statement text.
     portals: HashMap<String, String>,
-    /// Whether the `ReadyForQuery` that ends the startup has gone by.
-    started: bool,
+    /// Whether the client's current extended-protocol cycle starts a transaction.
+    work: bool,
 }
 
 impl Reader {
@@ -655,28 +679,41 @@ impl Reader {
             framer: Framer::default(),
             statements: HashMap::new(),
             portals: HashMap::new(),
-            started: false,
+            work: false,
         }
     }
 
-    /// Reads `chunk`; returns whether it completed a simple-query `COMMIT`.
+    /// Reads `chunk`; returns whether it holds the server's answer to a `COMMIT` whose
+    /// answer is to be lost.
     fn read(&mut self, chunk: &[u8], conn: &ConnState) -> bool {
         let mut executed = Vec::new();
         let mut transactions = 0u64;
-        let mut commit = false;
+        let mut lose = false;
         let direction = self.direction;
         let interesting = move |tag: u8| match direction {
             Direction::ToServer => matches!(tag, b'Q' | b'P' | b'B' | b'E'),
             Direction::ToClient => tag == b'Z',
         };
-        let (statements, portals, started) = (&mut self.statements, &mut self.portals, &mut self.started);
+        let (statements, portals, work) = (&mut self.statements, &mut self.portals, &mut self.work);
         self.framer.feed(chunk, interesting, |tag, body| {
+            match (direction, tag, body) {
+                // A simple query too long to be kept: a cycle all the same.
+                (Direction::ToServer, b'Q', None) | (Direction::ToServer, b'F', _) => {
+                    conn.cycle_sent(Cycle { transaction: true, lose_answer: false })
+                }
+                (Direction::ToServer, b'P' | b'B' | b'D' | b'E', _) => *work = true,
+                (Direction::ToServer, b'S', _) => {
+                    conn.cycle_sent(Cycle { transaction: std::mem::take(work), lose_answer: false })
+                }
+                _ => {}
+            }
             let Some(body) = body else { return };
             let mut fields = body.split(|b| *b == 0).map(|f| String::from_utf8_lossy(f).into_owned());
             match (direction, tag) {
                 (Direction::ToServer, b'Q') => {
                     let sql = fields.next().unwrap_or_default();
-                    commit |= is_commit(&sql);
+                    let lose_answer = is_commit(&sql) && conn.take_commit_cut();
+                    conn.cycle_sent(Cycle { transaction: true, lose_answer });
                     executed.push(sql);
                 }
                 (Direction::ToServer, b'P') => {
@@ -698,12 +735,16 @@ impl Reader {
                     let portal = fields.next().unwrap_or_default();
                     executed.push(portals.get(&portal).cloned().unwrap_or_else(|| "(unknown portal)".into()));
                 }
-                (Direction::ToClient, b'Z') => {
-                    if *started && body.first() == Some(&b'I') {
-                        transactions += 1;
+                (Direction::ToClient, b'Z') => match conn.cycle_answered() {
+                    Some(Cycle { lose_answer: true, .. }) => lose = true,
+                    Some(Cycle { transaction: true, .. }) if body.first() == Some(&b'I') && !lose => {
+                        transactions += 1
                     }
-                    *started = true;
-                }
+                    // The end of the startup: PostgreSQL counts the session's initialization
+                    // as a transaction.
+                    None => transactions += 1,
+                    _ => {}
+                },
                 _ => {}
             }
         });
@@ -722,7 +763,7 @@ impl Reader {
                 }
             }
         }
-        commit
+        lose
     }
 }
 
@@ -738,7 +779,7 @@ fn normalize(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TestDatabase;
+    use crate::{PgCluster, TestDatabase, psql};
     use tokio_postgres::{Client, NoTls};
 
     fn message(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -901,7 +942,10 @@ mod tests {
     }
 
     /// Also shows what a driver sends for `COMMIT`: tokio-postgres (under diesel-async, whose
-    /// transaction manager calls `batch_execute("COMMIT")`) sends the simple query `COMMIT`.
+    /// transaction manager calls `batch_execute("COMMIT")`) sends the simple query `COMMIT`,
+    /// here right behind the `Close` + `Sync` of the insert's unnamed statement (pipelined):
+    /// the proxy must lose the COMMIT's own answer, not the first answer after it, or it
+    /// closes the connection before PostgreSQL has read the COMMIT (and the row is gone).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lost_commit_acknowledgement_still_commits() {
         let (db, proxy) = setup().await;
@@ -935,6 +979,48 @@ mod tests {
         let tx = again.transaction().await.expect("BEGIN");
         tx.execute("INSERT INTO t VALUES (2)", &[]).await.expect("an insert");
         tx.commit().await.expect("a normal commit");
-        assert_eq!(proxy.stats().transactions_of(&Filter::Pool), before + 1);
+        // Its startup and its transaction.
+        assert_eq!(proxy.stats().transactions_of(&Filter::Pool), before + 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transactions_are_counted_as_postgresql_counts_them() {
+        // A private cluster: its `postgres` database reads the test database's counters
+        // without adding to them, and nothing else runs there.
+        let pg = PgCluster::start().await.expect("a private PostgreSQL");
+        let db = TestDatabase::postgres_on(&pg.admin_url()).expect("a database");
+        let name = db.postgres_admin().expect("PostgreSQL").1.to_owned();
+        let proxy = PgProxy::for_url(db.url()).await.expect("a proxy");
+        let xact = format!("SELECT xact_commit FROM pg_stat_database WHERE datname = '{name}'");
+        let before: u64 = psql(&pg.admin_url(), &[&xact]).await.parse().expect("a count");
+
+        let mut client =
+            connect(&proxy.url_via(db.url()).unwrap(), "pulse-0000000e").await.expect("a client");
+        for _ in 0..3 {
+            client.simple_query("SELECT 1").await.expect("a simple query");
+        }
+        let statement = client.prepare("SELECT $1::int").await.expect("a prepared statement");
+        for i in 0..2 {
+            client.query(&statement, &[&i]).await.expect("an execution");
+        }
+        drop(statement);
+        client.execute("SELECT 2", &[]).await.expect("an unnamed statement");
+        let tx = client.transaction().await.expect("BEGIN");
+        tx.execute("SELECT 3", &[]).await.expect("in a transaction");
+        tx.commit().await.expect("COMMIT");
+        drop(client);
+        // A backend flushes its counters when it exits.
+        let gone = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pulse-0000000e'";
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while psql(&pg.admin_url(), &[gone]).await != "0" {
+            assert!(Instant::now() < deadline, "the client's backend did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after: u64 = psql(&pg.admin_url(), &[&xact]).await.parse().expect("a count");
+        let counted = proxy.stats().transactions_of(&Filter::Pool);
+        // The startup, 3 simple queries, 1 prepare, 2 executions, 2 for the unnamed statement
+        // (its prepare and its execution), 1 transaction block.
+        assert_eq!(counted, 10, "{:?}", proxy.stats());
+        assert_eq!(after - before, counted, "PostgreSQL and the proxy disagree");
     }
 }
