@@ -1,12 +1,28 @@
 //! Several server processes on one PostgreSQL database: the setup of the multi-instance suites
 //! (`multi_instance`, and the `cluster` cases of `topics`), kept here so that every suite
-//! starts and reaches its instances the same way.
+//! starts and reaches its instances the same way. The fault suite (`cluster_faults`) starts
+//! them on a database of its choice, through a [`PgProxy`] each, or all at once.
 
 use anyhow::{Context, Result, bail};
 use futures_util::future::try_join_all;
 use serde_json::Value;
 
-use crate::{ADMIN_USERNAME, Api, ServerOptions, ServerProcess, TestDatabase, Watcher, psql, random_string};
+use crate::{
+    ADMIN_USERNAME, Api, PgProxy, ServerOptions, ServerProcess, TestDatabase, Watcher, psql, random_string,
+};
+
+/// How [`Cluster::start_with`] starts the instances.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Each instance reaches PostgreSQL through a [`PgProxy`] of its own
+    /// ([`Cluster::proxies`]).
+    pub proxied: bool,
+    /// Start every instance at the same moment on the (empty) database, instead of the first
+    /// alone (it migrates and creates the admin) and then the others.
+    pub together: bool,
+    /// Extra settings for every instance (applied after the cluster's).
+    pub server: ServerOptions,
+}
 
 /// What every instance logs once its link to the other instances (its LISTEN connection) is up.
 const LISTENING: &str = "listening for other instances' events";
@@ -19,6 +35,9 @@ pub struct Cluster {
     pub servers: Vec<ServerProcess>,
     /// The admin's client for each instance (one token, valid everywhere).
     pub admins: Vec<Api>,
+    /// With [`ClusterOptions::proxied`], instance `i`'s proxy to PostgreSQL (dropped after the
+    /// instances).
+    pub proxies: Vec<PgProxy>,
     /// The shared database.
     pub db: TestDatabase,
 }
@@ -30,19 +49,42 @@ impl Cluster {
     /// events: without that line, its health check may have reached another process that took
     /// its port.
     pub async fn start(n: usize) -> Result<Self> {
+        let db = TestDatabase::postgres().context("creating a PostgreSQL database")?;
+        Self::start_with(n, db, ClusterOptions::default()).await
+    }
+
+    /// Starts `n` (at least 1) instances on `db` as `options` say, then as [`Cluster::start`].
+    pub async fn start_with(n: usize, db: TestDatabase, options: ClusterOptions) -> Result<Self> {
         if n == 0 {
             bail!("a cluster needs at least one instance");
         }
-        let db = TestDatabase::postgres().context("creating a PostgreSQL database")?;
-        let opts = ServerOptions::default()
+        let mut opts = ServerOptions::default()
             .env("JWT_SECRET", random_string(48))
             .env("ADMIN_PASSWORD", random_string(20));
-        let first = ServerProcess::start(&db, opts.clone()).await.context("starting instance 0")?;
-        let rest = try_join_all((1..n).map(|_| ServerProcess::start(&db, opts.clone())))
-            .await
-            .context("starting the other instances")?;
-        let mut servers = vec![first];
-        servers.extend(rest);
+        opts.env.extend(options.server.env.iter().cloned());
+        opts.unset.extend(options.server.unset.iter().cloned());
+        let mut proxies = Vec::new();
+        let mut instance_opts = Vec::new();
+        for _ in 0..n {
+            if options.proxied {
+                let proxy = PgProxy::for_url(db.url()).await.context("starting a proxy")?;
+                instance_opts.push(opts.clone().env("DATABASE_URL", proxy.url_via(db.url())?));
+                proxies.push(proxy);
+            } else {
+                instance_opts.push(opts.clone());
+            }
+        }
+        let start = |i: usize| {
+            let (db, opts) = (&db, instance_opts[i].clone());
+            async move { ServerProcess::start(db, opts).await.with_context(|| format!("starting instance {i}")) }
+        };
+        let servers = if options.together {
+            try_join_all((0..n).map(start)).await?
+        } else {
+            let first = start(0).await?;
+            let rest = try_join_all((1..n).map(start)).await?;
+            std::iter::once(first).chain(rest).collect()
+        };
         let token = servers[0]
             .api()
             .login(ADMIN_USERNAME, servers[0].admin_password())
@@ -60,7 +102,7 @@ impl Cluster {
             }
         }
         let admins = servers.iter().map(|s| s.api().with_token(token.clone())).collect();
-        Ok(Self { servers, admins, db })
+        Ok(Self { servers, admins, proxies, db })
     }
 
     /// Instance `i`'s name (`pulse-<8 hex>`), from its startup log line

@@ -12,6 +12,9 @@
 //! - [`mint_token`] and friends: JWTs made by the test itself, valid or deliberately broken.
 //! - [`Cluster`]: several servers on one PostgreSQL database, for the multi-instance suites.
 //! - [`Watcher`]: a WebSocket client that checks every stats message and waits for values.
+//! - [`PgProxy`]: a TCP proxy between an instance and PostgreSQL that cuts, refuses, stalls or
+//!   delays its connections, or loses a commit's acknowledgement.
+//! - [`PgCluster`]: a private PostgreSQL cluster a test may restart.
 //! - [`get_ok`], [`psql`], the request bodies and [`WAIT`]: small helpers the suites share
 //!   instead of each keeping a copy.
 
@@ -37,9 +40,13 @@ pub use tokio_tungstenite::tungstenite;
 use tungstenite::Message;
 
 mod cluster;
+pub mod pgcluster;
+pub mod pgproxy;
 mod watcher;
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, ClusterOptions};
+pub use pgcluster::{PgCluster, StopMode};
+pub use pgproxy::{Filter, PgProxy, ProxyStats};
 pub use watcher::{STATS_TOPICS, Watcher, matches};
 
 /// Environment variable that names the server binary under test.
@@ -109,6 +116,13 @@ impl TestDatabase {
     /// drop.
     pub fn postgres() -> Result<Self> {
         let admin = std::env::var(TEST_DATABASE_URL_ENV).unwrap_or_else(|_| DEFAULT_PG_ADMIN_URL.to_owned());
+        Self::postgres_on(&admin)
+    }
+
+    /// A new PostgreSQL database `pulse_it_<random>` on the server of the admin URL `admin`
+    /// (e.g. a [`PgCluster`]'s), dropped `WITH (FORCE)` on drop.
+    pub fn postgres_on(admin: &str) -> Result<Self> {
+        let admin = admin.to_owned();
         let name = format!("pulse_it_{}", random_string(12).to_lowercase());
         run_psql(&admin, &format!("CREATE DATABASE {name}"))
             .with_context(|| format!("creating PostgreSQL database {name} via {admin}"))?;
@@ -378,6 +392,11 @@ impl ServerProcess {
             .map_err(|_| anyhow!("server did not exit within 15 s of SIGTERM; log:\n{}", self.logs()))??;
         self.join_readers().await;
         Ok(exit)
+    }
+
+    /// The exit status if the process has exited, without waiting.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Sends SIGKILL and waits for the process to exit.

@@ -1,7 +1,7 @@
 //! A WebSocket client that checks the stats topics, shared by the integration and the
 //! multi-instance suites (each used to keep its own copy).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,7 +17,8 @@ pub fn matches(actual: &Value, expected: &Value) -> bool {
 }
 
 /// A WebSocket client that checks every stats message it sees (numeric `seq`, never going
-/// back, growing whenever the value changes) and keeps the last value of each topic.
+/// back, growing whenever the value changes) and keeps the last value of each topic, and
+/// counts the `task:assigned` messages it receives by task id.
 ///
 /// Its methods panic on a broken rule: they are assertions of the suites.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ pub struct Watcher {
     last: HashMap<String, (f64, Value)>,
     /// How many JSON messages [`Watcher::wait_for`] has read.
     pub received: usize,
+    assigned: BTreeMap<i64, usize>,
 }
 
 impl Watcher {
@@ -41,7 +43,8 @@ impl Watcher {
             first
                 .push(ws.next_json(WAIT).await.unwrap_or_else(|e| panic!("{name}: opening messages: {e:#}")));
         }
-        let mut w = Self { name: name.into(), ws, last: HashMap::new(), received: 0 };
+        let mut w =
+            Self { name: name.into(), ws, last: HashMap::new(), received: 0, assigned: BTreeMap::new() };
         assert_eq!(first[0]["type"], "connected", "{name}: first message {}", first[0]);
         for (msg, topic) in first[1..].iter().zip(STATS_TOPICS) {
             assert_eq!(msg["type"], topic, "{name}: opening messages out of order: {first:?}");
@@ -50,8 +53,16 @@ impl Watcher {
         w
     }
 
-    /// Checks a message and records it if it is a stats message (others are ignored).
+    /// Checks a message and records it if it is a stats message or a `task:assigned` (others
+    /// are ignored).
     pub fn observe(&mut self, msg: &Value) {
+        if msg["type"] == "task:assigned" {
+            let id = msg["payload"]["id"].as_i64().unwrap_or_else(|| {
+                panic!("{}: task:assigned without an integer payload.id: {msg}", self.name)
+            });
+            *self.assigned.entry(id).or_default() += 1;
+            return;
+        }
         let Some(topic) = msg["type"].as_str().filter(|t| t.starts_with("stats:")) else { return };
         let seq = msg["seq"]
             .as_f64()
@@ -75,6 +86,31 @@ impl Watcher {
     /// The last `seq` of `topic` (NaN before any).
     pub fn last_seq(&self, topic: &str) -> f64 {
         self.last.get(topic).map(|(s, _)| *s).unwrap_or(f64::NAN)
+    }
+
+    /// How many `task:assigned` messages this socket received, by task id.
+    pub fn assigned(&self) -> &BTreeMap<i64, usize> {
+        &self.assigned
+    }
+
+    /// Reads (recording what it reads) until `done(self)` holds or `timeout` passes; returns
+    /// whether it holds. Panics if the connection closes or ends.
+    pub async fn wait_until(&mut self, done: impl Fn(&Watcher) -> bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(self) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.ws.next_incoming(left).await {
+                Some(Incoming::Json(v)) => {
+                    self.received += 1;
+                    self.observe(&v);
+                }
+                Some(other) => panic!("{}: the connection ended while waiting: {other:?}", self.name),
+                None => return done(self),
+            }
+        }
     }
 
     /// Reads until the last value of `topic` matches `expected` or `timeout` passes. Panics if
