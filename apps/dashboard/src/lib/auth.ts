@@ -1,18 +1,10 @@
 import { useSyncExternalStore } from 'react';
+import type { LoginAnswer, Role, User } from './apiTypes';
 
-export type Role = 'admin' | 'manager' | 'staff' | string;
+export type { Role, User };
 
-export interface User {
-  id: number;
-  username: string;
-  role: Role;
-}
-
-export interface Session {
-  token: string;
-  expiresAt: string;
-  user: User;
-}
+/** The login's answer, kept in localStorage. */
+export type Session = LoginAnswer;
 
 export const STORAGE_KEY = 'pulse.session';
 

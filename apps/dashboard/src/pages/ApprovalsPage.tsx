@@ -82,7 +82,7 @@ function ApprovalRow({ item, canDecide, onError }: { item: Approval; canDecide: 
     onSuccess: () => onError(null),
     onError: (err: unknown) => onError(undoneMessage(err)),
   };
-  const reasonText = typeof item.reason === 'string' && item.reason ? item.reason : null;
+  const reasonText = item.decisionReason;
 
   return (
     <tr

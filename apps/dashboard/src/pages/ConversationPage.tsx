@@ -82,7 +82,7 @@ export function ConversationPage({ id }: { id: number }) {
   };
 
   const notFound = q.error instanceof ApiError && q.error.status === 404;
-  const why = c && ((typeof c.escalationReason === 'string' && c.escalationReason) || (typeof c.reason === 'string' && c.reason));
+  const why = c?.escalationReason;
 
   return (
     <div className="page">

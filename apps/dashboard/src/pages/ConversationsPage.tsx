@@ -88,10 +88,7 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
   const [escalating, setEscalating] = useState(false);
   const busy = escalate.isPending || resolve.isPending;
   const temp = isTemp(item);
-  const why =
-    (typeof item.escalationReason === 'string' && item.escalationReason) ||
-    (typeof item.reason === 'string' && item.reason) ||
-    null;
+  const why = item.escalationReason;
 
   const submitEscalate = (reason: string) => {
     setEscalating(false);
