@@ -14,7 +14,7 @@ import { TasksPage } from './pages/TasksPage';
 import { PresenceStore, TypingStore } from './realtime/LiveState';
 import { StatsHistory } from './realtime/StatsHistory';
 import { conversationIdFromPath, topicsForPath } from './realtime/topics';
-import type { ServerMessage } from './realtime/types';
+import type { ServerMessage } from './realtime/messages';
 import { useWebSocket } from './realtime/useWebSocket';
 
 export function createQueryClient(): QueryClient {

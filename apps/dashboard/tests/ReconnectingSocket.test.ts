@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ReconnectingSocket } from '../src/realtime/ReconnectingSocket';
-import type { AuthCheck, ConnectionStatus, ServerMessage } from '../src/realtime/types';
+import type { ServerMessage } from '../src/realtime/messages';
+import type { AuthCheck, ConnectionStatus } from '../src/realtime/types';
 import { flush, socketFactory } from './fakes';
 
 function setup(opts: { random?: () => number; checkAuth?: () => Promise<AuthCheck>; pingIntervalMs?: number } = {}) {

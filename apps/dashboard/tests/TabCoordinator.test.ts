@@ -1,6 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { TabCoordinator, type LeaderHandlers, type TabRole } from '../src/realtime/TabCoordinator';
-import type { ConnectionStatus, ServerMessage } from '../src/realtime/types';
+import type { ServerMessage } from '../src/realtime/messages';
+import type { ConnectionStatus } from '../src/realtime/types';
 import { FakeChannelHub, FakeLockRegistry, flush } from './fakes';
 
 interface Tab {
@@ -101,7 +102,7 @@ describe('TabCoordinator', () => {
     await flush(10);
     expect(late.coordinator.role).toBe('follower');
     expect(late.statuses.at(-1)).toBe('live');
-    expect(late.messages.map((m) => [m.type, m.seq])).toEqual([
+    expect(late.messages.map((m) => [m.type, 'seq' in m ? m.seq : undefined])).toEqual([
       ['connected', undefined],
       ['stats:tasks', 2],
       ['stats:conversations', 1],

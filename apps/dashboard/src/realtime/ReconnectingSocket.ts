@@ -1,11 +1,10 @@
 import { backoffDelay, BACKOFF_BASE_MS, BACKOFF_CAP_MS } from './backoff';
+import { serverMessages, type ClientMessage, type ServerMessage, type ServerMessageDecoder } from './messages';
 import {
   isUnauthorizedError,
-  parseServerMessage,
   realTimers,
   type AuthCheck,
   type ConnectionStatus,
-  type ServerMessage,
   type Timers,
   type WebSocketFactory,
   type WebSocketLike,
@@ -54,7 +53,10 @@ export interface ReconnectingSocketOptions {
    */
   url: (signal?: AbortSignal) => string | Promise<string>;
   createSocket: WebSocketFactory;
+  /** Every checked message but `pong` (frames that are not protocol messages never get here). */
   onMessage: (msg: ServerMessage) => void;
+  /** Where frames are checked (the app's one decoder by default). */
+  decoder?: ServerMessageDecoder;
   onStatus?: (status: ConnectionStatus, state: SocketState) => void;
   /** Token rejected: the app must go back to the login page. Called once; no retry follows. */
   onUnauthorized?: () => void;
@@ -104,6 +106,7 @@ export class ReconnectingSocket {
       pingIntervalMs: 25_000,
       pongTimeoutMs: 10_000,
       urlTimeoutMs: 15_000,
+      decoder: serverMessages,
       ...options,
     };
   }
@@ -158,7 +161,7 @@ export class ReconnectingSocket {
   }
 
   /** Sends a JSON message if the socket is open. Returns whether it was sent. */
-  send(message: unknown): boolean {
+  send(message: ClientMessage): boolean {
     const ws = this.ws;
     if (!ws || this._state !== 'open') return false;
     try {
@@ -269,7 +272,7 @@ export class ReconnectingSocket {
       if (this.ws !== socket) return;
       // Any traffic proves the connection is alive.
       this.clearTimer('pongTimer');
-      const msg = parseServerMessage(ev.data);
+      const msg = this.opts.decoder.parseFrame(ev.data);
       if (!msg) return;
       if (msg.type === 'pong') return;
       this.opts.onMessage(msg);

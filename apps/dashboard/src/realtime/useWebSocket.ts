@@ -11,14 +11,8 @@ import {
   type TabRole,
 } from './TabCoordinator';
 import { STATS_TOPICS, type TopicError } from './topics';
-import {
-  UnauthorizedError,
-  type AuthCheck,
-  type ConnectionStatus,
-  type ServerMessage,
-  type Timers,
-  type WebSocketFactory,
-} from './types';
+import type { ClientMessage, ServerMessage } from './messages';
+import { UnauthorizedError, type AuthCheck, type ConnectionStatus, type Timers, type WebSocketFactory } from './types';
 
 /** Everything the hook takes from the browser, replaceable in tests. */
 export interface RealtimeDeps {
@@ -168,7 +162,7 @@ export interface UseWebSocketResult {
   /** Skip the current backoff wait. */
   reconnect: () => void;
   /** Sends a client message (e.g. typing) on the shared socket, through the leader tab if needed. */
-  send: (message: unknown) => boolean;
+  send: (message: ClientMessage) => boolean;
   /** The last refused topic request (`unknown_topic`), or null. */
   topicError: TopicError | null;
 }
@@ -235,10 +229,7 @@ export function useWebSocket({
       onMessage: (msg) => {
         sync.handle(msg);
         if (msg.type === 'error') {
-          const p = msg.payload as { code?: unknown; message?: unknown } | undefined;
-          if (p?.code === 'unknown_topic') {
-            setTopicError({ code: 'unknown_topic', message: typeof p.message === 'string' ? p.message : 'unknown topic' });
-          }
+          if (msg.payload.code === 'unknown_topic') setTopicError({ code: 'unknown_topic', message: msg.payload.message });
         } else if (msg.type === 'connected') {
           setTopicError(null);
         }
@@ -295,7 +286,7 @@ export function useWebSocket({
   }, [viewing]);
 
   const reconnect = useCallback(() => coordinatorRef.current?.reconnectNow(), []);
-  const send = useCallback((message: unknown) => coordinatorRef.current?.send(message) ?? false, []);
+  const send = useCallback((message: ClientMessage) => coordinatorRef.current?.send(message) ?? false, []);
 
   return { status: token ? status : 'offline', role, reconnect, send, topicError };
 }
