@@ -102,7 +102,7 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
     page = (
       <div className="page">
         <div className="card empty">
-          <h1>Page not found</h1>
+          <h1 tabIndex={-1}>Page not found</h1>
           <p>
             <Link to="/tasks">Go to tasks</Link>
           </p>

@@ -1,4 +1,4 @@
-import type { ReactNode } from 'react';
+import { useEffect, useRef, type ReactNode } from 'react';
 import type { Session } from '../lib/auth';
 import { Link, usePathname } from '../lib/router';
 import { ConnectionIndicator } from './ConnectionIndicator';
@@ -12,10 +12,30 @@ const NAV = [
   { to: '/conversations', label: 'Conversations' },
 ];
 
+/**
+ * After a route change the focus goes to the new page's heading (or the main region while it
+ * loads): keyboard users continue from there, and screen readers announce the page.
+ */
+function useFocusOnRouteChange(path: string) {
+  const main = useRef<HTMLElement>(null);
+  const previous = useRef(path);
+  useEffect(() => {
+    if (previous.current === path) return;
+    previous.current = path;
+    const region = main.current;
+    (region?.querySelector<HTMLElement>('h1[tabindex]') ?? region)?.focus();
+  }, [path]);
+  return main;
+}
+
 export function Layout({ session, onLogout, children }: { session: Session; onLogout: () => void; children: ReactNode }) {
   const path = usePathname();
+  const main = useFocusOnRouteChange(path);
   return (
     <div className="app">
+      <a className="skip-link" href="#main">
+        Skip to the page
+      </a>
       <header className="topbar">
         <Link to="/tasks" className="brand" aria-label="Pulse home">
           <span className="brand-mark" aria-hidden="true">
@@ -50,7 +70,7 @@ export function Layout({ session, onLogout, children }: { session: Session; onLo
           </button>
         </div>
       </header>
-      <main className="main">
+      <main className="main" id="main" tabIndex={-1} ref={main}>
         <StatBadges />
         {children}
       </main>

@@ -29,7 +29,7 @@ export function LoginPage() {
   };
 
   return (
-    <div className="login-screen">
+    <main className="login-screen">
       <form className="login-card" onSubmit={submit} noValidate aria-labelledby="login-title">
         <div className="login-brand">
           <span className="brand-mark" aria-hidden="true">
@@ -73,6 +73,6 @@ export function LoginPage() {
           {busy ? 'Signing in…' : 'Sign in'}
         </button>
       </form>
-    </div>
+    </main>
   );
 }
