@@ -80,14 +80,18 @@ describe('ReconnectingSocket', () => {
     expect(f.sockets).toHaveLength(1);
   });
 
-  it('4401 → unauthorized, onUnauthorized called once, no retry', async () => {
+  it.each([
+    [4401, 'rejected'],
+    [4403, 'deactivated'],
+  ])('%i → unauthorized (%s), onUnauthorized called once, no retry', async (code, why) => {
     const { f, socket, onUnauthorized } = setup();
     socket.start();
     f.last().serverOpen();
-    f.last().serverClose(4401);
+    f.last().serverClose(code);
     expect(socket.state).toBe('unauthorized');
     expect(socket.status).toBe('offline');
     expect(onUnauthorized).toHaveBeenCalledTimes(1);
+    expect(onUnauthorized).toHaveBeenCalledWith(why);
     await vi.advanceTimersByTimeAsync(120_000);
     expect(f.sockets).toHaveLength(1);
   });
@@ -118,6 +122,7 @@ describe('ReconnectingSocket', () => {
     expect(checkAuth).toHaveBeenCalledTimes(1);
     expect(socket.state).toBe('unauthorized');
     expect(onUnauthorized).toHaveBeenCalledTimes(1);
+    expect(onUnauthorized).toHaveBeenCalledWith('rejected');
     await vi.advanceTimersByTimeAsync(120_000);
     expect(f.sockets).toHaveLength(1);
   });

@@ -5,6 +5,7 @@ import {
   realTimers,
   type AuthCheck,
   type ConnectionStatus,
+  type SessionEnd,
   type Timers,
   type WebSocketFactory,
   type WebSocketLike,
@@ -19,7 +20,7 @@ import {
  * - checking: closed before open; asking GET /api/v1/me whether the token is still good
  * - backoff: waiting before the next attempt
  * - stopped: closed on purpose (logout/unmount) or by a server close 1000: no reconnect
- * - unauthorized: token rejected (close 4401, or 401 from /me): no reconnect
+ * - unauthorized: token rejected (close 4401, or 401 from /me) or account deactivated (close 4403): no reconnect
  */
 export type SocketState = 'idle' | 'connecting' | 'open' | 'checking' | 'backoff' | 'stopped' | 'unauthorized';
 
@@ -39,7 +40,10 @@ export function statusOf(state: SocketState): ConnectionStatus {
 /** Close codes after which the client reconnects with backoff (any other non-special code does too). */
 export const RECONNECT_CODES = [1001, 1006, 1012, 1013] as const;
 export const CLOSE_NORMAL = 1000;
+/** The token expired, or a role or password change retired it: sign in again. */
 export const CLOSE_TOKEN_EXPIRED = 4401;
+/** The account was deactivated: no reconnect, and signing in again will not help. */
+export const CLOSE_DEACTIVATED = 4403;
 /** Code used locally when the heartbeat finds the connection dead. */
 export const CLOSE_HEARTBEAT_TIMEOUT = 4000;
 
@@ -58,8 +62,8 @@ export interface ReconnectingSocketOptions {
   /** Where frames are checked (the app's one decoder by default). */
   decoder?: ServerMessageDecoder;
   onStatus?: (status: ConnectionStatus, state: SocketState) => void;
-  /** Token rejected: the app must go back to the login page. Called once; no retry follows. */
-  onUnauthorized?: () => void;
+  /** The session ended (`why`): the app must go back to the login page. Called once; no retry follows. */
+  onUnauthorized?: (why: SessionEnd) => void;
   /** Called after a close that happened before `open` (a refused upgrade shows as 1006). */
   checkAuth?: () => Promise<AuthCheck>;
   timers?: Timers;
@@ -291,7 +295,11 @@ export class ReconnectingSocket {
     this.clearAllTimers();
     if (this._state === 'stopped' || this._state === 'unauthorized') return;
     if (code === CLOSE_TOKEN_EXPIRED) {
-      this.becomeUnauthorized();
+      this.becomeUnauthorized('rejected');
+      return;
+    }
+    if (code === CLOSE_DEACTIVATED) {
+      this.becomeUnauthorized('deactivated');
       return;
     }
     if (code === CLOSE_NORMAL) {
@@ -323,11 +331,11 @@ export class ReconnectingSocket {
     this.scheduleReconnect();
   }
 
-  private becomeUnauthorized(): void {
+  private becomeUnauthorized(why: SessionEnd = 'rejected'): void {
     this.clearAllTimers();
     this.abortPendingUrl();
     this.setState('unauthorized');
-    this.opts.onUnauthorized?.();
+    this.opts.onUnauthorized?.(why);
   }
 
   private scheduleReconnect(): void {

@@ -15,7 +15,7 @@ import {
   type StatsMessageType,
 } from './messages';
 import { TopicSubscriptions, type TopicError } from './topics';
-import { realTimers, type ConnectionStatus, type Timers } from './types';
+import { realTimers, type ConnectionStatus, type SessionEnd, type Timers } from './types';
 
 /** The subset of the Web Locks API used here (navigator.locks). */
 export interface LockManagerLike {
@@ -47,7 +47,7 @@ export interface LeaderConnection {
 export interface LeaderHandlers {
   onMessage(msg: ServerMessage): void;
   onStatus(status: ConnectionStatus): void;
-  onUnauthorized(): void;
+  onUnauthorized(why: SessionEnd): void;
   /** The topics for the URL of the next connection attempt (union of every tab's topics). */
   topics(): string[];
 }
@@ -64,7 +64,8 @@ export interface TabCoordinatorOptions {
   /** Every message this tab should apply (its own socket's, or relayed by the leader). */
   onMessage(msg: ServerMessage): void;
   onStatus(status: ConnectionStatus): void;
-  onUnauthorized(): void;
+  /** The session ended (in the leader's socket, relayed to every tab). */
+  onUnauthorized(why: SessionEnd): void;
   onRoleChange?(role: TabRole): void;
   /** A topic request the server refused (`unknown_topic`); reported in the leader/solo tab. */
   onTopicError?(error: TopicError): void;
@@ -88,7 +89,7 @@ export type RelayMessage =
   | { kind: 'status'; status: ConnectionStatus }
   | { kind: 'hello'; tab?: string; topics?: string[] }
   | { kind: 'state'; status: ConnectionStatus; messages: ServerMessage[] }
-  | { kind: 'unauthorized' }
+  | { kind: 'unauthorized'; why?: SessionEnd }
   | { kind: 'reconnect' }
   /** A follower's topics (on change, as a heartbeat, and in answer to `roll-call`). */
   | { kind: 'tab'; tab: string; topics: string[] }
@@ -181,7 +182,7 @@ class OwnSocket {
   constructor(
     ctx: TabContext,
     wanted: string[],
-    hooks: { onMessage(m: ServerMessage): void; onStatus(s: ConnectionStatus): void; onUnauthorized(): void },
+    hooks: { onMessage(m: ServerMessage): void; onStatus(s: ConnectionStatus): void; onUnauthorized(why: SessionEnd): void },
   ) {
     this.subscriptions = new TopicSubscriptions(
       (m) => this.send(m),
@@ -202,9 +203,9 @@ class OwnSocket {
         if (s !== 'live') this.subscriptions.disconnected();
         hooks.onStatus(s);
       },
-      onUnauthorized: () => {
+      onUnauthorized: (why) => {
         if (ctx.stopped) return;
-        hooks.onUnauthorized();
+        hooks.onUnauthorized(why);
       },
       topics: () => this.subscriptions.urlTopics(),
     });
@@ -231,7 +232,7 @@ class Solo {
     this.socket = new OwnSocket(ctx, [...ctx.ownTopics], {
       onMessage: (m) => ctx.opts.onMessage(m),
       onStatus: (s) => ctx.setStatus(s),
-      onUnauthorized: () => ctx.opts.onUnauthorized(),
+      onUnauthorized: (why) => ctx.opts.onUnauthorized(why),
     });
   }
 
@@ -286,9 +287,9 @@ class Leader {
         ctx.opts.onMessage(m);
       },
       onStatus: (s) => this.setStatus(s),
-      onUnauthorized: () => {
-        ctx.post({ kind: 'unauthorized' });
-        ctx.opts.onUnauthorized();
+      onUnauthorized: (why) => {
+        ctx.post({ kind: 'unauthorized', why });
+        ctx.opts.onUnauthorized(why);
       },
     });
   }
@@ -468,7 +469,7 @@ class Follower {
         for (const msg of relayedMessages(m.messages)) this.ctx.opts.onMessage(msg);
         break;
       case 'unauthorized':
-        this.ctx.opts.onUnauthorized();
+        this.ctx.opts.onUnauthorized(m.why === 'deactivated' ? 'deactivated' : 'rejected');
         break;
       default:
         break;

@@ -44,5 +44,12 @@ export function isUnauthorizedError(err: unknown): boolean {
   return err instanceof UnauthorizedError || (!!err && typeof err === 'object' && (err as { unauthorized?: unknown }).unauthorized === true);
 }
 
+/**
+ * Why the server ended the session: the token was refused (expired, retired by a role or
+ * password change: close 4401, or a 401) — sign in again — or the account was deactivated
+ * (close 4403) — signing in will not help.
+ */
+export type SessionEnd = 'rejected' | 'deactivated';
+
 /** Result of checking the token after a connection failed before `open`. */
 export type AuthCheck = 'ok' | 'unauthorized' | 'unknown';

@@ -12,7 +12,14 @@ import {
 } from './TabCoordinator';
 import { STATS_TOPICS, type TopicError } from './topics';
 import type { ClientMessage, ServerMessage } from './messages';
-import { UnauthorizedError, type AuthCheck, type ConnectionStatus, type Timers, type WebSocketFactory } from './types';
+import {
+  UnauthorizedError,
+  type AuthCheck,
+  type ConnectionStatus,
+  type SessionEnd,
+  type Timers,
+  type WebSocketFactory,
+} from './types';
 
 /** Everything the hook takes from the browser, replaceable in tests. */
 export interface RealtimeDeps {
@@ -140,8 +147,11 @@ export function openRealtimeSocket(d: RealtimeDeps, token: string, handlers: Lea
 export interface UseWebSocketOptions {
   /** JWT; null = logged out (no connection). */
   token: string | null;
-  /** The token was rejected (close 4401, 401 from /me or from the ticket endpoint): log out and show the login page. */
-  onUnauthorized: () => void;
+  /**
+   * The session ended: the token was rejected (close 4401, 401 from /me or from the ticket
+   * endpoint) or the account deactivated (close 4403). Log out and show the login page, saying why.
+   */
+  onUnauthorized: (why: SessionEnd) => void;
   history?: StatsHistory;
   deps?: Partial<RealtimeDeps>;
   /** Every message this tab applies (presence, typing, personal events; tests, debugging). */
@@ -208,10 +218,10 @@ export function useWebSocket({
     const d: RealtimeDeps = { ...defaultRealtimeDeps(), ...depsRef.current };
     const sync = new StatsSync(queryClient, history);
     let unauthorizedFired = false;
-    const fireUnauthorized = () => {
+    const fireUnauthorized = (why: SessionEnd) => {
       if (unauthorizedFired) return;
       unauthorizedFired = true;
-      unauthorizedRef.current();
+      unauthorizedRef.current(why);
     };
     const coordinator = new TabCoordinator({
       locks: d.locks,
@@ -236,9 +246,9 @@ export function useWebSocket({
         onMessageRef.current?.(msg);
       },
       onStatus: (s) => setStatus(s),
-      onUnauthorized: () => {
+      onUnauthorized: (why) => {
         setStatus('offline');
-        fireUnauthorized();
+        fireUnauthorized(why);
       },
       onRoleChange: (r) => setRole(r),
     });
