@@ -238,6 +238,16 @@ function assertTicketUrls(urls, { min = 1 } = {}) {
   return ws.length;
 }
 
+/** Whether the server has the user lifecycle of contract section 2 (its OpenAPI document lists it). */
+async function serverHasUserLifecycle() {
+  try {
+    const doc = await (await fetch(`${base}/api/v1/openapi.json`)).json();
+    return Boolean(doc.paths?.['/api/v1/users/{id}']?.patch && doc.paths?.['/api/v1/me/password']?.post);
+  } catch {
+    return false;
+  }
+}
+
 // ---------------------------------------------------------------- accessibility
 /** Every page state axe checked, with its violations (reported at the end). */
 const axeChecked = [];
@@ -990,6 +1000,198 @@ async function main() {
     );
     await ctxA.close();
     await ctxB.close();
+
+    // ------------------------------------------------ sign-in limits and user lifecycle (contract sections 2 and 7)
+    await test('login 429: after too many failures the login page says how long to wait, and sign-in waits', async () => {
+      const lctx = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+      try {
+        const lp = await lctx.newPage();
+        const who = 'e2e-locked-out';
+        // More failures for one username than the limit allows (contract 7), through the API.
+        let limited = null;
+        for (let i = 0; i < 30 && !limited; i++) {
+          const res = await fetch(`${base}/api/v1/auth/login`, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ username: who, password: `wrong-${i}` }),
+          });
+          if (res.status === 429) limited = res;
+          else assert(res.status === 401, `bad login answered ${res.status}`);
+        }
+        assert(limited, 'no 429 after 30 bad logins for one username');
+        const retryAfter = Number(limited.headers.get('retry-after'));
+        assert(retryAfter > 0, `429 without a usable Retry-After: ${limited.headers.get('retry-after')}`);
+        await lp.goto(`${ui}/login`);
+        await lp.fill('[data-testid="login-username"]', who);
+        await lp.fill('[data-testid="login-password"]', 'one-more-try');
+        await lp.press('[data-testid="login-password"]', 'Enter');
+        const error = lp.locator('[data-testid="login-error"]');
+        await error.waitFor({ timeout: 5000 });
+        const text = (await error.textContent()) ?? '';
+        assert(/Too many sign-in attempts\. Try again in \d+ (second|minute)/.test(text), `login error: ${text}`);
+        const button = lp.locator('[data-testid="login-submit"]');
+        assert((await button.getAttribute('aria-disabled')) === 'true', 'sign-in is not held back during the wait');
+        assert(/^Wait \d+:\d\d$/.test(((await button.textContent()) ?? '').trim()), `button: ${await button.textContent()}`);
+        await expectAccessible(lp, 'the login page, waiting after a 429');
+        await shot(lp, 'login-429', false);
+      } finally {
+        await lctx.close();
+      }
+    });
+
+    const lifecycle = await serverHasUserLifecycle();
+    const lifecycleTests = [
+      'users page: an admin adds a user, changes a role (keyboard only) and resets a password; the user is signed out (4401) and back in',
+      'deactivate: the user’s open dashboard says so, stops reconnecting and shows the login page; reactivate lets them in again',
+      'the last active admin cannot be demoted or deactivated: the page says why and nothing changes',
+      'change your own password: a wrong current password is refused at the field; the right one signs out and the new one works',
+    ];
+    if (!lifecycle) {
+      for (const name of lifecycleTests) skip(name, 'the server has no user lifecycle yet (contract section 2: PATCH /api/v1/users/{id}, POST /api/v1/me/password; issue 13, server side)');
+    } else {
+      const actx = trackWebSockets(await browser.newContext({ viewport: { width: 1280, height: 900 } }));
+      const uctx = trackWebSockets(await browser.newContext({ viewport: { width: 1280, height: 900 } }));
+      let ap = null; // admin
+      let up = null; // the managed user
+      const KIM = 'e2e-kim';
+      let kimPassword = `kim-${randomBytes(9).toString('hex')}`;
+      const userSockets = [];
+      const row = (username) => `[data-testid="user-row"][data-username="${username}"]`;
+      const signedOutWith = async (p, pattern) => {
+        await p.waitForURL((u) => u.pathname === '/login', { timeout: 5000 });
+        const text = (await p.locator('[data-testid="login-error"]').textContent({ timeout: 3000 })) ?? '';
+        assert(pattern.test(text), `login page says: ${text}`);
+      };
+
+      await test(
+        lifecycleTests[0],
+        async () => {
+          ap = await actx.newPage();
+          ap.on('pageerror', (e) => log('page error:', e.message));
+          await loginThroughForm(ap, 'admin', ADMIN_PASSWORD);
+          await ap.click('[data-testid="nav-users"]');
+          await ap.waitForSelector(row('admin'), { timeout: 5000 });
+          await ap.fill('[data-testid="user-create-username"]', KIM);
+          await ap.fill('[data-testid="user-create-password"]', kimPassword);
+          await ap.click('[data-testid="user-create-submit"]');
+          await ap.waitForSelector(`${row(KIM)}[data-role="staff"][data-active="true"]`, { timeout: 5000 });
+          await expectAccessible(ap, 'users');
+
+          up = await uctx.newPage();
+          up.on('pageerror', (e) => log('page error:', e.message));
+          up.on('websocket', (ws) => userSockets.push({ at: Date.now(), url: ws.url() }));
+          await loginThroughForm(up, KIM, kimPassword);
+          await waitText(up, 'connection-status', 'live', 10_000);
+
+          // Keyboard only: change kim's role to manager.
+          await tabTo(ap, `${row(KIM)} [data-testid="user-role-edit"]`);
+          await ap.keyboard.press('Enter');
+          await expectFocus(ap, `${row(KIM)} [data-testid="user-role-select"]`);
+          await ap.keyboard.press('ArrowDown');
+          assert((await ap.inputValue(`${row(KIM)} [data-testid="user-role-select"]`)) === 'manager', 'ArrowDown did not pick manager');
+          await expectAccessible(ap, 'users, changing a role');
+          await ap.keyboard.press('Enter');
+          await ap.waitForSelector(`${row(KIM)}[data-role="manager"]:not([data-saving])`, { timeout: 5000 });
+          await expectFocus(ap, `${row(KIM)} [data-testid="user-role-edit"]`);
+          // Kim's older token is retired: the open dashboard is closed with 4401 and asks to sign in again.
+          await signedOutWith(up, /session has ended/i);
+          await loginThroughForm(up, KIM, kimPassword);
+          await up.waitForSelector('[data-testid="current-user"] >> text=manager', { timeout: 5000 });
+
+          // Reset kim's password: too short is refused on the spot, then a good one.
+          await ap.click(`${row(KIM)} [data-testid="user-password-reset"]`);
+          await ap.fill(`${row(KIM)} [data-testid="user-password-input"]`, 'short');
+          await ap.click(`${row(KIM)} [data-testid="user-password-save"]`);
+          await ap.waitForSelector(`${row(KIM)} [data-testid="user-password-error"]`, { timeout: 2000 });
+          await expectAccessible(ap, 'users, a refused password');
+          kimPassword = `kim-${randomBytes(9).toString('hex')}`;
+          await ap.fill(`${row(KIM)} [data-testid="user-password-input"]`, kimPassword);
+          await ap.click(`${row(KIM)} [data-testid="user-password-save"]`);
+          await ap.waitForSelector(`${row(KIM)} [data-testid="user-password-input"]`, { state: 'detached', timeout: 5000 });
+          await signedOutWith(up, /session has ended/i);
+          await loginThroughForm(up, KIM, kimPassword);
+          await waitText(up, 'connection-status', 'live', 10_000);
+        },
+        { page: () => ap },
+      );
+
+      await test(
+        lifecycleTests[1],
+        async () => {
+          assert(ap && up, 'pages not open');
+          await ap.click(`${row(KIM)} [data-testid="user-deactivate"]`);
+          await ap.waitForSelector(`${row(KIM)}[data-active="false"]`, { timeout: 5000 });
+          await ap.waitForSelector(`${row(KIM)} [data-testid="user-reactivate"]`);
+          const t = Date.now();
+          await signedOutWith(up, /account has been deactivated/i);
+          log(`  deactivated user's page on the login page ${Date.now() - t} ms after the answer`);
+          await expectAccessible(up, 'the login page after a deactivation');
+          const sockets = userSockets.length;
+          await sleep(2500);
+          assert(userSockets.length === sockets, `the deactivated user's page reconnected (${userSockets.length - sockets} new sockets)`);
+          // A deactivated user cannot sign in (401, the same answer as bad credentials).
+          await up.fill('[data-testid="login-username"]', KIM);
+          await up.fill('[data-testid="login-password"]', kimPassword);
+          await up.click('[data-testid="login-submit"]');
+          await up.waitForSelector('[data-testid="login-error"] >> text=/wrong username or password/i', { timeout: 5000 });
+
+          await ap.click(`${row(KIM)} [data-testid="user-reactivate"]`);
+          await ap.waitForSelector(`${row(KIM)}[data-active="true"]`, { timeout: 5000 });
+          await loginThroughForm(up, KIM, kimPassword);
+          await waitText(up, 'connection-status', 'live', 10_000);
+        },
+        { page: () => up },
+      );
+
+      await test(
+        lifecycleTests[2],
+        async () => {
+          assert(ap, 'page not open');
+          // kim is a manager: admin is the only active admin.
+          await ap.click(`${row('admin')} [data-testid="user-role-edit"]`);
+          await ap.selectOption(`${row('admin')} [data-testid="user-role-select"]`, 'staff');
+          await ap.click(`${row('admin')} [data-testid="user-role-save"]`);
+          const banner = ap.locator('[data-testid="error-banner"]').first();
+          await banner.waitFor({ timeout: 5000 });
+          const text = (await banner.textContent()) ?? '';
+          assert(/admin is the last active admin/.test(text), `banner: ${text}`);
+          await expectAccessible(ap, 'users, last-admin refusal');
+          await ap.click(`${row('admin')} [data-testid="user-deactivate"]`);
+          await ap.waitForSelector('[data-testid="error-banner"] >> text=/cannot be deactivated/', { timeout: 5000 });
+          const me = await api('GET', '/api/v1/me', undefined, token);
+          assert(me.role === 'admin', `the last admin changed: ${JSON.stringify(me)}`);
+          assert(await ap.locator(`${row('admin')}[data-role="admin"][data-active="true"]`).count() === 1, 'the row changed');
+        },
+        { page: () => ap },
+      );
+
+      await test(
+        lifecycleTests[3],
+        async () => {
+          assert(up, 'page not open');
+          await up.click('[data-testid="current-user"]');
+          await up.waitForURL((u) => u.pathname === '/account', { timeout: 5000 });
+          await expectAccessible(up, 'your account');
+          const next = `kim-${randomBytes(9).toString('hex')}`;
+          await up.fill('[data-testid="account-current-password"]', 'not-my-password');
+          await up.fill('[data-testid="account-new-password"]', next);
+          await up.fill('[data-testid="account-confirm-password"]', next);
+          await up.click('[data-testid="account-submit"]');
+          await up.waitForSelector('[data-testid="account-error"] >> text=/current password is not right/', { timeout: 5000 });
+          await expectAccessible(up, 'your account, wrong current password');
+          assert(new URL(up.url()).pathname === '/account', 'a refused change signed the user out');
+          await up.fill('[data-testid="account-current-password"]', kimPassword);
+          await up.click('[data-testid="account-submit"]');
+          await signedOutWith(up, /password was changed/i);
+          kimPassword = next;
+          await loginThroughForm(up, KIM, kimPassword);
+          await waitText(up, 'connection-status', 'live', 10_000);
+        },
+        { page: () => up },
+      );
+      await actx.close();
+      await uctx.close();
+    }
 
     await test('every WebSocket URL the browser opened has ticket= (a new one each) and no token=', async () => {
       const n = assertTicketUrls(wsUrls, { min: 4 });
