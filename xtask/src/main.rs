@@ -4,6 +4,7 @@
 //! ```text
 //! cargo xtask ci            # all of the below, in order
 //! cargo xtask fmt|lint|layers|test|dashboard|integration|e2e|schemathesis|bench-smoke|soak-smoke
+//! cargo xtask api-types     # the dashboard's REST types from the OpenAPI document (part of `dashboard`)
 //! cargo xtask bench [BENCH ARGS]   # the load bench, release build (xtask/bench/README.md)
 //! cargo xtask soak [SOAK ARGS]     # the soak run (default: 10,000 clients, 10 min, 50 changes/s)
 //! ```
@@ -46,13 +47,13 @@ fn main() -> anyhow::Result<()> {
             "bench-smoke",
             "soak-smoke",
         ],
-        "fmt" | "lint" | "layers" | "test" | "dashboard" | "integration" | "e2e" | "postgres"
-        | "bench-smoke" | "schemathesis" | "soak-smoke" => {
+        "fmt" | "lint" | "layers" | "test" | "dashboard" | "api-types" | "integration" | "e2e"
+        | "postgres" | "bench-smoke" | "schemathesis" | "soak-smoke" => {
             vec![task]
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|lint|layers|test|dashboard|integration|e2e|schemathesis|bench-smoke|soak-smoke>\n       cargo xtask bench [ARGS] | soak [ARGS]"
+                "usage: cargo xtask <ci|fmt|lint|layers|test|dashboard|api-types|integration|e2e|schemathesis|bench-smoke|soak-smoke>\n       cargo xtask bench [ARGS] | soak [ARGS]"
             );
             return Ok(());
         }
@@ -76,6 +77,7 @@ fn run_step(step: &str) -> anyhow::Result<()> {
         "layers" => check_layers(),
         "test" => cargo(&["test", "--workspace", "--exclude", "suites", "--exclude", "bench"]),
         "dashboard" => dashboard(),
+        "api-types" => api_types(),
         "integration" => integration(),
         "e2e" => e2e(),
         "bench-smoke" => bench_smoke(),
@@ -184,8 +186,44 @@ fn dashboard() -> anyhow::Result<()> {
     if !Path::new("apps/dashboard/node_modules").is_dir() {
         npm(&["ci", "--no-audit", "--no-fund"])?;
     }
+    api_types()?;
     npm(&["run", "typecheck"])?;
     npm(&["test"])?;
+    Ok(())
+}
+
+/// The file the dashboard's REST types are generated into (committed).
+const API_TYPES: &str = "apps/dashboard/src/lib/openapi.gen.ts";
+
+/// Regenerates the dashboard's REST types from the server's OpenAPI document (printed by
+/// `cargo run -p gateway --example openapi`, no server needed) and fails when they differ
+/// from the committed ones: the API and the dashboard cannot drift apart unnoticed.
+fn api_types() -> anyhow::Result<()> {
+    if !Path::new("apps/dashboard/node_modules").is_dir() {
+        npm(&["ci", "--no-audit", "--no-fund"])?;
+    }
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["run", "-q", "-p", "gateway", "--example", "openapi"])
+        .output()
+        .context("starting cargo run -p gateway --example openapi")?;
+    if !output.status.success() {
+        bail!("cargo run -p gateway --example openapi failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let document = std::path::absolute(target_dir().join("openapi.json"))?;
+    std::fs::write(&document, &output.stdout).with_context(|| format!("writing {}", document.display()))?;
+    let document = document.to_str().context("the target folder's path is not UTF-8")?;
+    npm(&["run", "api-types", "--", document])?;
+    let diff = Command::new("git").args(["status", "--porcelain", "--", API_TYPES]).output()?;
+    if !diff.status.success() {
+        bail!("git status failed: {}", String::from_utf8_lossy(&diff.stderr));
+    }
+    if !diff.stdout.is_empty() {
+        let _ = run(Command::new("git").args(["--no-pager", "diff", "--stat", "--", API_TYPES]));
+        bail!(
+            "{API_TYPES} differs from the server's OpenAPI document: it was regenerated just now; \
+             review and commit it (the API changed, or the file was edited by hand)"
+        );
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -32,6 +33,13 @@ const UI_MODE = process.env.PULSE_E2E_UI || 'server';
 const DIST = path.join(appDir, 'dist');
 
 const STATS_RE = /\/api\/v1\/(tasks|approvals|conversations)\/stats(\?|$)/;
+/** axe-core from node_modules, evaluated in the page (not a <script>: the dashboard's CSP forbids inline scripts). */
+const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+/**
+ * axe-core's rules for WCAG 2.0, 2.1 and 2.2, levels A and AA, and its best practices (an empty
+ * table header or a page without a main landmark are reported only by those).
+ */
+const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22a', 'wcag22aa', 'best-practice'];
 const WS_RE = /\/ws(\?|$)/;
 
 fs.mkdirSync(outDir, { recursive: true });
@@ -230,6 +238,77 @@ function assertTicketUrls(urls, { min = 1 } = {}) {
   return ws.length;
 }
 
+/** Whether the server has the user lifecycle of contract section 2 (its OpenAPI document lists it). */
+async function serverHasUserLifecycle() {
+  try {
+    const doc = await (await fetch(`${base}/api/v1/openapi.json`)).json();
+    return Boolean(doc.paths?.['/api/v1/users/{id}']?.patch && doc.paths?.['/api/v1/me/password']?.post);
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- accessibility
+/** Every page state axe checked, with its violations (reported at the end). */
+const axeChecked = [];
+
+/**
+ * Runs axe-core's WCAG 2 A/AA rules (and best practices) on the page as it is now and fails listing every
+ * violation (rule, impact, what to fix, the elements).
+ */
+async function expectAccessible(page, label) {
+  await page.evaluate(() => document.fonts?.ready);
+  const hasAxe = await page.evaluate(() => typeof window.axe === 'object');
+  if (!hasAxe) await page.evaluate(AXE_SOURCE);
+  const result = await page.evaluate(
+    (tags) => window.axe.run(document, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] }),
+    AXE_TAGS,
+  );
+  const violations = result.violations.map((v) => ({
+    id: v.id,
+    impact: v.impact,
+    help: v.help,
+    nodes: v.nodes.map((n) => ({ target: n.target.join(' '), summary: n.failureSummary })),
+  }));
+  axeChecked.push({ label, path: new URL(page.url()).pathname, violations: violations.length });
+  if (violations.length > 0) {
+    const lines = violations.flatMap((v) => [
+      `  ${v.id} (${v.impact}): ${v.help}`,
+      ...v.nodes.map((n) => `    - ${n.target}: ${(n.summary || '').replace(/\s+/g, ' ').slice(0, 240)}`),
+    ]);
+    throw new Error(`axe: ${violations.length} violation(s) on ${label}:\n${lines.join('\n')}`);
+  }
+}
+
+// ---------------------------------------------------------------- keyboard
+/** What has the focus, for messages. */
+function describeFocus(page) {
+  return page.evaluate(() => {
+    const el = document.activeElement;
+    if (!el || el === document.body) return 'body';
+    const id = el.getAttribute('data-testid');
+    return `${el.tagName.toLowerCase()}${id ? `[data-testid=${id}]` : ''} "${(el.textContent || el.getAttribute('aria-label') || '').trim().slice(0, 40)}"`;
+  });
+}
+
+/** Presses Tab (Shift+Tab with `back`) until the focused element matches `selector`; fails after `max` presses. */
+async function tabTo(page, selector, { max = 80, back = false } = {}) {
+  for (let i = 0; i < max; i++) {
+    if (await page.evaluate((sel) => document.activeElement?.matches(sel) ?? false, selector)) return;
+    await page.keyboard.press(back ? 'Shift+Tab' : 'Tab');
+  }
+  throw new Error(`keyboard: ${selector} not reached with ${max} × ${back ? 'Shift+Tab' : 'Tab'} (focus on ${await describeFocus(page)})`);
+}
+
+/** The focused element matches `selector` (a widget moved the focus where the user needs it). */
+async function expectFocus(page, selector, timeoutMs = 2000) {
+  try {
+    await page.waitForFunction((sel) => document.activeElement?.matches(sel) ?? false, selector, { timeout: timeoutMs, polling: 50 });
+  } catch {
+    throw new Error(`keyboard: expected the focus on ${selector}, it is on ${await describeFocus(page)}`);
+  }
+}
+
 // ---------------------------------------------------------------- test runner
 const results = [];
 async function test(name, fn, { page, timeoutMs = 90_000 } = {}) {
@@ -330,6 +409,8 @@ async function main() {
       { page },
     );
 
+    await test('accessibility (axe, WCAG 2 A/AA): the login page', () => expectAccessible(page, 'the login page'), { page });
+
     await test(
       'wrong password shows a plain error',
       async () => {
@@ -340,6 +421,7 @@ async function main() {
         const text = await page.textContent('[data-testid="login-error"]');
         assert(/wrong username or password/i.test(text), `unexpected error text: ${text}`);
         assert(new URL(page.url()).pathname === '/login', 'left the login page');
+        await expectAccessible(page, 'the login page with an error');
       },
       { page },
     );
@@ -444,9 +526,63 @@ async function main() {
     );
 
     await test(
+      'accessibility (axe, WCAG 2 A/AA): every page and its open forms and menus',
+      async () => {
+        assert(loggedIn, 'not logged in');
+        await api('POST', '/api/v1/conversations', { guestName: 'Mary Shelley', channel: 'email', subject: 'Extra blanket' }, token);
+        // In-app navigation only: the idle test below counts stats requests and sockets.
+        await page.click('[data-testid="nav-tasks"]');
+        await page.waitForSelector('[data-testid="task-row"]');
+        await expectAccessible(page, 'tasks');
+        const taskRow = page.locator('[data-testid="task-row"][data-status="pending"]').first();
+        await taskRow.locator('[data-testid="task-assign"]').click();
+        await expectAccessible(page, 'tasks, assigning');
+        await taskRow.locator('button', { hasText: 'Cancel' }).click();
+
+        await page.click('[data-testid="nav-approvals"]');
+        await page.waitForSelector('[data-testid="approval-row"]');
+        await expectAccessible(page, 'approvals');
+        const pending = page.locator('[data-testid="approval-row"][data-status="pending"]').first();
+        await pending.locator('[data-testid="approval-reject"]').click();
+        await expectAccessible(page, 'approvals, rejecting');
+        await pending.locator('button', { hasText: 'Cancel' }).click();
+
+        await page.click('[data-testid="nav-conversations"]');
+        await page.waitForSelector('[data-testid="conversation-row"]');
+        await expectAccessible(page, 'conversations');
+        const active = page.locator('[data-testid="conversation-row"][data-state="active"]').first();
+        await active.locator('[data-testid="conversation-escalate"]').click();
+        await active.locator('[data-testid="conversation-escalate-confirm"]').click();
+        await page.waitForSelector('text=A reason is required');
+        await expectAccessible(page, 'conversations, escalating (reason missing)');
+        await active.locator('button', { hasText: 'Cancel' }).click();
+
+        await page.locator('[data-testid="conversation-open"]').first().click();
+        await page.waitForSelector('[data-testid="conversation-detail"]');
+        await expectAccessible(page, 'a conversation');
+
+        await page.click('[data-testid="presence-toggle"]');
+        await page.waitForSelector('[data-testid="presence-entry"] >> visible=true');
+        await expectAccessible(page, 'a conversation, presence list open');
+        await page.keyboard.press('Escape');
+
+        await page.evaluate(() => {
+          window.history.pushState(null, '', '/no-such-page');
+          window.dispatchEvent(new PopStateEvent('popstate'));
+        });
+        await page.waitForSelector('text=Page not found');
+        await expectAccessible(page, 'page not found');
+        await page.click('[data-testid="nav-tasks"]');
+        await page.waitForSelector('[data-testid="task-row"]');
+      },
+      { page },
+    );
+
+    await test(
       'an API error body is shown in plain words',
       async () => {
         assert(loggedIn, 'not logged in');
+        await page.click('[data-testid="nav-tasks"]');
         const task = await newTask(token, 'Error display check');
         const row = page.locator(`[data-testid="task-row"][data-id="${task.id}"]`);
         await row.waitFor({ timeout: 5000 });
@@ -463,6 +599,7 @@ async function main() {
         await banner.waitFor({ timeout: 3000 });
         const text = ((await banner.textContent()) || '').trim();
         assert(/task is already completed/i.test(text) && !/[{}]|"code"/.test(text), `error not in plain words: ${text}`);
+        await expectAccessible(page, 'tasks with an error banner');
         await page.unroute(`**/api/v1/tasks/${task.id}/complete`);
         // And the real thing works.
         await row.locator('[data-testid="task-complete"]').click();
@@ -609,11 +746,125 @@ async function main() {
           await p.waitForSelector('[data-testid="approval-row"][data-status="pending"]', { timeout: 5000 });
           const buttons = await p.locator('[data-testid="approval-approve"], [data-testid="approval-reject"], [data-testid="approval-execute"]').count();
           assert(buttons === 0, `staff sees ${buttons} decision buttons`);
+          await expectAccessible(p, 'approvals as staff');
         } finally {
           await sctx.close();
         }
       },
     );
+
+    // ------------------------------------------------ keyboard only
+    const kctx = trackWebSockets(await browser.newContext({ viewport: { width: 1280, height: 900 } }));
+    let kp = null;
+    await test(
+      'keyboard only: sign in, create a task, assign it and complete it',
+      async () => {
+        kp = await kctx.newPage();
+        kp.on('pageerror', (e) => log('page error:', e.message));
+        await kp.goto(`${ui}/login`);
+        await expectFocus(kp, '[data-testid="login-username"]');
+        await kp.keyboard.type('admin');
+        await kp.keyboard.press('Tab');
+        await expectFocus(kp, '[data-testid="login-password"]');
+        await kp.keyboard.type(ADMIN_PASSWORD);
+        await kp.keyboard.press('Enter');
+        await kp.waitForURL((u) => u.pathname === '/tasks', { timeout: 10_000 });
+        await waitText(kp, 'connection-status', 'live', 10_000);
+
+        await tabTo(kp, '[data-testid="task-description"]');
+        await kp.keyboard.type('Keyboard: an iron for room 9');
+        await kp.keyboard.press('Enter');
+        const row = kp.locator('[data-testid="task-row"]', { hasText: 'Keyboard: an iron for room 9' });
+        await row.and(kp.locator(':not([data-saving])')).waitFor({ timeout: 5000 });
+        const id = await row.getAttribute('data-id');
+        const sel = `[data-testid="task-row"][data-id="${id}"]`;
+
+        await tabTo(kp, `${sel} [data-testid="task-assign"]`);
+        await kp.keyboard.press('Enter');
+        await expectFocus(kp, `${sel} [data-testid="task-assign-input"]`);
+        await kp.keyboard.type('admin');
+        await kp.keyboard.press('Enter');
+        await kp.waitForSelector(`${sel}[data-status="in_progress"]:not([data-saving])`, { timeout: 5000 });
+        // The focus comes back to the row, not to the top of the page.
+        await expectFocus(kp, `${sel} [data-testid="task-assign"]`);
+
+        await tabTo(kp, `${sel} [data-testid="task-complete"]`);
+        await kp.keyboard.press('Space');
+        await kp.waitForSelector(`${sel}[data-status="completed"]`, { timeout: 5000 });
+        const task = await api('GET', `/api/v1/tasks/${id}`, undefined, token);
+        assert(task.status === 'completed' && task.assignee === 'admin', `task after the keyboard flow: ${JSON.stringify(task)}`);
+      },
+      { page: () => kp },
+    );
+
+    await test(
+      'keyboard only: go to approvals, approve one, reject one with a reason',
+      async () => {
+        assert(kp, 'no page');
+        const a1 = await api('POST', '/api/v1/approvals', { kind: 'refund', summary: 'Keyboard: refund room 11' }, token);
+        const a2 = await api('POST', '/api/v1/approvals', { kind: 'discount', summary: 'Keyboard: discount room 12' }, token);
+        await tabTo(kp, '[data-testid="nav-approvals"]', { back: true });
+        await kp.keyboard.press('Enter');
+        await kp.waitForURL((u) => u.pathname === '/approvals', { timeout: 5000 });
+        // A route change puts the focus on the new page's heading (screen readers announce it).
+        await expectFocus(kp, 'main h1');
+        const r1 = `[data-testid="approval-row"][data-id="${a1.id}"]`;
+        const r2 = `[data-testid="approval-row"][data-id="${a2.id}"]`;
+        await kp.waitForSelector(r1, { timeout: 5000 });
+        await tabTo(kp, `${r1} [data-testid="approval-approve"]`);
+        await kp.keyboard.press('Enter');
+        await kp.waitForSelector(`${r1}[data-status="approved"]:not([data-saving])`, { timeout: 5000 });
+        await tabTo(kp, `${r2} [data-testid="approval-reject"]`);
+        await kp.keyboard.press('Enter');
+        await expectFocus(kp, `${r2} [data-testid="approval-reject-reason"]`);
+        await kp.keyboard.type('Not our policy');
+        await kp.keyboard.press('Enter');
+        await kp.waitForSelector(`${r2}[data-status="rejected"]:not([data-saving])`, { timeout: 5000 });
+        const got = await api('GET', `/api/v1/approvals/${a2.id}`, undefined, token);
+        assert(got.status === 'rejected' && got.decisionReason === 'Not our policy', `approval: ${JSON.stringify(got)}`);
+        await tabTo(kp, `${r1} [data-testid="approval-execute"]`);
+        await kp.keyboard.press('Enter');
+        await kp.waitForSelector(`${r1}[data-status="executed"]:not([data-saving])`, { timeout: 5000 });
+      },
+      { page: () => kp },
+    );
+
+    await test(
+      'keyboard only: open a conversation, escalate it with a reason, resolve it; the presence list opens and closes',
+      async () => {
+        assert(kp, 'no page');
+        const conv = await api('POST', '/api/v1/conversations', { guestName: 'Kay Board', channel: 'email', subject: 'Keyboard: late arrival' }, token);
+        await tabTo(kp, '[data-testid="nav-conversations"]', { back: true });
+        await kp.keyboard.press('Enter');
+        await kp.waitForURL((u) => u.pathname === '/conversations', { timeout: 5000 });
+        const row = `[data-testid="conversation-row"][data-id="${conv.id}"]`;
+        await kp.waitForSelector(row, { timeout: 5000 });
+        await tabTo(kp, `${row} [data-testid="conversation-open"]`);
+        await kp.keyboard.press('Enter');
+        await kp.waitForURL((u) => u.pathname === `/conversations/${conv.id}`, { timeout: 5000 });
+        await kp.waitForSelector('[data-testid="conversation-detail"]');
+        await tabTo(kp, '[data-testid="conversation-escalate"]');
+        await kp.keyboard.press('Enter');
+        await expectFocus(kp, '[data-testid="conversation-escalate-reason"]');
+        await kp.keyboard.type('Guest asked for the manager');
+        await kp.keyboard.press('Enter');
+        await kp.waitForSelector('[data-testid="conversation-detail"][data-state="escalated"]', { timeout: 5000 });
+        await tabTo(kp, '[data-testid="conversation-resolve"]');
+        await kp.keyboard.press('Enter');
+        await kp.waitForSelector('[data-testid="conversation-detail"][data-state="resolved"]', { timeout: 5000 });
+        const got = await api('GET', `/api/v1/conversations/${conv.id}`, undefined, token);
+        assert(got.state === 'resolved' && got.escalationReason === 'Guest asked for the manager', `conversation: ${JSON.stringify(got)}`);
+
+        await tabTo(kp, '[data-testid="presence-toggle"]', { back: true });
+        await kp.keyboard.press('Enter');
+        await kp.waitForSelector('[data-testid="presence-entry"] >> visible=true', { timeout: 2000 });
+        await kp.keyboard.press('Escape');
+        await kp.waitForSelector('[data-testid="presence-entry"] >> visible=false', { state: 'attached', timeout: 2000 });
+        await expectFocus(kp, '[data-testid="presence-toggle"]');
+      },
+      { page: () => kp },
+    );
+    await kctx.close();
 
     // ------------------------------------------------ two users, two browsers: presence, typing, notifications
     const SAM = 'e2e-sam';
@@ -737,6 +988,7 @@ async function main() {
         await pb.waitForSelector(toast, { timeout: 3000 });
         const text = await pb.textContent(`${toast} [data-testid="toast-text"]`);
         assert(/Bring a crib to room 808/.test(text), `toast text: ${text}`);
+        await expectAccessible(pb, 'tasks with a toast');
         await shot(pb, 'notification', false);
         await sleep(1500);
         const inA = await pa.locator('[data-testid="toast"]').count();
@@ -748,6 +1000,198 @@ async function main() {
     );
     await ctxA.close();
     await ctxB.close();
+
+    // ------------------------------------------------ sign-in limits and user lifecycle (contract sections 2 and 7)
+    await test('login 429: after too many failures the login page says how long to wait, and sign-in waits', async () => {
+      const lctx = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+      try {
+        const lp = await lctx.newPage();
+        const who = 'e2e-locked-out';
+        // More failures for one username than the limit allows (contract 7), through the API.
+        let limited = null;
+        for (let i = 0; i < 30 && !limited; i++) {
+          const res = await fetch(`${base}/api/v1/auth/login`, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ username: who, password: `wrong-${i}` }),
+          });
+          if (res.status === 429) limited = res;
+          else assert(res.status === 401, `bad login answered ${res.status}`);
+        }
+        assert(limited, 'no 429 after 30 bad logins for one username');
+        const retryAfter = Number(limited.headers.get('retry-after'));
+        assert(retryAfter > 0, `429 without a usable Retry-After: ${limited.headers.get('retry-after')}`);
+        await lp.goto(`${ui}/login`);
+        await lp.fill('[data-testid="login-username"]', who);
+        await lp.fill('[data-testid="login-password"]', 'one-more-try');
+        await lp.press('[data-testid="login-password"]', 'Enter');
+        const error = lp.locator('[data-testid="login-error"]');
+        await error.waitFor({ timeout: 5000 });
+        const text = (await error.textContent()) ?? '';
+        assert(/Too many sign-in attempts\. Try again in \d+ (second|minute)/.test(text), `login error: ${text}`);
+        const button = lp.locator('[data-testid="login-submit"]');
+        assert((await button.getAttribute('aria-disabled')) === 'true', 'sign-in is not held back during the wait');
+        assert(/^Wait \d+:\d\d$/.test(((await button.textContent()) ?? '').trim()), `button: ${await button.textContent()}`);
+        await expectAccessible(lp, 'the login page, waiting after a 429');
+        await shot(lp, 'login-429', false);
+      } finally {
+        await lctx.close();
+      }
+    });
+
+    const lifecycle = await serverHasUserLifecycle();
+    const lifecycleTests = [
+      'users page: an admin adds a user, changes a role (keyboard only) and resets a password; the user is signed out (4401) and back in',
+      'deactivate: the user’s open dashboard says so, stops reconnecting and shows the login page; reactivate lets them in again',
+      'the last active admin cannot be demoted or deactivated: the page says why and nothing changes',
+      'change your own password: a wrong current password is refused at the field; the right one signs out and the new one works',
+    ];
+    if (!lifecycle) {
+      for (const name of lifecycleTests) skip(name, 'the server has no user lifecycle yet (contract section 2: PATCH /api/v1/users/{id}, POST /api/v1/me/password; issue 13, server side)');
+    } else {
+      const actx = trackWebSockets(await browser.newContext({ viewport: { width: 1280, height: 900 } }));
+      const uctx = trackWebSockets(await browser.newContext({ viewport: { width: 1280, height: 900 } }));
+      let ap = null; // admin
+      let up = null; // the managed user
+      const KIM = 'e2e-kim';
+      let kimPassword = `kim-${randomBytes(9).toString('hex')}`;
+      const userSockets = [];
+      const row = (username) => `[data-testid="user-row"][data-username="${username}"]`;
+      const signedOutWith = async (p, pattern) => {
+        await p.waitForURL((u) => u.pathname === '/login', { timeout: 5000 });
+        const text = (await p.locator('[data-testid="login-error"]').textContent({ timeout: 3000 })) ?? '';
+        assert(pattern.test(text), `login page says: ${text}`);
+      };
+
+      await test(
+        lifecycleTests[0],
+        async () => {
+          ap = await actx.newPage();
+          ap.on('pageerror', (e) => log('page error:', e.message));
+          await loginThroughForm(ap, 'admin', ADMIN_PASSWORD);
+          await ap.click('[data-testid="nav-users"]');
+          await ap.waitForSelector(row('admin'), { timeout: 5000 });
+          await ap.fill('[data-testid="user-create-username"]', KIM);
+          await ap.fill('[data-testid="user-create-password"]', kimPassword);
+          await ap.click('[data-testid="user-create-submit"]');
+          await ap.waitForSelector(`${row(KIM)}[data-role="staff"][data-active="true"]`, { timeout: 5000 });
+          await expectAccessible(ap, 'users');
+
+          up = await uctx.newPage();
+          up.on('pageerror', (e) => log('page error:', e.message));
+          up.on('websocket', (ws) => userSockets.push({ at: Date.now(), url: ws.url() }));
+          await loginThroughForm(up, KIM, kimPassword);
+          await waitText(up, 'connection-status', 'live', 10_000);
+
+          // Keyboard only: change kim's role to manager.
+          await tabTo(ap, `${row(KIM)} [data-testid="user-role-edit"]`);
+          await ap.keyboard.press('Enter');
+          await expectFocus(ap, `${row(KIM)} [data-testid="user-role-select"]`);
+          await ap.keyboard.press('ArrowDown');
+          assert((await ap.inputValue(`${row(KIM)} [data-testid="user-role-select"]`)) === 'manager', 'ArrowDown did not pick manager');
+          await expectAccessible(ap, 'users, changing a role');
+          await ap.keyboard.press('Enter');
+          await ap.waitForSelector(`${row(KIM)}[data-role="manager"]:not([data-saving])`, { timeout: 5000 });
+          await expectFocus(ap, `${row(KIM)} [data-testid="user-role-edit"]`);
+          // Kim's older token is retired: the open dashboard is closed with 4401 and asks to sign in again.
+          await signedOutWith(up, /session has ended/i);
+          await loginThroughForm(up, KIM, kimPassword);
+          await up.waitForSelector('[data-testid="current-user"] >> text=manager', { timeout: 5000 });
+
+          // Reset kim's password: too short is refused on the spot, then a good one.
+          await ap.click(`${row(KIM)} [data-testid="user-password-reset"]`);
+          await ap.fill(`${row(KIM)} [data-testid="user-password-input"]`, 'short');
+          await ap.click(`${row(KIM)} [data-testid="user-password-save"]`);
+          await ap.waitForSelector(`${row(KIM)} [data-testid="user-password-error"]`, { timeout: 2000 });
+          await expectAccessible(ap, 'users, a refused password');
+          kimPassword = `kim-${randomBytes(9).toString('hex')}`;
+          await ap.fill(`${row(KIM)} [data-testid="user-password-input"]`, kimPassword);
+          await ap.click(`${row(KIM)} [data-testid="user-password-save"]`);
+          await ap.waitForSelector(`${row(KIM)} [data-testid="user-password-input"]`, { state: 'detached', timeout: 5000 });
+          await signedOutWith(up, /session has ended/i);
+          await loginThroughForm(up, KIM, kimPassword);
+          await waitText(up, 'connection-status', 'live', 10_000);
+        },
+        { page: () => ap },
+      );
+
+      await test(
+        lifecycleTests[1],
+        async () => {
+          assert(ap && up, 'pages not open');
+          await ap.click(`${row(KIM)} [data-testid="user-deactivate"]`);
+          await ap.waitForSelector(`${row(KIM)}[data-active="false"]`, { timeout: 5000 });
+          await ap.waitForSelector(`${row(KIM)} [data-testid="user-reactivate"]`);
+          const t = Date.now();
+          await signedOutWith(up, /account has been deactivated/i);
+          log(`  deactivated user's page on the login page ${Date.now() - t} ms after the answer`);
+          await expectAccessible(up, 'the login page after a deactivation');
+          const sockets = userSockets.length;
+          await sleep(2500);
+          assert(userSockets.length === sockets, `the deactivated user's page reconnected (${userSockets.length - sockets} new sockets)`);
+          // A deactivated user cannot sign in (401, the same answer as bad credentials).
+          await up.fill('[data-testid="login-username"]', KIM);
+          await up.fill('[data-testid="login-password"]', kimPassword);
+          await up.click('[data-testid="login-submit"]');
+          await up.waitForSelector('[data-testid="login-error"] >> text=/wrong username or password/i', { timeout: 5000 });
+
+          await ap.click(`${row(KIM)} [data-testid="user-reactivate"]`);
+          await ap.waitForSelector(`${row(KIM)}[data-active="true"]`, { timeout: 5000 });
+          await loginThroughForm(up, KIM, kimPassword);
+          await waitText(up, 'connection-status', 'live', 10_000);
+        },
+        { page: () => up },
+      );
+
+      await test(
+        lifecycleTests[2],
+        async () => {
+          assert(ap, 'page not open');
+          // kim is a manager: admin is the only active admin.
+          await ap.click(`${row('admin')} [data-testid="user-role-edit"]`);
+          await ap.selectOption(`${row('admin')} [data-testid="user-role-select"]`, 'staff');
+          await ap.click(`${row('admin')} [data-testid="user-role-save"]`);
+          const banner = ap.locator('[data-testid="error-banner"]').first();
+          await banner.waitFor({ timeout: 5000 });
+          const text = (await banner.textContent()) ?? '';
+          assert(/admin is the last active admin/.test(text), `banner: ${text}`);
+          await expectAccessible(ap, 'users, last-admin refusal');
+          await ap.click(`${row('admin')} [data-testid="user-deactivate"]`);
+          await ap.waitForSelector('[data-testid="error-banner"] >> text=/cannot be deactivated/', { timeout: 5000 });
+          const me = await api('GET', '/api/v1/me', undefined, token);
+          assert(me.role === 'admin', `the last admin changed: ${JSON.stringify(me)}`);
+          assert(await ap.locator(`${row('admin')}[data-role="admin"][data-active="true"]`).count() === 1, 'the row changed');
+        },
+        { page: () => ap },
+      );
+
+      await test(
+        lifecycleTests[3],
+        async () => {
+          assert(up, 'page not open');
+          await up.click('[data-testid="current-user"]');
+          await up.waitForURL((u) => u.pathname === '/account', { timeout: 5000 });
+          await expectAccessible(up, 'your account');
+          const next = `kim-${randomBytes(9).toString('hex')}`;
+          await up.fill('[data-testid="account-current-password"]', 'not-my-password');
+          await up.fill('[data-testid="account-new-password"]', next);
+          await up.fill('[data-testid="account-confirm-password"]', next);
+          await up.click('[data-testid="account-submit"]');
+          await up.waitForSelector('[data-testid="account-error"] >> text=/current password is not right/', { timeout: 5000 });
+          await expectAccessible(up, 'your account, wrong current password');
+          assert(new URL(up.url()).pathname === '/account', 'a refused change signed the user out');
+          await up.fill('[data-testid="account-current-password"]', kimPassword);
+          await up.click('[data-testid="account-submit"]');
+          await signedOutWith(up, /password was changed/i);
+          kimPassword = next;
+          await loginThroughForm(up, KIM, kimPassword);
+          await waitText(up, 'connection-status', 'live', 10_000);
+        },
+        { page: () => up },
+      );
+      await actx.close();
+      await uctx.close();
+    }
 
     await test('every WebSocket URL the browser opened has ticket= (a new one each) and no token=', async () => {
       const n = assertTicketUrls(wsUrls, { min: 4 });
@@ -761,6 +1205,10 @@ async function main() {
 let fatal = null;
 try {
   await main();
+  if (axeChecked.length > 0) {
+    const clean = axeChecked.filter((c) => c.violations === 0).length;
+    log(`axe (${AXE_TAGS.join(', ')}): ${axeChecked.length} page states checked, ${clean} without violations`);
+  }
 } catch (err) {
   fatal = err;
   log(`FATAL: ${err?.stack || err}`);

@@ -3,18 +3,20 @@ import { useCallback, useEffect, useMemo, useRef } from 'react';
 import { Layout } from './components/Layout';
 import { RealtimeContext } from './components/RealtimeContext';
 import { ApiError } from './lib/api';
-import { authStore, useSession, type Session } from './lib/auth';
+import { authStore, LOGOUT_REASONS, useSession, type Session } from './lib/auth';
 import { browserNotifications, handleTaskAssigned, ToastStore } from './lib/notifications';
 import { Link, Redirect, usePathname } from './lib/router';
+import { AccountPage } from './pages/AccountPage';
 import { ApprovalsPage } from './pages/ApprovalsPage';
 import { ConversationPage } from './pages/ConversationPage';
 import { ConversationsPage } from './pages/ConversationsPage';
 import { LoginPage } from './pages/LoginPage';
 import { TasksPage } from './pages/TasksPage';
+import { UsersPage } from './pages/UsersPage';
 import { PresenceStore, TypingStore } from './realtime/LiveState';
 import { StatsHistory } from './realtime/StatsHistory';
 import { conversationIdFromPath, topicsForPath } from './realtime/topics';
-import type { ServerMessage } from './realtime/types';
+import type { ServerMessage } from './realtime/messages';
 import { useWebSocket } from './realtime/useWebSocket';
 
 export function createQueryClient(): QueryClient {
@@ -30,8 +32,6 @@ export function createQueryClient(): QueryClient {
     },
   });
 }
-
-const EXPIRED = 'Your session has expired. Please sign in again.';
 
 function AuthedApp({ session, history }: { session: Session; history: StatsHistory }) {
   const path = usePathname();
@@ -61,7 +61,8 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
   const { status, role, reconnect, send, topicError } = useWebSocket({
     token: session.token,
     history,
-    onUnauthorized: () => authStore.clear(EXPIRED),
+    // 4403: the account was deactivated; 4401 / 401: the token is no longer good. Either way no retry.
+    onUnauthorized: (why) => authStore.clear(why === 'deactivated' ? LOGOUT_REASONS.deactivated : LOGOUT_REASONS.rejected),
     onMessage,
     topics,
     viewing: path,
@@ -83,7 +84,7 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
     const t = Date.parse(session.expiresAt);
     if (!Number.isFinite(t)) return;
     const ms = Math.min(Math.max(0, t - Date.now()), 2_147_483_647);
-    const id = setTimeout(() => authStore.clear(EXPIRED), ms);
+    const id = setTimeout(() => authStore.clear(LOGOUT_REASONS.expired), ms);
     return () => clearTimeout(id);
   }, [session.expiresAt]);
 
@@ -96,13 +97,15 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
   if (path === '/' || path === '') page = <Redirect to="/tasks" />;
   else if (path.startsWith('/tasks')) page = <TasksPage />;
   else if (path.startsWith('/approvals')) page = <ApprovalsPage />;
+  else if (path === '/users') page = <UsersPage />;
+  else if (path === '/account') page = <AccountPage />;
   else if (conversationId !== null) page = <ConversationPage key={conversationId} id={conversationId} />;
   else if (path.startsWith('/conversations')) page = <ConversationsPage />;
   else
     page = (
       <div className="page">
         <div className="card empty">
-          <h1>Page not found</h1>
+          <h1 tabIndex={-1}>Page not found</h1>
           <p>
             <Link to="/tasks">Go to tasks</Link>
           </p>

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ReconnectingSocket } from '../src/realtime/ReconnectingSocket';
-import type { AuthCheck, ConnectionStatus, ServerMessage } from '../src/realtime/types';
+import type { ServerMessage } from '../src/realtime/messages';
+import type { AuthCheck, ConnectionStatus } from '../src/realtime/types';
 import { flush, socketFactory } from './fakes';
 
 function setup(opts: { random?: () => number; checkAuth?: () => Promise<AuthCheck>; pingIntervalMs?: number } = {}) {
@@ -79,14 +80,18 @@ describe('ReconnectingSocket', () => {
     expect(f.sockets).toHaveLength(1);
   });
 
-  it('4401 → unauthorized, onUnauthorized called once, no retry', async () => {
+  it.each([
+    [4401, 'rejected'],
+    [4403, 'deactivated'],
+  ])('%i → unauthorized (%s), onUnauthorized called once, no retry', async (code, why) => {
     const { f, socket, onUnauthorized } = setup();
     socket.start();
     f.last().serverOpen();
-    f.last().serverClose(4401);
+    f.last().serverClose(code);
     expect(socket.state).toBe('unauthorized');
     expect(socket.status).toBe('offline');
     expect(onUnauthorized).toHaveBeenCalledTimes(1);
+    expect(onUnauthorized).toHaveBeenCalledWith(why);
     await vi.advanceTimersByTimeAsync(120_000);
     expect(f.sockets).toHaveLength(1);
   });
@@ -117,6 +122,7 @@ describe('ReconnectingSocket', () => {
     expect(checkAuth).toHaveBeenCalledTimes(1);
     expect(socket.state).toBe('unauthorized');
     expect(onUnauthorized).toHaveBeenCalledTimes(1);
+    expect(onUnauthorized).toHaveBeenCalledWith('rejected');
     await vi.advanceTimersByTimeAsync(120_000);
     expect(f.sockets).toHaveLength(1);
   });

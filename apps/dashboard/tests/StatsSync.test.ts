@@ -1,24 +1,25 @@
 import { QueryClient, QueryObserver } from '@tanstack/react-query';
 import { describe, expect, it, vi } from 'vitest';
 import { StatsHistory } from '../src/realtime/StatsHistory';
+import { ServerMessageDecoder, type MessageOf } from '../src/realtime/messages';
 import { StatsSync } from '../src/realtime/StatsSync';
 
-const tasks = (pending: number, seq?: number) => ({
+const tasks = (pending: number, seq?: number): MessageOf<'stats:tasks'> => ({
   type: 'stats:tasks',
   ...(seq !== undefined ? { seq } : {}),
   payload: { pending, inProgress: 1, completed: 2, total: pending + 3 },
 });
-const approvals = (pending: number, seq: number) => ({
+const approvals = (pending: number, seq: number): MessageOf<'stats:approvals'> => ({
   type: 'stats:approvals',
   seq,
   payload: { pending, approved: 1, rejected: 0, executed: 0, total: pending + 1 },
 });
-const conversations = (escalated: number, seq: number) => ({
+const conversations = (escalated: number, seq: number): MessageOf<'stats:conversations'> => ({
   type: 'stats:conversations',
   seq,
   payload: { active: 4, escalated, resolved: 0, total: 4 + escalated },
 });
-const connected = { type: 'connected', payload: { userId: 1, username: 'admin', role: 'admin' } };
+const connected: MessageOf<'connected'> = { type: 'connected', payload: { userId: 1, username: 'admin', role: 'admin' } };
 
 describe('StatsSync: WebSocket messages into the query cache', () => {
   it('each stats type lands in its query key; approvals wrapped as {stats}', () => {
@@ -35,13 +36,15 @@ describe('StatsSync: WebSocket messages into the query cache', () => {
     expect(qc.getQueryData(['conversationStats'])).toEqual({ active: 4, escalated: 3, resolved: 0, total: 7 });
   });
 
-  it('ignores unknown fields and unknown message types', () => {
+  it('ignores unknown fields and the message types it does not handle', () => {
     const qc = new QueryClient();
     const sync = new StatsSync(qc);
+    const wire = new ServerMessageDecoder(() => {});
     expect(sync.handle({ type: 'presence', payload: { online: [] } })).toBe('ignored');
-    expect(sync.handle({ type: 'task:assigned', payload: { id: 1 } })).toBe('ignored');
-    expect(sync.handle({ type: 'stats:tasks', seq: 1, payload: { pending: 'x' } })).toBe('ignored');
-    sync.handle({ ...tasks(1, 2), extra: true, payload: { ...tasks(1).payload, newField: 9 } });
+    expect(sync.handle({ type: 'stats:sla', seq: 1, payload: { overdueTasks: 1, oldestOpenTaskCreatedAt: null, escalatedConversations: 0, oldestEscalationAt: null } })).toBe('ignored');
+    // A malformed value never gets this far: the boundary drops it.
+    expect(wire.decode({ type: 'stats:tasks', seq: 1, payload: { pending: 'x' } })).toBeNull();
+    sync.handle(wire.decode({ ...tasks(1, 2), extra: true, payload: { ...tasks(1).payload, newField: 9 } })!);
     expect(qc.getQueryData(['taskStats'])).toEqual({ pending: 1, inProgress: 1, completed: 2, total: 4 });
     expect(qc.getQueryCache().getAll().map((q) => q.queryKey)).toEqual([['taskStats']]);
   });

@@ -1,6 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { TabCoordinator, type LeaderHandlers, type TabRole } from '../src/realtime/TabCoordinator';
-import type { ConnectionStatus, ServerMessage } from '../src/realtime/types';
+import type { ServerMessage } from '../src/realtime/messages';
+import type { ConnectionStatus, SessionEnd } from '../src/realtime/types';
 import { FakeChannelHub, FakeLockRegistry, flush } from './fakes';
 
 interface Tab {
@@ -12,7 +13,7 @@ interface Tab {
   /** Handlers of this tab's own connection, if it opened one. */
   connection: { handlers: LeaderHandlers; stop: ReturnType<typeof vi.fn<() => void>> } | null;
   connections: number;
-  unauthorized: ReturnType<typeof vi.fn<() => void>>;
+  unauthorized: ReturnType<typeof vi.fn<(why: SessionEnd) => void>>;
 }
 
 function makeTab(id: string, locks: FakeLockRegistry | null, hub: FakeChannelHub | null): Tab {
@@ -23,7 +24,7 @@ function makeTab(id: string, locks: FakeLockRegistry | null, hub: FakeChannelHub
     roles: [],
     connection: null,
     connections: 0,
-    unauthorized: vi.fn<() => void>(),
+    unauthorized: vi.fn<(why: SessionEnd) => void>(),
     coordinator: null as unknown as TabCoordinator,
   };
   tab.coordinator = new TabCoordinator({
@@ -101,7 +102,7 @@ describe('TabCoordinator', () => {
     await flush(10);
     expect(late.coordinator.role).toBe('follower');
     expect(late.statuses.at(-1)).toBe('live');
-    expect(late.messages.map((m) => [m.type, m.seq])).toEqual([
+    expect(late.messages.map((m) => [m.type, 'seq' in m ? m.seq : undefined])).toEqual([
       ['connected', undefined],
       ['stats:tasks', 2],
       ['stats:conversations', 1],
@@ -183,10 +184,13 @@ describe('TabCoordinator', () => {
     a.coordinator.start();
     b.coordinator.start();
     await flush();
-    a.connection!.handlers.onUnauthorized();
+    a.connection!.handlers.onUnauthorized('deactivated');
     await flush();
     expect(a.unauthorized).toHaveBeenCalledTimes(1);
     expect(b.unauthorized).toHaveBeenCalledTimes(1);
+    // Every tab says why: a deactivated account is not an expired session.
+    expect(a.unauthorized).toHaveBeenCalledWith('deactivated');
+    expect(b.unauthorized).toHaveBeenCalledWith('deactivated');
   });
 
   it('a stopped tab ignores late relayed messages', async () => {

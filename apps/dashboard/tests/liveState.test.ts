@@ -1,12 +1,13 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { handleTaskAssigned, ToastStore, type NotificationApi } from '../src/lib/notifications';
 import { describePath, PresenceStore, TypingSender, TypingStore, typingText } from '../src/realtime/LiveState';
+import type { MessageOf } from '../src/realtime/messages';
 
 afterEach(() => {
   vi.useRealTimers();
 });
 
-const typing = (conversationId: number, userId: number, username: string, on: boolean) => ({
+const typing = (conversationId: number, userId: number, username: string, on: boolean): MessageOf<'typing'> => ({
   type: 'typing',
   payload: { conversationId, userId, username, typing: on },
 });
@@ -35,7 +36,7 @@ describe('PresenceStore', () => {
       { userId: 1, username: 'admin', connections: 1, viewing: '/conversations/7' },
       { userId: 2, username: 'sam', connections: 1, viewing: null },
     ]);
-    expect(store.handle({ type: 'presence', payload: {} })).toBe(false);
+    expect(store.handle(typing(1, 2, 'sam', true))).toBe(false);
     expect(store.get()).toHaveLength(2);
     expect(describePath('/conversations/7')).toBe('Conversation #7');
     expect(describePath('/approvals')).toBe('Approvals');
@@ -92,7 +93,7 @@ describe('TypingStore', () => {
     store.clearConversation(5);
     expect(store.typists(5)).toEqual([]);
     expect(store.typists(6)).toHaveLength(1);
-    store.handle({ type: 'connected', payload: {} });
+    store.handle({ type: 'connected', payload: { userId: 1, username: 'admin', role: 'admin' } });
     expect(store.typists(6)).toEqual([]);
   });
 });
@@ -127,9 +128,20 @@ describe('TypingSender', () => {
 });
 
 describe('task:assigned notification', () => {
-  const task = (assignee: string | null) => ({
+  const task = (assignee: string | null): MessageOf<'task:assigned'> => ({
     type: 'task:assigned',
-    payload: { id: 9, type: 'housekeeping', department: 'housekeeping', description: 'Crib to room 808', status: 'in_progress', assignee },
+    payload: {
+      id: 9,
+      type: 'housekeeping',
+      department: 'housekeeping',
+      description: 'Crib to room 808',
+      status: 'in_progress',
+      assignee,
+      createdBy: 'admin',
+      createdAt: '2025-01-01T10:00:00Z',
+      updatedAt: '2025-01-01T10:01:00Z',
+      completedAt: null,
+    },
   });
   const api = (permission: string) => {
     const created: unknown[] = [];

@@ -6,7 +6,8 @@ import {
   topicsForPath,
   TopicSubscriptions,
 } from '../src/realtime/topics';
-import type { ServerMessage, Timers } from '../src/realtime/types';
+import type { ServerMessage } from '../src/realtime/messages';
+import type { Timers } from '../src/realtime/types';
 import { FakeChannelHub, FakeLockRegistry, flush } from './fakes';
 
 const STATS = ['stats:approvals', 'stats:conversations', 'stats:tasks'];

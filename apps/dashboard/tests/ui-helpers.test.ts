@@ -62,7 +62,7 @@ describe('AuthStore', () => {
     const listener = vi.fn();
     store.subscribe(listener);
     expect(store.get()).toBeNull();
-    const session = { token: 't', expiresAt: new Date(Date.now() + 60_000).toISOString(), user: { id: 1, username: 'a', role: 'staff' } };
+    const session = { token: 't', expiresAt: new Date(Date.now() + 60_000).toISOString(), user: { id: 1, username: 'a', role: 'staff' as const } };
     store.set(session);
     expect(JSON.parse(storage.get(STORAGE_KEY)!)).toEqual(session);
     expect(store.get()).toEqual(session);

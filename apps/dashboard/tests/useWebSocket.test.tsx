@@ -119,7 +119,10 @@ describe('useWebSocket', () => {
     expect(result.current.status).toBe('offline');
   });
 
-  it('4401 → onUnauthorized, offline, no retry', async () => {
+  it.each([
+    [4401, 'rejected'],
+    [4403, 'deactivated'],
+  ])('%i → onUnauthorized(%s), offline, no retry', async (code, why) => {
     const f = socketFactory();
     const onUnauthorized = vi.fn();
     const { result } = renderHook(() => useWebSocket({ token: 'tok', onUnauthorized, deps: baseDeps(f) }), {
@@ -127,9 +130,10 @@ describe('useWebSocket', () => {
     });
     act(() => {
       f.last().serverOpen();
-      f.last().serverClose(4401);
+      f.last().serverClose(code);
     });
     expect(onUnauthorized).toHaveBeenCalledTimes(1);
+    expect(onUnauthorized).toHaveBeenCalledWith(why);
     expect(result.current.status).toBe('offline');
     await new Promise((r) => setTimeout(r, 30));
     expect(f.sockets).toHaveLength(1);

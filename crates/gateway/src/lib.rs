@@ -31,6 +31,7 @@ pub use access_log::{access_log, redact_query};
 pub use auth::{AuthUser, Claims, JwtKeys};
 pub use dashboard::{Asset, DashboardAssets};
 pub use error::ApiError;
+pub use openapi::document as openapi_document;
 pub use ws::MAX_FRAME_BYTES;
 
 use crate::routes::{approvals, auth as auth_routes, conversations, health, resource, tasks};

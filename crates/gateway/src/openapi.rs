@@ -62,7 +62,7 @@ pub const BEARER: &str = "bearer";
         domain_events::model::ApprovalStatus,
         domain_events::model::Decision,
     )),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &UniqueOperationIds),
     tags(
         (name = "auth", description = "Login, the caller, WebSocket tickets"),
         (name = "users", description = "User management (admins)"),
@@ -87,6 +87,50 @@ impl Modify for BearerScheme {
             ),
         );
     }
+}
+
+/// OpenAPI requires every `operationId` to be unique, and code generators (the dashboard's
+/// REST types) key operations by it. utoipa takes the handler's name, which repeats across
+/// resources (`tasks::list`, `approvals::list`): a repeated one gets its tag in front
+/// (`tasks_list`, `approvals_list`).
+struct UniqueOperationIds;
+
+impl Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut uses: HashMap<String, usize> = HashMap::new();
+        for operation in operations_mut(openapi) {
+            if let Some(id) = &operation.operation_id {
+                *uses.entry(id.clone()).or_default() += 1;
+            }
+        }
+        for operation in operations_mut(openapi) {
+            let repeated =
+                operation.operation_id.as_ref().is_some_and(|id| uses.get(id).is_some_and(|n| *n > 1));
+            let tag = operation.tags.as_ref().and_then(|tags| tags.first()).cloned();
+            if let (true, Some(tag), Some(id)) = (repeated, tag, operation.operation_id.as_mut()) {
+                *id = format!("{tag}_{id}");
+            }
+        }
+    }
+}
+
+fn operations_mut(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+    })
 }
 
 /// The document, built from the handlers' annotations.

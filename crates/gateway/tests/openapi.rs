@@ -103,6 +103,17 @@ async fn the_document_covers_every_route_with_its_statuses() {
         ROUTES.iter().map(|(m, p, _, _)| ((*m).to_owned(), (*p).to_owned())).collect();
     assert_eq!(documented, expected, "documented routes differ from configure's");
 
+    // Unique operation ids (OpenAPI requires it; the dashboard's generated types key on them).
+    let ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|item| METHODS.iter().filter_map(move |m| item.get(*m)))
+        .map(|operation| operation["operationId"].as_str().expect("every operation has an operationId"))
+        .collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "repeated operationIds: {ids:?}");
+
     let scheme = &doc["components"]["securitySchemes"]["bearer"];
     assert_eq!(scheme["type"], "http");
     assert_eq!(scheme["scheme"], "bearer");

@@ -1,6 +1,7 @@
-import type { ReactNode } from 'react';
-import type { Session } from '../lib/auth';
+import { useEffect, useRef, type ReactNode } from 'react';
+import { canManageUsers, type Session } from '../lib/auth';
 import { Link, usePathname } from '../lib/router';
+import { VisuallyHidden } from './common';
 import { ConnectionIndicator } from './ConnectionIndicator';
 import { Presence } from './Presence';
 import { Toasts } from './Toasts';
@@ -11,11 +12,33 @@ const NAV = [
   { to: '/approvals', label: 'Approvals' },
   { to: '/conversations', label: 'Conversations' },
 ];
+/** Admins manage users. */
+const ADMIN_NAV = [{ to: '/users', label: 'Users' }];
+
+/**
+ * After a route change the focus goes to the new page's heading (or the main region while it
+ * loads): keyboard users continue from there, and screen readers announce the page.
+ */
+function useFocusOnRouteChange(path: string) {
+  const main = useRef<HTMLElement>(null);
+  const previous = useRef(path);
+  useEffect(() => {
+    if (previous.current === path) return;
+    previous.current = path;
+    const region = main.current;
+    (region?.querySelector<HTMLElement>('h1[tabindex]') ?? region)?.focus();
+  }, [path]);
+  return main;
+}
 
 export function Layout({ session, onLogout, children }: { session: Session; onLogout: () => void; children: ReactNode }) {
   const path = usePathname();
+  const main = useFocusOnRouteChange(path);
   return (
     <div className="app">
+      <a className="skip-link" href="#main">
+        Skip to the page
+      </a>
       <header className="topbar">
         <Link to="/tasks" className="brand" aria-label="Pulse home">
           <span className="brand-mark" aria-hidden="true">
@@ -26,7 +49,7 @@ export function Layout({ session, onLogout, children }: { session: Session; onLo
           <span className="brand-name">Pulse</span>
         </Link>
         <nav className="nav" aria-label="Main">
-          {NAV.map((n) => (
+          {[...NAV, ...(canManageUsers(session.user.role) ? ADMIN_NAV : [])].map((n) => (
             <Link
               key={n.to}
               to={n.to}
@@ -41,16 +64,23 @@ export function Layout({ session, onLogout, children }: { session: Session; onLo
         <div className="topbar-right">
           <Presence me={session.user.username} />
           <ConnectionIndicator />
-          <div className="user" data-testid="current-user">
+          <Link
+            to="/account"
+            className="user"
+            data-testid="current-user"
+            aria-current={path === '/account' ? 'page' : undefined}
+            title="Your account: change your password"
+          >
+            <VisuallyHidden>Your account: </VisuallyHidden>
             <span className="user-name">{session.user.username}</span>
             <span className={`role role-${session.user.role}`}>{session.user.role}</span>
-          </div>
+          </Link>
           <button type="button" className="btn-ghost" onClick={onLogout} data-testid="logout">
             Log out
           </button>
         </div>
       </header>
-      <main className="main">
+      <main className="main" id="main" tabIndex={-1} ref={main}>
         <StatBadges />
         {children}
       </main>

@@ -10,11 +10,11 @@ export function initials(username: string): string {
   return s.toUpperCase() || '?';
 }
 
-/** A stable hue per user. */
-function hue(username: string): number {
+/** A stable colour per user, dark enough for white initials on any hue (≥ 4.7:1, WCAG AA). */
+function avatarColour(username: string): string {
   let h = 0;
   for (const ch of username) h = (h * 31 + ch.charCodeAt(0)) % 360;
-  return h;
+  return `hsl(${h} 55% 30%)`;
 }
 
 /** Who is online and on which page: avatars with a count; the list opens on click. */
@@ -49,14 +49,15 @@ export function Presence({ me }: { me: string }) {
         type="button"
         className="presence-button"
         aria-expanded={open}
-        aria-haspopup="true"
+        aria-haspopup="dialog"
+        aria-controls="presence-list"
         title={label}
         onClick={() => setOpen((o) => !o)}
         data-testid="presence-toggle"
       >
         <span className="avatars" aria-hidden="true">
           {list.slice(0, MAX_AVATARS).map((e) => (
-            <span key={e.userId} className="avatar" style={{ background: `hsl(${hue(e.username)} 55% 42%)` }}>
+            <span key={e.userId} className="avatar" style={{ background: avatarColour(e.username) }}>
               {initials(e.username)}
             </span>
           ))}
@@ -66,7 +67,7 @@ export function Presence({ me }: { me: string }) {
           {list.length} online
         </span>
       </button>
-      <div className="presence-popover" role="dialog" aria-label="Who is online" hidden={!open}>
+      <div className="presence-popover" id="presence-list" role="dialog" aria-label="Who is online" hidden={!open}>
         <div className="presence-title">Online now</div>
         <ul>
           {list.map((e) => (
@@ -77,7 +78,7 @@ export function Presence({ me }: { me: string }) {
               data-viewing={e.viewing ?? ''}
               data-connections={e.connections}
             >
-              <span className="avatar avatar-small" aria-hidden="true" style={{ background: `hsl(${hue(e.username)} 55% 42%)` }}>
+              <span className="avatar avatar-small" aria-hidden="true" style={{ background: avatarColour(e.username) }}>
                 {initials(e.username)}
               </span>
               <span className="presence-name">

@@ -4,6 +4,7 @@ import { PresenceStore, TypingStore } from '../realtime/LiveState';
 import { StatsHistory } from '../realtime/StatsHistory';
 import type { TabRole } from '../realtime/TabCoordinator';
 import type { TopicError } from '../realtime/topics';
+import type { ClientMessage } from '../realtime/messages';
 import type { ConnectionStatus } from '../realtime/types';
 
 export interface RealtimeState {
@@ -12,7 +13,7 @@ export interface RealtimeState {
   reconnect: () => void;
   history: StatsHistory;
   /** Sends a client message (typing…) on the shared socket. */
-  send: (message: unknown) => boolean;
+  send: (message: ClientMessage) => boolean;
   presence: PresenceStore;
   typing: TypingStore;
   toasts: ToastStore;

@@ -1,4 +1,4 @@
-import { useEffect, useState, type ReactNode } from 'react';
+import { useEffect, useRef, useState, type ButtonHTMLAttributes, type ReactNode } from 'react';
 import { humanize } from '../lib/format';
 
 export function StatusPill({ value }: { value: string }) {
@@ -9,7 +9,8 @@ export function PageHeader({ title, subtitle, children }: { title: string; subti
   return (
     <div className="page-header">
       <div>
-        <h1>{title}</h1>
+        {/* Focusable from script: a route change moves the focus here (see Layout). */}
+        <h1 tabIndex={-1}>{title}</h1>
         {subtitle && <p className="muted">{subtitle}</p>}
       </div>
       {children && <div className="page-header-actions">{children}</div>}
@@ -52,4 +53,50 @@ export function useDebounced<T>(value: T, ms = 300): T {
     return () => clearTimeout(id);
   }, [value, ms]);
   return v;
+}
+
+/**
+ * A row or page action. While its action cannot run (`busy`) it says so (`aria-disabled`) and
+ * ignores clicks, but keeps the keyboard focus: a `disabled` button would drop the focus to the
+ * start of the page in the middle of a keyboard user's work.
+ */
+export function ActionButton({
+  busy,
+  onClick,
+  ...rest
+}: Omit<ButtonHTMLAttributes<HTMLButtonElement>, 'type' | 'disabled'> & { busy: boolean }) {
+  return (
+    <button
+      type="button"
+      aria-disabled={busy || undefined}
+      onClick={(e) => {
+        if (busy) return;
+        onClick?.(e);
+      }}
+      {...rest}
+    />
+  );
+}
+
+/**
+ * When an inline form (`open`) closes, the focus goes back to the first control of the
+ * returned ref's element (the row's or page's actions) instead of getting lost with the form.
+ */
+export function useFocusAfterClose<T extends HTMLElement>(open: boolean) {
+  const ref = useRef<T>(null);
+  const wasOpen = useRef(open);
+  useEffect(() => {
+    const closed = wasOpen.current && !open;
+    wasOpen.current = open;
+    if (!closed) return;
+    const active = document.activeElement;
+    if (active && active !== document.body && !ref.current?.contains(active)) return;
+    ref.current?.querySelector<HTMLElement>('button, a[href], input, select, textarea')?.focus();
+  }, [open]);
+  return ref;
+}
+
+/** Text for screen readers only. */
+export function VisuallyHidden({ children }: { children: ReactNode }) {
+  return <span className="visually-hidden">{children}</span>;
 }

@@ -1,14 +1,35 @@
-import { authStore, type Session } from './auth';
+import { authStore, LOGOUT_REASONS, type Session } from './auth';
 
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    /** `Retry-After` of a 429 or 503, in seconds from when the answer arrived. */
+    readonly retryAfterSeconds: number | null = null,
   ) {
     super(message);
     this.name = 'ApiError';
   }
+}
+
+/** `Retry-After` as seconds from `now`: delta-seconds or an HTTP date (RFC 9110); null when absent or unreadable. */
+export function parseRetryAfter(value: string | null, now = Date.now()): number | null {
+  const v = value?.trim();
+  if (!v) return null;
+  if (/^\d+$/.test(v)) return Number(v);
+  const at = Date.parse(v);
+  return Number.isFinite(at) ? Math.max(0, Math.ceil((at - now) / 1000)) : null;
+}
+
+/** "45 seconds", "1 minute", "4 minutes 30 seconds". */
+export function formatWait(seconds: number): string {
+  const s = Math.max(0, Math.ceil(seconds));
+  const unit = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
+  if (s < 60) return unit(s, 'second');
+  const m = Math.floor(s / 60);
+  const rest = s % 60;
+  return rest === 0 ? unit(m, 'minute') : `${unit(m, 'minute')} ${unit(rest, 'second')}`;
 }
 
 /** Network failure: the server could not be reached at all. */
@@ -22,7 +43,7 @@ export class NetworkError extends Error {
 const FALLBACK: Record<string, string> = {
   bad_request: 'The request was not understood.',
   validation_failed: 'Some fields are missing or invalid.',
-  unauthorized: 'Your session has expired. Please sign in again.',
+  unauthorized: LOGOUT_REASONS.rejected,
   forbidden: "Your role doesn't allow this action.",
   not_found: 'That item no longer exists.',
   conflict: 'That change is not possible in the current state.',
@@ -58,11 +79,9 @@ export async function errorFromResponse(res: Response): Promise<ApiError> {
   } catch {
     /* not JSON */
   }
-  if (res.status === 429) {
-    const retry = res.headers.get('Retry-After');
-    if (retry && /^\d+$/.test(retry)) message = `Too many attempts. Try again in ${retry} seconds.`;
-  }
-  return new ApiError(res.status, code, message);
+  const retryAfter = res.status === 429 || res.status === 503 ? parseRetryAfter(res.headers.get('Retry-After')) : null;
+  if (res.status === 429 && retryAfter !== null) message = `Too many attempts. Try again in ${formatWait(retryAfter)}.`;
+  return new ApiError(res.status, code, message, retryAfter);
 }
 
 /** Plain words for any error thrown by the API layer. */
@@ -114,7 +133,7 @@ export async function api<T>(path: string, opts: RequestOptions = {}): Promise<T
   }
   if (!res.ok) {
     const err = await errorFromResponse(res);
-    if (res.status === 401 && token) authStore.clear('Your session has expired. Please sign in again.');
+    if (res.status === 401 && token) authStore.clear(LOGOUT_REASONS.rejected);
     throw err;
   }
   if (res.status === 204) return undefined as T;

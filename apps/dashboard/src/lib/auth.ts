@@ -1,20 +1,24 @@
 import { useSyncExternalStore } from 'react';
+import type { LoginAnswer, Role, User } from './apiTypes';
 
-export type Role = 'admin' | 'manager' | 'staff' | string;
+export type { Role, User };
 
-export interface User {
-  id: number;
-  username: string;
-  role: Role;
-}
-
-export interface Session {
-  token: string;
-  expiresAt: string;
-  user: User;
-}
+/** The login's answer, kept in localStorage. */
+export type Session = LoginAnswer;
 
 export const STORAGE_KEY = 'pulse.session';
+
+/** What the login page says after a logout the user did not ask for. */
+export const LOGOUT_REASONS = {
+  /** 401 or close 4401: expired, or retired by a role or password change. */
+  rejected: 'Your session has ended. Please sign in again.',
+  /** The token's lifetime is over. */
+  expired: 'Your session has expired. Please sign in again.',
+  /** Close 4403. */
+  deactivated: 'Your account has been deactivated, so you were signed out. Ask an admin if you need access again.',
+  /** `POST /api/v1/me/password` succeeded: every older token is retired. */
+  passwordChanged: 'Your password was changed. Sign in with your new password.',
+} as const;
 
 type Listener = () => void;
 
@@ -138,4 +142,13 @@ export function useSession(store: AuthStore = authStore): Session | null {
 
 export function canDecideApprovals(role: Role | undefined): boolean {
   return role === 'admin' || role === 'manager';
+}
+
+export function canManageUsers(role: Role | undefined): boolean {
+  return role === 'admin';
+}
+
+/** The reason of the last logout, live (the login page shows it). */
+export function useLogoutReason(store: AuthStore = authStore): string | null {
+  return useSyncExternalStore(store.subscribe, () => store.peekLogoutReason(), () => null);
 }

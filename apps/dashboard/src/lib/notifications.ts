@@ -1,5 +1,5 @@
-import type { ServerMessage, Timers } from '../realtime/types';
-import { realTimers } from '../realtime/types';
+import type { ServerMessage } from '../realtime/messages';
+import { realTimers, type Timers } from '../realtime/types';
 
 export interface Toast {
   id: number;
@@ -91,14 +91,14 @@ export function browserNotifications(): NotificationApi | null {
 }
 
 export interface Me {
-  id: number | string;
+  id: number;
   username: string;
 }
 
 /**
  * `task:assigned` → a toast with the task's description, and a system notification when
  * (and only when) permission was granted earlier — never asks for it. Only for the current
- * user: the server sends the event to the assignee alone, and the assignee is checked again.
+ * user (the task's `assignee` is a username).
  * `systemNotification` is false in follower tabs (one system notification per browser).
  */
 export function handleTaskAssigned(
@@ -109,24 +109,18 @@ export function handleTaskAssigned(
   systemNotification: boolean,
 ): boolean {
   if (msg.type !== 'task:assigned') return false;
-  const task = msg.payload as { id?: unknown; description?: unknown; assignee?: unknown; department?: unknown } | undefined;
-  if (!task || typeof task !== 'object') return false;
-  const assignee = task.assignee;
-  // The contract's task JSON names the assignee by username; an id is accepted too.
-  const mine =
-    (typeof assignee === 'string' && assignee === me.username) ||
-    (typeof assignee === 'number' && String(assignee) === String(me.id));
-  if (!mine) return false;
-  const description = typeof task.description === 'string' ? task.description : 'A task';
-  const taskId = typeof task.id === 'number' ? task.id : undefined;
+  const task = msg.payload;
+  // The server sends the event to the assignee alone; checked again all the same.
+  if (task.assignee !== me.username) return false;
+  const { description, id: taskId } = task;
   toasts.push({
     kind: 'task-assigned',
-    title: taskId !== undefined ? `Task #${taskId} assigned to you` : 'A task was assigned to you',
+    title: `Task #${taskId} assigned to you`,
     body: description,
     taskId,
   });
   if (systemNotification && notifications && notifications.permission === 'granted') {
-    notifications.create('Pulse: task assigned to you', { body: description, tag: `pulse-task-${taskId ?? description}` });
+    notifications.create('Pulse: task assigned to you', { body: description, tag: `pulse-task-${taskId}` });
   }
   return true;
 }

@@ -8,56 +8,25 @@ import {
   type QueryKey,
 } from '@tanstack/react-query';
 import { queryKeys } from '../realtime/queryKeys';
-import type { ApprovalStats, ApprovalStatsEnvelope, ConversationStats, TaskStats } from '../realtime/types';
 import { api, qs } from './api';
+import { authStore } from './auth';
+import type {
+  Approval,
+  ApprovalStats,
+  ApprovalStatsEnvelope,
+  Conversation,
+  ConversationStats,
+  Decision,
+  NewApproval,
+  NewConversation,
+  NewTask,
+  Page,
+  Task,
+  TaskStats,
+  TaskStatus,
+} from './apiTypes';
 
-export type TaskStatus = 'pending' | 'in_progress' | 'completed';
-export interface Task {
-  id: number;
-  type: string;
-  department: string;
-  description: string;
-  status: TaskStatus;
-  assignee: string | null;
-  createdBy?: string | number | null;
-  createdAt: string;
-  updatedAt?: string;
-  completedAt?: string | null;
-}
-
-export type ApprovalStatus = 'pending' | 'approved' | 'rejected' | 'executed';
-export interface Approval {
-  id: number;
-  kind: string;
-  summary: string;
-  payload?: unknown;
-  status: ApprovalStatus;
-  reason?: string | null;
-  createdBy?: string | number | null;
-  decidedBy?: string | number | null;
-  createdAt?: string;
-  updatedAt?: string;
-  [key: string]: unknown;
-}
-
-export type ConversationState = 'active' | 'escalated' | 'resolved';
-export interface Conversation {
-  id: number;
-  guestName: string;
-  channel: string;
-  subject: string;
-  state: ConversationState;
-  escalationReason?: string | null;
-  reason?: string | null;
-  createdAt?: string;
-  updatedAt?: string;
-  [key: string]: unknown;
-}
-
-export interface Page<T> {
-  items: T[];
-  nextCursor: number | string | null;
-}
+export type { Approval, Conversation, Task };
 
 /**
  * Initial fetch of a stats value. After that the WebSocket keeps the cache current
@@ -311,13 +280,8 @@ const matchApproval = (f: Record<string, string>, a: Approval) => !f.status || f
 const matchConversation = (f: Record<string, string>, c: Conversation) => !f.state || f.state === c.state;
 
 const now = () => new Date().toISOString();
-
-export interface NewTask {
-  type: string;
-  department: string;
-  description: string;
-  assignee?: string;
-}
+/** Who creates an optimistic item (the server's answer replaces it). */
+const me = () => authStore.get()?.user.username ?? '';
 
 export const useCreateTask = () =>
   useOptimisticMutation<NewTask & { tempId?: number }, Task>(
@@ -333,7 +297,10 @@ export const useCreateTask = () =>
         description: v.description,
         status,
         assignee: v.assignee ?? null,
+        createdBy: me(),
         createdAt: now(),
+        updatedAt: now(),
+        completedAt: null,
       };
       return [
         insertCached<Task>(qc, queryKeys.tasks, item, matchTask),
@@ -375,17 +342,27 @@ export const useCompleteTask = () =>
     },
   );
 
-export interface NewApproval {
-  kind: string;
-  summary: string;
-}
 export const useCreateApproval = () =>
   useOptimisticMutation<NewApproval & { tempId?: number }, Approval>(
     queryKeys.approvals,
     ({ tempId: _t, ...a }) => api<Approval>('/api/v1/approvals', { body: a }),
     (qc, v) => {
       const tempId = (v.tempId ??= nextTempId());
-      const item: Approval = { id: tempId, kind: v.kind, summary: v.summary, status: 'pending', createdAt: now() };
+      const item: Approval = {
+        id: tempId,
+        kind: v.kind,
+        summary: v.summary,
+        payload: v.payload ?? null,
+        status: 'pending',
+        requestedBy: me(),
+        decidedBy: null,
+        decisionReason: null,
+        decidedAt: null,
+        executedBy: null,
+        executedAt: null,
+        createdAt: now(),
+        updatedAt: now(),
+      };
       return [insertCached<Approval>(qc, queryKeys.approvals, item, matchApproval), bumpApprovalStats(qc, { pending: 1, total: 1 })];
     },
     (qc, v, approval) => {
@@ -394,7 +371,7 @@ export const useCreateApproval = () =>
   );
 
 export const useDecideApproval = () =>
-  useOptimisticMutation<{ id: number; decision: 'approved' | 'rejected'; reason?: string }, Approval>(
+  useOptimisticMutation<{ id: number; decision: Decision; reason?: string }, Approval>(
     queryKeys.approvals,
     ({ id, decision, reason }) =>
       api<Approval>(`/api/v1/approvals/${id}/decide`, { body: reason ? { decision, reason } : { decision } }),
@@ -404,7 +381,7 @@ export const useDecideApproval = () =>
         patchCached<Approval>(qc, queryKeys.approvals, id, (a) => ({
           ...a,
           status: decision,
-          ...(reason ? { reason, decisionReason: reason } : {}),
+          ...(reason ? { decisionReason: reason } : {}),
         })),
         prev?.status === 'pending' ? bumpApprovalStats(qc, { pending: -1, [decision]: 1 }) : () => {},
       ];
@@ -424,11 +401,6 @@ export const useExecuteApproval = () =>
     },
   );
 
-export interface NewConversation {
-  guestName: string;
-  channel: string;
-  subject: string;
-}
 export const useCreateConversation = () =>
   useOptimisticMutation<NewConversation & { tempId?: number }, Conversation>(
     queryKeys.conversations,
@@ -441,7 +413,11 @@ export const useCreateConversation = () =>
         channel: v.channel,
         subject: v.subject,
         state: 'active',
+        escalationReason: null,
+        createdBy: me(),
         createdAt: now(),
+        updatedAt: now(),
+        resolvedAt: null,
       };
       return [
         insertCached<Conversation>(qc, queryKeys.conversations, item, matchConversation),

@@ -1,6 +1,14 @@
 import { useState, type FormEvent } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
-import { Empty, ListFooter, PageHeader, StatusPill } from '../components/common';
+import {
+  ActionButton,
+  Empty,
+  ListFooter,
+  PageHeader,
+  StatusPill,
+  useFocusAfterClose,
+  VisuallyHidden,
+} from '../components/common';
 import { describeError, undoneMessage } from '../lib/api';
 import { canDecideApprovals, useSession } from '../lib/auth';
 import { fullTime, humanize, timeAgo } from '../lib/format';
@@ -78,11 +86,12 @@ function ApprovalRow({ item, canDecide, onError }: { item: Approval; canDecide: 
   const [reason, setReason] = useState('');
   const busy = decide.isPending || execute.isPending;
   const temp = isTemp(item);
+  const actions = useFocusAfterClose<HTMLTableCellElement>(rejecting);
   const handlers = {
     onSuccess: () => onError(null),
     onError: (err: unknown) => onError(undoneMessage(err)),
   };
-  const reasonText = typeof item.reason === 'string' && item.reason ? item.reason : null;
+  const reasonText = item.decisionReason;
 
   return (
     <tr
@@ -106,7 +115,7 @@ function ApprovalRow({ item, canDecide, onError }: { item: Approval; canDecide: 
       <td title={fullTime(item.createdAt)} className="cell-time col-optional">
         {timeAgo(item.createdAt)}
       </td>
-      <td className="cell-actions">
+      <td className="cell-actions" ref={actions}>
         {temp ? (
           <span className="muted small">Saving…</span>
         ) : !canDecide ? (
@@ -141,36 +150,33 @@ function ApprovalRow({ item, canDecide, onError }: { item: Approval; canDecide: 
           <>
             {item.status === 'pending' && (
               <>
-                <button
-                  type="button"
+                <ActionButton
                   className="btn-primary btn-small"
-                  disabled={busy}
+                  busy={busy}
                   data-testid="approval-approve"
                   onClick={() => decide.mutate({ id: item.id, decision: 'approved' }, handlers)}
                 >
                   Approve
-                </button>
-                <button
-                  type="button"
+                </ActionButton>
+                <ActionButton
                   className="btn-secondary btn-small"
-                  disabled={busy}
+                  busy={busy}
                   data-testid="approval-reject"
                   onClick={() => setRejecting(true)}
                 >
                   Reject
-                </button>
+                </ActionButton>
               </>
             )}
             {item.status === 'approved' && (
-              <button
-                type="button"
+              <ActionButton
                 className="btn-primary btn-small"
-                disabled={busy}
+                busy={busy}
                 data-testid="approval-execute"
                 onClick={() => execute.mutate(item.id, handlers)}
               >
                 Execute
-              </button>
+              </ActionButton>
             )}
           </>
         )}
@@ -226,7 +232,9 @@ export function ApprovalsPage() {
                   <th>Request</th>
                   <th>Status</th>
                   <th className="col-optional">Created</th>
-                  <th aria-label="Actions" />
+                  <th>
+                    <VisuallyHidden>Actions</VisuallyHidden>
+                  </th>
                 </tr>
               </thead>
               <tbody>

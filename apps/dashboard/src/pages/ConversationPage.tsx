@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useState, useSyncExternalStore } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
 import { EscalateForm } from '../components/EscalateForm';
-import { Empty, PageHeader, StatusPill } from '../components/common';
+import { ActionButton, Empty, PageHeader, StatusPill, useFocusAfterClose } from '../components/common';
 import { useRealtime } from '../components/RealtimeContext';
 import { ApiError, describeError } from '../lib/api';
 import { fullTime, humanize, timeAgo } from '../lib/format';
@@ -69,6 +69,7 @@ export function ConversationPage({ id }: { id: number }) {
   const [escalating, setEscalating] = useState(false);
   const c = q.data;
   const busy = escalate.isPending || resolve.isPending;
+  const actions = useFocusAfterClose<HTMLDivElement>(escalating);
 
   const submitEscalate = (reason: string) => {
     setEscalating(false);
@@ -82,7 +83,7 @@ export function ConversationPage({ id }: { id: number }) {
   };
 
   const notFound = q.error instanceof ApiError && q.error.status === 404;
-  const why = c && ((typeof c.escalationReason === 'string' && c.escalationReason) || (typeof c.reason === 'string' && c.reason));
+  const why = c?.escalationReason;
 
   return (
     <div className="page">
@@ -95,7 +96,7 @@ export function ConversationPage({ id }: { id: number }) {
         </div>
       ) : notFound ? (
         <div className="card empty">
-          <h1>Conversation #{id} not found</h1>
+          <h1 tabIndex={-1}>Conversation #{id} not found</h1>
         </div>
       ) : !c ? (
         <ErrorBanner message={describeError(q.error)} />
@@ -136,27 +137,25 @@ export function ConversationPage({ id }: { id: number }) {
                 <dd title={fullTime(c.updatedAt ?? c.createdAt)}>{timeAgo(c.updatedAt ?? c.createdAt)}</dd>
               </div>
             </dl>
-            <div className="detail-actions">
+            <div className="detail-actions" ref={actions}>
               {escalating ? (
                 <EscalateForm busy={busy} onEscalate={submitEscalate} onCancel={() => setEscalating(false)} />
               ) : (
                 <>
                   {c.state === 'active' && (
-                    <button
-                      type="button"
+                    <ActionButton
                       className="btn-secondary"
-                      disabled={busy}
+                      busy={busy}
                       onClick={() => setEscalating(true)}
                       data-testid="conversation-escalate"
                     >
                       Escalate
-                    </button>
+                    </ActionButton>
                   )}
                   {c.state !== 'resolved' && (
-                    <button
-                      type="button"
+                    <ActionButton
                       className="btn-primary"
-                      disabled={busy}
+                      busy={busy}
                       data-testid="conversation-resolve"
                       onClick={() =>
                         resolve.mutate(id, {
@@ -166,7 +165,7 @@ export function ConversationPage({ id }: { id: number }) {
                       }
                     >
                       Resolve
-                    </button>
+                    </ActionButton>
                   )}
                 </>
               )}

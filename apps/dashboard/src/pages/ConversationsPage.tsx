@@ -1,7 +1,15 @@
 import { useState, type FormEvent } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
 import { EscalateForm } from '../components/EscalateForm';
-import { Empty, ListFooter, PageHeader, StatusPill } from '../components/common';
+import {
+  ActionButton,
+  Empty,
+  ListFooter,
+  PageHeader,
+  StatusPill,
+  useFocusAfterClose,
+  VisuallyHidden,
+} from '../components/common';
 import { describeError, undoneMessage } from '../lib/api';
 import { fullTime, humanize, timeAgo } from '../lib/format';
 import { Link } from '../lib/router';
@@ -88,10 +96,8 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
   const [escalating, setEscalating] = useState(false);
   const busy = escalate.isPending || resolve.isPending;
   const temp = isTemp(item);
-  const why =
-    (typeof item.escalationReason === 'string' && item.escalationReason) ||
-    (typeof item.reason === 'string' && item.reason) ||
-    null;
+  const why = item.escalationReason;
+  const actions = useFocusAfterClose<HTMLTableCellElement>(escalating);
 
   const submitEscalate = (reason: string) => {
     setEscalating(false);
@@ -134,7 +140,7 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
       <td title={fullTime(item.updatedAt ?? item.createdAt)} className="cell-time col-optional">
         {timeAgo(item.updatedAt ?? item.createdAt)}
       </td>
-      <td className="cell-actions">
+      <td className="cell-actions" ref={actions}>
         {temp ? (
           <span className="muted small">Saving…</span>
         ) : escalating ? (
@@ -142,21 +148,19 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
         ) : (
           <>
             {item.state === 'active' && (
-              <button
-                type="button"
+              <ActionButton
                 className="btn-secondary btn-small"
-                disabled={busy}
+                busy={busy}
                 onClick={() => setEscalating(true)}
                 data-testid="conversation-escalate"
               >
                 Escalate
-              </button>
+              </ActionButton>
             )}
             {item.state !== 'resolved' && (
-              <button
-                type="button"
+              <ActionButton
                 className="btn-primary btn-small"
-                disabled={busy}
+                busy={busy}
                 data-testid="conversation-resolve"
                 onClick={() =>
                   resolve.mutate(item.id, {
@@ -166,7 +170,7 @@ function ConversationRow({ item, onError }: { item: Conversation; onError: (m: s
                 }
               >
                 Resolve
-              </button>
+              </ActionButton>
             )}
           </>
         )}
@@ -211,7 +215,9 @@ export function ConversationsPage() {
                   <th>Conversation</th>
                   <th>State</th>
                   <th className="col-optional">Updated</th>
-                  <th aria-label="Actions" />
+                  <th>
+                    <VisuallyHidden>Actions</VisuallyHidden>
+                  </th>
                 </tr>
               </thead>
               <tbody>

@@ -1,16 +1,41 @@
-import { useState, type FormEvent } from 'react';
-import { authStore } from '../lib/auth';
-import { describeError, login } from '../lib/api';
+import { useEffect, useState, type FormEvent } from 'react';
+import { useNow } from '../components/useNow';
+import { authStore, useLogoutReason } from '../lib/auth';
+import { ApiError, describeError, formatWait, login } from '../lib/api';
 import { navigate } from '../lib/router';
+
+/** Seconds left until `until` (epoch ms), or 0. */
+function secondsLeft(until: number | null, now: number): number {
+  return until === null ? 0 : Math.max(0, Math.ceil((until - now) / 1000));
+}
+
+/** The button's text while the server asks to wait: "Wait 0:42". */
+function clock(seconds: number): string {
+  return `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, '0')}`;
+}
 
 export function LoginPage() {
   const [username, setUsername] = useState('');
   const [password, setPassword] = useState('');
   const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(() => authStore.peekLogoutReason());
+  const [error, setError] = useState<string | null>(null);
+  /** A 429's Retry-After, as the moment sign-in may be tried again. */
+  const [waitUntil, setWaitUntil] = useState<number | null>(null);
+  const reason = useLogoutReason();
+  // A local one-second clock only while there is a wait to show (no request involved).
+  const now = useNow(1000, waitUntil !== null);
+  const wait = secondsLeft(waitUntil, now);
+  useEffect(() => {
+    if (waitUntil !== null && wait === 0) {
+      setWaitUntil(null);
+      setError('You can try to sign in again now.');
+    }
+  }, [wait, waitUntil]);
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
+    if (wait > 0) return;
+    authStore.takeLogoutReason();
     if (!username.trim() || !password) {
       setError('Enter your username and password.');
       return;
@@ -23,13 +48,19 @@ export function LoginPage() {
       const next = new URLSearchParams(window.location.search).get('next');
       navigate(next && next.startsWith('/') && !next.startsWith('//') ? next : '/tasks', { replace: true });
     } catch (err) {
-      setError(describeError(err));
+      if (err instanceof ApiError && err.status === 429 && err.retryAfterSeconds !== null && err.retryAfterSeconds > 0) {
+        setWaitUntil(Date.now() + err.retryAfterSeconds * 1000);
+        setError(`Too many sign-in attempts. Try again in ${formatWait(err.retryAfterSeconds)}.`);
+      } else {
+        setError(describeError(err));
+      }
       setBusy(false);
     }
   };
 
+  const message = error ?? reason;
   return (
-    <div className="login-screen">
+    <main className="login-screen">
       <form className="login-card" onSubmit={submit} noValidate aria-labelledby="login-title">
         <div className="login-brand">
           <span className="brand-mark" aria-hidden="true">
@@ -41,10 +72,10 @@ export function LoginPage() {
         </div>
         <h1 id="login-title">Sign in</h1>
         <p className="muted">Live operations for your hotel team.</p>
-        {error && (
-          <div className="error-banner" role="alert" data-testid="login-error">
+        {message && (
+          <div className="error-banner" role="alert" data-testid="login-error" data-wait={wait > 0 ? wait : undefined}>
             <span className="error-icon" aria-hidden="true">!</span>
-            <span className="error-text">{error}</span>
+            <span className="error-text">{message}</span>
           </div>
         )}
         <label className="field">
@@ -69,10 +100,16 @@ export function LoginPage() {
             onChange={(e) => setPassword(e.target.value)}
           />
         </label>
-        <button type="submit" className="btn-primary btn-block" data-testid="login-submit" disabled={busy}>
-          {busy ? 'Signing in…' : 'Sign in'}
+        <button
+          type="submit"
+          className="btn-primary btn-block"
+          data-testid="login-submit"
+          disabled={busy}
+          aria-disabled={wait > 0 || undefined}
+        >
+          {busy ? 'Signing in…' : wait > 0 ? `Wait ${clock(wait)}` : 'Sign in'}
         </button>
       </form>
-    </div>
+    </main>
   );
 }

@@ -1,6 +1,15 @@
 import { useState, type FormEvent } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
-import { Empty, ListFooter, PageHeader, StatusPill, useDebounced } from '../components/common';
+import {
+  ActionButton,
+  Empty,
+  ListFooter,
+  PageHeader,
+  StatusPill,
+  useDebounced,
+  useFocusAfterClose,
+  VisuallyHidden,
+} from '../components/common';
 import { describeError, undoneMessage } from '../lib/api';
 import { fullTime, humanize, timeAgo } from '../lib/format';
 import { isTemp, useAssignTask, useCompleteTask, useCreateTask, useTasks, type Task } from '../lib/resources';
@@ -104,6 +113,7 @@ function TaskRow({ task, onError }: { task: Task; onError: (m: string | null) =>
   const [assignee, setAssignee] = useState(task.assignee ?? '');
   const busy = assign.isPending || complete.isPending;
   const temp = isTemp(task);
+  const actions = useFocusAfterClose<HTMLTableCellElement>(assigning);
 
   const submitAssign = (e: FormEvent) => {
     e.preventDefault();
@@ -140,7 +150,7 @@ function TaskRow({ task, onError }: { task: Task; onError: (m: string | null) =>
       <td title={fullTime(task.createdAt)} className="cell-time col-optional">
         {timeAgo(task.createdAt)}
       </td>
-      <td className="cell-actions">
+      <td className="cell-actions" ref={actions}>
         {temp ? (
           <span className="muted small">Saving…</span>
         ) : task.status !== 'completed' &&
@@ -163,13 +173,12 @@ function TaskRow({ task, onError }: { task: Task; onError: (m: string | null) =>
             </form>
           ) : (
             <>
-              <button type="button" className="btn-secondary btn-small" onClick={() => setAssigning(true)} disabled={busy} data-testid="task-assign">
+              <ActionButton className="btn-secondary btn-small" onClick={() => setAssigning(true)} busy={busy} data-testid="task-assign">
                 {task.assignee ? 'Reassign' : 'Assign'}
-              </button>
-              <button
-                type="button"
+              </ActionButton>
+              <ActionButton
                 className="btn-primary btn-small"
-                disabled={busy}
+                busy={busy}
                 data-testid="task-complete"
                 onClick={() =>
                   complete.mutate(task.id, {
@@ -179,7 +188,7 @@ function TaskRow({ task, onError }: { task: Task; onError: (m: string | null) =>
                 }
               >
                 Complete
-              </button>
+              </ActionButton>
             </>
           ))}
       </td>
@@ -240,7 +249,9 @@ export function TasksPage() {
                   <th>Status</th>
                   <th>Assignee</th>
                   <th className="col-optional">Created</th>
-                  <th aria-label="Actions" />
+                  <th>
+                    <VisuallyHidden>Actions</VisuallyHidden>
+                  </th>
                 </tr>
               </thead>
               <tbody>

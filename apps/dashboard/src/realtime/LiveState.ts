@@ -1,4 +1,5 @@
-import { realTimers, type ServerMessage, type Timers } from './types';
+import type { ClientMessage, PresenceEntry, ServerMessage } from './messages';
+import { realTimers, type Timers } from './types';
 
 type Listener = () => void;
 
@@ -21,30 +22,7 @@ class Store<T> {
 
 // ------------------------------------------------------------------ presence
 
-export interface PresenceEntry {
-  userId: number;
-  username: string;
-  connections: number;
-  viewing: string | null;
-}
-
-function readPresence(payload: unknown): PresenceEntry[] | null {
-  const online = (payload as { online?: unknown } | null)?.online;
-  if (!Array.isArray(online)) return null;
-  const out: PresenceEntry[] = [];
-  for (const e of online) {
-    if (!e || typeof e !== 'object') continue;
-    const r = e as Record<string, unknown>;
-    if (typeof r.username !== 'string') continue;
-    out.push({
-      userId: typeof r.userId === 'number' ? r.userId : Number(r.userId),
-      username: r.username,
-      connections: typeof r.connections === 'number' ? r.connections : 1,
-      viewing: typeof r.viewing === 'string' ? r.viewing : null,
-    });
-  }
-  return out;
-}
+export type { PresenceEntry };
 
 /** Who is online and what each one views: the latest `presence` message (null before the first). */
 export class PresenceStore extends Store<PresenceEntry[] | null> {
@@ -54,9 +32,7 @@ export class PresenceStore extends Store<PresenceEntry[] | null> {
 
   handle(msg: ServerMessage): boolean {
     if (msg.type !== 'presence') return false;
-    const online = readPresence(msg.payload);
-    if (!online) return false;
-    this.set(online);
+    this.set(msg.payload.online);
     return true;
   }
 }
@@ -95,7 +71,7 @@ export const TYPING_STALE_MS = 60_000;
  */
 export class TypingStore extends Store<ReadonlyMap<number, readonly Typist[]>> {
   private timers = new Map<string, unknown>();
-  private me: number | string | null = null;
+  private me: number | null = null;
 
   constructor(
     private readonly t: Timers = realTimers,
@@ -105,7 +81,7 @@ export class TypingStore extends Store<ReadonlyMap<number, readonly Typist[]>> {
   }
 
   /** The current user (never shown as typing). */
-  setSelf(userId: number | string | null): void {
+  setSelf(userId: number | null): void {
     this.me = userId;
   }
 
@@ -119,14 +95,9 @@ export class TypingStore extends Store<ReadonlyMap<number, readonly Typist[]>> {
       return false;
     }
     if (msg.type !== 'typing') return false;
-    const p = msg.payload as Record<string, unknown> | undefined;
-    if (!p) return false;
-    const conversationId = Number(p.conversationId);
-    const userId = Number(p.userId);
-    if (!Number.isFinite(conversationId) || !Number.isFinite(userId) || typeof p.typing !== 'boolean') return false;
-    if (this.me !== null && String(this.me) === String(userId)) return false;
-    const username = typeof p.username === 'string' ? p.username : `user ${userId}`;
-    if (p.typing) this.start(conversationId, { userId, username });
+    const { conversationId, userId, username, typing } = msg.payload;
+    if (this.me !== null && this.me === userId) return false;
+    if (typing) this.start(conversationId, { userId, username });
     else this.stop(conversationId, userId);
     return true;
   }
@@ -205,7 +176,7 @@ export class TypingSender {
 
   constructor(
     private readonly conversationId: number,
-    private readonly send: (message: unknown) => unknown,
+    private readonly send: (message: ClientMessage) => unknown,
     private readonly t: Timers = realTimers,
     private readonly now: () => number = Date.now,
     private readonly refreshMs = TYPING_REFRESH_MS,

@@ -1,11 +1,11 @@
 import { backoffDelay, BACKOFF_BASE_MS, BACKOFF_CAP_MS } from './backoff';
+import { serverMessages, type ClientMessage, type ServerMessage, type ServerMessageDecoder } from './messages';
 import {
   isUnauthorizedError,
-  parseServerMessage,
   realTimers,
   type AuthCheck,
   type ConnectionStatus,
-  type ServerMessage,
+  type SessionEnd,
   type Timers,
   type WebSocketFactory,
   type WebSocketLike,
@@ -20,7 +20,7 @@ import {
  * - checking: closed before open; asking GET /api/v1/me whether the token is still good
  * - backoff: waiting before the next attempt
  * - stopped: closed on purpose (logout/unmount) or by a server close 1000: no reconnect
- * - unauthorized: token rejected (close 4401, or 401 from /me): no reconnect
+ * - unauthorized: token rejected (close 4401, or 401 from /me) or account deactivated (close 4403): no reconnect
  */
 export type SocketState = 'idle' | 'connecting' | 'open' | 'checking' | 'backoff' | 'stopped' | 'unauthorized';
 
@@ -40,7 +40,10 @@ export function statusOf(state: SocketState): ConnectionStatus {
 /** Close codes after which the client reconnects with backoff (any other non-special code does too). */
 export const RECONNECT_CODES = [1001, 1006, 1012, 1013] as const;
 export const CLOSE_NORMAL = 1000;
+/** The token expired, or a role or password change retired it: sign in again. */
 export const CLOSE_TOKEN_EXPIRED = 4401;
+/** The account was deactivated: no reconnect, and signing in again will not help. */
+export const CLOSE_DEACTIVATED = 4403;
 /** Code used locally when the heartbeat finds the connection dead. */
 export const CLOSE_HEARTBEAT_TIMEOUT = 4000;
 
@@ -54,10 +57,13 @@ export interface ReconnectingSocketOptions {
    */
   url: (signal?: AbortSignal) => string | Promise<string>;
   createSocket: WebSocketFactory;
+  /** Every checked message but `pong` (frames that are not protocol messages never get here). */
   onMessage: (msg: ServerMessage) => void;
+  /** Where frames are checked (the app's one decoder by default). */
+  decoder?: ServerMessageDecoder;
   onStatus?: (status: ConnectionStatus, state: SocketState) => void;
-  /** Token rejected: the app must go back to the login page. Called once; no retry follows. */
-  onUnauthorized?: () => void;
+  /** The session ended (`why`): the app must go back to the login page. Called once; no retry follows. */
+  onUnauthorized?: (why: SessionEnd) => void;
   /** Called after a close that happened before `open` (a refused upgrade shows as 1006). */
   checkAuth?: () => Promise<AuthCheck>;
   timers?: Timers;
@@ -104,6 +110,7 @@ export class ReconnectingSocket {
       pingIntervalMs: 25_000,
       pongTimeoutMs: 10_000,
       urlTimeoutMs: 15_000,
+      decoder: serverMessages,
       ...options,
     };
   }
@@ -158,7 +165,7 @@ export class ReconnectingSocket {
   }
 
   /** Sends a JSON message if the socket is open. Returns whether it was sent. */
-  send(message: unknown): boolean {
+  send(message: ClientMessage): boolean {
     const ws = this.ws;
     if (!ws || this._state !== 'open') return false;
     try {
@@ -269,7 +276,7 @@ export class ReconnectingSocket {
       if (this.ws !== socket) return;
       // Any traffic proves the connection is alive.
       this.clearTimer('pongTimer');
-      const msg = parseServerMessage(ev.data);
+      const msg = this.opts.decoder.parseFrame(ev.data);
       if (!msg) return;
       if (msg.type === 'pong') return;
       this.opts.onMessage(msg);
@@ -288,7 +295,11 @@ export class ReconnectingSocket {
     this.clearAllTimers();
     if (this._state === 'stopped' || this._state === 'unauthorized') return;
     if (code === CLOSE_TOKEN_EXPIRED) {
-      this.becomeUnauthorized();
+      this.becomeUnauthorized('rejected');
+      return;
+    }
+    if (code === CLOSE_DEACTIVATED) {
+      this.becomeUnauthorized('deactivated');
       return;
     }
     if (code === CLOSE_NORMAL) {
@@ -320,11 +331,11 @@ export class ReconnectingSocket {
     this.scheduleReconnect();
   }
 
-  private becomeUnauthorized(): void {
+  private becomeUnauthorized(why: SessionEnd = 'rejected'): void {
     this.clearAllTimers();
     this.abortPendingUrl();
     this.setState('unauthorized');
-    this.opts.onUnauthorized?.();
+    this.opts.onUnauthorized?.(why);
   }
 
   private scheduleReconnect(): void {

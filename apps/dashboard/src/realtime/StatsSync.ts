@@ -1,22 +1,11 @@
 import type { QueryClient } from '@tanstack/react-query';
+import type { ApprovalStatsEnvelope, ConversationStats, TaskStats } from '../lib/apiTypes';
+import type { MessageOf, ServerMessage } from './messages';
 import { queryKeys } from './queryKeys';
 import type { StatsHistory } from './StatsHistory';
-import type {
-  ApprovalStats,
-  ApprovalStatsEnvelope,
-  ConversationStats,
-  ServerMessage,
-  StatsTopic,
-  TaskStats,
-} from './types';
+import type { StatsTopic } from './types';
 
 export type HandleResult = 'applied' | 'unchanged' | 'dropped' | 'ignored';
-
-const FIELDS: Record<StatsTopic, readonly string[]> = {
-  'stats:tasks': ['pending', 'inProgress', 'completed', 'total'],
-  'stats:approvals': ['pending', 'approved', 'rejected', 'executed', 'total'],
-  'stats:conversations': ['active', 'escalated', 'resolved', 'total'],
-};
 
 const LIST_KEY: Record<StatsTopic, readonly string[]> = {
   'stats:tasks': queryKeys.tasks,
@@ -24,23 +13,9 @@ const LIST_KEY: Record<StatsTopic, readonly string[]> = {
   'stats:conversations': queryKeys.conversations,
 };
 
-function isStatsTopic(type: string): type is StatsTopic {
-  return type === 'stats:tasks' || type === 'stats:approvals' || type === 'stats:conversations';
-}
+type Counts = Record<string, number>;
 
-/** Picks the known numeric fields; null when the payload is not a valid stats value. */
-function readPayload(topic: StatsTopic, payload: unknown): Record<string, number> | null {
-  if (payload === null || typeof payload !== 'object') return null;
-  const out: Record<string, number> = {};
-  for (const f of FIELDS[topic]) {
-    const v = (payload as Record<string, unknown>)[f];
-    if (typeof v !== 'number' || !Number.isFinite(v)) return null;
-    out[f] = v;
-  }
-  return out;
-}
-
-function sameValues(a: Record<string, number> | undefined, b: Record<string, number>): boolean {
+function sameValues(a: Counts | undefined, b: Counts): boolean {
   if (!a) return false;
   return Object.keys(b).every((k) => a[k] === b[k]);
 }
@@ -74,27 +49,31 @@ export class StatsSync {
   }
 
   handle(msg: ServerMessage): HandleResult {
-    if (msg.type === 'connected') {
-      this.lastSeq.clear();
-      if (msg.payload && typeof msg.payload === 'object') {
+    switch (msg.type) {
+      case 'connected':
+        this.lastSeq.clear();
         this.queryClient.setQueryData(['connection'], msg.payload);
-      }
-      return 'applied';
+        return 'applied';
+      case 'stats:tasks':
+      case 'stats:approvals':
+      case 'stats:conversations':
+        return this.apply(msg);
+      default:
+        return 'ignored';
     }
-    if (!isStatsTopic(msg.type)) return 'ignored';
+  }
+
+  private apply(msg: MessageOf<StatsTopic>): HandleResult {
     const topic = msg.type;
-    const values = readPayload(topic, msg.payload);
-    if (!values) return 'ignored';
-    const seq = typeof msg.seq === 'number' && Number.isFinite(msg.seq) ? msg.seq : undefined;
-    if (seq !== undefined) {
+    if (msg.seq !== undefined) {
       const last = this.lastSeq.get(topic);
-      if (last !== undefined && seq <= last) return 'dropped';
-      this.lastSeq.set(topic, seq);
+      if (last !== undefined && msg.seq <= last) return 'dropped';
+      this.lastSeq.set(topic, msg.seq);
     }
     const previous = this.read(topic);
-    this.write(topic, values);
-    this.history?.push(topic, values, this.now());
-    if (sameValues(previous, values)) return 'unchanged';
+    this.write(msg);
+    this.history?.push(topic, msg.payload, this.now());
+    if (sameValues(previous, msg.payload)) return 'unchanged';
     if (previous !== undefined) {
       // The lists behind this topic changed: refresh the ones on screen (never the stats endpoints).
       void this.queryClient.invalidateQueries({ queryKey: [...LIST_KEY[topic]] });
@@ -102,36 +81,27 @@ export class StatsSync {
     return 'applied';
   }
 
-  private read(topic: StatsTopic): Record<string, number> | undefined {
+  private read(topic: StatsTopic): Counts | undefined {
     switch (topic) {
       case 'stats:tasks':
-        return this.queryClient.getQueryData<TaskStats>(queryKeys.taskStats) as unknown as Record<string, number> | undefined;
+        return this.queryClient.getQueryData<TaskStats>(queryKeys.taskStats);
       case 'stats:approvals':
-        return this.queryClient.getQueryData<ApprovalStatsEnvelope>(queryKeys.approvalStats)?.stats as unknown as
-          | Record<string, number>
-          | undefined;
+        return this.queryClient.getQueryData<ApprovalStatsEnvelope>(queryKeys.approvalStats)?.stats;
       case 'stats:conversations':
-        return this.queryClient.getQueryData<ConversationStats>(queryKeys.conversationStats) as unknown as
-          | Record<string, number>
-          | undefined;
+        return this.queryClient.getQueryData<ConversationStats>(queryKeys.conversationStats);
     }
   }
 
-  private write(topic: StatsTopic, values: Record<string, number>): void {
-    switch (topic) {
+  private write(msg: MessageOf<StatsTopic>): void {
+    switch (msg.type) {
       case 'stats:tasks':
-        this.queryClient.setQueryData<TaskStats>(queryKeys.taskStats, values as unknown as TaskStats);
+        this.queryClient.setQueryData<TaskStats>(queryKeys.taskStats, msg.payload);
         break;
       case 'stats:approvals':
-        this.queryClient.setQueryData<ApprovalStatsEnvelope>(queryKeys.approvalStats, {
-          stats: values as unknown as ApprovalStats,
-        });
+        this.queryClient.setQueryData<ApprovalStatsEnvelope>(queryKeys.approvalStats, { stats: msg.payload });
         break;
       case 'stats:conversations':
-        this.queryClient.setQueryData<ConversationStats>(
-          queryKeys.conversationStats,
-          values as unknown as ConversationStats,
-        );
+        this.queryClient.setQueryData<ConversationStats>(queryKeys.conversationStats, msg.payload);
         break;
     }
   }

@@ -1,5 +1,21 @@
+/**
+ * One WebSocket per browser, shared by its tabs (Web Locks + BroadcastChannel).
+ *
+ * Reason to change: how tabs share the socket. Never depends on React, the query cache or how
+ * the socket itself connects (that is `createConnection`'s business).
+ */
+import {
+  isStatsMessage,
+  serverMessages,
+  type ClientMessage,
+  type ConnectedMessage,
+  type PresenceMessage,
+  type ServerMessage,
+  type StatsMessage,
+  type StatsMessageType,
+} from './messages';
 import { TopicSubscriptions, type TopicError } from './topics';
-import { realTimers, type ConnectionStatus, type ServerMessage, type Timers } from './types';
+import { realTimers, type ConnectionStatus, type SessionEnd, type Timers } from './types';
 
 /** The subset of the Web Locks API used here (navigator.locks). */
 export interface LockManagerLike {
@@ -25,13 +41,13 @@ export type TabRole = 'pending' | 'leader' | 'follower' | 'solo' | 'stopped';
 export interface LeaderConnection {
   stop(): void;
   reconnectNow?(): void;
-  send?(message: unknown): boolean;
+  send?(message: ClientMessage): boolean;
 }
 
 export interface LeaderHandlers {
   onMessage(msg: ServerMessage): void;
   onStatus(status: ConnectionStatus): void;
-  onUnauthorized(): void;
+  onUnauthorized(why: SessionEnd): void;
   /** The topics for the URL of the next connection attempt (union of every tab's topics). */
   topics(): string[];
 }
@@ -48,7 +64,8 @@ export interface TabCoordinatorOptions {
   /** Every message this tab should apply (its own socket's, or relayed by the leader). */
   onMessage(msg: ServerMessage): void;
   onStatus(status: ConnectionStatus): void;
-  onUnauthorized(): void;
+  /** The session ended (in the leader's socket, relayed to every tab). */
+  onUnauthorized(why: SessionEnd): void;
   onRoleChange?(role: TabRole): void;
   /** A topic request the server refused (`unknown_topic`); reported in the leader/solo tab. */
   onTopicError?(error: TopicError): void;
@@ -72,19 +89,22 @@ export type RelayMessage =
   | { kind: 'status'; status: ConnectionStatus }
   | { kind: 'hello'; tab?: string; topics?: string[] }
   | { kind: 'state'; status: ConnectionStatus; messages: ServerMessage[] }
-  | { kind: 'unauthorized' }
+  | { kind: 'unauthorized'; why?: SessionEnd }
   | { kind: 'reconnect' }
   /** A follower's topics (on change, as a heartbeat, and in answer to `roll-call`). */
   | { kind: 'tab'; tab: string; topics: string[] }
   /** A follower leaves (pagehide, logout): the leader releases its topics at once. */
   | { kind: 'bye'; tab: string }
   /** A follower asks the leader to send a client message (viewing, typing) on the socket. */
-  | { kind: 'send'; tab: string; msg: unknown }
+  | { kind: 'send'; tab: string; msg: ClientMessage }
   /** A new leader asks every follower to announce itself. */
   | { kind: 'roll-call' };
 
 export const TAB_HEARTBEAT_MS = 10_000;
 export const TAB_EXPIRY_MS = 30_000;
+
+export const LEADER_LOCK_NAME = 'pulse-ws-leader';
+export const RELAY_CHANNEL_NAME = 'pulse-ws';
 
 function randomId(): string {
   try {
@@ -104,8 +124,366 @@ function cleanTopics(topics: unknown): string[] {
   return [...new Set(topics.filter((t): t is string => typeof t === 'string' && t.length > 0))].sort();
 }
 
-export const LEADER_LOCK_NAME = 'pulse-ws-leader';
-export const RELAY_CHANNEL_NAME = 'pulse-ws';
+/** Relayed server messages are checked like a frame: the leader tab may run another build. */
+function relayedMessages(list: unknown): ServerMessage[] {
+  if (!Array.isArray(list)) return [];
+  return list.map((m) => serverMessages.decode(m)).filter((m): m is ServerMessage => m !== null);
+}
+
+/** What the coordinator shares with its current part (leader, follower or solo). */
+interface TabContext {
+  readonly opts: TabCoordinatorOptions;
+  readonly tabId: string;
+  readonly timers: Timers;
+  readonly now: () => number;
+  /** Set when the tab stops (tests also set it to play a tab whose script no longer runs). */
+  readonly stopped: boolean;
+  readonly ownTopics: readonly string[];
+  readonly viewing: string | null;
+  /** Records the status this tab shows and tells the app. */
+  setStatus(status: ConnectionStatus): void;
+  post(message: RelayMessage): void;
+}
+
+/** A repeating timer that stops with its owner. */
+class Ticker {
+  private handle: unknown = null;
+
+  constructor(
+    private readonly ctx: TabContext,
+    private readonly everyMs: number,
+    private readonly tick: () => void,
+  ) {
+    this.schedule();
+  }
+
+  stop(): void {
+    if (this.handle !== null) this.ctx.timers.clearTimeout(this.handle);
+    this.handle = null;
+  }
+
+  private schedule(): void {
+    if (this.everyMs <= 0) return;
+    this.handle = this.ctx.timers.setTimeout(() => {
+      this.handle = null;
+      if (this.ctx.stopped) return;
+      this.tick();
+      this.schedule();
+    }, this.everyMs);
+  }
+}
+
+/** The socket of a leader or solo tab, with the topics it follows and this tab's `viewing`. */
+class OwnSocket {
+  readonly subscriptions: TopicSubscriptions;
+  /** Null only while `createConnection` runs. */
+  private connection: LeaderConnection | null = null;
+
+  constructor(
+    ctx: TabContext,
+    wanted: string[],
+    hooks: { onMessage(m: ServerMessage): void; onStatus(s: ConnectionStatus): void; onUnauthorized(why: SessionEnd): void },
+  ) {
+    this.subscriptions = new TopicSubscriptions(
+      (m) => this.send(m),
+      (e) => ctx.opts.onTopicError?.(e),
+    );
+    this.subscriptions.setWanted(wanted);
+    this.connection = ctx.opts.createConnection({
+      onMessage: (m) => {
+        if (ctx.stopped) return;
+        this.subscriptions.handle(m);
+        if (m.type === 'connected' && ctx.viewing !== null) {
+          this.send({ type: 'viewing', payload: { path: ctx.viewing } });
+        }
+        hooks.onMessage(m);
+      },
+      onStatus: (s) => {
+        if (ctx.stopped) return;
+        if (s !== 'live') this.subscriptions.disconnected();
+        hooks.onStatus(s);
+      },
+      onUnauthorized: (why) => {
+        if (ctx.stopped) return;
+        hooks.onUnauthorized(why);
+      },
+      topics: () => this.subscriptions.urlTopics(),
+    });
+  }
+
+  send(message: ClientMessage): boolean {
+    return this.connection?.send?.(message) ?? false;
+  }
+
+  reconnectNow(): void {
+    this.connection?.reconnectNow?.();
+  }
+
+  stop(): void {
+    this.connection?.stop();
+  }
+}
+
+/** A tab without Web Locks or BroadcastChannel: its own socket, nothing shared. */
+class Solo {
+  private readonly socket: OwnSocket;
+
+  constructor(ctx: TabContext) {
+    this.socket = new OwnSocket(ctx, [...ctx.ownTopics], {
+      onMessage: (m) => ctx.opts.onMessage(m),
+      onStatus: (s) => ctx.setStatus(s),
+      onUnauthorized: (why) => ctx.opts.onUnauthorized(why),
+    });
+  }
+
+  get serverTopics(): string[] | null {
+    return this.socket.subscriptions.serverTopics;
+  }
+
+  topicsChanged(topics: readonly string[]): void {
+    this.socket.subscriptions.setWanted(topics);
+  }
+
+  send(message: ClientMessage): boolean {
+    return this.socket.send(message);
+  }
+
+  reconnectNow(): void {
+    this.socket.reconnectNow();
+  }
+
+  stop(): void {
+    this.socket.stop();
+  }
+}
+
+/**
+ * The tab holding the lock: opens the socket, relays every message and its status to the
+ * followers, replays the latest values to a new one, and keeps the union of every live tab's
+ * topics subscribed.
+ */
+class Leader {
+  private readonly followers = new Map<string, { topics: string[]; seen: number }>();
+  /** Replayed to a new follower: the latest `connected`, value per stats topic and presence. */
+  private latestConnected: ConnectedMessage | null = null;
+  private readonly latestStats = new Map<StatsMessageType, StatsMessage>();
+  private latestPresence: PresenceMessage | null = null;
+  private status: ConnectionStatus = 'reconnecting';
+  private readonly expiry: Ticker;
+  private readonly socket: OwnSocket;
+
+  constructor(
+    private readonly ctx: TabContext,
+    private readonly releaseLock: () => void,
+  ) {
+    this.setStatus('reconnecting');
+    // The followers' topics are not known yet: they answer the roll call.
+    ctx.post({ kind: 'roll-call' });
+    this.expiry = new Ticker(ctx, ctx.opts.tabHeartbeatMs ?? TAB_HEARTBEAT_MS, () => this.expireFollowers());
+    this.socket = new OwnSocket(ctx, this.wantedTopics, {
+      onMessage: (m) => {
+        this.remember(m);
+        ctx.post({ kind: 'msg', msg: m });
+        ctx.opts.onMessage(m);
+      },
+      onStatus: (s) => this.setStatus(s),
+      onUnauthorized: (why) => {
+        ctx.post({ kind: 'unauthorized', why });
+        ctx.opts.onUnauthorized(why);
+      },
+    });
+  }
+
+  /** Own topics ∪ every live follower's, sorted. */
+  get wantedTopics(): string[] {
+    const all = new Set(this.ctx.ownTopics);
+    for (const f of this.followers.values()) f.topics.forEach((t) => all.add(t));
+    return [...all].sort();
+  }
+
+  get serverTopics(): string[] | null {
+    return this.socket.subscriptions.serverTopics;
+  }
+
+  get knownTabs(): string[] {
+    return [...this.followers.keys()].sort();
+  }
+
+  topicsChanged(): void {
+    this.socket.subscriptions.setWanted(this.wantedTopics);
+  }
+
+  send(message: ClientMessage): boolean {
+    return this.socket.send(message);
+  }
+
+  reconnectNow(): void {
+    this.socket.reconnectNow();
+  }
+
+  stop(): void {
+    this.expiry.stop();
+    this.socket.stop();
+    this.releaseLock();
+  }
+
+  onRelay(m: RelayMessage): void {
+    switch (m.kind) {
+      case 'hello': {
+        if (m.tab !== undefined) this.noteFollower(m.tab, m.topics);
+        const messages: ServerMessage[] = [];
+        if (this.latestConnected) messages.push(this.latestConnected);
+        messages.push(...this.latestStats.values());
+        if (this.latestPresence) messages.push(this.latestPresence);
+        this.ctx.post({ kind: 'state', status: this.status, messages });
+        break;
+      }
+      case 'tab':
+        this.noteFollower(m.tab, m.topics);
+        break;
+      case 'bye':
+        if (this.followers.delete(m.tab)) this.topicsChanged();
+        break;
+      case 'send': {
+        const follower = typeof m.tab === 'string' ? this.followers.get(m.tab) : undefined;
+        if (follower) follower.seen = this.ctx.now();
+        if (m.msg && typeof m.msg === 'object') this.socket.send(m.msg);
+        break;
+      }
+      case 'reconnect':
+        this.socket.reconnectNow();
+        break;
+      default:
+        break;
+    }
+  }
+
+  private setStatus(s: ConnectionStatus): void {
+    this.status = s;
+    this.ctx.post({ kind: 'status', status: s });
+    this.ctx.setStatus(s);
+  }
+
+  private remember(m: ServerMessage): void {
+    if (m.type === 'connected') {
+      this.latestConnected = m;
+      this.latestStats.clear();
+      this.latestPresence = null;
+    } else if (m.type === 'presence') {
+      this.latestPresence = m;
+    } else if (isStatsMessage(m)) {
+      const prev = this.latestStats.get(m.type);
+      if (prev?.seq !== undefined && m.seq !== undefined && m.seq <= prev.seq) return;
+      this.latestStats.set(m.type, m);
+    }
+  }
+
+  private noteFollower(id: unknown, topics: unknown): void {
+    if (typeof id !== 'string' || !id || id === this.ctx.tabId) return;
+    const next = cleanTopics(topics);
+    const prev = this.followers.get(id);
+    this.followers.set(id, { topics: next, seen: this.ctx.now() });
+    if (!prev || !sameTopics(prev.topics, next)) this.topicsChanged();
+  }
+
+  /** A follower not heard of for a while crashed (no `bye`): its topics go. */
+  private expireFollowers(): void {
+    const limit = this.ctx.now() - (this.ctx.opts.tabExpiryMs ?? TAB_EXPIRY_MS);
+    let changed = false;
+    for (const [id, f] of this.followers) {
+      if (f.seen < limit) {
+        this.followers.delete(id);
+        changed = true;
+      }
+    }
+    if (changed) this.topicsChanged();
+  }
+}
+
+/**
+ * A tab waiting for the lock: applies what the leader relays, announces its topics, and sends
+ * its client messages through the leader.
+ */
+class Follower {
+  private readonly heartbeat: Ticker;
+  private readonly lockWait: AbortController | null = typeof AbortController !== 'undefined' ? new AbortController() : null;
+
+  constructor(private readonly ctx: TabContext) {
+    ctx.setStatus('reconnecting');
+    // Ask a running leader for its status and latest values, and tell it what this tab wants.
+    ctx.post({ kind: 'hello', tab: ctx.tabId, topics: [...ctx.ownTopics] });
+    this.heartbeat = new Ticker(ctx, ctx.opts.tabHeartbeatMs ?? TAB_HEARTBEAT_MS, () => this.announce());
+  }
+
+  /** Aborts the wait for the lock when this tab stops first. */
+  get lockSignal(): AbortSignal | undefined {
+    return this.lockWait?.signal;
+  }
+
+  announce(): void {
+    this.ctx.post({ kind: 'tab', tab: this.ctx.tabId, topics: [...this.ctx.ownTopics] });
+  }
+
+  bye(): void {
+    this.ctx.post({ kind: 'bye', tab: this.ctx.tabId });
+  }
+
+  send(message: ClientMessage): boolean {
+    this.ctx.post({ kind: 'send', tab: this.ctx.tabId, msg: message });
+    return true;
+  }
+
+  reconnectNow(): void {
+    this.ctx.post({ kind: 'reconnect' });
+  }
+
+  /** This tab got the lock: it leads from now on (no `bye`: its topics stay wanted). */
+  promoted(): void {
+    this.heartbeat.stop();
+  }
+
+  /** This tab stops: the leader releases its topics, and the place in the lock queue is given up. */
+  stop(): void {
+    this.bye();
+    this.heartbeat.stop();
+    this.lockWait?.abort();
+  }
+
+  onRelay(m: RelayMessage): void {
+    switch (m.kind) {
+      case 'msg': {
+        const msg = serverMessages.decode(m.msg);
+        if (!msg) break;
+        this.ctx.opts.onMessage(msg);
+        if (msg.type === 'connected') this.resendViewingIfVisible();
+        break;
+      }
+      case 'roll-call':
+        this.announce();
+        break;
+      case 'status':
+        this.ctx.setStatus(m.status);
+        break;
+      case 'state':
+        this.ctx.setStatus(m.status);
+        for (const msg of relayedMessages(m.messages)) this.ctx.opts.onMessage(msg);
+        break;
+      case 'unauthorized':
+        this.ctx.opts.onUnauthorized(m.why === 'deactivated' ? 'deactivated' : 'rejected');
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** After a new connection the visible tab's page is what the user looks at. */
+  private resendViewingIfVisible(): void {
+    const viewing = this.ctx.viewing;
+    if (viewing === null) return;
+    const visible = this.ctx.opts.isVisible ? this.ctx.opts.isVisible() : true;
+    if (visible) this.send({ type: 'viewing', payload: { path: viewing } });
+  }
+}
 
 /**
  * One WebSocket per browser: the tab that holds the Web Lock `pulse-ws-leader` opens the
@@ -126,50 +504,59 @@ export const RELAY_CHANNEL_NAME = 'pulse-ws';
  * sends them on the socket. After every new connection (`connected`) the leader sends its
  * tab's `viewing` again and every visible follower relays its own, so presence is right
  * after a reconnect or a change of leader.
+ *
+ * The coordinator holds what every role shares (the channel, this tab's topics and view, the
+ * status shown); what only a leader, a follower or a solo tab has lives in that part's object
+ * (`Leader`, `Follower`, `Solo`), created when the tab takes the role and stopped with it.
  */
 export class TabCoordinator {
-  private _role: TabRole = 'pending';
-  private channel: ChannelLike | null = null;
-  private connection: LeaderConnection | null = null;
-  private releaseLock: (() => void) | null = null;
-  private abort: AbortController | null = null;
-  private status: ConnectionStatus = 'reconnecting';
-  /** Leader only: latest `connected` and latest value per stats topic, replayed to new followers. */
-  private latestConnected: ServerMessage | null = null;
-  private latestStats = new Map<string, ServerMessage>();
-  private latestPresence: ServerMessage | null = null;
-  private stopped = false;
   readonly tabId: string;
+  private readonly ctx: TabContext;
+  private stopped = false;
   private ownTopics: string[];
   private viewing: string | null = null;
-  /** Leader only: the live followers and what they want. */
-  private tabs = new Map<string, { topics: string[]; seen: number }>();
-  /** Leader/solo only: the socket's topics. */
-  private subscriptions: TopicSubscriptions | null = null;
-  private heartbeatTimer: unknown = null;
-  private readonly timers: Timers;
-  private readonly now: () => number;
+  private _role: TabRole = 'pending';
+  private part: Leader | Follower | Solo | null = null;
+  private channel: ChannelLike | null = null;
+  private status: ConnectionStatus = 'reconnecting';
 
   constructor(private readonly opts: TabCoordinatorOptions) {
     this.tabId = opts.tabId ?? randomId();
     this.ownTopics = cleanTopics(opts.initialTopics ?? []);
-    this.timers = opts.timers ?? realTimers;
-    this.now = opts.now ?? Date.now;
+    // The parts see the coordinator's shared state live, through this view.
+    const self = this;
+    this.ctx = {
+      opts,
+      tabId: this.tabId,
+      timers: opts.timers ?? realTimers,
+      now: opts.now ?? Date.now,
+      get stopped() {
+        return self.stopped;
+      },
+      get ownTopics() {
+        return self.ownTopics;
+      },
+      get viewing() {
+        return self.viewing;
+      },
+      setStatus: (s) => this.setStatus(s),
+      post: (m) => this.post(m),
+    };
   }
 
-  /** Leader only: the topics the socket should follow (own ∪ live followers'), sorted. */
+  /** The topics the socket should follow: in the leader own ∪ live followers', else this tab's (sorted). */
   get wantedTopics(): string[] {
-    return this.union();
+    return this.part instanceof Leader ? this.part.wantedTopics : [...this.ownTopics];
   }
 
   /** Leader/solo: the server's list for the connection as last acknowledged; null otherwise. */
   get serverTopics(): string[] | null {
-    return this.subscriptions?.serverTopics ?? null;
+    return this.part instanceof Leader || this.part instanceof Solo ? this.part.serverTopics : null;
   }
 
   /** Leader only: ids of the followers it knows. */
   get knownTabs(): string[] {
-    return [...this.tabs.keys()].sort();
+    return this.part instanceof Leader ? this.part.knownTabs : [];
   }
 
   get role(): TabRole {
@@ -178,6 +565,10 @@ export class TabCoordinator {
 
   get currentStatus(): ConnectionStatus {
     return this.status;
+  }
+
+  get currentViewing(): string | null {
+    return this.viewing;
   }
 
   start(): void {
@@ -196,22 +587,22 @@ export class TabCoordinator {
       return;
     }
     this.channel = channel;
-    channel.onmessage = (ev) => this.onChannelMessage(ev.data);
+    channel.onmessage = (ev) => this.onRelay(ev.data);
     this.setRole('follower');
-    this.emitStatus('reconnecting');
-    // Ask a running leader for its status and latest values, and tell it what this tab wants.
-    this.post({ kind: 'hello', tab: this.tabId, topics: this.ownTopics });
-    this.scheduleHeartbeat();
-    this.abort = typeof AbortController !== 'undefined' ? new AbortController() : null;
+    const follower = new Follower(this.ctx);
+    this.part = follower;
+    const signal = follower.lockSignal;
     let request: Promise<unknown>;
     try {
       request = locks.request(
         this.opts.lockName ?? LEADER_LOCK_NAME,
-        this.abort ? { mode: 'exclusive', signal: this.abort.signal } : { mode: 'exclusive' },
-        () => this.lead(),
+        signal ? { mode: 'exclusive', signal } : { mode: 'exclusive' },
+        () => this.lead(follower),
       );
     } catch {
       // The lock manager is unusable (e.g. insecure context quirks): fall back to our own socket.
+      follower.promoted();
+      this.part = null;
       this.closeChannel();
       this.becomeSolo();
       return;
@@ -224,42 +615,28 @@ export class TabCoordinator {
   /** Stops this tab's part: closes the socket if leader (1000), releases the lock, leaves the channel. */
   stop(): void {
     if (this.stopped) return;
-    if (this._role === 'follower') this.post({ kind: 'bye', tab: this.tabId });
+    const part = this.part;
+    this.part = null;
+    // A follower's `bye` goes out before the tab counts as stopped.
+    if (part instanceof Follower) part.stop();
     this.stopped = true;
-    this.clearHeartbeat();
-    this.subscriptions = null;
-    this.connection?.stop();
-    this.connection = null;
-    this.abort?.abort();
-    this.abort = null;
-    this.releaseLock?.();
-    this.releaseLock = null;
+    if (part && !(part instanceof Follower)) part.stop();
     this.closeChannel();
     this.setRole('stopped');
   }
 
   /** Skip the backoff wait (leader/solo directly; a follower asks the leader). */
   reconnectNow(): void {
-    if (this.connection) this.connection.reconnectNow?.();
-    else this.post({ kind: 'reconnect' });
+    this.part?.reconnectNow();
   }
 
   /**
    * Sends a client message over the shared socket: directly in the leader/solo tab, through
    * the leader from a follower. Returns false when it certainly went nowhere.
    */
-  send(message: unknown): boolean {
-    if (this.stopped) return false;
-    if (this.connection) return this.connection.send?.(message) ?? false;
-    if (this._role === 'follower' && this.channel) {
-      this.post({ kind: 'send', tab: this.tabId, msg: message });
-      return true;
-    }
-    return false;
-  }
-
-  get currentViewing(): string | null {
-    return this.viewing;
+  send(message: ClientMessage): boolean {
+    if (this.stopped || !this.part) return false;
+    return this.part.send(message);
   }
 
   /** What this tab shows (presence). Sent now, and again after every new connection. */
@@ -274,232 +651,25 @@ export class TabCoordinator {
     if (sameTopics(next, this.ownTopics)) return;
     this.ownTopics = next;
     if (this.stopped) return;
-    if (this.subscriptions) this.subscriptions.setWanted(this.union());
-    else if (this._role === 'follower') this.announce();
+    if (this.part instanceof Follower) this.part.announce();
+    else if (this.part instanceof Leader) this.part.topicsChanged();
+    else if (this.part instanceof Solo) this.part.topicsChanged(next);
   }
 
   /** This tab is going away (pagehide): the leader releases its topics now. */
   bye(): void {
-    if (this._role === 'follower') this.post({ kind: 'bye', tab: this.tabId });
+    if (this.part instanceof Follower) this.part.bye();
   }
 
   /** This tab is back (pageshow from the back/forward cache): announce again. */
   announce(): void {
-    if (this._role === 'follower' && !this.stopped) this.post({ kind: 'tab', tab: this.tabId, topics: this.ownTopics });
+    if (this.part instanceof Follower && !this.stopped) this.part.announce();
   }
 
-  private union(): string[] {
-    const all = new Set(this.ownTopics);
-    for (const t of this.tabs.values()) t.topics.forEach((x) => all.add(x));
-    return [...all].sort();
-  }
+  // ---------------------------------------------------------------- shared by the parts
 
-  private newSubscriptions(): TopicSubscriptions {
-    const subs = new TopicSubscriptions(
-      (m) => this.connection?.send?.(m) ?? false,
-      (e) => this.opts.onTopicError?.(e),
-    );
-    subs.setWanted(this.union());
-    return subs;
-  }
-
-  /** Leader/solo: a message from the own socket, before it is applied/relayed. */
-  private onSocketMessage(m: ServerMessage): void {
-    this.subscriptions?.handle(m);
-    if (m.type === 'connected' && this.viewing !== null) {
-      this.connection?.send?.({ type: 'viewing', payload: { path: this.viewing } });
-    }
-  }
-
-  private onSocketStatus(s: ConnectionStatus): void {
-    if (s !== 'live') this.subscriptions?.disconnected();
-  }
-
-  private scheduleHeartbeat(): void {
-    this.clearHeartbeat();
-    const every = this.opts.tabHeartbeatMs ?? TAB_HEARTBEAT_MS;
-    if (every <= 0) return;
-    this.heartbeatTimer = this.timers.setTimeout(() => {
-      this.heartbeatTimer = null;
-      if (this.stopped) return;
-      if (this._role === 'follower') this.announce();
-      else if (this._role === 'leader') this.expireTabs();
-      this.scheduleHeartbeat();
-    }, every);
-  }
-
-  private clearHeartbeat(): void {
-    if (this.heartbeatTimer !== null) {
-      this.timers.clearTimeout(this.heartbeatTimer);
-      this.heartbeatTimer = null;
-    }
-  }
-
-  private expireTabs(): void {
-    const limit = this.now() - (this.opts.tabExpiryMs ?? TAB_EXPIRY_MS);
-    let changed = false;
-    for (const [id, t] of this.tabs) {
-      if (t.seen < limit) {
-        this.tabs.delete(id);
-        changed = true;
-      }
-    }
-    if (changed) this.subscriptions?.setWanted(this.union());
-  }
-
-  private noteTab(id: unknown, topics: unknown): void {
-    if (typeof id !== 'string' || !id || id === this.tabId) return;
-    const next = cleanTopics(topics);
-    const prev = this.tabs.get(id);
-    this.tabs.set(id, { topics: next, seen: this.now() });
-    if (!prev || !sameTopics(prev.topics, next)) this.subscriptions?.setWanted(this.union());
-  }
-
-  private becomeSolo(): void {
-    this.setRole('solo');
-    this.subscriptions = this.newSubscriptions();
-    this.connection = this.opts.createConnection({
-      onMessage: (m) => {
-        if (this.stopped) return;
-        this.onSocketMessage(m);
-        this.opts.onMessage(m);
-      },
-      onStatus: (s) => {
-        if (this.stopped) return;
-        this.onSocketStatus(s);
-        this.emitStatus(s);
-      },
-      onUnauthorized: () => this.opts.onUnauthorized(),
-      topics: () => this.subscriptions?.urlTopics() ?? this.ownTopics,
-    });
-  }
-
-  /** Runs while this tab holds the lock; resolving the returned promise releases it. */
-  private lead(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    this.abort = null;
-    this.setRole('leader');
-    this.latestConnected = null;
-    this.latestStats.clear();
-    this.latestPresence = null;
-    this.tabs.clear();
-    const held = new Promise<void>((resolve) => {
-      this.releaseLock = resolve;
-    });
-    this.emitStatus('reconnecting');
-    // The followers' topics are not known yet: they answer the roll call.
-    this.post({ kind: 'roll-call' });
-    this.scheduleHeartbeat();
-    this.subscriptions = this.newSubscriptions();
-    this.connection = this.opts.createConnection({
-      onMessage: (m) => {
-        if (this.stopped) return;
-        this.onSocketMessage(m);
-        this.remember(m);
-        this.post({ kind: 'msg', msg: m });
-        this.opts.onMessage(m);
-      },
-      onStatus: (s) => {
-        if (this.stopped) return;
-        this.onSocketStatus(s);
-        this.emitStatus(s);
-      },
-      topics: () => this.subscriptions?.urlTopics() ?? this.ownTopics,
-      onUnauthorized: () => {
-        if (this.stopped) return;
-        this.post({ kind: 'unauthorized' });
-        this.opts.onUnauthorized();
-      },
-    });
-    return held;
-  }
-
-  private remember(m: ServerMessage): void {
-    if (m.type === 'connected') {
-      this.latestConnected = m;
-      this.latestStats.clear();
-      this.latestPresence = null;
-    } else if (m.type === 'presence') {
-      this.latestPresence = m;
-    } else if (m.type.startsWith('stats:')) {
-      const prev = this.latestStats.get(m.type);
-      if (prev && typeof prev.seq === 'number' && typeof m.seq === 'number' && m.seq <= prev.seq) return;
-      this.latestStats.set(m.type, m);
-    }
-  }
-
-  private onChannelMessage(data: unknown): void {
-    if (this.stopped || !data || typeof data !== 'object') return;
-    const m = data as RelayMessage;
-    if (this._role === 'leader') {
-      switch (m.kind) {
-        case 'hello': {
-          if (m.tab !== undefined) this.noteTab(m.tab, m.topics);
-          const messages: ServerMessage[] = [];
-          if (this.latestConnected) messages.push(this.latestConnected);
-          messages.push(...this.latestStats.values());
-          if (this.latestPresence) messages.push(this.latestPresence);
-          this.post({ kind: 'state', status: this.status, messages });
-          break;
-        }
-        case 'tab':
-          this.noteTab(m.tab, m.topics);
-          break;
-        case 'bye':
-          if (this.tabs.delete(m.tab)) this.subscriptions?.setWanted(this.union());
-          break;
-        case 'send':
-          if (typeof m.tab === 'string' && this.tabs.has(m.tab)) this.tabs.get(m.tab)!.seen = this.now();
-          if (m.msg && typeof m.msg === 'object') this.connection?.send?.(m.msg);
-          break;
-        case 'reconnect':
-          this.connection?.reconnectNow?.();
-          break;
-        default:
-          break;
-      }
-      return;
-    }
-    if (this._role !== 'follower') return;
-    switch (m.kind) {
-      case 'msg':
-        if (m.msg && typeof m.msg.type === 'string') {
-          this.opts.onMessage(m.msg);
-          if (m.msg.type === 'connected') this.resendViewingIfVisible();
-        }
-        break;
-      case 'roll-call':
-        this.announce();
-        break;
-      case 'status':
-        this.emitStatus(m.status);
-        break;
-      case 'state':
-        this.emitStatus(m.status);
-        for (const msg of m.messages ?? []) {
-          if (msg && typeof msg.type === 'string') this.opts.onMessage(msg);
-        }
-        break;
-      case 'unauthorized':
-        this.opts.onUnauthorized();
-        break;
-      default:
-        break;
-    }
-  }
-
-  /** A follower after a new connection: the visible tab's page is what the user looks at. */
-  private resendViewingIfVisible(): void {
-    if (this.viewing === null) return;
-    const visible = this.opts.isVisible ? this.opts.isVisible() : true;
-    if (visible) this.post({ kind: 'send', tab: this.tabId, msg: { type: 'viewing', payload: { path: this.viewing } } });
-  }
-
-  private emitStatus(s: ConnectionStatus): void {
+  private setStatus(s: ConnectionStatus): void {
     this.status = s;
-    if (this._role === 'leader') {
-      this.post({ kind: 'status', status: s });
-    }
     this.opts.onStatus(s);
   }
 
@@ -509,6 +679,29 @@ export class TabCoordinator {
     } catch {
       /* channel closed */
     }
+  }
+
+  // ---------------------------------------------------------------- roles
+
+  private becomeSolo(): void {
+    this.setRole('solo');
+    this.part = new Solo(this.ctx);
+  }
+
+  /** Runs while this tab holds the lock; resolving the returned promise releases it. */
+  private lead(follower: Follower): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    follower.promoted();
+    return new Promise<void>((release) => {
+      this.setRole('leader');
+      this.part = new Leader(this.ctx, release);
+    });
+  }
+
+  private onRelay(data: unknown): void {
+    if (this.stopped || !data || typeof data !== 'object') return;
+    const m = data as RelayMessage;
+    if (this.part instanceof Leader || this.part instanceof Follower) this.part.onRelay(m);
   }
 
   private closeChannel(): void {

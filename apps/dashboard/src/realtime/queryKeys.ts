@@ -9,4 +9,6 @@ export const queryKeys = {
   /** One conversation: under the `conversations` prefix, so a pushed change refreshes it too. */
   conversation: (id: number) => ['conversations', 'detail', id] as const,
   me: ['me'] as const,
+  /** `GET /api/v1/users` (admins). */
+  users: ['users'] as const,
 };

@@ -1,4 +1,4 @@
-import type { ServerMessage } from './types';
+import type { ClientMessage, ServerMessage } from './messages';
 
 /** The stats topics: the layout's badges need all three. */
 export const STATS_TOPICS = ['stats:tasks', 'stats:approvals', 'stats:conversations'] as const;
@@ -64,7 +64,7 @@ export class TopicSubscriptions {
   private connectTopics: string[] = [];
 
   constructor(
-    private readonly send: (message: unknown) => boolean,
+    private readonly send: (message: ClientMessage) => boolean,
     private readonly onError?: (error: TopicError) => void,
   ) {}
 
@@ -107,9 +107,8 @@ export class TopicSubscriptions {
       return false;
     }
     if (msg.type === 'subscribed') {
-      const topics = (msg.payload as { topics?: unknown } | undefined)?.topics;
-      if (!Array.isArray(topics) || this.server === null) return true;
-      this.server = new Set(topics.filter((t): t is string => typeof t === 'string'));
+      if (this.server === null) return true;
+      this.server = new Set(msg.payload.topics);
       this.pending.shift();
       if (this.pending.length === 0) {
         this.expected = new Set(this.server);
@@ -118,9 +117,8 @@ export class TopicSubscriptions {
       return true;
     }
     if (msg.type === 'error') {
-      const p = msg.payload as { code?: unknown; message?: unknown } | undefined;
-      if (p?.code !== 'unknown_topic') return false;
-      const message = typeof p.message === 'string' ? p.message : 'unknown topic';
+      if (msg.payload.code !== 'unknown_topic') return false;
+      const { message } = msg.payload;
       const i = this.pending.findIndex((r) => r.kind === 'subscribe');
       const request = i >= 0 ? this.pending.splice(i, 1)[0] : null;
       if (request) {

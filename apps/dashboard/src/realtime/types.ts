@@ -1,57 +1,8 @@
 /** Connection status as shown to the user. The text of the indicator is exactly one of these. */
 export type ConnectionStatus = 'live' | 'reconnecting' | 'offline';
 
-export interface TaskStats {
-  pending: number;
-  inProgress: number;
-  completed: number;
-  total: number;
-}
-
-export interface ApprovalStats {
-  pending: number;
-  approved: number;
-  rejected: number;
-  executed: number;
-  total: number;
-}
-
-/** GET /api/v1/approvals/stats returns the stats wrapped; the cache holds the same shape. */
-export interface ApprovalStatsEnvelope {
-  stats: ApprovalStats;
-}
-
-export interface ConversationStats {
-  active: number;
-  escalated: number;
-  resolved: number;
-  total: number;
-}
-
+/** The three stats topics the layout's badges show (their payloads are counts). */
 export type StatsTopic = 'stats:tasks' | 'stats:approvals' | 'stats:conversations';
-
-export interface ConnectedMessage {
-  type: 'connected';
-  payload: { userId: number | string; username: string; role: string };
-}
-
-export interface StatsMessage<T extends StatsTopic = StatsTopic> {
-  type: T;
-  seq?: number;
-  payload: T extends 'stats:tasks'
-    ? TaskStats
-    : T extends 'stats:approvals'
-      ? ApprovalStats
-      : ConversationStats;
-}
-
-/** Any message from the server: a JSON object with a string `type`. Unknown types are ignored. */
-export interface ServerMessage {
-  type: string;
-  seq?: number;
-  payload?: unknown;
-  [key: string]: unknown;
-}
 
 /** The subset of the browser WebSocket that the client uses (so tests can pass a fake). */
 export interface WebSocketLike {
@@ -93,20 +44,12 @@ export function isUnauthorizedError(err: unknown): boolean {
   return err instanceof UnauthorizedError || (!!err && typeof err === 'object' && (err as { unauthorized?: unknown }).unauthorized === true);
 }
 
+/**
+ * Why the server ended the session: the token was refused (expired, retired by a role or
+ * password change: close 4401, or a 401) — sign in again — or the account was deactivated
+ * (close 4403) — signing in will not help.
+ */
+export type SessionEnd = 'rejected' | 'deactivated';
+
 /** Result of checking the token after a connection failed before `open`. */
 export type AuthCheck = 'ok' | 'unauthorized' | 'unknown';
-
-/** Parses a text frame into a server message; anything that is not a JSON object with a string type is null. */
-export function parseServerMessage(data: unknown): ServerMessage | null {
-  if (typeof data !== 'string') return null;
-  let value: unknown;
-  try {
-    value = JSON.parse(data);
-  } catch {
-    return null;
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return null;
-  const type = (value as { type?: unknown }).type;
-  if (typeof type !== 'string') return null;
-  return value as ServerMessage;
-}

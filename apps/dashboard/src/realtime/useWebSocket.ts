@@ -11,11 +11,12 @@ import {
   type TabRole,
 } from './TabCoordinator';
 import { STATS_TOPICS, type TopicError } from './topics';
+import type { ClientMessage, ServerMessage } from './messages';
 import {
   UnauthorizedError,
   type AuthCheck,
   type ConnectionStatus,
-  type ServerMessage,
+  type SessionEnd,
   type Timers,
   type WebSocketFactory,
 } from './types';
@@ -146,8 +147,11 @@ export function openRealtimeSocket(d: RealtimeDeps, token: string, handlers: Lea
 export interface UseWebSocketOptions {
   /** JWT; null = logged out (no connection). */
   token: string | null;
-  /** The token was rejected (close 4401, 401 from /me or from the ticket endpoint): log out and show the login page. */
-  onUnauthorized: () => void;
+  /**
+   * The session ended: the token was rejected (close 4401, 401 from /me or from the ticket
+   * endpoint) or the account deactivated (close 4403). Log out and show the login page, saying why.
+   */
+  onUnauthorized: (why: SessionEnd) => void;
   history?: StatsHistory;
   deps?: Partial<RealtimeDeps>;
   /** Every message this tab applies (presence, typing, personal events; tests, debugging). */
@@ -168,7 +172,7 @@ export interface UseWebSocketResult {
   /** Skip the current backoff wait. */
   reconnect: () => void;
   /** Sends a client message (e.g. typing) on the shared socket, through the leader tab if needed. */
-  send: (message: unknown) => boolean;
+  send: (message: ClientMessage) => boolean;
   /** The last refused topic request (`unknown_topic`), or null. */
   topicError: TopicError | null;
 }
@@ -214,10 +218,10 @@ export function useWebSocket({
     const d: RealtimeDeps = { ...defaultRealtimeDeps(), ...depsRef.current };
     const sync = new StatsSync(queryClient, history);
     let unauthorizedFired = false;
-    const fireUnauthorized = () => {
+    const fireUnauthorized = (why: SessionEnd) => {
       if (unauthorizedFired) return;
       unauthorizedFired = true;
-      unauthorizedRef.current();
+      unauthorizedRef.current(why);
     };
     const coordinator = new TabCoordinator({
       locks: d.locks,
@@ -235,19 +239,16 @@ export function useWebSocket({
       onMessage: (msg) => {
         sync.handle(msg);
         if (msg.type === 'error') {
-          const p = msg.payload as { code?: unknown; message?: unknown } | undefined;
-          if (p?.code === 'unknown_topic') {
-            setTopicError({ code: 'unknown_topic', message: typeof p.message === 'string' ? p.message : 'unknown topic' });
-          }
+          if (msg.payload.code === 'unknown_topic') setTopicError({ code: 'unknown_topic', message: msg.payload.message });
         } else if (msg.type === 'connected') {
           setTopicError(null);
         }
         onMessageRef.current?.(msg);
       },
       onStatus: (s) => setStatus(s),
-      onUnauthorized: () => {
+      onUnauthorized: (why) => {
         setStatus('offline');
-        fireUnauthorized();
+        fireUnauthorized(why);
       },
       onRoleChange: (r) => setRole(r),
     });
@@ -295,7 +296,7 @@ export function useWebSocket({
   }, [viewing]);
 
   const reconnect = useCallback(() => coordinatorRef.current?.reconnectNow(), []);
-  const send = useCallback((message: unknown) => coordinatorRef.current?.send(message) ?? false, []);
+  const send = useCallback((message: ClientMessage) => coordinatorRef.current?.send(message) ?? false, []);
 
   return { status: token ? status : 'offline', role, reconnect, send, topicError };
 }
