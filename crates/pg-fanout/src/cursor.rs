@@ -11,18 +11,22 @@
 //! hold its number for minutes and still commit — but the database's own bookkeeping can:
 //!
 //! - the writer takes a transaction id *before* its number (`pulse_next_event_seq()` in
-//!   migrations/postgres), so whoever holds a number below a visible row already had an id
-//!   when the reader's snapshot was taken, and that id is below the snapshot's `xmax`;
-//! - once a later snapshot's `xmin` (the oldest transaction still running) has passed that
-//!   `xmax`, every transaction that could own the number has ended: a row that is still not
+//!   migrations/postgres), so whoever holds a number below a visible row had its id before
+//!   the reader's snapshot was taken;
+//! - right after a read that revealed gaps the listener takes a transaction id of its own,
+//!   the *fence* (`SELECT pg_current_xact_id()`, committed at once): it is above every id
+//!   assigned before, so above every holder's. (The snapshot's own `xmax` is no such bound:
+//!   PostgreSQL sets it one past the latest *completed* transaction, and a running one with
+//!   a higher id is simply not listed.)
+//! - once a later snapshot's `xmin` (the oldest transaction still running) has reached the
+//!   fence, every transaction that could own the number has ended: a row that is still not
 //!   visible then was rolled back, or pruned — and pruning (`services::EventLog::prune`)
 //!   only removes rows numbered below a floor it records and only ever raises.
 //!
-//! So a gap is kept as a range of numbers with the `xmax` of the snapshot that revealed it,
-//! re-read until it fills, and given up only when no transaction that could fill it runs.
-//! A gap given up below the pruning floor may hide a pruned row: that asks for a resync.
-//! (The oldest row left is no such floor: a transaction that held a low number commits
-//! after a pruning and lowers it again.)
+//! So a gap is kept as a range of numbers, re-read until it fills, and given up only when
+//! no transaction that could fill it runs. A gap given up below the pruning floor may hide
+//! a pruned row: that asks for a resync. (The oldest row left is no such floor: a
+//! transaction that held a low number commits after a pruning and lowers it again.)
 //!
 //! # What the cursor promises
 //!
@@ -108,9 +112,10 @@ impl Resync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Gap {
     end: Seq,
-    /// `xmax` of the snapshot that revealed the range: once a snapshot's `xmin` reaches it,
-    /// no transaction that could fill the range still runs.
-    seen_xmax: Xid,
+    /// The fence taken after the read that revealed the range (`None` until the listener
+    /// takes it): once a snapshot's `xmin` reaches it, no transaction that could fill the
+    /// range still runs.
+    fence: Option<Xid>,
     /// Merged over published rows to stay within the bound: rows found in it are not
     /// published; a resync covers the range once it is final.
     lossy: bool,
@@ -167,15 +172,14 @@ pub struct Cursor {
 
 impl Cursor {
     /// A cursor that publishes what commits from now on. `upto` is the last number the
-    /// sequence had handed out, read *before* `snapshot` was taken; rows visible in
-    /// `snapshot` are not published (the caller reads its initial state after), numbers
-    /// up to `upto` held by transactions running in `snapshot` are watched until they end.
-    pub fn start(upto: Seq, snapshot: &Snapshot, max_gaps: usize) -> Self {
-        let start = (!snapshot.running.is_empty()).then(|| StartTransactions {
-            upto,
-            running: snapshot.running.clone(),
-            unsure: false,
-        });
+    /// sequence had handed out, read *before* `snapshot` was taken, and `fence` a
+    /// transaction id taken *after* it; rows visible in `snapshot` are not published (the
+    /// caller reads its initial state after), numbers up to `upto` held by transactions
+    /// that may still run — listed in `snapshot`, or with ids from its `xmax` up to the
+    /// fence — are watched until those end.
+    pub fn start(upto: Seq, snapshot: &Snapshot, fence: Xid, max_gaps: usize) -> Self {
+        let running: Vec<Xid> = snapshot.running.iter().copied().chain(snapshot.xmax..fence).collect();
+        let start = (!running.is_empty()).then_some(StartTransactions { upto, running, unsure: false });
         Self { high: upto, gaps: BTreeMap::new(), start, max_gaps: max_gaps.max(1) }
     }
 
@@ -195,6 +199,19 @@ impl Cursor {
     /// The open gaps worth re-reading (inclusive ranges, ascending; lossy ones are not).
     pub fn gaps_to_read(&self) -> Vec<(Seq, Seq)> {
         self.gaps.iter().filter(|(_, g)| !g.lossy).map(|(start, g)| (*start, g.end)).collect()
+    }
+
+    /// Whether a read revealed gaps that still need a fence ([`Cursor::fence`]).
+    pub fn needs_fence(&self) -> bool {
+        self.gaps.values().any(|gap| gap.fence.is_none())
+    }
+
+    /// Records a transaction id taken after the latest read: above every id that could
+    /// hold a number of the gaps that read revealed.
+    pub fn fence(&mut self, xid: Xid) {
+        for gap in self.gaps.values_mut() {
+            gap.fence.get_or_insert(xid);
+        }
     }
 
     /// How many gap ranges are open (bounded by `max_gaps`).
@@ -228,13 +245,12 @@ impl Cursor {
                 continue; // not after the cursor: a caller's mistake, never published twice
             }
             if seq > self.high + 1 {
-                let gap = Gap { end: seq - 1, seen_xmax: read.snapshot.xmax, lossy: false };
+                let gap = Gap { end: seq - 1, fence: None, lossy: false };
                 self.gaps.insert(self.high + 1, gap);
             }
             self.high = seq;
             out.publish.push(seq);
         }
-        // A gap this very snapshot revealed is final at once when nothing was running.
         self.give_up_final_gaps(&read.snapshot, read.pruned_below, &mut out);
         self.keep_within_bound();
         out.publish.sort_unstable();
@@ -286,7 +302,7 @@ impl Cursor {
         let final_gaps: Vec<Seq> = self
             .gaps
             .iter()
-            .filter(|(_, gap)| snapshot.xmin >= gap.seen_xmax)
+            .filter(|(_, gap)| gap.fence.is_some_and(|fence| snapshot.xmin >= fence))
             .map(|(start, _)| *start)
             .collect();
         for start in final_gaps {
@@ -311,8 +327,8 @@ impl Cursor {
                 return;
             };
             self.gaps.remove(&second_start);
-            let merged =
-                Gap { end: second.end, seen_xmax: first.seen_xmax.max(second.seen_xmax), lossy: true };
+            let fence = first.fence.zip(second.fence).map(|(a, b)| a.max(b));
+            let merged = Gap { end: second.end, fence, lossy: true };
             self.gaps.insert(first_start, merged);
         }
     }

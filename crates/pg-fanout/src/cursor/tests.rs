@@ -44,17 +44,38 @@ impl Db {
         Self { next_xid: 100, ..Self::default() }
     }
 
+    /// `SELECT pg_current_xact_id()` in a statement of its own: a transaction that takes
+    /// the next id and commits at once.
+    fn fence(&mut self, step: usize) -> Xid {
+        let xid = self.next_xid;
+        self.next_xid += 1;
+        self.txs.push(Tx {
+            xid,
+            seqs: Vec::new(),
+            state: TxState::Committed { at: step },
+            ended: Some(step),
+        });
+        xid
+    }
+
     fn running(&self) -> Vec<usize> {
         (0..self.txs.len()).filter(|i| self.txs[*i].state == TxState::Running).collect()
     }
 
+    /// As PostgreSQL builds one: `xmax` is one past the latest *completed* transaction (not
+    /// the next id to assign), and only running transactions below it are listed — a
+    /// transaction with a higher id may be running unlisted.
     fn snapshot(&self) -> Snapshot {
-        let running: Vec<Xid> = self.running().iter().map(|i| self.txs[*i].xid).collect();
-        Snapshot {
-            xmin: running.iter().copied().min().unwrap_or(self.next_xid),
-            xmax: self.next_xid,
-            running,
-        }
+        let xmax = self
+            .txs
+            .iter()
+            .filter(|tx| tx.state != TxState::Running)
+            .map(|tx| tx.xid + 1)
+            .max()
+            .unwrap_or(100);
+        let running: Vec<Xid> =
+            self.running().iter().map(|i| self.txs[*i].xid).filter(|xid| *xid < xmax).collect();
+        Snapshot { xmin: running.iter().copied().min().unwrap_or(xmax), xmax, running }
     }
 
     /// `DELETE FROM events WHERE seq < K`, K the first row that may not go yet (its
@@ -113,10 +134,12 @@ struct Listener {
 }
 
 impl Listener {
-    fn start(db: &Db, max_gaps: usize) -> Self {
-        // The sequence's position is read before the snapshot is taken.
+    fn start(db: &mut Db, max_gaps: usize, step: usize) -> Self {
+        // The sequence's position is read before the snapshot is taken, the fence after.
         let upto = db.last_seq;
-        let cursor = Cursor::start(upto, &db.snapshot(), max_gaps);
+        let snapshot = db.snapshot();
+        let fence = db.fence(step);
+        let cursor = Cursor::start(upto, &snapshot, fence, max_gaps);
         Self { cursor, published: HashMap::new(), resyncs: Vec::new(), read_since_prune: true, max_gaps }
     }
 
@@ -132,7 +155,7 @@ impl Listener {
 
     /// One catch-up, as the listener's I/O does it: reads of `batch` rows after the cursor,
     /// each one statement (one snapshot), until one is not full. `false` if it failed.
-    fn read(&mut self, db: &Db, batch: usize, fail_after: Option<usize>, step: usize) -> bool {
+    fn read(&mut self, db: &mut Db, batch: usize, fail_after: Option<usize>, step: usize) -> bool {
         let mut batches = 0;
         loop {
             if fail_after == Some(batches) {
@@ -165,6 +188,14 @@ impl Listener {
             batches += 1;
             let outcome = self.cursor.apply(read);
             self.take(outcome, step);
+            if self.cursor.needs_fence() {
+                if fail_after == Some(batches) {
+                    self.cursor.connection_lost();
+                    return false; // the fence is taken after a later read
+                }
+                let fence = db.fence(step);
+                self.cursor.fence(fence);
+            }
             if !full {
                 self.read_since_prune = true;
                 return true;
@@ -234,7 +265,7 @@ fn check(ops: Vec<Op>, start_at: usize, max_gaps: usize, commit_leftovers: bool)
     };
     for (i, op) in ops.into_iter().enumerate() {
         if i == start_at {
-            listener = Some(Listener::start(&db, max_gaps));
+            listener = Some(Listener::start(&mut db, max_gaps, step));
             start_step = step;
             step += 1;
         }
@@ -242,7 +273,7 @@ fn check(ops: Vec<Op>, start_at: usize, max_gaps: usize, commit_leftovers: bool)
         step += 1;
     }
     if listener.is_none() {
-        listener = Some(Listener::start(&db, max_gaps));
+        listener = Some(Listener::start(&mut db, max_gaps, step));
         start_step = step;
         step += 1;
     }
@@ -254,7 +285,7 @@ fn check(ops: Vec<Op>, start_at: usize, max_gaps: usize, commit_leftovers: bool)
     }
     let mut listener = listener.expect("started");
     for _ in 0..3 {
-        assert!(listener.read(&db, 1000, None, step), "a read without a fault succeeds");
+        assert!(listener.read(&mut db, 1000, None, step), "a read without a fault succeeds");
         step += 1;
     }
     assert!(
@@ -312,11 +343,14 @@ fn read(snapshot: Snapshot, pruned_below: Seq, in_gaps: Vec<Seq>, after: Vec<Seq
 
 #[test]
 fn a_gap_waits_for_its_transaction_however_long_it_runs() {
-    let mut cursor = Cursor::start(0, &snap(10, 10, &[]), 100);
+    let mut cursor = Cursor::start(0, &snap(10, 10, &[]), 10, 100);
     // Transaction 10 holds number 1; 2 and 3 commit.
     let out = cursor.apply(read(snap(10, 12, &[10]), 0, vec![], vec![2, 3]));
     assert_eq!(out.publish, vec![2, 3]);
     assert_eq!(cursor.gaps_to_read(), vec![(1, 1)]);
+    assert!(cursor.needs_fence());
+    cursor.fence(12);
+    assert!(!cursor.needs_fence());
     // Any number of reads while 10 still runs: the gap stays.
     for _ in 0..100 {
         let out = cursor.apply(read(snap(10, 20, &[10]), 0, vec![], vec![]));
@@ -328,11 +362,29 @@ fn a_gap_waits_for_its_transaction_however_long_it_runs() {
     assert!(cursor.is_settled());
 }
 
+/// The holder of the missing number has a *higher* id than the latest completed one, so
+/// the snapshot does not list it (PostgreSQL's `xmax` is one past the latest completed
+/// transaction): only the fence keeps the gap open.
 #[test]
-fn a_gap_is_given_up_once_no_transaction_that_could_fill_it_runs() {
-    let mut cursor = Cursor::start(0, &snap(10, 10, &[]), 100);
+fn a_holder_the_snapshot_does_not_list_keeps_its_gap_open_until_the_fence_passes() {
+    let mut cursor = Cursor::start(0, &snap(729, 729, &[]), 729, 100);
+    // 730 holds number 1 and runs; 729 wrote number 2 and committed: "730:730:".
+    let out = cursor.apply(read(snap(730, 730, &[]), 0, vec![], vec![2]));
+    assert_eq!((out.publish, out.abandoned), (vec![2], 0), "not given up without a fence");
+    cursor.fence(731);
+    let out = cursor.apply(read(snap(730, 732, &[730]), 0, vec![], vec![]));
+    assert_eq!(out.abandoned, 0, "730 still runs");
+    let out = cursor.apply(read(snap(732, 732, &[]), 0, vec![1], vec![]));
+    assert_eq!(out.publish, vec![1], "730 committed: its row arrives");
+    assert!(cursor.is_settled());
+}
+
+#[test]
+fn a_gap_is_given_up_once_no_transaction_below_its_fence_runs() {
+    let mut cursor = Cursor::start(0, &snap(10, 10, &[]), 10, 100);
     cursor.apply(read(snap(10, 12, &[10]), 0, vec![], vec![2]));
-    // Transaction 12 started after the gap was seen: it cannot hold number 1, so 10's end decides.
+    cursor.fence(12);
+    // Transaction 12 started after the fence: it cannot hold number 1, so 10's end decides.
     let out = cursor.apply(read(snap(12, 13, &[12]), 0, vec![], vec![]));
     assert_eq!(
         (out.publish.len(), out.abandoned, out.resync),
@@ -344,66 +396,72 @@ fn a_gap_is_given_up_once_no_transaction_that_could_fill_it_runs() {
 
 #[test]
 fn a_gap_given_up_below_the_pruning_floor_asks_for_a_resync() {
-    let mut cursor = Cursor::start(0, &snap(10, 10, &[]), 100);
+    let mut cursor = Cursor::start(0, &snap(10, 10, &[]), 10, 100);
     cursor.apply(read(snap(10, 12, &[10]), 0, vec![], vec![2]));
+    cursor.fence(12);
     // Row 1 committed and was pruned before this read: pruning's floor is now 2.
-    let out = cursor.apply(read(snap(12, 12, &[]), 2, vec![], vec![]));
+    let out = cursor.apply(read(snap(13, 13, &[]), 2, vec![], vec![]));
     assert_eq!(out.resync, Some(Resync::MaybePruned));
 }
 
 #[test]
 fn an_empty_pruned_outbox_costs_one_range_not_one_entry_per_number() {
-    let mut cursor = Cursor::start(0, &snap(5, 5, &[]), 100);
+    let mut cursor = Cursor::start(0, &snap(5, 5, &[]), 5, 100);
     let out = cursor.apply(read(snap(5, 6, &[5]), 1_000_000, vec![], vec![1_000_000]));
     assert_eq!(out.publish, vec![1_000_000]);
     assert_eq!(cursor.gaps_to_read(), vec![(1, 999_999)]);
-    let out = cursor.apply(read(snap(6, 6, &[]), 1_000_000, vec![], vec![]));
+    cursor.fence(6);
+    let out = cursor.apply(read(snap(7, 7, &[]), 1_000_000, vec![], vec![]));
     assert_eq!(out.resync, Some(Resync::MaybePruned), "the missing numbers may have been pruned unread");
     assert!(cursor.is_settled());
 }
 
 #[test]
 fn rows_found_in_a_split_gap_are_published_once() {
-    let mut cursor = Cursor::start(0, &snap(1, 1, &[]), 100);
+    let mut cursor = Cursor::start(0, &snap(1, 1, &[]), 1, 100);
     cursor.apply(read(snap(1, 5, &[1, 2, 3]), 0, vec![], vec![5]));
     assert_eq!(cursor.gaps_to_read(), vec![(1, 4)]);
-    let out = cursor.apply(read(snap(1, 5, &[1, 3]), 0, vec![2], vec![]));
+    cursor.fence(6);
+    let out = cursor.apply(read(snap(1, 7, &[1, 3]), 0, vec![2], vec![]));
     assert_eq!(out.publish, vec![2]);
     assert_eq!(cursor.gaps_to_read(), vec![(1, 1), (3, 4)]);
+    assert!(!cursor.needs_fence(), "both halves keep the fence");
     // The same row again (a read repeated after an error) is not published twice.
-    let out = cursor.apply(read(snap(1, 5, &[1, 3]), 0, vec![2], vec![]));
+    let out = cursor.apply(read(snap(1, 7, &[1, 3]), 0, vec![2], vec![]));
     assert!(out.publish.is_empty());
 }
 
 #[test]
 fn the_bound_merges_old_gaps_into_a_lossy_range_covered_by_one_resync() {
-    let mut cursor = Cursor::start(0, &snap(1, 1, &[]), 2);
+    let mut cursor = Cursor::start(0, &snap(1, 1, &[]), 1, 2);
     let out = cursor.apply(read(snap(1, 9, &[1]), 0, vec![], vec![2, 4, 6, 8]));
     assert_eq!(out.publish, vec![2, 4, 6, 8]);
     assert_eq!(cursor.open_gaps(), 2);
     assert_eq!(cursor.gaps_to_read(), vec![(7, 7)], "the merged range is not read row by row");
-    let out = cursor.apply(read(snap(1, 9, &[1]), 0, vec![7], vec![]));
+    cursor.fence(9);
+    let out = cursor.apply(read(snap(1, 10, &[1]), 0, vec![7], vec![]));
     assert_eq!(out.publish, vec![7]);
-    let out = cursor.apply(read(snap(9, 9, &[]), 0, vec![], vec![]));
+    let out = cursor.apply(read(snap(10, 10, &[]), 0, vec![], vec![]));
     assert_eq!(out.resync, Some(Resync::TooManyGaps));
     assert!(cursor.is_settled());
 }
 
 #[test]
-fn transactions_running_at_start_are_watched_and_only_their_rows_published() {
-    // Started while transaction 7 runs; rows up to 10 visible then are not published.
-    let mut cursor = Cursor::start(10, &snap(7, 9, &[7]), 100);
-    assert_eq!(cursor.start_transactions(), vec![7]);
+fn transactions_that_may_run_at_start_are_watched_and_only_their_rows_published() {
+    // Started while 7 runs (listed) and 9 may run (at or above xmax, below the fence 10);
+    // rows up to 10 visible then are not published.
+    let mut cursor = Cursor::start(10, &snap(7, 9, &[7]), 10, 100);
+    assert_eq!(cursor.start_transactions(), vec![7, 9]);
     let out = cursor.apply(read(snap(7, 9, &[7]), 0, vec![], vec![]));
     assert_eq!(out, Outcome::default(), "still running");
     let out = cursor.apply(Read {
-        snapshot: snap(9, 9, &[]),
+        snapshot: snap(11, 11, &[]),
         pruned_below: 0,
         in_gaps: vec![],
-        start_rows: vec![(4, 7), (11, 7)],
+        start_rows: vec![(4, 7), (11, 7), (6, 9)],
         after: vec![],
     });
-    assert_eq!(out.publish, vec![4], "only its rows up to the start's position (11 comes after)");
+    assert_eq!(out.publish, vec![4, 6], "their rows up to the start's position (11 comes after)");
     assert!(cursor.is_settled());
 }
 
