@@ -108,9 +108,12 @@ pub enum FanoutError {
     /// The connection ended.
     #[error("the listen connection closed")]
     Closed,
-    /// `pg_current_snapshot()` said something unreadable.
-    #[error("unreadable snapshot {0:?}")]
+    /// `pg_current_snapshot()` or `pg_current_xact_id()` said something unreadable.
+    #[error("unreadable snapshot or transaction id {0:?}")]
     Snapshot(String),
+    /// `pulse_event_seq` hands out numbers in cached blocks.
+    #[error("pulse_event_seq must not be cached (CACHE {0}): the fan-out needs numbers in time order")]
+    CachedSequence(i64),
 }
 
 /// The running link of one instance: its listener and its outbound connection.
@@ -195,12 +198,18 @@ impl PgFanout {
     /// Takes this instance's users out of presence at once (on graceful shutdown).
     pub async fn leave(&self) {
         self.outbound_task.abort();
-        if let Ok(mut conn) = AsyncPgConnection::establish(&self.url).await {
-            let _ = diesel::sql_query("DELETE FROM presence WHERE instance = $1")
+        let leave = async {
+            let mut conn = AsyncPgConnection::establish(&self.url).await.ok()?;
+            diesel::sql_query("DELETE FROM presence WHERE instance = $1")
                 .bind::<Text, _>(&self.instance)
                 .execute(&mut conn)
-                .await;
-            let _ = conn.batch_execute(&format!("NOTIFY {PRESENCE_CHANNEL}")).await;
+                .await
+                .ok()?;
+            conn.batch_execute(&format!("NOTIFY {PRESENCE_CHANNEL}")).await.ok()
+        };
+        // Shutting down does not wait on a database that does not answer: the row expires.
+        if tokio::time::timeout(Duration::from_secs(3), leave).await.ok().flatten().is_none() {
+            tracing::warn!("could not remove this instance's presence; it expires within 30 s");
         }
     }
 

@@ -25,8 +25,9 @@ use crate::cursor::{Cursor, Read, Seq, Snapshot};
 use crate::own::OwnCommits;
 use crate::{FanoutConfig, FanoutError, FanoutMetrics, PRESENCE_CHANNEL, TYPING_CHANNEL, outbound};
 
-/// Every channel the listener follows.
-const LISTEN: &str = "LISTEN pulse_events; LISTEN pulse_typing; LISTEN pulse_presence";
+/// Every channel the listener follows. Its own transactions (fences) need no durability.
+const LISTEN: &str =
+    "SET synchronous_commit = off; LISTEN pulse_events; LISTEN pulse_typing; LISTEN pulse_presence";
 /// Rows read per query while catching up.
 const READ_BATCH: i64 = 1_000;
 const COLUMNS: &str = "seq, tx_id::text AS tx_id, origin, actor, event, created_at";
@@ -142,6 +143,14 @@ struct SequenceState {
     last_value: i64,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     is_called: bool,
+    #[diesel(sql_type = BigInt)]
+    cache: i64,
+}
+
+#[derive(QueryableByName)]
+struct Fence {
+    #[diesel(sql_type = Text)]
+    xid: String,
 }
 
 #[derive(QueryableByName)]
@@ -170,18 +179,40 @@ pub(crate) async fn open(
     config: &FanoutConfig,
 ) -> Result<(AsyncPgConnection, Cursor), FanoutError> {
     let mut conn = connect(url, config).await?;
-    let start = async {
-        // The sequence's position first, then the snapshot (see `Cursor::start`).
-        let sequence: SequenceState = diesel::sql_query("SELECT last_value, is_called FROM pulse_event_seq")
-            .get_result(&mut conn)
-            .await?;
-        let upto = if sequence.is_called { sequence.last_value } else { sequence.last_value - 1 };
-        let position = position(&mut conn).await?;
-        Ok::<_, FanoutError>((upto, position))
-    };
-    let (upto, position) = deadline(config.query_timeout, start).await?;
-    let snapshot = parse_snapshot(&position.snapshot)?;
-    Ok((conn, Cursor::start(upto, &snapshot, config.max_gaps)))
+    let cursor = deadline(config.query_timeout, start_here(&mut conn, config)).await?;
+    Ok((conn, cursor))
+}
+
+/// A cursor starting now (see `Cursor::start`): the sequence's position first, then a
+/// snapshot, then a fence.
+async fn start_here(conn: &mut AsyncPgConnection, config: &FanoutConfig) -> Result<Cursor, FanoutError> {
+    let upto = sequence_position(conn).await?;
+    let snapshot = parse_snapshot(&position(conn).await?.snapshot)?;
+    let fence = fence(conn).await?;
+    Ok(Cursor::start(upto, &snapshot, fence, config.max_gaps))
+}
+
+/// The last number the sequence handed out. Refuses a cached sequence: numbers handed out
+/// in blocks per session no longer follow time across sessions, which the cursor needs.
+async fn sequence_position(conn: &mut AsyncPgConnection) -> Result<i64, FanoutError> {
+    let sequence: SequenceState = diesel::sql_query(
+        "SELECT last_value, is_called, \
+                (SELECT seqcache FROM pg_sequence WHERE seqrelid = 'pulse_event_seq'::regclass) AS cache \
+         FROM pulse_event_seq",
+    )
+    .get_result(conn)
+    .await?;
+    if sequence.cache != 1 {
+        return Err(FanoutError::CachedSequence(sequence.cache));
+    }
+    Ok(if sequence.is_called { sequence.last_value } else { sequence.last_value - 1 })
+}
+
+/// Takes a transaction id of the listener's own, committed at once: above every id
+/// assigned before (see the cursor's documentation).
+async fn fence(conn: &mut AsyncPgConnection) -> Result<u64, FanoutError> {
+    let fence: Fence = diesel::sql_query("SELECT pg_current_xact_id()::text AS xid").get_result(conn).await?;
+    fence.xid.parse().map_err(|_| FanoutError::Snapshot(fence.xid))
 }
 
 async fn connect(url: &str, config: &FanoutConfig) -> Result<AsyncPgConnection, FanoutError> {
@@ -219,9 +250,12 @@ impl Listener {
                 }),
             };
             let result = match connection {
-                Ok(c) => {
+                Ok(mut c) => {
                     self.metrics.connects.fetch_add(1, Ordering::Relaxed);
-                    self.serve(c, &mut backoff).await
+                    match deadline(self.config.query_timeout, self.check_not_rewound(&mut c)).await {
+                        Ok(()) => self.serve(c, &mut backoff).await,
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -233,6 +267,19 @@ impl Listener {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
+    }
+
+    /// After a failover or a restore the sequence may stand below numbers this cursor has
+    /// seen: new rows would be taken for old ones. Start over from here and resync.
+    async fn check_not_rewound(&mut self, conn: &mut AsyncPgConnection) -> Result<(), FanoutError> {
+        if sequence_position(conn).await? >= self.cursor.high() {
+            return Ok(());
+        }
+        tracing::error!("the outbox sequence went back (failover or restore?): starting over and resyncing");
+        self.cursor = start_here(conn, &self.config).await?;
+        self.metrics.resyncs.fetch_add(1, Ordering::Relaxed);
+        self.publisher.resync();
+        Ok(())
     }
 
     /// Answers notifications, the safety poll and doubts until the connection fails.
@@ -305,7 +352,7 @@ impl Listener {
     async fn read_presence(&mut self, conn: &mut AsyncPgConnection) -> Result<(), FanoutError> {
         let query = diesel::sql_query(format!(
             "SELECT snapshot FROM presence WHERE instance <> $1 \
-             AND updated_at > now() - interval '{} seconds'",
+             AND updated_at > now() - interval '{} seconds' ORDER BY instance",
             outbound::PRESENCE_TTL_SECS
         ))
         .bind::<Text, _>(&self.instance);
@@ -374,31 +421,28 @@ impl Listener {
             self.metrics.resyncs.fetch_add(1, Ordering::Relaxed);
             self.publisher.resync();
         }
+        if self.cursor.needs_fence() {
+            let fence = fence(conn).await?;
+            self.cursor.fence(fence);
+        }
         Ok(full)
     }
 
     /// Own rows whose commit was reported in doubt after they were read: read and announce.
+    /// The numbers stay queued until the read succeeded (a deadline may drop this future).
     async fn read_again(&mut self, conn: &mut AsyncPgConnection) -> Result<(), FanoutError> {
-        let seqs = std::mem::take(&mut *self.writer.read_again.lock().unwrap_or_else(|p| p.into_inner()));
+        let seqs = self.writer.read_again.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if seqs.is_empty() {
             return Ok(());
         }
-        let rows: Result<Vec<Row>, _> =
+        let rows: Vec<Row> =
             diesel::sql_query(format!("SELECT {COLUMNS} FROM events WHERE seq = ANY($1) ORDER BY seq"))
                 .bind::<Array<BigInt>, _>(&seqs)
                 .load(conn)
-                .await;
-        match rows {
-            Ok(rows) => {
-                self.publish_envelopes(rows);
-                Ok(())
-            }
-            Err(error) => {
-                // Keep them for the next attempt.
-                self.writer.read_again.lock().unwrap_or_else(|p| p.into_inner()).extend(seqs);
-                Err(error.into())
-            }
-        }
+                .await?;
+        self.writer.read_again.lock().unwrap_or_else(|p| p.into_inner()).retain(|seq| !seqs.contains(seq));
+        self.publish_envelopes(rows);
+        Ok(())
     }
 
     /// Publishes other instances' rows, and this instance's own only when the writer could

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use diesel::sql_types::Text;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use domain_events::{Cluster, ClusterSignal, EventEnvelope, EventPublisher, PresenceEntry, Typing};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::{CHANNEL, PRESENCE_CHANNEL, TYPING_CHANNEL};
 
@@ -25,6 +26,9 @@ pub const DOORBELL_MIN_INTERVAL: Duration = Duration::from_millis(5);
 /// See [`PRESENCE_HEARTBEAT`].
 pub const PRESENCE_TTL_SECS: i64 = 30;
 const MAX_QUEUED_TYPING: usize = 256;
+/// Presence changes are written at most this often (the heartbeat and the last change
+/// always are).
+const PRESENCE_MIN_WRITE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A typing signal on the wire, with the instance it came from.
 #[derive(Serialize, Deserialize)]
@@ -109,11 +113,13 @@ impl Outbound {
         self.wake.notify_one();
     }
 
-    /// Takes what is due; `heartbeat` also refreshes an unchanged presence row.
-    fn take(&self, heartbeat: bool) -> Batch {
+    /// Takes what is due; `heartbeat` also refreshes an unchanged presence row; a presence
+    /// change waits (stays pending) unless `presence_allowed`.
+    fn take(&self, heartbeat: bool, presence_allowed: bool) -> Batch {
         let mut pending = lock(&self.pending);
-        let changed = std::mem::take(&mut pending.presence_changed);
-        let presence = pending.presence.clone().filter(|_| changed || heartbeat).map(|p| (p, changed));
+        let due = presence_allowed && (pending.presence_changed || heartbeat);
+        let changed = due && std::mem::take(&mut pending.presence_changed);
+        let presence = pending.presence.clone().filter(|_| due).map(|p| (p, changed));
         Batch {
             doorbell: std::mem::take(&mut pending.doorbell),
             anonymous_ring: std::mem::take(&mut pending.anonymous_ring),
@@ -138,18 +144,30 @@ impl Outbound {
         let mut heartbeat = tokio::time::interval(PRESENCE_HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Duration::from_millis(100);
+        let mut presence_written: Option<Instant> = None;
+        let mut presence_due: Option<Instant> = None;
         loop {
             let beat = tokio::select! {
                 _ = self.wake.notified() => false,
                 _ = heartbeat.tick() => true,
+                _ = tokio::time::sleep_until(presence_due.unwrap_or_else(Instant::now)), if presence_due.is_some() => false,
             };
-            let batch = self.take(beat);
+            // Presence changes are written at most every PRESENCE_MIN_WRITE_INTERVAL, however
+            // fast a client makes them (each write costs every other instance a read).
+            let allowed =
+                beat || presence_written.is_none_or(|at| at.elapsed() >= PRESENCE_MIN_WRITE_INTERVAL);
+            let batch = self.take(beat, allowed);
+            presence_due = (!allowed && lock(&self.pending).presence_changed)
+                .then(|| presence_written.map_or_else(Instant::now, |at| at + PRESENCE_MIN_WRITE_INTERVAL));
             if batch.is_empty() {
                 continue;
             }
             let sent = async {
                 if conn.is_none() {
-                    conn = Some(AsyncPgConnection::establish(&url).await.map_err(|e| e.to_string())?);
+                    let mut fresh = AsyncPgConnection::establish(&url).await.map_err(|e| e.to_string())?;
+                    // Rings, typing and presence need no durability: no WAL flush per NOTIFY.
+                    fresh.batch_execute("SET synchronous_commit = off").await.map_err(|e| e.to_string())?;
+                    conn = Some(fresh);
                 }
                 let Some(c) = conn.as_mut() else { return Err("no connection".to_owned()) };
                 send(c, &instance, &batch).await.map_err(|e| e.to_string())
@@ -157,6 +175,9 @@ impl Outbound {
             match tokio::time::timeout(timeout, sent).await.unwrap_or_else(|_| Err("timed out".to_owned())) {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
+                    if batch.presence.is_some() {
+                        presence_written = Some(Instant::now());
+                    }
                     if batch.doorbell {
                         tokio::time::sleep(DOORBELL_MIN_INTERVAL).await;
                     }
@@ -187,11 +208,14 @@ async fn send(
             .execute(conn)
             .await?;
     }
-    for notice in &batch.typing {
-        diesel::sql_query(format!("SELECT pg_notify('{TYPING_CHANNEL}', $1)"))
-            .bind::<Text, _>(notice)
-            .execute(conn)
-            .await?;
+    if !batch.typing.is_empty() {
+        let notices: Vec<&String> = batch.typing.iter().collect();
+        diesel::sql_query(format!(
+            "SELECT pg_notify('{TYPING_CHANNEL}', notice) FROM unnest($1::text[]) AS notice"
+        ))
+        .bind::<diesel::sql_types::Array<Text>, _>(notices)
+        .execute(conn)
+        .await?;
     }
     if let Some((snapshot, changed)) = &batch.presence {
         // One statement: the upsert, the clean-up of long-dead rows and, when the content

@@ -9,9 +9,11 @@
 
 use std::collections::{HashSet, VecDeque};
 
-/// How many numbers each side remembers. A doubt is raised microseconds after the commit
-/// failed, so the listener has not read thousands of this instance's rows in between.
-pub(crate) const REMEMBERED: usize = 4096;
+/// How many numbers each side remembers. A doubt is raised when a commit fails or when a
+/// service call hits its deadline (`services::DB_CALL_DEADLINE`, 15 s), so the listener
+/// may have read this instance's rows for that long in between: this covers over 4,000 own
+/// rows a second (about 2 MiB at most).
+pub(crate) const REMEMBERED: usize = 65_536;
 
 /// A bounded set that forgets its oldest members first.
 #[derive(Debug, Default)]
