@@ -1,4 +1,7 @@
 -- The outbox, readable by visibility instead of by clock (crates/pg-fanout/src/cursor.rs).
+-- Stop instances of an older version before running it: none may write events meanwhile
+-- (the lock below makes any that tries wait), and older pruning records no floor.
+LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
 --
 -- 1. A row's number comes from pulse_next_event_seq(), which gives the writing transaction
 --    an id *before* it takes the number. A reader that sees row n but not row n-1 then knows
@@ -33,9 +36,17 @@ CREATE TABLE events_pruned (
 );
 INSERT INTO events_pruned (below) VALUES (coalesce((SELECT min(seq) FROM events), 0));
 
+-- A listener that started while transactions ran reads their rows by transaction id.
+CREATE INDEX events_tx_id ON events (tx_id);
+
 -- 3. Counter rows are locked in one order (by bucket), whichever way a row moves: escalating
 --    (active → escalated) and de-escalating (escalated → active) on the same shard used to
 --    take the two rows in opposite orders, a deadlock waiting to happen.
+CREATE FUNCTION pulse_count_add(v_topic TEXT, v_bucket TEXT, v_shard INTEGER, v_delta INTEGER)
+RETURNS VOID LANGUAGE sql AS $$
+    INSERT INTO stats_counters AS c (topic, bucket, shard, n) VALUES (v_topic, v_bucket, v_shard, v_delta)
+        ON CONFLICT (topic, bucket, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+$$;
 CREATE OR REPLACE FUNCTION pulse_count_by_column() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     v_topic TEXT := TG_ARGV[0];
@@ -43,19 +54,20 @@ DECLARE
     v_shard INTEGER := pg_backend_pid() % 16;
     old_bucket TEXT;
     new_bucket TEXT;
-    change RECORD;
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN old_bucket := to_jsonb(OLD) ->> v_col; END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN new_bucket := to_jsonb(NEW) ->> v_col; END IF;
     IF old_bucket IS NOT DISTINCT FROM new_bucket THEN RETURN NULL; END IF;
-    FOR change IN
-        SELECT b.bucket, b.delta FROM (VALUES (old_bucket, -1), (new_bucket, 1)) AS b (bucket, delta)
-        WHERE b.bucket IS NOT NULL ORDER BY b.bucket
-    LOOP
-        INSERT INTO stats_counters AS c (topic, bucket, shard, n)
-            VALUES (v_topic, change.bucket, v_shard, change.delta)
-            ON CONFLICT (topic, bucket, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
-    END LOOP;
+    IF old_bucket IS NOT NULL AND (new_bucket IS NULL OR old_bucket < new_bucket) THEN
+        PERFORM pulse_count_add(v_topic, old_bucket, v_shard, -1);
+        old_bucket := NULL;
+    END IF;
+    IF new_bucket IS NOT NULL THEN
+        PERFORM pulse_count_add(v_topic, new_bucket, v_shard, 1);
+    END IF;
+    IF old_bucket IS NOT NULL THEN
+        PERFORM pulse_count_add(v_topic, old_bucket, v_shard, -1);
+    END IF;
     RETURN NULL;
 END
 $$;
