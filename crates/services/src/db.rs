@@ -20,42 +20,81 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use crate::error::{ServiceError, ServiceResult};
 
 /// Runs `$body` with `$conn` bound to a pooled read connection of whichever backend `$db`
-/// uses. The body is written once and compiled for both connection types.
+/// uses, within [`DB_CALL_DEADLINE`]. The body is written once and compiled for both
+/// connection types.
 macro_rules! read {
     ($db:expr, |$conn:ident| $body:expr) => {{
         match &*$db.backend {
             $crate::db::Backend::Sqlite { readers, .. } => {
                 let mut guard = readers.get().await.map_err($crate::error::ServiceError::from)?;
-                let $conn = &mut *guard;
-                $body
+                $crate::db::within_deadline(&mut *guard, async |$conn| $body).await
             }
             $crate::db::Backend::Postgres { pool, .. } => {
                 let mut guard = pool.get().await.map_err($crate::error::ServiceError::from)?;
-                let $conn = &mut *guard;
-                $body
+                $crate::db::within_deadline(&mut *guard, async |$conn| $body).await
             }
         }
     }};
 }
 
 /// Runs `$body` inside a write transaction (`BEGIN IMMEDIATE` on SQLite), with `$conn`
-/// bound to the transaction's connection. An `Err` from the body rolls back.
+/// bound to the transaction's connection, within [`DB_CALL_DEADLINE`]. An `Err` from the
+/// body rolls back.
 macro_rules! write_tx {
     ($db:expr, |$conn:ident| $body:expr) => {{
         match &*$db.backend {
             $crate::db::Backend::Sqlite { writer, .. } => {
                 let mut guard = writer.get().await.map_err($crate::error::ServiceError::from)?;
-                guard
-                    .immediate_transaction(async |$conn| -> Result<_, $crate::error::ServiceError> { $body })
-                    .await
+                $crate::db::within_deadline(&mut *guard, async |connection| {
+                    connection
+                        .immediate_transaction(async |$conn| -> Result<_, $crate::error::ServiceError> {
+                            $body
+                        })
+                        .await
+                })
+                .await
             }
             $crate::db::Backend::Postgres { pool, .. } => {
                 use diesel_async::AsyncConnection as _;
                 let mut guard = pool.get().await.map_err($crate::error::ServiceError::from)?;
-                guard.transaction(async |$conn| -> Result<_, $crate::error::ServiceError> { $body }).await
+                $crate::db::within_deadline(&mut *guard, async |connection| {
+                    connection
+                        .transaction(async |$conn| -> Result<_, $crate::error::ServiceError> { $body })
+                        .await
+                })
+                .await
             }
         }
     }};
+}
+
+/// The longest one database call (a read, or a whole write transaction, once it has a
+/// connection) may take. A connection that stops answering — a stalled network, a proxy
+/// that accepts and never answers — fails its request with 503 instead of holding it (and a
+/// pool slot) for ever; the connection is not reused. Longer than any healthy call,
+/// including a SQLite write queued behind a burst.
+pub const DB_CALL_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Runs `work` on `conn` within [`DB_CALL_DEADLINE`]; past it, the connection is marked
+/// broken (the pool drops it) and the call fails as unavailable.
+pub(crate) async fn within_deadline<C, T>(
+    conn: &mut C,
+    work: impl AsyncFnOnce(&mut C) -> ServiceResult<T>,
+) -> ServiceResult<T>
+where
+    C: diesel_async::AsyncConnection,
+{
+    let outcome = tokio::time::timeout(DB_CALL_DEADLINE, work(conn)).await;
+    match outcome {
+        Ok(result) => result,
+        Err(_) => {
+            use diesel_async::TransactionManager;
+            C::TransactionManager::transaction_manager_status_mut(conn).set_in_error();
+            Err(ServiceError::Unavailable(
+                format!("the database did not answer within {DB_CALL_DEADLINE:?}").into(),
+            ))
+        }
+    }
 }
 
 /// Whether row `$id` of `$table` exists (after a guarded update touched nothing).
@@ -116,8 +155,9 @@ impl Default for PoolOptions {
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The URL is neither `sqlite://PATH` nor `postgres://…`.
-    #[error("unsupported DATABASE_URL {0:?}: expected sqlite://PATH or postgres://…")]
+    /// The URL is neither `sqlite://PATH` nor `postgres://…` (only its scheme is kept: the
+    /// rest may hold a password).
+    #[error("unsupported DATABASE_URL scheme {0:?}: expected sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     /// The SQLite folder or lock file could not be created.
     #[error("cannot prepare the SQLite file {path}: {source}")]
@@ -195,7 +235,8 @@ impl Database {
                 .await?;
             Backend::Postgres { pool, url: url.to_owned() }
         } else {
-            return Err(ConnectError::UnsupportedUrl(url.to_owned()));
+            let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+            return Err(ConnectError::UnsupportedUrl(scheme.chars().take(32).collect()));
         };
         Ok(Self { backend: Arc::new(backend) })
     }

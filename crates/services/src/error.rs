@@ -79,8 +79,13 @@ impl From<diesel::result::Error> for ServiceError {
             Error::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
                 ServiceError::Forbidden("the acting user does not exist".into())
             }
+            // Closed or unreachable; a transient conflict the client may simply retry; a
+            // server that became a read-only replica (a failover in progress).
             Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand
+                | DatabaseErrorKind::SerializationFailure
+                | DatabaseErrorKind::ReadOnlyTransaction,
                 _,
             )
             | Error::BrokenTransactionManager => ServiceError::Unavailable(Box::new(error)),
@@ -100,13 +105,15 @@ impl From<diesel::result::Error> for ServiceError {
 /// Whether a database's error message says it cannot serve right now (rather than that
 /// the query was wrong).
 fn means_unavailable(message: &str) -> bool {
+    // PostgreSQL's texts in English (its default `lc_messages`); with another language these
+    // answer 500 instead of 503.
     const SIGNS: [&str; 6] = [
         "is locked", // SQLite: "database is locked", "database table is locked"
         "terminating connection",
         "the database system is shutting down",
         "the database system is starting up",
         "the database system is in recovery mode",
-        "server closed the connection",
+        "deadlock detected",
     ];
     SIGNS.iter().any(|sign| message.contains(sign))
 }
@@ -139,6 +146,7 @@ mod tests {
             "terminating connection because of crash of another server process",
             "the database system is shutting down",
             "the database system is starting up",
+            "deadlock detected",
         ] {
             assert!(means_unavailable(message), "{message}");
         }

@@ -140,8 +140,11 @@ impl<P: std::ops::Deref<Target = dyn EventPublisher> + Send + Sync + 'static> Ev
     }
 
     fn commit_unknown(&self, seqs: &[i64]) {
-        // Not stale yet: if the rows are there, they arrive on the bus like another
-        // instance's, and the bridge marks their topics then.
+        // The client got 503 and may have committed: a socket it opens next must not get a
+        // value from before. Which topics is not known here (rare: mark them all).
+        for topic in StatsTopic::ALL {
+            self.hub.mark_stale(topic);
+        }
         self.inner.commit_unknown(seqs);
     }
 }

@@ -76,6 +76,8 @@ struct Board {
     stats: [Option<StatsFrame>; 3],
     /// The newest `presence` message and its version (1 for the first).
     presence: Option<(u64, Frame)>,
+    /// The registry change count the presence message was built from.
+    presence_built: u64,
     shutdown: bool,
 }
 
@@ -570,9 +572,10 @@ impl Hub {
     /// Rebuilds the presence message (local users plus other instances'), publishes it if it
     /// changed, and shares the local part with the other instances.
     fn publish_presence(&self) {
-        let (local, merged) = {
+        let (built, local, merged) = {
             let mut registry = lock(&self.inner.registry);
             registry.presence_built = registry.presence_changes;
+            let built = registry.presence_changes;
             let local: Vec<PresenceEntry> = registry
                 .users
                 .iter()
@@ -597,11 +600,17 @@ impl Hub {
             }
             let mut merged: Vec<PresenceEntry> = merged.into_values().collect();
             merged.sort_by(|a, b| a.username.cmp(&b.username).then(a.user_id.cmp(&b.user_id)));
-            (local, merged)
+            (built, local, merged)
         };
         self.inner.cluster.share_presence(&local);
         let frame = server::presence(&merged);
+        // Two builds may race to the board (the worker's and a subscriber's refresh): the one
+        // built from the older registry state must not replace the newer.
         let sent = self.inner.board.send_if_modified(|board| {
+            if built < board.presence_built {
+                return false;
+            }
+            board.presence_built = built;
             let version = match &board.presence {
                 Some((_, current)) if *current == frame => return false,
                 Some((version, _)) => version + 1,
