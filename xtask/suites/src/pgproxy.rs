@@ -151,6 +151,8 @@ struct State {
     stall: Option<Filter>,
     delay: Option<(Filter, Duration)>,
     cut_after_commit: Option<Filter>,
+    /// Like `cut_after_commit`, but the connection stays open and silent.
+    stall_after_commit: bool,
     stats: ProxyStats,
 }
 
@@ -283,7 +285,18 @@ impl PgProxy {
     /// `COMMIT` on a matching connection, the proxy forwards it, waits for the server's
     /// answer (so the transaction has committed), drops that answer and closes the connection.
     pub fn cut_after_commit(&self, filter: Filter) {
-        self.shared.lock().cut_after_commit = Some(filter);
+        let mut state = self.shared.lock();
+        state.cut_after_commit = Some(filter);
+        state.stall_after_commit = false;
+    }
+
+    /// Like [`PgProxy::cut_after_commit`], but the connection is not closed: it stays open
+    /// and the client never hears back (a stalled `COMMIT` that did commit). Counted by
+    /// [`PgProxy::wait_commits_cut`] too.
+    pub fn stall_after_commit(&self, filter: Filter) {
+        let mut state = self.shared.lock();
+        state.cut_after_commit = Some(filter);
+        state.stall_after_commit = true;
     }
 
     /// Waits (at most `timeout`) until [`PgProxy::cut_after_commit`] has fired `n` times in
@@ -412,6 +425,7 @@ async fn serve(shared: Arc<Shared>, mut client: TcpStream) {
     let conn = Arc::new(ConnState {
         shared: Arc::clone(&shared),
         name: startup.name,
+        stall_on_lost_answer: std::sync::atomic::AtomicBool::new(false),
         cycles: Mutex::new(VecDeque::new()),
     });
     let upstream = pump(
@@ -520,6 +534,8 @@ enum Direction {
 struct ConnState {
     shared: Arc<Shared>,
     name: String,
+    /// Its lost `COMMIT` answer leaves it open and silent instead of closed.
+    stall_on_lost_answer: std::sync::atomic::AtomicBool,
     /// The query cycles the client has sent (a simple query, or extended-protocol messages
     /// up to a `Sync`) and the server has not answered with `ReadyForQuery` yet.
     cycles: Mutex<VecDeque<Cycle>>,
@@ -554,6 +570,7 @@ impl ConnState {
         let armed = state.cut_after_commit.as_ref().is_some_and(|f| f.matches(&self.name));
         if armed {
             state.cut_after_commit = None;
+            self.stall_on_lost_answer.store(state.stall_after_commit, std::sync::atomic::Ordering::SeqCst);
         }
         armed
     }
@@ -585,6 +602,9 @@ async fn pump(
             // answer is lost, and the connection with it.
             conn.shared.lock().stats.commits_cut += 1;
             conn.shared.commit_cut.notify_waiters();
+            if conn.stall_on_lost_answer.load(std::sync::atomic::Ordering::SeqCst) {
+                cut(&mut on_cut).await;
+            }
             return;
         }
         if !ready(&mut ctl).await {

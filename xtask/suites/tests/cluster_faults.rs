@@ -774,6 +774,54 @@ async fn lost_commit_acknowledgement() {
     assert_converged("lost_commit_acknowledgement", &mut fleet, &c, 1, recovery, recovery).await;
 }
 
+/// A pool connection that stops answering (a proxy that accepts and never replies) holds a
+/// request at most `services::DB_CALL_DEADLINE` (15 s): it answers 503, the connection is
+/// not reused, and the instance serves again as soon as the database answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pool_connection_answers_503_within_the_deadline() {
+    let c = start(1, shared_db(), true, false).await;
+    let mut fleet = Fleet::open(&c, &[0]).await;
+    create(&c.admins[0], "/api/v1/tasks", &task_body(0, Some(ASSIGNEE))).await;
+    settle(&mut fleet, &c, 0).await;
+
+    let stalled = c.proxies[0].stall(Filter::Pool);
+    assert!(stalled > 0, "instance 0 had pool connections to stall");
+    let asked = Instant::now();
+    let resp = c.admins[0].post("/api/v1/tasks", &task_body(1, Some(ASSIGNEE))).await.expect("POST");
+    let waited = asked.elapsed();
+    resp.expect_error(503, &["unavailable"]);
+    assert!(
+        waited >= Duration::from_secs(14) && waited < Duration::from_secs(20),
+        "answered after {waited:?}: the deadline is 15 s"
+    );
+    c.proxies[0].resume();
+    let recovery = Instant::now();
+    create(&c.admins[0], "/api/v1/tasks", &task_body(2, Some(ASSIGNEE))).await;
+    assert_converged("stalled_pool_connection", &mut fleet, &c, 0, recovery, Instant::now()).await;
+}
+
+/// A `COMMIT` that did commit but whose answer never comes: the request gives up at the
+/// deadline (503) and reports the change in doubt, so every instance — the writer's own
+/// included, whose listener had already read and skipped the row as its own — announces it
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_commit_that_committed_is_announced_everywhere() {
+    let c = start(2, shared_db(), true, false).await;
+    let mut fleet = Fleet::open(&c, &[0, 1]).await;
+    create(&c.admins[0], "/api/v1/tasks", &task_body(0, Some(ASSIGNEE))).await;
+    settle(&mut fleet, &c, 1).await;
+    let before = sql_assigned(&c, fleet.newest_task_before).await;
+
+    c.proxies[0].stall_after_commit(Filter::Pool);
+    let resp = c.admins[0].post("/api/v1/tasks", &task_body(1, Some(ASSIGNEE))).await.expect("POST");
+    let recovery = Instant::now();
+    assert!(c.proxies[0].wait_commits_cut(1, Duration::from_secs(1)).await, "no COMMIT was stalled");
+    resp.expect_error(503, &["unavailable"]);
+    let after = sql_assigned(&c, fleet.newest_task_before).await;
+    assert_eq!(after.difference(&before).count(), 1, "the stalled COMMIT committed one task");
+    assert_converged("stalled_commit", &mut fleet, &c, 1, recovery, recovery).await;
+}
+
 /// An idle cluster: two instances, no client, no change. Over 20 s, what they cost the
 /// database, counted by each instance's proxy (exactly) and by PostgreSQL:
 ///
