@@ -58,7 +58,7 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
 
   // The layout needs the three stats topics and presence; a conversation page adds its own.
   const topics = useMemo(() => topicsForPath(path), [path]);
-  const { status, role, reconnect, send, topicError } = useWebSocket({
+  const { status, transport, role, reconnect, send, topicError } = useWebSocket({
     token: session.token,
     history,
     // 4403: the account was deactivated; 4401 / 401: the token is no longer good. Either way no retry.
@@ -89,8 +89,8 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
   }, [session.expiresAt]);
 
   const realtime = useMemo(
-    () => ({ status, role, reconnect, history, send, presence, typing, toasts, topicError }),
-    [status, role, reconnect, history, send, presence, typing, toasts, topicError],
+    () => ({ status, transport, role, reconnect, history, send, presence, typing, toasts, topicError }),
+    [status, transport, role, reconnect, history, send, presence, typing, toasts, topicError],
   );
 
   let page;

@@ -296,7 +296,10 @@ describe('useWebSocket across tabs', () => {
     const hub = new FakeChannelHub();
     const { f, tabs } = renderTabs(2, { locks, hub });
     await waitFor(() => expect(tabs[0].hook.result.current.role).toBe('leader'));
-    await act(async () => f.last().serverOpen());
+    await act(async () => {
+      f.last().serverOpen();
+      f.last().serverSend(connected);
+    });
     await waitFor(() => expect(tabs[1].hook.result.current.status).toBe('live'));
     await act(async () => {
       f.last().serverClose(1012);
