@@ -11,6 +11,7 @@ import { ApprovalsPage } from './pages/ApprovalsPage';
 import { ConversationPage } from './pages/ConversationPage';
 import { ConversationsPage } from './pages/ConversationsPage';
 import { LoginPage } from './pages/LoginPage';
+import { OverviewPage } from './pages/OverviewPage';
 import { TasksPage } from './pages/TasksPage';
 import { UsersPage } from './pages/UsersPage';
 import { PresenceStore, TypingStore } from './realtime/LiveState';
@@ -96,6 +97,7 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
   let page;
   if (path === '/' || path === '') page = <Redirect to="/tasks" />;
   else if (path.startsWith('/tasks')) page = <TasksPage />;
+  else if (path === '/overview') page = <OverviewPage />;
   else if (path.startsWith('/approvals')) page = <ApprovalsPage />;
   else if (path === '/users') page = <UsersPage />;
   else if (path === '/account') page = <AccountPage />;

@@ -210,6 +210,9 @@ describe('useWebSocket', () => {
   });
 
   it('records pushed values for the live charts', () => {
+    // Pushes 20 s apart (the history keeps one point per 15 s).
+    let t = Date.UTC(2026, 11, 6, 10);
+    vi.spyOn(Date, 'now').mockImplementation(() => (t += 20_000));
     const f = socketFactory();
     const history = new StatsHistory();
     renderHook(() => useWebSocket({ token: 'tok', onUnauthorized: vi.fn(), history, deps: baseDeps(f) }), {
