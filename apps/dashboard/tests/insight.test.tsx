@@ -280,6 +280,8 @@ describe('DayChart', () => {
 
     await live.push({ type: 'stats:tasks', seq: 1, payload: { pending: 11, inProgress: 0, completed: 0, total: 11 } });
     await waitFor(() => expect(screen.getByTestId('chart-summary').textContent).toMatch(/^Now 11\. Highest today 11 /));
+    // A push between two ticks of the local clock is in the table too (its hour ends at 11).
+    expect(chart.querySelector('details tbody tr:last-child td:last-child')?.textContent).toBe('11');
     expect(api.calls).toHaveLength(1);
   });
 

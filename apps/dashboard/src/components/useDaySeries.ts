@@ -23,7 +23,7 @@ export function useDaySeries(
   current: number | undefined,
 ): { series: SparkPoint[]; state: HistoryState; historyPoints: number; dayStart: number; now: number } {
   const { history } = useRealtime();
-  const now = useNow(30_000);
+  const tick = useNow(30_000);
   const [since] = useState(() => startOfLocalDay(Date.now()));
   const query = useQuery({
     queryKey: queryKeys.statsHistory(topic, since),
@@ -41,11 +41,13 @@ export function useDaySeries(
   const live = history.get(topic);
   const data = query.data ?? null;
   const series = useMemo(
-    () => daySeries({ history: data, live, field, current, now }),
-    // `live` is a new array on every push: `version` says when.
+    () => daySeries({ history: data, live, field, current, now: tick }),
+    // `live` is mutated by every push: `version` says when.
     // eslint-disable-next-line react-hooks/exhaustive-deps
-    [data, version, field, current, now],
+    [data, version, field, current, tick],
   );
+  // A push between two ticks is "now" too: the chart's right edge is never before its last point.
+  const now = Math.max(tick, series.length > 0 ? series[series.length - 1].t : 0);
   const state: HistoryState = query.isPending ? 'loading' : query.isError ? 'unavailable' : 'ready';
   return { series, state, historyPoints: data?.points.length ?? 0, dayStart: startOfLocalDay(now), now };
 }
