@@ -59,8 +59,8 @@ function setup(
   });
   /** Lets the async ticket fetch resolve (the socket or stream of the attempt then exists). */
   const settle = () => vi.advanceTimersByTimeAsync(0);
-  /** Waits out any backoff (the longest delay used in these tests). */
-  const waitBackoff = () => vi.advanceTimersByTimeAsync(16_000);
+  /** Waits out the backoff delay drawn last (and not a millisecond more than needed). */
+  const waitBackoff = () => vi.advanceTimersByTimeAsync((conn.socket.scheduledDelays.at(-1) ?? 0) + 1);
   /** The next WebSocket attempt fails before open (refused upgrade) and the token check runs. */
   const refuseWs = async () => {
     await settle();
@@ -150,13 +150,26 @@ describe('RealtimeConnection: WebSocket first, Server-Sent Events when WebSocket
       await t.settle();
       t.f.last().serverOpen();
       expect(t.conn.socket.status).toBe('reconnecting'); // open is not live: `connected` is
-      await vi.advanceTimersByTimeAsync(10_000);
+      await vi.advanceTimersByTimeAsync(14_000);
+      expect(t.f.last().closedWith).toBeNull();
+      await vi.advanceTimersByTimeAsync(1_000); // 15 s after the socket was created
       expect(t.f.last().closedWith?.code).toBe(4000);
       await flush();
       await t.waitBackoff();
     }
     expect(t.checkAuth).toHaveBeenCalledTimes(3);
     expect(t.es.sources).toHaveLength(1);
+  });
+
+  it('an SSE request that hangs (no answer at all, e.g. a proxy holding the response back) is given up after 15 s', async () => {
+    const t = setup();
+    t.conn.start();
+    for (let i = 0; i < 3; i++) await t.refuseWs();
+    const s = t.es.last();
+    await vi.advanceTimersByTimeAsync(15_000); // no open, no error, nothing
+    expect(s.closed).toBe(true);
+    expect(t.checkAuth).toHaveBeenCalledTimes(4);
+    expect(t.statuses.at(-1)).toMatch(/^reconnecting/);
   });
 
   it('a WebSocket that says `connected` resets the count: failures must be in a row', async () => {

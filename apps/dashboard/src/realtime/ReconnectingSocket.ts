@@ -95,7 +95,11 @@ export interface ReconnectingSocketOptions {
    * may follow). Frames before `connected` are still passed on.
    */
   awaitConnected?: boolean;
-  /** With `awaitConnected`: an opened transport without `connected` after this long is dropped. */
+  /**
+   * With `awaitConnected`: a socket without `connected` this long after it was created is dropped
+   * (a failure before open) — whether it opened or hangs in its handshake (an EventSource behind a
+   * proxy that holds the response back never says anything).
+   */
   connectedTimeoutMs?: number;
   /**
    * A connection failed before open while the HTTP API answered (the token check said `ok`):
@@ -138,7 +142,7 @@ export class ReconnectingSocket {
       pongTimeoutMs: 10_000,
       urlTimeoutMs: 15_000,
       awaitConnected: false,
-      connectedTimeoutMs: 10_000,
+      connectedTimeoutMs: 15_000,
       decoder: serverMessages,
       ...options,
     };
@@ -234,7 +238,7 @@ export class ReconnectingSocket {
     }
     this.opened = false;
     this.attach(socket);
-    this.socketOpened(socket);
+    this.socketOpened();
     for (const data of frames) {
       if (this.ws !== socket) break; // a frame closed it (e.g. a close message)
       this.frame(socket, data);
@@ -331,9 +335,17 @@ export class ReconnectingSocket {
 
   private attach(socket: WebSocketLike): void {
     this.ws = socket;
+    if (this.opts.awaitConnected && this.opts.connectedTimeoutMs > 0) {
+      this.connectedTimer = this.opts.timers.setTimeout(() => {
+        this.connectedTimer = null;
+        if (this.ws !== socket || this.opened) return;
+        this.drop(socket, 'no connected message');
+        this.handleClose(1006, false);
+      }, this.opts.connectedTimeoutMs);
+    }
     socket.onopen = () => {
       if (this.ws !== socket) return;
-      this.socketOpened(socket);
+      this.socketOpened();
     };
     socket.onmessage = (ev) => {
       if (this.ws !== socket) return;
@@ -350,19 +362,8 @@ export class ReconnectingSocket {
   }
 
   /** The transport is open: the connection is, unless it must first say `connected`. */
-  private socketOpened(socket: WebSocketLike): void {
-    if (!this.opts.awaitConnected) {
-      this.markOpen();
-      return;
-    }
-    if (this.opts.connectedTimeoutMs > 0) {
-      this.connectedTimer = this.opts.timers.setTimeout(() => {
-        this.connectedTimer = null;
-        if (this.ws !== socket || this.opened) return;
-        this.drop(socket, 'no connected message');
-        this.handleClose(1006, false);
-      }, this.opts.connectedTimeoutMs);
-    }
+  private socketOpened(): void {
+    if (!this.opts.awaitConnected) this.markOpen();
   }
 
   private markOpen(): void {
