@@ -957,6 +957,21 @@ async function main() {
         await expectAccessible(page, 'tasks, assigning');
         await taskRow.locator('button', { hasText: 'Cancel' }).click();
 
+        // The overview (contract 9): with figures, or — on a server without section 9 — plain words instead.
+        await page.click('[data-testid="nav-overview"]');
+        await page.waitForFunction(
+          () => {
+            const done = (id) => {
+              const el = document.querySelector(`[data-testid="${id}"]`);
+              return el && !/Loading|…/.test(el.textContent ?? '');
+            };
+            return done('sla-card') && done('departments');
+          },
+          null,
+          { timeout: 5000 },
+        );
+        await expectAccessible(page, 'overview');
+
         await page.click('[data-testid="nav-approvals"]');
         await page.waitForSelector('[data-testid="approval-row"]');
         await expectAccessible(page, 'approvals');
