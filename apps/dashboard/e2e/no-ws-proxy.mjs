@@ -112,10 +112,11 @@ export class NoWebSocketProxy {
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /** For process exit handlers: SIGTERM, nginx's fast shutdown, which stops its workers too (SIGKILL would orphan them). */
   killSync() {
     if (this.child && this.child.exitCode === null) {
       try {
-        this.child.kill('SIGKILL');
+        this.child.kill('SIGTERM');
       } catch {
         /* ignore */
       }

@@ -435,20 +435,26 @@ async function sseFallbackTests(browser, token) {
     return;
   }
   let proxyBase = NO_WS_URL.replace(/\/+$/, '');
+  let proxy = null;
   if (!proxyBase) {
     if (!NoWebSocketProxy.available()) {
       for (const name of SSE_TESTS) notRun(name, 'no proxy that refuses WebSocket upgrades: set PULSE_E2E_NO_WS_URL, or install nginx');
       return;
     }
-    const proxy = new NoWebSocketProxy({ upstream: new URL(ui).host, logDir: outDir });
+    proxy = new NoWebSocketProxy({ upstream: new URL(ui).host, logDir: outDir });
     extras.push(proxy);
     await proxy.start();
     proxyBase = proxy.base;
     log(`nginx refusing WebSocket upgrades on ${proxyBase} → ${ui}`);
   }
-  const refusal = await upgradeStatus(proxyBase);
-  assert(refusal !== 101, `the proxy at ${proxyBase} lets WebSocket upgrades through: this test would prove nothing`);
+  try {
+    await sseFallbackTestsBehind(browser, token, proxyBase);
+  } finally {
+    await proxy?.stop();
+  }
+}
 
+async function sseFallbackTestsBehind(browser, token, proxyBase) {
   const ctx = trackWebSockets(await browser.newContext({ viewport: { width: 1366, height: 900 } }));
   const page = await ctx.newPage();
   const requests = [];
@@ -468,6 +474,8 @@ async function sseFallbackTests(browser, token) {
     await test(
       SSE_TESTS[0],
       async () => {
+        const refusal = await upgradeStatus(proxyBase);
+        assert(refusal !== 101, `the proxy at ${proxyBase} lets WebSocket upgrades through: this test would prove nothing`);
         await page.goto(`${proxyBase}/login`);
         await page.fill('[data-testid="login-username"]', 'admin');
         await page.fill('[data-testid="login-password"]', ADMIN_PASSWORD);
