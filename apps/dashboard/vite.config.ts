@@ -9,6 +9,8 @@ const previewTarget = process.env.PULSE_API_TARGET ?? 'http://127.0.0.1:3000';
 const proxyTo = (to: string) => ({
   '/api': { target: to, changeOrigin: false },
   '/ws': { target: to, ws: true, changeOrigin: false },
+  // Server-Sent Events (the fallback of contract section 8): streamed through as it comes.
+  '/sse': { target: to, changeOrigin: false },
   '/healthz': { target: to },
 });
 

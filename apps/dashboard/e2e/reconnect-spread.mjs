@@ -166,8 +166,9 @@ function startClient(M, token, topics, id) {
     return ws;
   };
   c.socket = M.openRealtimeSocket(deps, token, {
-    // ReconnectingSocket calls onStatus(status, state) on every state change.
-    onStatus: (_status, state) => c.transitions.push({ at: now(), state }),
+    onStatus: () => {},
+    // Every state change of the connection's state machine.
+    onState: (state) => c.transitions.push({ at: now(), state }),
     onMessage: (msg) => {
       if (msg.type === 'connected') c.connected.push(now());
     },

@@ -11,6 +11,7 @@ import { ApprovalsPage } from './pages/ApprovalsPage';
 import { ConversationPage } from './pages/ConversationPage';
 import { ConversationsPage } from './pages/ConversationsPage';
 import { LoginPage } from './pages/LoginPage';
+import { OverviewPage } from './pages/OverviewPage';
 import { TasksPage } from './pages/TasksPage';
 import { UsersPage } from './pages/UsersPage';
 import { PresenceStore, TypingStore } from './realtime/LiveState';
@@ -58,7 +59,7 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
 
   // The layout needs the three stats topics and presence; a conversation page adds its own.
   const topics = useMemo(() => topicsForPath(path), [path]);
-  const { status, role, reconnect, send, topicError } = useWebSocket({
+  const { status, transport, role, reconnect, send, topicError } = useWebSocket({
     token: session.token,
     history,
     // 4403: the account was deactivated; 4401 / 401: the token is no longer good. Either way no retry.
@@ -89,13 +90,14 @@ function AuthedApp({ session, history }: { session: Session; history: StatsHisto
   }, [session.expiresAt]);
 
   const realtime = useMemo(
-    () => ({ status, role, reconnect, history, send, presence, typing, toasts, topicError }),
-    [status, role, reconnect, history, send, presence, typing, toasts, topicError],
+    () => ({ status, transport, role, reconnect, history, send, presence, typing, toasts, topicError }),
+    [status, transport, role, reconnect, history, send, presence, typing, toasts, topicError],
   );
 
   let page;
   if (path === '/' || path === '') page = <Redirect to="/tasks" />;
   else if (path.startsWith('/tasks')) page = <TasksPage />;
+  else if (path === '/overview') page = <OverviewPage />;
   else if (path.startsWith('/approvals')) page = <ApprovalsPage />;
   else if (path === '/users') page = <UsersPage />;
   else if (path === '/account') page = <AccountPage />;

@@ -41,7 +41,7 @@ describe('StatsSync: WebSocket messages into the query cache', () => {
     const sync = new StatsSync(qc);
     const wire = new ServerMessageDecoder(() => {});
     expect(sync.handle({ type: 'presence', payload: { online: [] } })).toBe('ignored');
-    expect(sync.handle({ type: 'stats:sla', seq: 1, payload: { overdueTasks: 1, oldestOpenTaskCreatedAt: null, escalatedConversations: 0, oldestEscalationAt: null } })).toBe('ignored');
+    expect(sync.handle({ type: 'pong' })).toBe('ignored');
     // A malformed value never gets this far: the boundary drops it.
     expect(wire.decode({ type: 'stats:tasks', seq: 1, payload: { pending: 'x' } })).toBeNull();
     sync.handle(wire.decode({ ...tasks(1, 2), extra: true, payload: { ...tasks(1).payload, newField: 9 } })!);
@@ -132,16 +132,58 @@ describe('StatsSync: WebSocket messages into the query cache', () => {
   it('records applied values in the chart history, not dropped ones', () => {
     const qc = new QueryClient();
     const history = new StatsHistory();
-    let now = 1_000;
+    let now = 100_000;
     const sync = new StatsSync(qc, history, () => now);
     sync.handle(tasks(1, 1));
-    now = 2_000;
+    now = 120_000;
     sync.handle(tasks(3, 2));
-    now = 3_000;
+    now = 140_000;
     sync.handle(tasks(9, 1)); // stale
     expect(history.get('stats:tasks').map((p) => [p.t, p.payload.pending])).toEqual([
-      [1_000, 1],
-      [2_000, 3],
+      [100_000, 1],
+      [120_000, 3],
     ]);
+  });
+
+  it('stats:departments and stats:sla land in their query keys (seq per topic); sla counts are charted', () => {
+    const qc = new QueryClient();
+    const history = new StatsHistory();
+    let now = 100_000;
+    const sync = new StatsSync(qc, history, () => now);
+    const departments = (pending: number, seq: number): MessageOf<'stats:departments'> => ({
+      type: 'stats:departments',
+      seq,
+      payload: { departments: [{ department: 'housekeeping', pending, inProgress: 0, completed: 0, total: pending }] },
+    });
+    const sla = (overdueTasks: number, seq: number): MessageOf<'stats:sla'> => ({
+      type: 'stats:sla',
+      seq,
+      payload: { overdueTasks, oldestOpenTaskCreatedAt: '2026-12-06T08:00:00Z', escalatedConversations: 1, oldestEscalationAt: null },
+    });
+    sync.handle(connected);
+    expect(sync.handle(departments(2, 1))).toBe('applied');
+    expect(sync.handle(sla(0, 7))).toBe('applied');
+    now = 130_000;
+    expect(sync.handle(sla(1, 8))).toBe('applied');
+    expect(sync.handle(sla(0, 6))).toBe('dropped');
+    expect(sync.handle(departments(2, 2))).toBe('unchanged');
+    expect(qc.getQueryData(['departmentStats'])).toEqual(departments(2, 2).payload);
+    expect(qc.getQueryData(['slaStats'])).toEqual(sla(1, 8).payload);
+    expect(history.get('stats:sla').map((p) => [p.t, p.payload.overdueTasks])).toEqual([
+      [100_000, 0],
+      [130_000, 1],
+    ]);
+  });
+
+  it('the chart history keeps one point per 15 s slot (the last) and today plus the value before it', () => {
+    const day = (h: number) => Date.UTC(2026, 11, 6, h);
+    const history = new StatsHistory(15_000, 6_000, (t) => t - (t % 86_400_000));
+    const at = (t: number, pending: number) => history.push('stats:tasks', { pending }, t);
+    at(day(20) - 86_400_000, 1); // yesterday evening
+    at(day(23) - 86_400_000, 2); // yesterday, last value
+    at(day(1), 3);
+    at(day(1) + 5_000, 4); // same slot: replaces
+    at(day(1) + 15_000, 5);
+    expect(history.get('stats:tasks').map((p) => p.payload.pending)).toEqual([2, 4, 5]);
   });
 });

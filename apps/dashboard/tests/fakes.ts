@@ -1,5 +1,5 @@
 import type { ChannelLike, LockManagerLike } from '../src/realtime/TabCoordinator';
-import type { WebSocketLike } from '../src/realtime/types';
+import type { EventSourceLike, WebSocketLike } from '../src/realtime/types';
 
 /** A controllable WebSocket: the test opens, pushes messages and closes it. */
 export class FakeWebSocket implements WebSocketLike {
@@ -60,6 +60,58 @@ export function socketFactory() {
     return s;
   };
   return { sockets, create, last: () => sockets[sockets.length - 1] };
+}
+
+/** A controllable EventSource: the test opens the stream, sends events and breaks it. */
+export class FakeEventSource implements EventSourceLike {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSED = 2;
+  readyState = FakeEventSource.CONNECTING;
+  onopen: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  closed = false;
+
+  constructor(readonly url: string) {}
+
+  close(): void {
+    this.closed = true;
+    this.readyState = FakeEventSource.CLOSED;
+  }
+
+  // ---- test controls (the "server side") ----
+  serverOpen(): void {
+    this.readyState = FakeEventSource.OPEN;
+    this.onopen?.({});
+  }
+
+  /** One `data: <json>` event. */
+  serverSend(msg: unknown): void {
+    if (this.closed) return;
+    this.onmessage?.({ data: typeof msg === 'string' ? msg : JSON.stringify(msg) });
+  }
+
+  /**
+   * The request was refused or the stream dropped: a browser fires `error` and, unless the
+   * page closes it, reconnects by itself with the same URL (readyState back to CONNECTING).
+   */
+  fail(): void {
+    if (this.closed) return;
+    this.readyState = FakeEventSource.CONNECTING;
+    this.onerror?.({});
+  }
+}
+
+/** A factory that records every EventSource it creates. */
+export function eventSourceFactory() {
+  const sources: FakeEventSource[] = [];
+  const create = (url: string) => {
+    const s = new FakeEventSource(url);
+    sources.push(s);
+    return s;
+  };
+  return { sources, create, last: () => sources[sources.length - 1] };
 }
 
 /**

@@ -210,6 +210,9 @@ describe('useWebSocket', () => {
   });
 
   it('records pushed values for the live charts', () => {
+    // Pushes 20 s apart (the history keeps one point per 15 s).
+    let t = Date.UTC(2026, 11, 6, 10);
+    vi.spyOn(Date, 'now').mockImplementation(() => (t += 20_000));
     const f = socketFactory();
     const history = new StatsHistory();
     renderHook(() => useWebSocket({ token: 'tok', onUnauthorized: vi.fn(), history, deps: baseDeps(f) }), {
@@ -296,7 +299,10 @@ describe('useWebSocket across tabs', () => {
     const hub = new FakeChannelHub();
     const { f, tabs } = renderTabs(2, { locks, hub });
     await waitFor(() => expect(tabs[0].hook.result.current.role).toBe('leader'));
-    await act(async () => f.last().serverOpen());
+    await act(async () => {
+      f.last().serverOpen();
+      f.last().serverSend(connected);
+    });
     await waitFor(() => expect(tabs[1].hook.result.current.status).toBe('live'));
     await act(async () => {
       f.last().serverClose(1012);

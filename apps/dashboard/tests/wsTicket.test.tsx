@@ -305,6 +305,9 @@ describe('useWebSocket with tickets', () => {
       `ws://pulse.test/ws?ticket=${hex(1)}&topics=stats%3Aapprovals,stats%3Aconversations,stats%3Atasks`,
     );
     act(() => f.last().serverOpen());
+    // Live once the server said `connected` (an open socket that says nothing is not live).
+    expect(result.current.status).toBe('reconnecting');
+    act(() => f.last().serverSend({ type: 'connected', payload: { userId: 1, username: 'admin', role: 'admin' } }));
     expect(result.current.status).toBe('live');
     act(() => f.last().serverClose(1012));
     await waitFor(() => expect(f.sockets).toHaveLength(2));

@@ -8,6 +8,7 @@ import { Toasts } from './Toasts';
 import { StatBadges } from './StatBadges';
 
 const NAV = [
+  { to: '/overview', label: 'Overview' },
   { to: '/tasks', label: 'Tasks' },
   { to: '/approvals', label: 'Approvals' },
   { to: '/conversations', label: 'Conversations' },

@@ -5,10 +5,12 @@ import { StatsHistory } from '../realtime/StatsHistory';
 import type { TabRole } from '../realtime/TabCoordinator';
 import type { TopicError } from '../realtime/topics';
 import type { ClientMessage } from '../realtime/messages';
-import type { ConnectionStatus } from '../realtime/types';
+import type { ConnectionStatus, Transport } from '../realtime/types';
 
 export interface RealtimeState {
   status: ConnectionStatus;
+  /** WebSocket, or the Server-Sent Events fallback. */
+  transport: Transport;
   role: TabRole;
   reconnect: () => void;
   history: StatsHistory;
@@ -22,6 +24,7 @@ export interface RealtimeState {
 
 export const RealtimeContext = createContext<RealtimeState>({
   status: 'offline',
+  transport: 'websocket',
   role: 'pending',
   reconnect: () => {},
   history: new StatsHistory(),

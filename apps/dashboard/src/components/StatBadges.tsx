@@ -1,23 +1,11 @@
-import { useMemo } from 'react';
 import { useApprovalStats, useConversationStats, useTaskStats } from '../lib/resources';
 import type { StatsTopic } from '../realtime/types';
-import { useSyncExternalStore } from 'react';
-import { useRealtime } from './RealtimeContext';
 import { Sparkline } from './Sparkline';
-import { useNow } from './useNow';
+import { useDaySeries } from './useDaySeries';
 import { Link } from '../lib/router';
 
-const WINDOW_MS = 10 * 60_000;
-
-function useSeries(topic: StatsTopic, field: string) {
-  const { history } = useRealtime();
-  const version = useSyncExternalStore(history.subscribe, history.getVersion, history.getVersion);
-  return useMemo(
-    () => history.get(topic).map((p) => ({ t: p.t, v: p.payload[field] ?? 0 })),
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-    [history, topic, field, version],
-  );
-}
+/** A badge's chart needs at least this much of a window (just after midnight). */
+const MIN_WINDOW_MS = 10 * 60_000;
 
 interface CardProps {
   title: string;
@@ -33,8 +21,8 @@ interface CardProps {
 }
 
 function StatCard({ title, value, testId, tone, detail, topic, field, to, loading, failed }: CardProps) {
-  const now = useNow(5000);
-  const series = useSeries(topic, field);
+  // The day so far: the server's history, then the pushed values (a reload keeps it).
+  const { series, dayStart, now, state, historyPoints } = useDaySeries(topic, field, value);
   return (
     // The card's visible text is its accessible name (an aria-label hid the details from it).
     <Link to={to} className={`stat-card tone-${tone}`}>
@@ -45,16 +33,17 @@ function StatCard({ title, value, testId, tone, detail, topic, field, to, loadin
         {value ?? (loading ? '…' : failed ? '?' : '–')}
       </div>
       <div className="stat-detail">{detail}</div>
-      {/* The chart repeats the figure over time without values: nothing for a screen reader. */}
-      <div aria-hidden="true">
+      {/* The chart repeats the figure over the day without values: nothing for a screen reader
+          (the overview page has the charts with their values as tables). */}
+      <div aria-hidden="true" data-history={state} data-history-points={historyPoints}>
         <Sparkline
           points={series}
           now={now}
-          windowMs={WINDOW_MS}
-          label={`${title} over the last 10 minutes`}
+          windowMs={Math.max(MIN_WINDOW_MS, now - dayStart)}
+          label={`${title} today`}
           testId={`chart-${topic.replace('stats:', '')}`}
         />
-        <div className="stat-foot">last 10 min</div>
+        <div className="stat-foot">today</div>
       </div>
     </Link>
   );

@@ -71,3 +71,32 @@ export interface PasswordChange {
   currentPassword: string;
   newPassword: string;
 }
+
+// ------------------------------------------------------------------ live operations insight (contract section 9)
+// Not in the server's OpenAPI document yet (issue 17, server side). The socket's payloads are
+// asserted (messages.ts) to equal these, as the contract says they do.
+
+/** One department's task counts. */
+export interface DepartmentCounts {
+  department: string;
+  pending: number;
+  inProgress: number;
+  completed: number;
+  total: number;
+}
+/** `GET /api/v1/tasks/stats/departments`, and the `stats:departments` payload: sorted by name, at most 200. */
+export interface DepartmentStats {
+  departments: DepartmentCounts[];
+  truncated?: boolean;
+}
+/** `GET /api/v1/stats/sla`, and the `stats:sla` payload (times RFC 3339, or null). */
+export interface SlaStats {
+  overdueTasks: number;
+  oldestOpenTaskCreatedAt: string | null;
+  escalatedConversations: number;
+  oldestEscalationAt: string | null;
+}
+/** `GET /api/v1/stats/history?topic=&since=`: the topic's value at the end of every minute in which it changed. */
+export interface StatsHistoryAnswer {
+  points: { at: string; payload: Record<string, unknown> }[];
+}

@@ -17,10 +17,12 @@ import type {
   Conversation,
   ConversationStats,
   Decision,
+  DepartmentStats,
   NewApproval,
   NewConversation,
   NewTask,
   Page,
+  SlaStats,
   Task,
   TaskStats,
   TaskStatus,
@@ -66,6 +68,18 @@ export function useConversationStats() {
   return useQuery(
     statsQueryOptions<ConversationStats>(qc, queryKeys.conversationStats, '/api/v1/conversations/stats'),
   );
+}
+
+/** Per-department task counts (contract section 9): fetched once, then `stats:departments` keeps them. */
+export function useDepartmentStats() {
+  const qc = useQueryClient();
+  return useQuery(statsQueryOptions<DepartmentStats>(qc, queryKeys.departmentStats, '/api/v1/tasks/stats/departments'));
+}
+
+/** Overdue tasks and the oldest open items (contract section 9): fetched once, then `stats:sla` keeps them. */
+export function useSlaStats() {
+  const qc = useQueryClient();
+  return useQuery(statsQueryOptions<SlaStats>(qc, queryKeys.slaStats, '/api/v1/stats/sla'));
 }
 
 const PAGE_SIZE = 50;

@@ -12,11 +12,20 @@ import {
 } from './types';
 
 /**
+ * One live connection that keeps itself up: attempts, backoff, heartbeat, close codes, token
+ * checks. The transport is the factory's business (a WebSocket, or `EventSourceSocket` over
+ * Server-Sent Events): both follow this one policy.
+ *
+ * Reason to change: the reconnect policy. Never depends on React, the query cache, the tabs
+ * or which transport is chosen.
+ */
+
+/**
  * Internal states of the connection state machine.
  * - idle: never started
  * - connecting: getting the URL of this attempt (e.g. fetching a WebSocket ticket), or a socket
  *   exists and is not open yet
- * - open: the socket is open
+ * - open: the socket is open (with `awaitConnected`: and the server said `connected`)
  * - checking: closed before open; asking GET /api/v1/me whether the token is still good
  * - backoff: waiting before the next attempt
  * - stopped: closed on purpose (logout/unmount) or by a server close 1000: no reconnect
@@ -78,14 +87,35 @@ export interface ReconnectingSocketOptions {
   pingIntervalMs?: number;
   /** No message at all within this time after a ping → the connection is considered dead. */
   pongTimeoutMs?: number;
+  /**
+   * The connection counts as open (live, heartbeat, healthy timer) only once the server's
+   * `connected` message arrived, not when the transport opened: a socket (or stream) that opens
+   * but never says `connected` — a proxy that accepts the upgrade and passes nothing — is a
+   * failure before open, like a refused upgrade (the token is checked, `onFailedWhileApiAnswers`
+   * may follow). Frames before `connected` are still passed on.
+   */
+  awaitConnected?: boolean;
+  /**
+   * With `awaitConnected`: a socket without `connected` this long after it was created is dropped
+   * (a failure before open) — whether it opened or hangs in its handshake (an EventSource behind a
+   * proxy that holds the response back never says anything).
+   */
+  connectedTimeoutMs?: number;
+  /**
+   * A connection failed before open while the HTTP API answered (the token check said `ok`):
+   * this transport does not get through, the server itself is fine. The transport may be
+   * switched from here (the next attempt's `url()` and `createSocket` decide which one).
+   */
+  onFailedWhileApiAnswers?: () => void;
 }
 
 export class ReconnectingSocket {
   private readonly opts: Required<
-    Omit<ReconnectingSocketOptions, 'onStatus' | 'onUnauthorized' | 'checkAuth'>
+    Omit<ReconnectingSocketOptions, 'onStatus' | 'onUnauthorized' | 'checkAuth' | 'onFailedWhileApiAnswers'>
   > &
-    Pick<ReconnectingSocketOptions, 'onStatus' | 'onUnauthorized' | 'checkAuth'>;
+    Pick<ReconnectingSocketOptions, 'onStatus' | 'onUnauthorized' | 'checkAuth' | 'onFailedWhileApiAnswers'>;
   private ws: WebSocketLike | null = null;
+  /** The connection is open (with `awaitConnected`: the server said `connected`). */
   private opened = false;
   private _state: SocketState = 'idle';
   private _attempt = 0;
@@ -94,6 +124,7 @@ export class ReconnectingSocket {
   private pingTimer: unknown = null;
   private pongTimer: unknown = null;
   private urlTimer: unknown = null;
+  private connectedTimer: unknown = null;
   /** Bumped by every attempt and by stop(): a late `url()` result of an older attempt is dropped. */
   private attemptId = 0;
   private urlAbort: AbortController | null = null;
@@ -110,6 +141,8 @@ export class ReconnectingSocket {
       pingIntervalMs: 25_000,
       pongTimeoutMs: 10_000,
       urlTimeoutMs: 15_000,
+      awaitConnected: false,
+      connectedTimeoutMs: 15_000,
       decoder: serverMessages,
       ...options,
     };
@@ -173,6 +206,42 @@ export class ReconnectingSocket {
       return true;
     } catch {
       return false;
+    }
+  }
+
+  /**
+   * Replaces the current connection with `socket`, already open on the server's side (a probe
+   * that got through), and plays `frames` — what it received so far, `connected` first — as if
+   * they had just arrived. The old connection is closed with 1000 at once, so the two overlap
+   * only for the time of this call. Nothing happens (the socket is closed) once stopped.
+   */
+  adopt(socket: WebSocketLike, frames: readonly unknown[]): void {
+    if (this._state === 'stopped' || this._state === 'unauthorized' || this._state === 'idle') {
+      try {
+        socket.close(CLOSE_NORMAL, 'not needed');
+      } catch {
+        /* ignore */
+      }
+      return;
+    }
+    this.attemptId += 1; // a pending url() of an attempt in progress is of no use any more
+    this.abortPendingUrl();
+    this.clearAllTimers();
+    const old = this.ws;
+    this.ws = null;
+    if (old) {
+      try {
+        old.close(CLOSE_NORMAL, 'switching transport');
+      } catch {
+        /* ignore */
+      }
+    }
+    this.opened = false;
+    this.attach(socket);
+    this.socketOpened();
+    for (const data of frames) {
+      if (this.ws !== socket) break; // a frame closed it (e.g. a close message)
+      this.frame(socket, data);
     }
   }
 
@@ -261,25 +330,26 @@ export class ReconnectingSocket {
       this.handleClose(1006, false);
       return;
     }
+    this.attach(socket);
+  }
+
+  private attach(socket: WebSocketLike): void {
     this.ws = socket;
+    if (this.opts.awaitConnected && this.opts.connectedTimeoutMs > 0) {
+      this.connectedTimer = this.opts.timers.setTimeout(() => {
+        this.connectedTimer = null;
+        if (this.ws !== socket || this.opened) return;
+        this.drop(socket, 'no connected message');
+        this.handleClose(1006, false);
+      }, this.opts.connectedTimeoutMs);
+    }
     socket.onopen = () => {
       if (this.ws !== socket) return;
-      this.opened = true;
-      this.setState('open');
-      this.healthyTimer = this.opts.timers.setTimeout(() => {
-        this.healthyTimer = null;
-        this._attempt = 0;
-      }, this.opts.healthyAfterMs);
-      this.schedulePing();
+      this.socketOpened();
     };
     socket.onmessage = (ev) => {
       if (this.ws !== socket) return;
-      // Any traffic proves the connection is alive.
-      this.clearTimer('pongTimer');
-      const msg = this.opts.decoder.parseFrame(ev.data);
-      if (!msg) return;
-      if (msg.type === 'pong') return;
-      this.opts.onMessage(msg);
+      this.frame(socket, ev.data);
     };
     socket.onerror = () => {
       /* a close event always follows */
@@ -289,6 +359,45 @@ export class ReconnectingSocket {
       this.ws = null;
       this.handleClose(typeof ev?.code === 'number' ? ev.code : 1006, this.opened);
     };
+  }
+
+  /** The transport is open: the connection is, unless it must first say `connected`. */
+  private socketOpened(): void {
+    if (!this.opts.awaitConnected) this.markOpen();
+  }
+
+  private markOpen(): void {
+    this.opened = true;
+    this.clearTimer('connectedTimer');
+    this.setState('open');
+    this.healthyTimer = this.opts.timers.setTimeout(() => {
+      this.healthyTimer = null;
+      this._attempt = 0;
+    }, this.opts.healthyAfterMs);
+    this.schedulePing();
+  }
+
+  private frame(socket: WebSocketLike, data: unknown): void {
+    // Any traffic proves the connection is alive.
+    this.clearTimer('pongTimer');
+    const msg = this.opts.decoder.parseFrame(data);
+    if (!msg) return;
+    if (msg.type === 'pong') return;
+    if (msg.type === 'connected' && !this.opened) {
+      this.markOpen();
+      if (this.ws !== socket) return;
+    }
+    this.opts.onMessage(msg);
+  }
+
+  /** Forgets `socket` and closes it (its close event, if any, is then ignored). */
+  private drop(socket: WebSocketLike, reason: string): void {
+    if (this.ws === socket) this.ws = null;
+    try {
+      socket.close(CLOSE_HEARTBEAT_TIMEOUT, reason);
+    } catch {
+      /* ignore */
+    }
   }
 
   private handleClose(code: number, wasOpen: boolean): void {
@@ -319,8 +428,12 @@ export class ReconnectingSocket {
       result.then(
         (r) => {
           if (this._state !== 'checking') return;
-          if (r === 'unauthorized') this.becomeUnauthorized();
-          else this.scheduleReconnect();
+          if (r === 'unauthorized') {
+            this.becomeUnauthorized();
+            return;
+          }
+          if (r === 'ok') this.opts.onFailedWhileApiAnswers?.();
+          if (this._state === 'checking') this.scheduleReconnect();
         },
         () => {
           if (this._state === 'checking') this.scheduleReconnect();
@@ -366,19 +479,16 @@ export class ReconnectingSocket {
         this.pongTimer = null;
         if (this.ws !== socket) return;
         // Dead connection (e.g. half-open TCP): drop it and reconnect without waiting for the close handshake.
-        this.ws = null;
-        try {
-          socket.close(CLOSE_HEARTBEAT_TIMEOUT, 'heartbeat timeout');
-        } catch {
-          /* ignore */
-        }
+        this.drop(socket, 'heartbeat timeout');
         this.handleClose(1006, true);
       }, this.opts.pongTimeoutMs);
       this.schedulePing();
     }, this.opts.pingIntervalMs);
   }
 
-  private clearTimer(name: 'reconnectTimer' | 'healthyTimer' | 'pingTimer' | 'pongTimer' | 'urlTimer'): void {
+  private clearTimer(
+    name: 'reconnectTimer' | 'healthyTimer' | 'pingTimer' | 'pongTimer' | 'urlTimer' | 'connectedTimer',
+  ): void {
     const h = this[name];
     if (h !== null) {
       this.opts.timers.clearTimeout(h);
@@ -392,5 +502,6 @@ export class ReconnectingSocket {
     this.clearTimer('pingTimer');
     this.clearTimer('pongTimer');
     this.clearTimer('urlTimer');
+    this.clearTimer('connectedTimer');
   }
 }

@@ -1,5 +1,6 @@
 /**
- * One WebSocket per browser, shared by its tabs (Web Locks + BroadcastChannel).
+ * One live connection per browser (a WebSocket, or its SSE fallback), shared by its tabs
+ * (Web Locks + BroadcastChannel).
  *
  * Reason to change: how tabs share the socket. Never depends on React, the query cache or how
  * the socket itself connects (that is `createConnection`'s business).
@@ -15,7 +16,7 @@ import {
   type StatsMessageType,
 } from './messages';
 import { TopicSubscriptions, type TopicError } from './topics';
-import { realTimers, type ConnectionStatus, type SessionEnd, type Timers } from './types';
+import { realTimers, type ConnectionStatus, type SessionEnd, type Timers, type Transport } from './types';
 
 /** The subset of the Web Locks API used here (navigator.locks). */
 export interface LockManagerLike {
@@ -46,7 +47,8 @@ export interface LeaderConnection {
 
 export interface LeaderHandlers {
   onMessage(msg: ServerMessage): void;
-  onStatus(status: ConnectionStatus): void;
+  /** `transport`: what the connection runs over (WebSocket, or the SSE fallback). */
+  onStatus(status: ConnectionStatus, transport?: Transport): void;
   onUnauthorized(why: SessionEnd): void;
   /** The topics for the URL of the next connection attempt (union of every tab's topics). */
   topics(): string[];
@@ -63,7 +65,8 @@ export interface TabCoordinatorOptions {
   createConnection(handlers: LeaderHandlers): LeaderConnection;
   /** Every message this tab should apply (its own socket's, or relayed by the leader). */
   onMessage(msg: ServerMessage): void;
-  onStatus(status: ConnectionStatus): void;
+  /** The status this tab shows, and the transport of the browser's one connection. */
+  onStatus(status: ConnectionStatus, transport: Transport): void;
   /** The session ended (in the leader's socket, relayed to every tab). */
   onUnauthorized(why: SessionEnd): void;
   onRoleChange?(role: TabRole): void;
@@ -86,9 +89,9 @@ export interface TabCoordinatorOptions {
 /** Messages on the BroadcastChannel. */
 export type RelayMessage =
   | { kind: 'msg'; msg: ServerMessage }
-  | { kind: 'status'; status: ConnectionStatus }
+  | { kind: 'status'; status: ConnectionStatus; transport?: Transport }
   | { kind: 'hello'; tab?: string; topics?: string[] }
-  | { kind: 'state'; status: ConnectionStatus; messages: ServerMessage[] }
+  | { kind: 'state'; status: ConnectionStatus; transport?: Transport; messages: ServerMessage[] }
   | { kind: 'unauthorized'; why?: SessionEnd }
   | { kind: 'reconnect' }
   /** A follower's topics (on change, as a heartbeat, and in answer to `roll-call`). */
@@ -119,6 +122,11 @@ function sameTopics(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((t, i) => t === b[i]);
 }
 
+/** A relayed transport (the leader may run another build: anything unknown is WebSocket). */
+function relayedTransport(t: unknown): Transport {
+  return t === 'sse' ? 'sse' : 'websocket';
+}
+
 function cleanTopics(topics: unknown): string[] {
   if (!Array.isArray(topics)) return [];
   return [...new Set(topics.filter((t): t is string => typeof t === 'string' && t.length > 0))].sort();
@@ -141,7 +149,7 @@ interface TabContext {
   readonly ownTopics: readonly string[];
   readonly viewing: string | null;
   /** Records the status this tab shows and tells the app. */
-  setStatus(status: ConnectionStatus): void;
+  setStatus(status: ConnectionStatus, transport?: Transport): void;
   post(message: RelayMessage): void;
 }
 
@@ -182,7 +190,11 @@ class OwnSocket {
   constructor(
     ctx: TabContext,
     wanted: string[],
-    hooks: { onMessage(m: ServerMessage): void; onStatus(s: ConnectionStatus): void; onUnauthorized(why: SessionEnd): void },
+    hooks: {
+      onMessage(m: ServerMessage): void;
+      onStatus(s: ConnectionStatus, t: Transport): void;
+      onUnauthorized(why: SessionEnd): void;
+    },
   ) {
     this.subscriptions = new TopicSubscriptions(
       (m) => this.send(m),
@@ -198,10 +210,10 @@ class OwnSocket {
         }
         hooks.onMessage(m);
       },
-      onStatus: (s) => {
+      onStatus: (s, t) => {
         if (ctx.stopped) return;
         if (s !== 'live') this.subscriptions.disconnected();
-        hooks.onStatus(s);
+        hooks.onStatus(s, t ?? 'websocket');
       },
       onUnauthorized: (why) => {
         if (ctx.stopped) return;
@@ -231,7 +243,7 @@ class Solo {
   constructor(ctx: TabContext) {
     this.socket = new OwnSocket(ctx, [...ctx.ownTopics], {
       onMessage: (m) => ctx.opts.onMessage(m),
-      onStatus: (s) => ctx.setStatus(s),
+      onStatus: (s, t) => ctx.setStatus(s, t),
       onUnauthorized: (why) => ctx.opts.onUnauthorized(why),
     });
   }
@@ -269,6 +281,7 @@ class Leader {
   private readonly latestStats = new Map<StatsMessageType, StatsMessage>();
   private latestPresence: PresenceMessage | null = null;
   private status: ConnectionStatus = 'reconnecting';
+  private transport: Transport = 'websocket';
   private readonly expiry: Ticker;
   private readonly socket: OwnSocket;
 
@@ -286,7 +299,7 @@ class Leader {
         ctx.post({ kind: 'msg', msg: m });
         ctx.opts.onMessage(m);
       },
-      onStatus: (s) => this.setStatus(s),
+      onStatus: (s, t) => this.setStatus(s, t),
       onUnauthorized: (why) => {
         ctx.post({ kind: 'unauthorized', why });
         ctx.opts.onUnauthorized(why);
@@ -335,7 +348,7 @@ class Leader {
         if (this.latestConnected) messages.push(this.latestConnected);
         messages.push(...this.latestStats.values());
         if (this.latestPresence) messages.push(this.latestPresence);
-        this.ctx.post({ kind: 'state', status: this.status, messages });
+        this.ctx.post({ kind: 'state', status: this.status, transport: this.transport, messages });
         break;
       }
       case 'tab':
@@ -358,10 +371,11 @@ class Leader {
     }
   }
 
-  private setStatus(s: ConnectionStatus): void {
+  private setStatus(s: ConnectionStatus, t: Transport = 'websocket'): void {
     this.status = s;
-    this.ctx.post({ kind: 'status', status: s });
-    this.ctx.setStatus(s);
+    this.transport = t;
+    this.ctx.post({ kind: 'status', status: s, transport: t });
+    this.ctx.setStatus(s, t);
   }
 
   private remember(m: ServerMessage): void {
@@ -462,10 +476,10 @@ class Follower {
         this.announce();
         break;
       case 'status':
-        this.ctx.setStatus(m.status);
+        this.ctx.setStatus(m.status, relayedTransport(m.transport));
         break;
       case 'state':
-        this.ctx.setStatus(m.status);
+        this.ctx.setStatus(m.status, relayedTransport(m.transport));
         for (const msg of relayedMessages(m.messages)) this.ctx.opts.onMessage(msg);
         break;
       case 'unauthorized':
@@ -486,8 +500,8 @@ class Follower {
 }
 
 /**
- * One WebSocket per browser: the tab that holds the Web Lock `pulse-ws-leader` opens the
- * socket and relays every message and its connection status over a BroadcastChannel;
+ * One connection per browser, whichever its transport: the tab that holds the Web Lock
+ * `pulse-ws-leader` opens it and relays every message and its status (with the transport) over a BroadcastChannel;
  * the other tabs wait for the lock (so one takes over as soon as the leader tab closes,
  * which releases the lock) and apply what the leader relays. A new follower says `hello`
  * and the leader answers with its status and the latest `connected` + stats + presence messages.
@@ -519,6 +533,7 @@ export class TabCoordinator {
   private part: Leader | Follower | Solo | null = null;
   private channel: ChannelLike | null = null;
   private status: ConnectionStatus = 'reconnecting';
+  private transport: Transport = 'websocket';
 
   constructor(private readonly opts: TabCoordinatorOptions) {
     this.tabId = opts.tabId ?? randomId();
@@ -539,7 +554,7 @@ export class TabCoordinator {
       get viewing() {
         return self.viewing;
       },
-      setStatus: (s) => this.setStatus(s),
+      setStatus: (s, t) => this.setStatus(s, t),
       post: (m) => this.post(m),
     };
   }
@@ -565,6 +580,11 @@ export class TabCoordinator {
 
   get currentStatus(): ConnectionStatus {
     return this.status;
+  }
+
+  /** What the browser's one connection runs over (as the leader reports it). */
+  get currentTransport(): Transport {
+    return this.transport;
   }
 
   get currentViewing(): string | null {
@@ -668,9 +688,10 @@ export class TabCoordinator {
 
   // ---------------------------------------------------------------- shared by the parts
 
-  private setStatus(s: ConnectionStatus): void {
+  private setStatus(s: ConnectionStatus, t?: Transport): void {
     this.status = s;
-    this.opts.onStatus(s);
+    if (t) this.transport = t;
+    this.opts.onStatus(s, this.transport);
   }
 
   private post(m: RelayMessage): void {

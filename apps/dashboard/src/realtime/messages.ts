@@ -13,7 +13,14 @@
  */
 // zod's mini build: the same checks, a fraction of the bundle.
 import { z } from 'zod/mini';
-import type { ApprovalStats, ConversationStats, Task, TaskStats } from '../lib/apiTypes';
+import type {
+  ApprovalStats,
+  ConversationStats,
+  DepartmentStats as DepartmentStatsRest,
+  SlaStats as SlaStatsRest,
+  Task,
+  TaskStats,
+} from '../lib/apiTypes';
 
 // ------------------------------------------------------------------ payloads
 
@@ -208,4 +215,6 @@ export type WireMatchesRest = [
   Assert<Same<z.infer<typeof approvalStats>, ApprovalStats>>,
   Assert<Same<z.infer<typeof conversationStats>, ConversationStats>>,
   Assert<Same<z.infer<typeof task>, Task>>,
+  Assert<Same<z.infer<typeof departmentStats>, DepartmentStatsRest>>,
+  Assert<Same<z.infer<typeof slaStats>, SlaStatsRest>>,
 ];

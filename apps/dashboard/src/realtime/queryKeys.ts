@@ -2,6 +2,12 @@ export const queryKeys = {
   taskStats: ['taskStats'] as const,
   approvalStats: ['approvalStats'] as const,
   conversationStats: ['conversationStats'] as const,
+  /** `GET /api/v1/tasks/stats/departments`, then `stats:departments`. */
+  departmentStats: ['departmentStats'] as const,
+  /** `GET /api/v1/stats/sla`, then `stats:sla`. */
+  slaStats: ['slaStats'] as const,
+  /** A topic's history since a local midnight (epoch ms): fetched once per page load. */
+  statsHistory: (topic: string, since: number) => ['statsHistory', topic, since] as const,
   /** Prefix of every task list query: ['tasks', filters]. */
   tasks: ['tasks'] as const,
   approvals: ['approvals'] as const,

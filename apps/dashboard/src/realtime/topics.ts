@@ -6,11 +6,20 @@ export const PRESENCE_TOPIC = 'presence';
 
 export const conversationTopic = (id: number): string => `conversation:${id}`;
 
-/** Topics a page needs: the layout (3 stats + presence), plus `conversation:{id}` on a conversation page. */
+/** The opt-in topics of contract section 9 (the overview page shows them). */
+export const DEPARTMENTS_TOPIC = 'stats:departments';
+export const SLA_TOPIC = 'stats:sla';
+export const OVERVIEW_PATH = '/overview';
+
+/**
+ * Topics a page needs: the layout (3 stats + presence), plus `conversation:{id}` on a conversation
+ * page, and the department and SLA figures on the overview.
+ */
 export function topicsForPath(path: string): string[] {
   const topics: string[] = [...STATS_TOPICS, PRESENCE_TOPIC];
   const id = conversationIdFromPath(path);
   if (id !== null) topics.push(conversationTopic(id));
+  if (path === OVERVIEW_PATH || path === `${OVERVIEW_PATH}/`) topics.push(DEPARTMENTS_TOPIC, SLA_TOPIC);
   return topics;
 }
 
@@ -24,7 +33,8 @@ export function conversationIdFromPath(path: string): number | null {
  * Names the server is known to accept (contract section 6). Only these go into the `?topics=`
  * of the WebSocket URL: an unknown name there makes the server refuse the upgrade (400), which
  * the browser reports as a plain failure and the client would retry forever. Anything else is
- * asked for with a `subscribe` message, where the server answers `unknown_topic` and nothing breaks.
+ * asked for with a `subscribe` message, where the server answers `unknown_topic` and nothing breaks —
+ * so are the section 9 topics (`stats:departments`, `stats:sla`), which older servers do not have.
  */
 export function isKnownTopic(name: string): boolean {
   return (

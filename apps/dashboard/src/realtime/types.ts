@@ -1,6 +1,12 @@
 /** Connection status as shown to the user. The text of the indicator is exactly one of these. */
 export type ConnectionStatus = 'live' | 'reconnecting' | 'offline';
 
+/**
+ * How the live connection reaches the server: a WebSocket, or — where a proxy breaks WebSocket
+ * upgrades — Server-Sent Events with client messages sent as POSTs (contract section 8).
+ */
+export type Transport = 'websocket' | 'sse';
+
 /** The three stats topics the layout's badges show (their payloads are counts). */
 export type StatsTopic = 'stats:tasks' | 'stats:approvals' | 'stats:conversations';
 
@@ -16,6 +22,17 @@ export interface WebSocketLike {
 }
 
 export type WebSocketFactory = (url: string) => WebSocketLike;
+
+/** The subset of the browser EventSource that the client uses (so tests can pass a fake). */
+export interface EventSourceLike {
+  readonly readyState: number;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  close(): void;
+}
+
+export type EventSourceFactory = (url: string) => EventSourceLike;
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;

@@ -1,6 +1,7 @@
 import { useQueryClient } from '@tanstack/react-query';
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { ReconnectingSocket, type ReconnectingSocketOptions } from './ReconnectingSocket';
+import { RealtimeConnection } from './RealtimeConnection';
+import type { ReconnectingSocket, ReconnectingSocketOptions, SocketState } from './ReconnectingSocket';
 import type { StatsHistory } from './StatsHistory';
 import { StatsSync } from './StatsSync';
 import {
@@ -16,8 +17,10 @@ import {
   UnauthorizedError,
   type AuthCheck,
   type ConnectionStatus,
+  type EventSourceFactory,
   type SessionEnd,
   type Timers,
+  type Transport,
   type WebSocketFactory,
 } from './types';
 
@@ -34,6 +37,20 @@ export interface RealtimeDeps {
    * return a plain string.
    */
   wsUrl: (token: string, topics?: readonly string[], signal?: AbortSignal) => string | Promise<string>;
+  /**
+   * The EventSource of the Server-Sent Events fallback (contract section 8); null where there is
+   * none (no fallback: WebSocket only).
+   */
+  createEventSource: EventSourceFactory | null;
+  /** The URL of one SSE attempt: like `wsUrl`, a fresh ticket each time (`/sse?ticket=…&topics=…`). */
+  sseUrl: (token: string, topics?: readonly string[], signal?: AbortSignal) => string | Promise<string>;
+  /**
+   * Sends one client message of an SSE connection: `POST /api/v1/realtime/{connectionId}` with
+   * the JWT; resolves with the HTTP status, rejects on a network error.
+   */
+  postRealtime: (token: string, connectionId: string, body: string, signal?: AbortSignal) => Promise<number>;
+  /** When to fall back to SSE and how often to try WebSocket again from there (see RealtimeConnection). */
+  fallback?: { afterFailures?: number; probeEveryMs?: number; probeTimeoutMs?: number };
   /** Whether this page is visible (its `viewing` wins after a reconnect). */
   isVisible?: () => boolean;
   timers?: Timers;
@@ -44,7 +61,10 @@ export interface RealtimeDeps {
   random?: () => number;
   /** Extra options for the socket (backoff, heartbeat…). */
   socketOptions?: Partial<
-    Pick<ReconnectingSocketOptions, 'baseDelayMs' | 'maxDelayMs' | 'healthyAfterMs' | 'pingIntervalMs' | 'pongTimeoutMs'>
+    Pick<
+      ReconnectingSocketOptions,
+      'baseDelayMs' | 'maxDelayMs' | 'healthyAfterMs' | 'pingIntervalMs' | 'pongTimeoutMs' | 'connectedTimeoutMs'
+    >
   >;
 }
 
@@ -59,7 +79,14 @@ export function browserWsUrl(
   return `${scheme}//${loc.host}/ws?ticket=${encodeURIComponent(ticket)}${t}`;
 }
 
+/** `/sse?ticket=…&topics=…` on the page's origin (a relative URL: EventSource resolves it). */
+export function browserSseUrl(ticket: string, topics?: readonly string[]): string {
+  const t = topics ? `&topics=${topics.map(encodeURIComponent).join(',')}` : '';
+  return `/sse?ticket=${encodeURIComponent(ticket)}${t}`;
+}
+
 export const WS_TICKET_PATH = '/api/v1/ws-ticket';
+export const REALTIME_PATH = '/api/v1/realtime/';
 
 type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
@@ -98,6 +125,29 @@ export function ticketWsUrl(
   };
 }
 
+/** A `RealtimeDeps.sseUrl` that fetches a fresh ticket (the same single-use tickets) for every attempt. */
+export function ticketSseUrl(fetchImpl?: FetchLike): RealtimeDeps['sseUrl'] {
+  return async (token, topics, signal) => browserSseUrl(await fetchWsTicket(token, fetchImpl, signal), topics);
+}
+
+/** `POST /api/v1/realtime/{connectionId}` with the JWT and the message as it would go on a WebSocket. */
+export async function postRealtimeMessage(
+  token: string,
+  connectionId: string,
+  body: string,
+  signal?: AbortSignal,
+  fetchImpl: FetchLike = (input, init) => fetch(input, init),
+): Promise<number> {
+  const res = await fetchImpl(`${REALTIME_PATH}${encodeURIComponent(connectionId)}`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body,
+    cache: 'no-store',
+    ...(signal ? { signal } : {}),
+  });
+  return res.status;
+}
+
 export async function checkTokenWithApi(token: string): Promise<AuthCheck> {
   try {
     const res = await fetch('/api/v1/me', { headers: { Authorization: `Bearer ${token}` } });
@@ -119,29 +169,60 @@ export function defaultRealtimeDeps(): RealtimeDeps {
         : null,
     checkAuth: checkTokenWithApi,
     wsUrl: ticketWsUrl(),
+    createEventSource:
+      typeof EventSource !== 'undefined'
+        ? (url) => new EventSource(url) as unknown as ReturnType<EventSourceFactory>
+        : null,
+    sseUrl: ticketSseUrl(),
+    postRealtime: (token, id, body, signal) => postRealtimeMessage(token, id, body, signal),
     isVisible: () => typeof document === 'undefined' || document.visibilityState !== 'hidden',
   };
 }
 
 /**
- * The leader's (or a solo tab's) connection: a started ReconnectingSocket whose every attempt
- * gets its URL from `deps.wsUrl` (a fresh ticket) and which asks `deps.checkAuth` after a
- * failure before open. Exported so that e2e/reconnect-spread.mjs runs exactly this wiring in Node.
+ * The leader's (or a solo tab's) connection, started: WebSocket first, the SSE fallback when a
+ * WebSocket cannot get through (see RealtimeConnection). Every attempt gets its URL from
+ * `deps.wsUrl` / `deps.sseUrl` (a fresh ticket); `deps.checkAuth` is asked after a failure before
+ * `connected`.
  */
-export function openRealtimeSocket(d: RealtimeDeps, token: string, handlers: LeaderHandlers): ReconnectingSocket {
-  const socket = new ReconnectingSocket({
-    url: (signal) => d.wsUrl(token, handlers.topics(), signal),
+export function openRealtimeConnection(
+  d: RealtimeDeps,
+  token: string,
+  handlers: LeaderHandlers & { onState?(state: SocketState, transport: Transport): void },
+): RealtimeConnection {
+  const connection = new RealtimeConnection({
+    wsUrl: (topics, signal) => d.wsUrl(token, topics, signal),
+    sseUrl: (topics, signal) => d.sseUrl(token, topics, signal),
     createSocket: d.createSocket,
+    createEventSource: d.createEventSource,
+    post: (id, body, signal) => d.postRealtime(token, id, body, signal),
     checkAuth: () => d.checkAuth(token),
     onMessage: handlers.onMessage,
     onStatus: handlers.onStatus,
     onUnauthorized: handlers.onUnauthorized,
+    topics: handlers.topics,
+    ...(handlers.onState ? { onState: handlers.onState } : {}),
     ...(d.timers ? { timers: d.timers } : {}),
     ...(d.random ? { random: d.random } : {}),
-    ...d.socketOptions,
+    ...(d.socketOptions ? { socketOptions: d.socketOptions } : {}),
+    ...(d.fallback?.afterFailures !== undefined ? { fallbackAfterFailures: d.fallback.afterFailures } : {}),
+    ...(d.fallback?.probeEveryMs !== undefined ? { probeEveryMs: d.fallback.probeEveryMs } : {}),
+    ...(d.fallback?.probeTimeoutMs !== undefined ? { probeTimeoutMs: d.fallback.probeTimeoutMs } : {}),
   });
-  socket.start();
-  return socket;
+  connection.start();
+  return connection;
+}
+
+/**
+ * `openRealtimeConnection`'s state machine, for e2e/reconnect-spread.mjs, which runs exactly this
+ * wiring in Node (no EventSource there: WebSocket only) and reads its state and delays.
+ */
+export function openRealtimeSocket(
+  d: RealtimeDeps,
+  token: string,
+  handlers: LeaderHandlers & { onState?(state: SocketState, transport: Transport): void },
+): ReconnectingSocket {
+  return openRealtimeConnection(d, token, handlers).socket;
 }
 
 export interface UseWebSocketOptions {
@@ -168,6 +249,8 @@ export interface UseWebSocketOptions {
 
 export interface UseWebSocketResult {
   status: ConnectionStatus;
+  /** What the browser's connection runs over: WebSocket, or the SSE fallback. */
+  transport: Transport;
   role: TabRole;
   /** Skip the current backoff wait. */
   reconnect: () => void;
@@ -180,8 +263,9 @@ export interface UseWebSocketResult {
 const DEFAULT_TOPICS: readonly string[] = STATS_TOPICS;
 
 /**
- * Keeps the dashboard live: one WebSocket per browser (leader tab via Web Locks, relayed to
- * the other tabs over BroadcastChannel), every message written into the react-query cache.
+ * Keeps the dashboard live: one connection per browser — a WebSocket, or the SSE fallback where
+ * WebSocket cannot get through — held by the leader tab (Web Locks) and relayed to the other
+ * tabs over BroadcastChannel, every message written into the react-query cache.
  */
 export function useWebSocket({
   token,
@@ -194,6 +278,7 @@ export function useWebSocket({
 }: UseWebSocketOptions): UseWebSocketResult {
   const queryClient = useQueryClient();
   const [status, setStatus] = useState<ConnectionStatus>(token ? 'reconnecting' : 'offline');
+  const [transport, setTransport] = useState<Transport>('websocket');
   const [role, setRole] = useState<TabRole>('pending');
   const [topicError, setTopicError] = useState<TopicError | null>(null);
   const coordinatorRef = useRef<TabCoordinator | null>(null);
@@ -235,7 +320,7 @@ export function useWebSocket({
       onTopicError: (e) => {
         if (typeof console !== 'undefined') console.warn(`Pulse: topic refused: ${e.message}`);
       },
-      createConnection: (handlers) => openRealtimeSocket(d, token, handlers),
+      createConnection: (handlers) => openRealtimeConnection(d, token, handlers),
       onMessage: (msg) => {
         sync.handle(msg);
         if (msg.type === 'error') {
@@ -245,7 +330,10 @@ export function useWebSocket({
         }
         onMessageRef.current?.(msg);
       },
-      onStatus: (s) => setStatus(s),
+      onStatus: (s, t) => {
+        setStatus(s);
+        setTransport(t);
+      },
       onUnauthorized: (why) => {
         setStatus('offline');
         fireUnauthorized(why);
@@ -298,5 +386,5 @@ export function useWebSocket({
   const reconnect = useCallback(() => coordinatorRef.current?.reconnectNow(), []);
   const send = useCallback((message: ClientMessage) => coordinatorRef.current?.send(message) ?? false, []);
 
-  return { status: token ? status : 'offline', role, reconnect, send, topicError };
+  return { status: token ? status : 'offline', transport, role, reconnect, send, topicError };
 }
