@@ -97,6 +97,16 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_numbers_are_remembered_up_to_the_bound() {
+        let mut own = OwnCommits::default();
+        for seq in 0..=REMEMBERED as i64 {
+            own.listener_read(seq);
+        }
+        assert_eq!(own.commit_unknown(&[0]), Vec::<i64>::new(), "the oldest was forgotten");
+        assert_eq!(own.commit_unknown(&[1]), vec![1], "the bound keeps exactly REMEMBERED numbers");
+    }
+
+    #[test]
     fn memory_stays_bounded() {
         let mut own = OwnCommits::default();
         for seq in 0..(REMEMBERED as i64 * 3) {

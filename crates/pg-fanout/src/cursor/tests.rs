@@ -395,6 +395,22 @@ fn a_gap_is_given_up_once_no_transaction_below_its_fence_runs() {
 }
 
 #[test]
+fn a_gap_given_up_at_or_above_the_pruning_floor_is_no_reason_to_resync() {
+    let mut cursor = Cursor::start(0, &snap(10, 10, &[]), 10, 100);
+    cursor.apply(read(snap(10, 12, &[10]), 0, vec![], vec![1, 3]));
+    cursor.fence(12);
+    // Pruning went up to 2: rows below 2 may be gone, number 2 itself was never pruned.
+    let out = cursor.apply(read(snap(13, 13, &[]), 2, vec![], vec![]));
+    assert_eq!((out.abandoned, out.resync), (1, None));
+}
+
+#[test]
+fn resyncs_say_why() {
+    assert!(Resync::MaybePruned.reason().contains("pruned"));
+    assert!(Resync::TooManyGaps.reason().contains("gaps"));
+}
+
+#[test]
 fn a_gap_given_up_below_the_pruning_floor_asks_for_a_resync() {
     let mut cursor = Cursor::start(0, &snap(10, 10, &[]), 10, 100);
     cursor.apply(read(snap(10, 12, &[10]), 0, vec![], vec![2]));
@@ -425,6 +441,15 @@ fn rows_found_in_a_split_gap_are_published_once() {
     let out = cursor.apply(read(snap(1, 7, &[1, 3]), 0, vec![2], vec![]));
     assert_eq!(out.publish, vec![2]);
     assert_eq!(cursor.gaps_to_read(), vec![(1, 1), (3, 4)]);
+    // Rows at either end of a range shrink it, leaving no empty range behind.
+    let out = cursor.apply(read(snap(1, 7, &[1]), 0, vec![3, 4], vec![]));
+    assert_eq!(out.publish, vec![3, 4]);
+    assert_eq!(cursor.gaps_to_read(), vec![(1, 1)]);
+    assert!(!cursor.is_settled(), "number 1 is still awaited");
+    let out = cursor.apply(read(snap(1, 7, &[1]), 0, vec![1], vec![]));
+    assert_eq!(out.publish, vec![1]);
+    assert!(cursor.is_settled());
+    assert_eq!(cursor.open_gaps(), 0);
     assert!(!cursor.needs_fence(), "both halves keep the fence");
     // The same row again (a read repeated after an error) is not published twice.
     let out = cursor.apply(read(snap(1, 7, &[1, 3]), 0, vec![2], vec![]));
@@ -452,6 +477,8 @@ fn transactions_that_may_run_at_start_are_watched_and_only_their_rows_published(
     // rows up to 10 visible then are not published.
     let mut cursor = Cursor::start(10, &snap(7, 9, &[7]), 10, 100);
     assert_eq!(cursor.start_transactions(), vec![7, 9]);
+    assert!(!cursor.is_settled(), "start transactions are awaited, no gap is open");
+    assert_eq!(cursor.open_gaps(), 0);
     let out = cursor.apply(read(snap(7, 9, &[7]), 0, vec![], vec![]));
     assert_eq!(out, Outcome::default(), "still running");
     let out = cursor.apply(Read {
