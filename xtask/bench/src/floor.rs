@@ -165,11 +165,11 @@ pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
         std::thread::spawn(move || {
             while start_rx.recv().is_ok() {
                 let result = (|| {
-                    let before = procstat::cpu_secs("thread-self", tck)?;
+                    let before = procstat::thread_cpu_secs(tck)?;
                     for socket in &mut mine {
                         socket.write_all(&frame)?;
                     }
-                    Ok(procstat::cpu_secs("thread-self", tck)? - before)
+                    Ok(procstat::thread_cpu_secs(tck)? - before)
                 })();
                 if done_tx.send(result).is_err() {
                     return;
