@@ -45,6 +45,22 @@ pub struct Figures {
     pub latency_p99_ms: f64,
     /// (client, change) pairs not delivered within the pair timeout.
     pub pairs_missing: u64,
+    /// The same changes with a second, smaller fleet, when it ran.
+    pub second_fleet: Option<SecondFleet>,
+}
+
+/// The figures of the second, smaller fleet.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondFleet {
+    /// Its clients.
+    pub clients: usize,
+    /// Change sent → client holds it, p50, ms.
+    pub latency_p50_ms: f64,
+    /// … p99, ms.
+    pub latency_p99_ms: f64,
+    /// Server CPU over its change phase / messages its clients received, µs.
+    pub cpu_us_per_delivered_message: Option<f64>,
 }
 
 /// What the floor contributes: the kernel's cost of the same fan-out.
@@ -84,6 +100,9 @@ pub struct Row {
     pub peer: Option<f64>,
     /// pulse / peer.
     pub ratio: Option<f64>,
+    /// Decimals shown in the summary.
+    #[serde(skip)]
+    pub digits: usize,
 }
 
 /// Whether a goal holds in this run.
@@ -145,24 +164,31 @@ impl Comparison {
         let p = &pulse;
         let q = peer.as_ref();
         type Pick = fn(&Figures) -> Option<f64>;
-        let lines: [(&str, Pick); 11] = [
-            ("clients with their snapshot", |f| Some(f.clients_ready as f64)),
-            ("all clients connected, s", |f| Some(f.connect_secs)),
-            ("connect + snapshot per client p99, ms", |f| Some(f.connect_p99_ms)),
-            ("memory per idle connection, KiB", |f| Some(f.rss_per_connection_kib)),
-            ("idle CPU, % of one core", |f| Some(f.idle_cpu_pct_of_core)),
-            ("change → client p50, ms", |f| Some(f.latency_p50_ms)),
-            ("change → client p99, ms", |f| Some(f.latency_p99_ms)),
-            ("changes per second achieved", |f| Some(f.achieved_rate)),
-            ("messages delivered in the change phase", |f| Some(f.messages_delivered as f64)),
-            ("server CPU per delivered message, µs", |f| f.cpu_us_per_delivered_message),
-            ("server CPU per change × client, µs", |f| f.cpu_us_per_change_and_client),
+        let lines: [(&str, usize, Pick); 14] = [
+            ("clients with their snapshot", 0, |f| Some(f.clients_ready as f64)),
+            ("all clients connected, s", 2, |f| Some(f.connect_secs)),
+            ("connect + snapshot per client p99, ms", 1, |f| Some(f.connect_p99_ms)),
+            ("memory per idle connection, KiB", 1, |f| Some(f.rss_per_connection_kib)),
+            ("idle CPU, % of one core", 2, |f| Some(f.idle_cpu_pct_of_core)),
+            ("change → client p50, ms", 1, |f| Some(f.latency_p50_ms)),
+            ("change → client p99, ms", 1, |f| Some(f.latency_p99_ms)),
+            ("changes per second achieved", 1, |f| Some(f.achieved_rate)),
+            ("messages delivered in the change phase", 0, |f| Some(f.messages_delivered as f64)),
+            ("server CPU per delivered message, µs", 2, |f| f.cpu_us_per_delivered_message),
+            ("server CPU per change × client, µs", 2, |f| f.cpu_us_per_change_and_client),
+            ("second fleet: clients", 0, |f| f.second_fleet.as_ref().map(|s| s.clients as f64)),
+            ("second fleet: change → client p99, ms", 1, |f| {
+                f.second_fleet.as_ref().map(|s| s.latency_p99_ms)
+            }),
+            ("second fleet: server CPU per delivered message, µs", 2, |f| {
+                f.second_fleet.as_ref().and_then(|s| s.cpu_us_per_delivered_message)
+            }),
         ];
         let rows = lines
             .iter()
-            .map(|(what, pick)| {
+            .map(|&(what, digits, pick)| {
                 let (a, b) = (pick(p), q.and_then(pick));
-                Row { what: (*what).to_owned(), pulse: a, peer: b, ratio: ratio(a, b) }
+                Row { what: what.to_owned(), pulse: a, peer: b, ratio: ratio(a, b), digits }
             })
             .collect();
         let goals = goals(p, q, floor.as_ref(), rate);
@@ -178,7 +204,12 @@ impl Comparison {
         }
         let mut t = Table::new(["", "Pulse", "Node peer", "Pulse ÷ peer"]);
         for r in &self.rows {
-            t.row([r.what.clone(), opt(r.pulse, 2, ""), opt(r.peer, 2, ""), opt(r.ratio, 2, "×")]);
+            t.row([
+                r.what.clone(),
+                opt(r.pulse, r.digits, ""),
+                opt(r.peer, r.digits, ""),
+                opt(r.ratio, 2, "×"),
+            ]);
         }
         doc.table(&t);
         doc.para(
@@ -257,16 +288,24 @@ fn goals(p: &Figures, peer: Option<&Figures>, floor: Option<&FloorFigures>, rate
             format!("(RSS with {} clients − RSS with none) / {}, KiB", p.clients_ready, p.clients_ready),
         ),
     ];
-    let at_5000 = p.clients == 5_000 && (rate - 20.0).abs() < 1e-9;
+    let at_20 = (rate - 20.0).abs() < 1e-9;
+    let at_5000 = match &p.second_fleet {
+        _ if p.clients == 5_000 => Some((p.latency_p99_ms, "the fleet")),
+        Some(s) if s.clients == 5_000 => Some((s.latency_p99_ms, "the second fleet")),
+        _ => None,
+    };
     out.push(goal(
         "p99 change → client < 50 ms at 5,000 clients and 20 changes/s",
-        at_5000.then_some(p.latency_p99_ms),
+        at_5000.filter(|_| at_20).map(|(v, _)| v),
         50.0,
         true,
-        if at_5000 {
-            "p99 over every (client, change) pair, ms".to_owned()
-        } else {
-            format!("this run has {} clients at {rate}/s (measure with --clients 5000 --rate 20)", p.clients)
+        match at_5000 {
+            Some((_, which)) if at_20 => format!("p99 over every (client, change) pair of {which}, ms"),
+            _ => format!(
+                "this run has {} clients at {rate}/s (measure with --clients 5000 --rate 20, or --clients 10000 \
+                 --second-fleet 5000 --rate 20)",
+                p.clients
+            ),
         },
     ));
     let at_10000 = p.clients == 10_000;
@@ -336,6 +375,16 @@ mod tests {
         );
         let status: Vec<Status> = c.goals.iter().map(|g| g.status).collect();
         assert_eq!(status, [Status::Met, Status::Met, Status::Met, Status::Met, Status::NotMeasured]);
+    }
+
+    #[test]
+    fn the_second_fleet_measures_the_goal_at_5000_in_a_10000_run() {
+        let mut pulse = figures(10_000, 10.0, 120.0, 16.0);
+        pulse.second_fleet = Some(SecondFleet { clients: 5_000, latency_p99_ms: 45.0, ..Default::default() });
+        let c = Comparison::new(pulse.clone(), None, Some(floor(4.6, 50.0)), 20.0);
+        assert_eq!((c.goals[3].status, c.goals[3].value), (Status::Met, Some(45.0)));
+        let c = Comparison::new(pulse, None, None, 10.0);
+        assert_eq!(c.goals[3].status, Status::NotMeasured, "at 10 changes/s");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::time::{Instant, sleep};
 
 use crate::clients::{self, ClientOutcome, Fleet, FleetConfig, TasksStats};
+use crate::compare::SecondFleet;
 use crate::load::{self, Mutation};
 use crate::md::{Doc, opt};
 use crate::plot::{self, HistogramInfo};
@@ -23,10 +24,10 @@ use crate::run::{Phase, Run, Section, progress};
 pub const API_PRELOAD_MAX: u64 = 20_000;
 
 /// Pulse's run: every phase.
-pub const PULSE: &[Phase] = &[PRELOAD, CONNECT, IDLE, MUTATIONS, BURST, VERIFY, POLLING];
+pub const PULSE: &[Phase] = &[PRELOAD, CONNECT, IDLE, MUTATIONS, BURST, VERIFY, SECOND_FLEET, POLLING];
 /// The peer's run: the same clients and changes; no burst (it has no conflation: every change
 /// goes to every client) and no polling (it serves only the tasks stats).
-pub const PEER: &[Phase] = &[PRELOAD, CONNECT, IDLE, MUTATIONS, VERIFY];
+pub const PEER: &[Phase] = &[PRELOAD, CONNECT, IDLE, MUTATIONS, VERIFY, SECOND_FLEET];
 
 const PRELOAD: Phase = Phase { name: "preload", run: |r| Box::pin(preload(r)) };
 const CONNECT: Phase = Phase { name: "connect", run: |r| Box::pin(connect(r)) };
@@ -34,6 +35,7 @@ const IDLE: Phase = Phase { name: "idle", run: |r| Box::pin(idle(r)) };
 const MUTATIONS: Phase = Phase { name: "mutations", run: |r| Box::pin(mutations(r)) };
 const BURST: Phase = Phase { name: "burst", run: |r| Box::pin(burst(r)) };
 const VERIFY: Phase = Phase { name: "final check", run: |r| Box::pin(verify(r)) };
+const SECOND_FLEET: Phase = Phase { name: "second fleet", run: |r| Box::pin(second_fleet(r)) };
 const POLLING: Phase = Phase { name: "polling", run: |r| Box::pin(polling(r)) };
 
 // --- Preload -------------------------------------------------------------------------------
@@ -114,6 +116,21 @@ pub struct ConnectReport {
 /// is ready with `connected` and the three stats.
 async fn connect(run: &mut Run) -> Result<Section> {
     let clients = run.args.clients;
+    let report = open_fleet(run, clients, "connect").await?;
+    let f = &mut run.figures;
+    f.clients = clients;
+    f.clients_ready = report.ready;
+    f.connect_secs = report.total_secs;
+    f.connect_p99_ms = report.per_client_ms.p99;
+    f.rss_per_connection_kib = report.rss_per_connection_kib;
+    let mut doc = Doc::new();
+    doc.heading(2, "Connect");
+    connect_markdown(&report, run.target.instances(), &mut doc);
+    Ok(Section::new("connect", &report, doc))
+}
+
+/// Connects `clients` clients as phase `name` (the fleet stays in the run).
+async fn open_fleet(run: &mut Run, clients: usize, name: &str) -> Result<ConnectReport> {
     progress(&format!("connecting {clients} clients"));
     let cfg = FleetConfig {
         urls: run.target.ws_urls(),
@@ -130,22 +147,17 @@ async fn connect(run: &mut Run) -> Result<Section> {
     let (ready, failed) = fleet.wait_connected(Duration::from_secs(run.args.connect_timeout_secs)).await;
     let outcomes = fleet.seen_since(u64::MAX);
     run.fleet = Some(fleet);
-    let m = run.end("connect", start)?;
+    let m = run.end(name, start)?;
     if ready < clients {
-        run.failures.push(format!("{} of {clients} clients never got their snapshot", clients - ready));
+        run.failures
+            .push(format!("{name}: {} of {clients} clients never got their snapshot", clients - ready));
     }
     progress(&format!("{ready} clients ready, {failed} failed"));
-    let report = connect_report(&outcomes, connect_start, &m.cost, clients);
-    let f = &mut run.figures;
-    f.clients = clients;
-    f.clients_ready = report.ready;
-    f.connect_secs = report.total_secs;
-    f.connect_p99_ms = report.per_client_ms.p99;
-    f.rss_per_connection_kib = report.rss_per_connection_kib;
+    Ok(connect_report(&outcomes, connect_start, &m.cost, clients))
+}
 
-    let c = &report;
-    let mut doc = Doc::new();
-    doc.heading(2, "Connect").para(format!(
+fn connect_markdown(c: &ConnectReport, instances: usize, doc: &mut Doc) {
+    doc.para(format!(
         "{} of {} clients got their snapshot ({} failed, {} attempts) in **{:.2} s** total; snapshot order \
          violations: {}.",
         c.ready, c.clients, c.failed, c.attempts, c.total_secs, c.snapshot_order_violations
@@ -154,12 +166,11 @@ async fn connect(run: &mut Run) -> Result<Section> {
     c.per_client_ms.row(&mut t, "connect + snapshot");
     doc.table(&t).bullets(c.errors.iter().map(|(e, n)| format!("failed attempts: {n} × {e}"))).para(format!(
         "Server RSS{} {:.1} MiB → {:.1} MiB with the clients: **{:.1} KiB per connection**.",
-        summed(run.target.instances()),
+        summed(instances),
         c.rss_before_mib,
         c.rss_after_mib,
         c.rss_per_connection_kib
     ));
-    Ok(Section::new("connect", &report, doc))
 }
 
 fn connect_report(
@@ -263,8 +274,14 @@ pub struct MutationReport {
     pub clients_with_last_value: usize,
     /// Server CPU seconds per mutation (the push to every client included).
     pub server_cpu_ms_per_mutation: f64,
+    /// Server CPU over the phase, s.
+    pub server_cpu_secs: f64,
     /// Server CPU over the phase / messages_delivered, µs.
     pub server_cpu_us_per_delivered_message: Option<f64>,
+    /// Server CPU over the phase / (clients × successful mutations), µs.
+    pub server_cpu_us_per_change_and_client: Option<f64>,
+    /// Clients connected.
+    pub clients: usize,
     /// Changes of the server's own counters over the phase, when `GET /metrics` exists.
     pub server_counters: Option<BTreeMap<String, f64>>,
     /// The PNG's layout.
@@ -284,6 +301,26 @@ const LATENCY_METHOD: &str = "Mutations are sent one at a time (the next waits f
 /// `--mutations` task creations at `--rate`, one at a time; then the latency of every
 /// (client, mutation) pair and what the server spent per mutation and per delivered message.
 async fn mutations(run: &mut Run) -> Result<Section> {
+    let report = paced(run, "mutations", true).await?;
+    let f = &mut run.figures;
+    f.changes = report.ok;
+    f.achieved_rate = report.achieved_rate;
+    f.change_phase_cpu_secs = report.server_cpu_secs;
+    f.messages_delivered = report.messages_delivered;
+    f.cpu_us_per_delivered_message = report.server_cpu_us_per_delivered_message;
+    f.cpu_us_per_change_and_client = report.server_cpu_us_per_change_and_client;
+    f.latency_p50_ms = report.latency_ms.p50;
+    f.latency_p99_ms = report.latency_ms.p99;
+    f.pairs_missing = report.pairs_missing;
+    let mut doc = Doc::new();
+    doc.heading(2, "Paced mutations").para(&report.method);
+    mutations_markdown(&report, run, &mut doc);
+    Ok(Section::new("mutations", &report, doc))
+}
+
+/// The paced mutations as phase `name` against the fleet in the run; the histogram when
+/// `histogram`.
+async fn paced(run: &mut Run, name: &str, histogram: bool) -> Result<MutationReport> {
     let (n, rate) = (run.args.mutations, run.args.rate);
     progress(&format!("{n} mutations at {rate}/s"));
     let api = run.target.api().clone();
@@ -298,7 +335,7 @@ async fn mutations(run: &mut Run) -> Result<Section> {
             *statuses.entry(m.status).or_default() += 1;
         }
         run.failures.push(format!(
-            "{} of {} mutations failed (status: count {statuses:?})",
+            "{name}: {} of {} mutations failed (status: count {statuses:?})",
             muts.len() - ok,
             muts.len()
         ));
@@ -308,7 +345,7 @@ async fn mutations(run: &mut Run) -> Result<Section> {
     let with_last = run.fleet()?.wait_all_at_least(after, settle).await;
     let end_us = run.now_us();
     let counters = counter_deltas(metrics_before.as_ref(), run.target.metrics().await.as_ref());
-    let cost = run.end("mutations", start)?.cost;
+    let cost = run.end(name, start)?.cost;
     run.expected_total = after;
 
     let first_send = muts.first().map_or(end_us, |m| m.sent_us);
@@ -324,7 +361,7 @@ async fn mutations(run: &mut Run) -> Result<Section> {
     let window = end_us.saturating_sub(first_send) as f64 / 1e6;
     let mut http: Vec<u64> = muts.iter().map(|m| m.done_us.saturating_sub(m.sent_us)).collect();
     let last_send = muts.last().map_or(first_send, |m| m.sent_us);
-    let histogram = if latencies.is_empty() {
+    let histogram = if latencies.is_empty() || !histogram {
         None
     } else {
         latencies.sort_unstable();
@@ -351,38 +388,24 @@ async fn mutations(run: &mut Run) -> Result<Section> {
         delivery_ratio: delivered as f64 / (clients * ok).max(1) as f64,
         clients_with_last_value: with_last,
         server_cpu_ms_per_mutation: 1000.0 * cost.server_cpu_secs / muts.len().max(1) as f64,
+        server_cpu_secs: cost.server_cpu_secs,
         server_cpu_us_per_delivered_message: per_message,
+        server_cpu_us_per_change_and_client: (ok * clients > 0)
+            .then(|| 1e6 * cost.server_cpu_secs / (ok * clients) as f64),
+        clients,
         server_counters: counters,
         histogram,
         cross_instance,
     };
-    let f = &mut run.figures;
-    f.changes = ok;
-    f.achieved_rate = report.achieved_rate;
-    f.change_phase_cpu_secs = cost.server_cpu_secs;
-    f.messages_delivered = delivered;
-    f.cpu_us_per_delivered_message = per_message;
-    f.cpu_us_per_change_and_client =
-        (ok * clients > 0).then(|| 1e6 * cost.server_cpu_secs / (ok * clients) as f64);
-    f.latency_p50_ms = report.latency_ms.p50;
-    f.latency_p99_ms = report.latency_ms.p99;
-    f.pairs_missing = pairs_missing;
-    Ok(Section::new("mutations", &report, mutations_markdown(&report, run)))
+    Ok(report)
 }
 
-fn mutations_markdown(mu: &MutationReport, run: &Run) -> Doc {
+fn mutations_markdown(mu: &MutationReport, run: &Run, doc: &mut Doc) {
     let instances = run.target.instances();
-    let mut doc = Doc::new();
-    doc.heading(2, "Paced mutations").para(&mu.method).para(format!(
+    doc.para(format!(
         "{} of {} mutations succeeded at {:.1}/s achieved; {} (client, mutation) pairs, **{} not delivered** \
          within the pair timeout; {} of {} clients hold the last value.",
-        mu.ok,
-        mu.sent,
-        mu.achieved_rate,
-        mu.pairs,
-        mu.pairs_missing,
-        mu.clients_with_last_value,
-        run.args.clients
+        mu.ok, mu.sent, mu.achieved_rate, mu.pairs, mu.pairs_missing, mu.clients_with_last_value, mu.clients
     ));
     let mut t = Pcts::table("ms");
     mu.latency_ms.row(&mut t, "send → client has value");
@@ -423,7 +446,6 @@ fn mutations_markdown(mu: &MutationReport, run: &Run) -> Doc {
             run.stem, h.x_max_ms, h.bins, h.bin_ms, h.overflow, h.x_max_ms, h.max_count
         ));
     }
-    doc
 }
 
 // --- Burst ---------------------------------------------------------------------------------
@@ -601,13 +623,7 @@ pub struct VerifyReport {
 /// are closed.
 async fn verify(run: &mut Run) -> Result<Section> {
     let api_stats = load::tasks_stats(run.target.api()).await?;
-    progress("closing the clients");
-    let start = run.begin()?;
-    let Some(fleet) = run.fleet.take() else { anyhow::bail!("no clients: the connect phase comes first") };
-    run.outcomes = fleet.finish(Duration::from_secs(60)).await;
-    // Give the server a moment to release the connections before measuring it again.
-    sleep(Duration::from_millis(500)).await;
-    run.end("disconnect", start)?;
+    run.outcomes = close_fleet(run, "disconnect").await?;
     let report = verify_report(&run.outcomes, run.target.instances(), api_stats, run.expected_total);
     if api_stats.total != run.expected_total {
         run.failures.push(format!(
@@ -634,6 +650,18 @@ async fn verify(run: &mut Run) -> Result<Section> {
         ))
         .bullets(&report.examples);
     Ok(Section::new("verify", &report, doc))
+}
+
+/// Closes the clients as phase `name`; what each saw.
+async fn close_fleet(run: &mut Run, name: &str) -> Result<Vec<ClientOutcome>> {
+    progress("closing the clients");
+    let start = run.begin()?;
+    let Some(fleet) = run.fleet.take() else { anyhow::bail!("no clients: the connect phase comes first") };
+    let outcomes = fleet.finish(Duration::from_secs(60)).await;
+    // Give the server a moment to release the connections before measuring it again.
+    sleep(Duration::from_millis(500)).await;
+    run.end(name, start)?;
+    Ok(outcomes)
 }
 
 fn verify_report(
@@ -663,6 +691,53 @@ fn verify_report(
         }
     }
     v
+}
+
+// --- A second, smaller fleet --------------------------------------------------------------
+
+/// The paced mutations again with a second, smaller fleet.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondFleetReport {
+    /// Its connect.
+    pub connect: ConnectReport,
+    /// Its paced mutations (the same number, at the same rate).
+    pub mutations: MutationReport,
+    /// Its clients closed by the server before the bench closed them.
+    pub clients_dropped: usize,
+}
+
+/// `--second-fleet` clients connect after the first fleet is closed and the paced mutations
+/// run again: latency and cost at a second fleet size in the same run (issue 15 asks for p99
+/// at 5,000 clients beside the figures at 10,000).
+async fn second_fleet(run: &mut Run) -> Result<Section> {
+    let clients = run.args.second_fleet;
+    if clients == 0 || clients >= run.args.clients {
+        return Ok(Section::skipped("secondFleet"));
+    }
+    progress(&format!("a second fleet of {clients} clients"));
+    let connect = open_fleet(run, clients, "connect (second fleet)").await?;
+    let mutations = paced(run, "mutations (second fleet)", false).await?;
+    let outcomes = close_fleet(run, "disconnect (second fleet)").await?;
+    let clients_dropped = outcomes.iter().filter(|o| o.dropped.is_some()).count();
+    if clients_dropped > 0 {
+        run.failures.push(format!("second fleet: {clients_dropped} clients were closed by the server"));
+    }
+    run.figures.second_fleet = Some(SecondFleet {
+        clients,
+        latency_p50_ms: mutations.latency_ms.p50,
+        latency_p99_ms: mutations.latency_ms.p99,
+        cpu_us_per_delivered_message: mutations.server_cpu_us_per_delivered_message,
+    });
+    let report = SecondFleetReport { connect, mutations, clients_dropped };
+    let mut doc = Doc::new();
+    doc.heading(2, format!("Paced mutations with a second fleet of {clients} clients")).para(format!(
+        "After the first fleet was closed, {clients} clients connected and the same paced mutations ran again          ({} clients closed by the server).",
+        report.clients_dropped
+    ));
+    connect_markdown(&report.connect, run.target.instances(), &mut doc);
+    mutations_markdown(&report.mutations, run, &mut doc);
+    Ok(Section::new("secondFleet", &report, doc))
 }
 
 // --- Polling -------------------------------------------------------------------------------
