@@ -732,7 +732,7 @@ async fn second_fleet(run: &mut Run) -> Result<Section> {
     let report = SecondFleetReport { connect, mutations, clients_dropped };
     let mut doc = Doc::new();
     doc.heading(2, format!("Paced mutations with a second fleet of {clients} clients")).para(format!(
-        "After the first fleet was closed, {clients} clients connected and the same paced mutations ran again          ({} clients closed by the server).",
+        "After the first fleet was closed, {clients} clients connected and the same paced mutations ran again ({} clients closed by the server).",
         report.clients_dropped
     ));
     connect_markdown(&report.connect, run.target.instances(), &mut doc);
