@@ -102,45 +102,12 @@ struct Args {
         global = true
     )]
     pg_admin_url: String,
-    /// WebSocket clients (all with one token from one login).
-    #[arg(long, default_value_t = 10_000)]
-    clients: usize,
     /// Connects (TCP + upgrade + snapshot) in flight at once.
     #[arg(long, default_value_t = 200, global = true)]
     connect_concurrency: usize,
     /// Limit for the whole connect phase, s.
     #[arg(long, default_value_t = 300, global = true)]
     connect_timeout_secs: u64,
-    /// Tasks created before the clients connect (API up to 20,000, a direct SQL insert above).
-    #[arg(long, default_value_t = 0)]
-    preload: u64,
-    /// Paced mutations per second.
-    #[arg(long, default_value_t = 20.0)]
-    rate: f64,
-    /// Paced mutations (task creations, one at a time).
-    #[arg(long, default_value_t = 200)]
-    mutations: usize,
-    /// Burst: task creations as fast as the API takes them (0: skip).
-    #[arg(long, default_value_t = 2_000)]
-    burst: usize,
-    /// Burst requests in flight.
-    #[arg(long, default_value_t = 64)]
-    burst_concurrency: usize,
-    /// Idle measurement with every client connected and no change, s.
-    #[arg(long, default_value_t = 30)]
-    idle_secs: u64,
-    /// Poller request rate, requests/s.
-    #[arg(long, default_value_t = 200.0)]
-    poll_rate: f64,
-    /// Poller duration, s (0: skip).
-    #[arg(long, default_value_t = 10)]
-    poll_secs: u64,
-    /// Poller keep-alive connections.
-    #[arg(long, default_value_t = 16)]
-    poll_connections: usize,
-    /// A (client, mutation) pair not delivered within this counts as missing, s.
-    #[arg(long, default_value_t = 10)]
-    pair_timeout_secs: u64,
     /// How long to wait for every client to hold a final value, s.
     #[arg(long, default_value_t = 60, global = true)]
     settle_timeout_secs: u64,
@@ -163,27 +130,20 @@ struct Args {
     /// Do not run the Node peer.
     #[arg(long)]
     no_peer: bool,
-    /// After the final check, a second fleet of this many clients connects and the paced
-    /// mutations run again (issue 15's p99 at 5,000 clients in the same run as 10,000); 0, or
-    /// not fewer than --clients, skips it.
-    #[arg(long, default_value_t = 5_000)]
-    second_fleet: usize,
     /// Rounds of the kernel's floor measured before the servers start (0: skip); as many
     /// sockets as clients, at most half the open-file limit.
     #[arg(long, default_value_t = 30)]
     floor_rounds: usize,
+    /// The phases' settings.
+    #[command(flatten)]
+    load: phases::LoadArgs,
 }
 
 impl Args {
     fn validate(&self, nofile: u64) -> Result<()> {
-        let bounded = |name: &str, v: f64, lo: f64, hi: f64| -> Result<()> {
-            if !(lo..=hi).contains(&v) {
-                bail!("--{name} must be within {lo}..={hi}");
-            }
-            Ok(())
-        };
-        bounded("clients", self.clients as f64, 1.0, 100_000.0)?;
-        bounded("instances", self.instances as f64, 1.0, 16.0)?;
+        if !(1..=16).contains(&self.instances) {
+            bail!("--instances must be within 1..=16");
+        }
         if self.instances > 1 && self.db != DbChoice::Postgres {
             bail!(
                 "--instances {} needs --db postgres: SQLite is single-instance (a second server on the \
@@ -192,36 +152,20 @@ impl Args {
                 self.instances
             );
         }
-        if self.instances > self.clients {
+        if self.instances > self.load.clients {
             bail!(
                 "--instances {} is more than --clients {}: an instance would have no client",
                 self.instances,
-                self.clients
+                self.load.clients
             );
         }
-        bounded("connect-concurrency", self.connect_concurrency as f64, 1.0, 10_000.0)?;
-        bounded("rate", self.rate, 0.01, 10_000.0)?;
-        bounded("mutations", self.mutations as f64, 1.0, 1_000_000.0)?;
-        bounded("burst", self.burst as f64, 0.0, 1_000_000.0)?;
-        bounded("burst-concurrency", self.burst_concurrency as f64, 1.0, 1_024.0)?;
-        bounded("preload", self.preload as f64, 0.0, 100_000_000.0)?;
-        bounded("idle-secs", self.idle_secs as f64, 0.0, 3_600.0)?;
-        bounded("poll-rate", self.poll_rate, 0.1, 100_000.0)?;
-        bounded("poll-secs", self.poll_secs as f64, 0.0, 3_600.0)?;
-        bounded("poll-rate × poll-secs", self.poll_rate * self.poll_secs as f64, 0.0, 2_000_000.0)?;
-        bounded("poll-connections", self.poll_connections as f64, 1.0, 1_024.0)?;
-        bounded("floor-rounds", self.floor_rounds as f64, 0.0, 10_000.0)?;
-        bounded("second-fleet", self.second_fleet as f64, 0.0, 100_000.0)?;
-        // The server and the bench each hold one descriptor per client, plus some.
-        let needed = self.clients as u64 + self.poll_connections as u64 + self.burst_concurrency as u64 + 200;
-        if needed > nofile {
-            bail!(
-                "--clients {} needs about {needed} open files per process, the limit is {nofile} \
-                 (raise the hard limit, or use fewer clients)",
-                self.clients
-            );
+        if !(1..=10_000).contains(&self.connect_concurrency) {
+            bail!("--connect-concurrency must be within 1..=10000");
         }
-        Ok(())
+        if self.floor_rounds > 10_000 {
+            bail!("--floor-rounds must be within 0..=10000");
+        }
+        self.load.validate(nofile)
     }
 }
 
@@ -344,7 +288,7 @@ async fn load_main(args: &Args, ctx: &Context) -> ExitCode {
         Ok(spec) => {
             println!(
                 "bench: the Node peer — {} clients, node {} in {}",
-                args.clients,
+                args.load.clients,
                 spec.node.display(),
                 spec.dir.display()
             );
@@ -367,7 +311,7 @@ async fn load_main(args: &Args, ctx: &Context) -> ExitCode {
         println!(
             "bench: {} — {} clients on {} server instance(s), server {}",
             kind.name(),
-            args.clients,
+            args.load.clients,
             args.instances,
             ctx.server_bin.display()
         );
@@ -392,7 +336,8 @@ async fn measure_floor(args: &Args, ctx: &Context) -> Result<Option<FloorReport>
     if args.floor_rounds == 0 {
         return Ok(None);
     }
-    let sockets = args.clients.min(usize::try_from(ctx.nofile.saturating_sub(64) / 2).unwrap_or(usize::MAX));
+    let sockets =
+        args.load.clients.min(usize::try_from(ctx.nofile.saturating_sub(64) / 2).unwrap_or(usize::MAX));
     progress(&format!("the kernel's floor: {sockets} loopback sockets, {} rounds", args.floor_rounds));
     let report =
         floor::measure(&FloorArgs { sockets, rounds: args.floor_rounds, writers: 2, pause_ms: 100 }, ctx.tck)
@@ -414,7 +359,7 @@ fn pulse_spec(args: &Args, ctx: &Context, stem: &str) -> PulseSpec {
     PulseSpec {
         bin: ctx.server_bin.clone(),
         instances: args.instances,
-        clients: args.clients,
+        clients: args.load.clients,
         heartbeat_secs: args.heartbeat_secs,
         workers: args.workers,
         log_path: ctx.out_dir.join(format!("server-{stem}.log")),
@@ -463,8 +408,12 @@ fn load_report(
     peer: Option<&((SideReport, Figures), String)>,
 ) -> Report {
     let spec = pulse_spec(args, ctx, "");
-    let comparison =
-        Comparison::new(figures, peer.map(|((_, f), _)| f.clone()), floor.map(FloorFigures::from), args.rate);
+    let comparison = Comparison::new(
+        figures,
+        peer.map(|((_, f), _)| f.clone()),
+        floor.map(FloorFigures::from),
+        args.load.rate,
+    );
     Report {
         db: kind.name().into(),
         command_line: ctx.command_line.clone(),
@@ -474,18 +423,9 @@ fn load_report(
             server_bin: ctx.server_bin.display().to_string(),
             instances: args.instances,
             server_env: spec.env_summary(),
-            clients: args.clients,
             connect_concurrency: args.connect_concurrency,
-            preload: args.preload,
-            rate: args.rate,
-            mutations: args.mutations,
-            burst: args.burst,
-            burst_concurrency: args.burst_concurrency,
-            idle_secs: args.idle_secs,
-            poll_rate: args.poll_rate,
-            poll_secs: args.poll_secs,
             heartbeat_secs: args.heartbeat_secs,
-            pair_timeout_secs: args.pair_timeout_secs,
+            load: args.load.clone(),
             peer: peer.map(|(_, how)| how.clone()),
         },
         pulse,

@@ -20,6 +20,84 @@ use crate::procstat::PhaseCost;
 use crate::report::{GroupLatency, LocalRemote, Pcts, group_label, summed};
 use crate::run::{Phase, Run, Section, progress};
 
+/// The phases' settings (flags of the load bench, and the report's settings).
+#[derive(Debug, Clone, clap::Args, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadArgs {
+    /// WebSocket clients (all with one token from one login).
+    #[arg(long, default_value_t = 10_000)]
+    pub clients: usize,
+    /// Tasks created before the clients connect (API up to 20,000, a direct SQL insert above).
+    #[arg(long, default_value_t = 0)]
+    pub preload: u64,
+    /// Paced mutations per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Paced mutations (task creations, one at a time).
+    #[arg(long, default_value_t = 200)]
+    pub mutations: usize,
+    /// Burst: task creations as fast as the API takes them (0: skip).
+    #[arg(long, default_value_t = 2_000)]
+    pub burst: usize,
+    /// Burst requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub burst_concurrency: usize,
+    /// Idle measurement with every client connected and no change, s.
+    #[arg(long, default_value_t = 30)]
+    pub idle_secs: u64,
+    /// Poller request rate, requests/s.
+    #[arg(long, default_value_t = 200.0)]
+    pub poll_rate: f64,
+    /// Poller duration, s (0: skip).
+    #[arg(long, default_value_t = 10)]
+    pub poll_secs: u64,
+    /// Poller keep-alive connections.
+    #[arg(long, default_value_t = 16)]
+    pub poll_connections: usize,
+    /// A (client, mutation) pair not delivered within this counts as missing, s.
+    #[arg(long, default_value_t = 10)]
+    pub pair_timeout_secs: u64,
+    /// After the final check, a second fleet of this many clients connects and the paced
+    /// mutations run again (issue 15's p99 at 5,000 clients in the same run as 10,000); 0, or
+    /// not fewer than --clients, skips it.
+    #[arg(long, default_value_t = 5_000)]
+    pub second_fleet: usize,
+}
+
+impl LoadArgs {
+    /// Checks the bounds; `nofile` is the open-file limit.
+    pub fn validate(&self, nofile: u64) -> Result<()> {
+        let bounded = |name: &str, v: f64, lo: f64, hi: f64| -> Result<()> {
+            if !(lo..=hi).contains(&v) {
+                anyhow::bail!("--{name} must be within {lo}..={hi}");
+            }
+            Ok(())
+        };
+        bounded("clients", self.clients as f64, 1.0, 100_000.0)?;
+        bounded("rate", self.rate, 0.01, 10_000.0)?;
+        bounded("mutations", self.mutations as f64, 1.0, 1_000_000.0)?;
+        bounded("burst", self.burst as f64, 0.0, 1_000_000.0)?;
+        bounded("burst-concurrency", self.burst_concurrency as f64, 1.0, 1_024.0)?;
+        bounded("preload", self.preload as f64, 0.0, 100_000_000.0)?;
+        bounded("idle-secs", self.idle_secs as f64, 0.0, 3_600.0)?;
+        bounded("poll-rate", self.poll_rate, 0.1, 100_000.0)?;
+        bounded("poll-secs", self.poll_secs as f64, 0.0, 3_600.0)?;
+        bounded("poll-rate × poll-secs", self.poll_rate * self.poll_secs as f64, 0.0, 2_000_000.0)?;
+        bounded("poll-connections", self.poll_connections as f64, 1.0, 1_024.0)?;
+        bounded("second-fleet", self.second_fleet as f64, 0.0, 100_000.0)?;
+        // The server and the bench each hold one descriptor per client, plus some.
+        let needed = self.clients as u64 + self.poll_connections as u64 + self.burst_concurrency as u64 + 200;
+        if needed > nofile {
+            anyhow::bail!(
+                "--clients {} needs about {needed} open files per process, the limit is {nofile} \
+                 (raise the hard limit, or use fewer clients)",
+                self.clients
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Above this, `--preload` inserts directly into the database instead of going through the API.
 pub const API_PRELOAD_MAX: u64 = 20_000;
 
@@ -55,7 +133,7 @@ pub struct PreloadReport {
 /// Up to [`API_PRELOAD_MAX`] tasks through the API (64 in flight), above that a direct insert;
 /// then the tasks total every later phase counts from.
 async fn preload(run: &mut Run) -> Result<Section> {
-    let n = run.args.preload;
+    let n = run.args.load.preload;
     let t = Instant::now();
     let method = if n == 0 {
         "none"
@@ -115,7 +193,7 @@ pub struct ConnectReport {
 /// Every client opens its socket with the one token, `--connect-concurrency` at a time, and
 /// is ready with `connected` and the three stats.
 async fn connect(run: &mut Run) -> Result<Section> {
-    let clients = run.args.clients;
+    let clients = run.args.load.clients;
     let report = open_fleet(run, clients, "connect").await?;
     let f = &mut run.figures;
     f.clients = clients;
@@ -220,7 +298,7 @@ pub struct IdleReport {
 
 /// Every client connected, no change: what the heartbeats and the idle sessions cost.
 async fn idle(run: &mut Run) -> Result<Section> {
-    let secs = run.args.idle_secs;
+    let secs = run.args.load.idle_secs;
     if secs > 0 {
         progress(&format!("idle for {secs} s"));
     }
@@ -321,7 +399,7 @@ async fn mutations(run: &mut Run) -> Result<Section> {
 /// The paced mutations as phase `name` against the fleet in the run; the histogram when
 /// `histogram`.
 async fn paced(run: &mut Run, name: &str, histogram: bool) -> Result<MutationReport> {
-    let (n, rate) = (run.args.mutations, run.args.rate);
+    let (n, rate) = (run.args.load.mutations, run.args.load.rate);
     progress(&format!("{n} mutations at {rate}/s"));
     let api = run.target.api().clone();
     let before = load::tasks_stats(&api).await?.total;
@@ -351,7 +429,7 @@ async fn paced(run: &mut Run, name: &str, histogram: bool) -> Result<MutationRep
     let first_send = muts.first().map_or(end_us, |m| m.sent_us);
     let seen = run.fleet()?.seen_since(first_send);
     let instances = run.target.instances();
-    let timeout_us = run.args.pair_timeout_secs * 1_000_000;
+    let timeout_us = run.args.load.pair_timeout_secs * 1_000_000;
     let (mut latencies, pairs_missing) = pair_latencies(&seen, &muts, before, timeout_us);
     let cross_instance = split_local_remote(&seen, instances).map(|g| LocalRemote {
         local: group_latency(&g.local, &muts, before, timeout_us),
@@ -491,7 +569,7 @@ pub struct BurstReport {
 /// `--burst` creations as fast as the API takes them; then how long until every client holds
 /// the final value, and how many messages that took (conflation).
 async fn burst(run: &mut Run) -> Result<Section> {
-    let (n, concurrency) = (run.args.burst, run.args.burst_concurrency);
+    let (n, concurrency) = (run.args.load.burst, run.args.load.burst_concurrency);
     if n == 0 {
         return Ok(Section::skipped("burst"));
     }
@@ -532,7 +610,7 @@ async fn burst(run: &mut Run) -> Result<Section> {
         report.creations_per_sec,
         opt(report.last_commit_to_all_clients_ms, 1, " ms"),
         report.clients_with_final_value,
-        run.args.clients,
+        run.args.load.clients,
         report.stats_recomputes.map_or_else(|| "n/a (no /metrics)".to_owned(), |n| n.to_string())
     ));
     let mut t = Pcts::table("ms");
@@ -711,8 +789,8 @@ pub struct SecondFleetReport {
 /// run again: latency and cost at a second fleet size in the same run (issue 15 asks for p99
 /// at 5,000 clients beside the figures at 10,000).
 async fn second_fleet(run: &mut Run) -> Result<Section> {
-    let clients = run.args.second_fleet;
-    if clients == 0 || clients >= run.args.clients {
+    let clients = run.args.load.second_fleet;
+    if clients == 0 || clients >= run.args.load.clients {
         return Ok(Section::skipped("secondFleet"));
     }
     progress(&format!("a second fleet of {clients} clients"));
@@ -772,7 +850,7 @@ pub struct PollReport {
 /// Keep-alive pollers over the three stats endpoints, no WebSocket client connected: what the
 /// same dashboards would cost if they polled.
 async fn polling(run: &mut Run) -> Result<Section> {
-    let a = &run.args;
+    let a = &run.args.load;
     let (rate, secs, connections, dashboards) = (a.poll_rate, a.poll_secs, a.poll_connections, a.clients);
     if secs == 0 {
         return Ok(Section::skipped("polling"));

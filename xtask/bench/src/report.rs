@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::compare::Comparison;
 use crate::floor::FloorReport;
 use crate::md::{Doc, Table};
+use crate::phases::LoadArgs;
 use crate::procstat::{Machine, PhaseCost};
 use crate::run::{Finished, Sections};
 
@@ -223,17 +224,17 @@ impl Report {
             "Settings: {} clients ({} connecting at once), preload {} tasks, {} mutations at {}/s, burst {} ({} in \
              flight), idle {} s, heartbeat {} s, polling {}/s for {} s. Server: `{}` with {}. Bench and server \
              share the machine: client-side work competes with the server for the cores.{}{}",
-            st.clients,
+            st.load.clients,
             st.connect_concurrency,
-            st.preload,
-            st.mutations,
-            st.rate,
-            st.burst,
-            st.burst_concurrency,
-            st.idle_secs,
+            st.load.preload,
+            st.load.mutations,
+            st.load.rate,
+            st.load.burst,
+            st.load.burst_concurrency,
+            st.load.idle_secs,
             st.heartbeat_secs,
-            st.poll_rate,
-            st.poll_secs,
+            st.load.poll_rate,
+            st.load.poll_secs,
             st.server_bin,
             st.server_env.join(" "),
             if self.db == "postgres" {
@@ -252,7 +253,7 @@ impl Report {
                  bench, HS256) and the same paced changes; no burst and no polling (it has no conflation and \
                  serves only the tasks stats). Its failures do not fail the run.",
                 st.peer.as_deref().unwrap_or("node src/server.js"),
-                st.clients
+                st.load.clients
             ));
             doc.bullets(peer.failures.iter().map(|f| format!("peer failure: {f}")));
             peer.markdown(&mut doc, "");
@@ -272,30 +273,13 @@ pub struct Settings {
     pub instances: usize,
     /// Environment given to the server besides the database, secrets and `RUST_LOG=warn`.
     pub server_env: Vec<String>,
-    /// WebSocket clients.
-    pub clients: usize,
     /// Connects in flight at once.
     pub connect_concurrency: usize,
-    /// Tasks created before the clients connect.
-    pub preload: u64,
-    /// Paced mutations per second.
-    pub rate: f64,
-    /// Paced mutations.
-    pub mutations: usize,
-    /// Burst creations.
-    pub burst: usize,
-    /// Burst requests in flight.
-    pub burst_concurrency: usize,
-    /// Idle measurement, s.
-    pub idle_secs: u64,
-    /// Poller request rate, /s.
-    pub poll_rate: f64,
-    /// Poller duration, s.
-    pub poll_secs: u64,
     /// `WS_HEARTBEAT_SECS` given to the server.
     pub heartbeat_secs: u64,
-    /// A (client, mutation) pair later than this counts as not delivered, s.
-    pub pair_timeout_secs: u64,
+    /// The phases' settings (`clients`, `rate`, `mutations`, …).
+    #[serde(flatten)]
+    pub load: LoadArgs,
     /// How the Node peer was run (absent when it did not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
