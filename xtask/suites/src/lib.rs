@@ -15,8 +15,12 @@
 //! - [`PgProxy`]: a TCP proxy between an instance and PostgreSQL that cuts, refuses, stalls or
 //!   delays its connections, or loses a commit's acknowledgement.
 //! - [`PgCluster`]: a private PostgreSQL cluster a test may restart.
-//! - [`get_ok`], [`psql`], the request bodies and [`WAIT`]: small helpers the suites share
-//!   instead of each keeping a copy.
+//! - [`get_ok`], [`psql`] ([`try_psql`]), the request bodies and [`WAIT`]: small helpers the
+//!   suites share instead of each keeping a copy; [`both_databases!`] makes a case one test per
+//!   backend.
+//!
+//! The load bench (`xtask/bench`) uses the same library for its databases, server processes
+//! (its release build, or the Node peer, through [`ServerOptions::program`]) and HTTP client.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
