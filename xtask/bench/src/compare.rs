@@ -184,12 +184,14 @@ impl Comparison {
                 f.second_fleet.as_ref().and_then(|s| s.cpu_us_per_delivered_message)
             }),
         ];
+        // A figure neither side has (no second fleet) is left out.
         let rows = lines
             .iter()
             .map(|&(what, digits, pick)| {
                 let (a, b) = (pick(p), q.and_then(pick));
                 Row { what: what.to_owned(), pulse: a, peer: b, ratio: ratio(a, b), digits }
             })
+            .filter(|r| r.pulse.is_some() || r.peer.is_some())
             .collect();
         let goals = goals(p, q, floor.as_ref(), rate);
         Self { pulse, peer, floor, rate, rows, goals }
