@@ -262,10 +262,27 @@ fn e2e() -> anyhow::Result<()> {
         .env("PULSE_SERVER_BIN", &bin))
 }
 
+/// The Node peer the load bench runs beside Pulse (issue 15), outside the repository.
+const PEER_DIR: &str = "../shared/peers/node-seed";
+
 /// The load bench at full size (or as `args` say), against a release build of the server.
+/// The Node peer runs beside Pulse when its folder and `node` are there; its packages are
+/// installed there first (`npm ci --omit=dev`: they stay out of this repository).
 fn bench(args: &[String]) -> anyhow::Result<()> {
     // `cargo xtask bench -- --clients 10` and `cargo xtask bench --clients 10` both work.
     let args: Vec<&String> = args.iter().filter(|a| a.as_str() != "--").collect();
+    let soak = args.first().is_some_and(|a| a.as_str() == "soak");
+    let peer = args.iter().position(|a| a.as_str() == "--peer").and_then(|i| args.get(i + 1));
+    let peer = peer.map_or_else(|| PathBuf::from(PEER_DIR), PathBuf::from);
+    let wants_peer = !soak && !args.iter().any(|a| a.as_str() == "--no-peer");
+    if wants_peer && peer.join("package-lock.json").is_file() && !peer.join("node_modules").is_dir() {
+        eprintln!("xtask bench: installing the Node peer's packages in {}", peer.display());
+        if let Err(e) =
+            run(Command::new("npm").args(["ci", "--omit=dev", "--no-audit", "--no-fund"]).current_dir(&peer))
+        {
+            eprintln!("xtask bench: {e:#}; the bench will run without the peer");
+        }
+    }
     cargo(&["build", "--release", "-p", "server"])?;
     let server = std::fs::canonicalize(target_dir().join("release/server"))?;
     let mut command = Command::new("cargo");
@@ -275,17 +292,21 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
 
 /// The bench at smoke size on both databases, against the debug server: it keeps the bench
 /// working and asserts no timing (CI). PostgreSQL runs two instances on its one database, so
-/// the cross-instance path (and the single-instance path, on instance 0) stays covered.
+/// the cross-instance path (and the single-instance path, on instance 0) stays covered. The
+/// floor runs 3 rounds in each; the Node peer runs beside the SQLite run only where its
+/// packages are installed (never installed here: CI does not need it).
 fn bench_smoke() -> anyhow::Result<()> {
     let server = server_binary()?;
     for db in [["--db", "sqlite", "--instances", "1"], ["--db", "postgres", "--instances", "2"]] {
+        let peer: &[&str] = if db[1] == "sqlite" { &[] } else { &["--no-peer"] };
         let mut command = Command::new("cargo");
         command
             .args(["run", "-p", "bench", "--", "--server-bin"])
             .arg(&server)
             .args(db)
             .args(["--clients", "200", "--mutations", "20", "--burst", "200"])
-            .args(["--idle-secs", "2", "--poll-secs", "2"])
+            .args(["--idle-secs", "2", "--poll-secs", "2", "--floor-rounds", "3"])
+            .args(peer)
             .env("TEST_DATABASE_URL", test_database_url());
         run(&mut command)?;
     }

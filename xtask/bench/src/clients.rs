@@ -1,11 +1,15 @@
 //! A fleet of WebSocket dashboards: each connects, waits for its snapshot, then records the
 //! arrival time and value of every `stats:tasks` message until told to stop. It also keeps
 //! the last value and `seq` of every stats topic, counts `task:assigned` messages, messages
-//! it cannot parse and `seq` going backwards (the soak mode checks these).
+//! it cannot parse and `seq` going backwards (the soak mode checks these). What a client saw
+//! is readable while the fleet runs, so each phase analyses its own window.
+//!
+//! Changes when what a dashboard records changes; depends on nothing of the bench but the
+//! wire format of the stats messages.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
@@ -114,8 +118,9 @@ pub struct Live {
     /// `total` of the last `stats:tasks` received (-1 before the first).
     latest_total: AtomicI64,
     state: AtomicU8,
-    /// The last value of every stats topic.
-    last: Mutex<AllStats>,
+    /// Everything the client saw so far; locked once per message, by the client, and by
+    /// the driver between phases.
+    outcome: Mutex<ClientOutcome>,
     /// Text frames received.
     messages: AtomicU64,
     /// Frames that are not the JSON the protocol describes (a stats message without `seq`
@@ -125,6 +130,12 @@ pub struct Live {
     seq_backwards: AtomicU64,
     /// `task:assigned` messages.
     assigned: AtomicU64,
+}
+
+impl Live {
+    fn outcome(&self) -> MutexGuard<'_, ClientOutcome> {
+        self.outcome.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Counters summed over the fleet, read while it runs.
@@ -148,7 +159,7 @@ pub struct FleetTotals {
 }
 
 /// Everything one client saw.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ClientOutcome {
     /// From starting to connect (after waiting for a concurrency slot) to the complete snapshot.
     pub connect_us: Option<u64>,
@@ -202,6 +213,8 @@ pub struct FleetConfig {
     /// Keep every `stats:tasks` arrival in [`ClientOutcome::log`] (latency analysis); a long
     /// soak turns it off, or the log would grow without bound.
     pub keep_log: bool,
+    /// A stats message must carry a `seq` (Pulse's contract); the Node peer sends none.
+    pub require_seq: bool,
 }
 
 /// The server instance client `index` of a fleet connects to: clients are dealt round-robin,
@@ -220,7 +233,7 @@ impl FleetConfig {
 /// The running clients.
 pub struct Fleet {
     live: Arc<Vec<Live>>,
-    handles: Vec<JoinHandle<ClientOutcome>>,
+    handles: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
@@ -290,29 +303,60 @@ impl Fleet {
         }
     }
 
+    /// What every client saw so far, with only the `stats:tasks` arrivals at or after
+    /// `since_us` in the log (a copy: the clients go on).
+    pub fn seen_since(&self, since_us: u64) -> Vec<ClientOutcome> {
+        self.live
+            .iter()
+            .map(|l| {
+                let o = l.outcome();
+                let mut copy = o.clone_meta();
+                copy.log = o.log[o.log.partition_point(|(t, _)| *t < since_us)..].to_vec();
+                copy
+            })
+            .collect()
+    }
+
     /// Closes every connection (close frame, bounded wait) and collects what each client saw.
     pub async fn finish(self, limit: Duration) -> Vec<ClientOutcome> {
         let _ = self.stop.send(true);
         let deadline = Instant::now() + limit;
-        let mut out = Vec::with_capacity(self.handles.len());
-        for h in self.handles {
+        for (h, l) in self.handles.into_iter().zip(self.live.iter()) {
             let abort = h.abort_handle();
             match tokio::time::timeout_at(deadline, h).await {
-                Ok(Ok(o)) => out.push(o),
-                Ok(Err(e)) => out.push(ClientOutcome {
-                    dropped: Some(format!("client task failed: {e}")),
-                    ..Default::default()
-                }),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => l.outcome().dropped = Some(format!("client task failed: {e}")),
                 Err(_) => {
                     abort.abort();
-                    out.push(ClientOutcome {
-                        dropped: Some("did not stop in time".into()),
-                        ..Default::default()
-                    });
+                    l.outcome().dropped = Some("did not stop in time".into());
                 }
             }
         }
-        out
+        self.live.iter().map(|l| std::mem::take(&mut *l.outcome())).collect()
+    }
+}
+
+impl ClientOutcome {
+    /// Everything but the log.
+    fn clone_meta(&self) -> Self {
+        Self {
+            connect_us: self.connect_us,
+            ready_at_us: self.ready_at_us,
+            attempts: self.attempts,
+            errors: self.errors.clone(),
+            snapshot_order_ok: self.snapshot_order_ok,
+            log: Vec::new(),
+            last_tasks: self.last_tasks,
+            other_messages: self.other_messages,
+            dropped: self.dropped.clone(),
+            last: self.last,
+            parse_errors: self.parse_errors,
+            seq_backwards: self.seq_backwards,
+            seq_repeats: self.seq_repeats,
+            assigned: self.assigned,
+            bad_examples: self.bad_examples.clone(),
+            last_seq: self.last_seq,
+        }
     }
 }
 
@@ -343,10 +387,7 @@ impl Probe {
 
     /// Clients that hold every stats topic and whose values all equal `expected`.
     pub fn holding(&self, expected: &AllStats) -> usize {
-        self.live
-            .iter()
-            .filter(|l| *l.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == *expected)
-            .count()
+        self.live.iter().filter(|l| l.outcome().last == *expected).count()
     }
 }
 
@@ -400,9 +441,10 @@ fn store_value(slot: usize, p: &Payload, last: &mut AllStats) -> bool {
 }
 
 /// Records a text frame; returns its type (None when it does not parse).
-fn record(text: &str, base: Instant, out: &mut ClientOutcome, live: &Live, keep_log: bool) -> Option<String> {
+fn record(text: &str, base: Instant, live: &Live, cfg: &FleetConfig) -> Option<String> {
     let arrived = since(base);
     live.messages.fetch_add(1, Ordering::Relaxed);
+    let out = &mut *live.outcome();
     let frame: Frame<'_> = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(e) => {
@@ -411,9 +453,13 @@ fn record(text: &str, base: Instant, out: &mut ClientOutcome, live: &Live, keep_
         }
     };
     if let Some(slot) = TOPICS.iter().position(|t| *t == frame.kind) {
-        let Some(seq) = frame.seq else {
-            bad(out, live, format!("stats message without seq: {}", clip(text)));
-            return None;
+        let seq = match frame.seq {
+            Some(seq) => Some(seq),
+            None if cfg.require_seq => {
+                bad(out, live, format!("stats message without seq: {}", clip(text)));
+                return None;
+            }
+            None => None,
         };
         let mut last = out.last;
         if !frame.payload.as_ref().is_some_and(|p| store_value(slot, p, &mut last)) {
@@ -421,28 +467,29 @@ fn record(text: &str, base: Instant, out: &mut ClientOutcome, live: &Live, keep_
             return None;
         }
         out.last = last;
-        *live.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = last;
         if let Some(t) = last.tasks
             && slot == 0
         {
-            if keep_log {
+            if cfg.keep_log {
                 out.log.push((arrived, t.total));
             }
             out.last_tasks = Some(t);
             live.latest_total.store(t.total, Ordering::Relaxed);
         }
-        match out.last_seq[slot] {
-            Some(prev) if seq < prev => {
-                out.seq_backwards += 1;
-                live.seq_backwards.fetch_add(1, Ordering::Relaxed);
-                if out.bad_examples.len() < 3 {
-                    out.bad_examples.push(format!("{} seq {prev} then {seq}", TOPICS[slot]));
+        if let Some(seq) = seq {
+            match out.last_seq[slot] {
+                Some(prev) if seq < prev => {
+                    out.seq_backwards += 1;
+                    live.seq_backwards.fetch_add(1, Ordering::Relaxed);
+                    if out.bad_examples.len() < 3 {
+                        out.bad_examples.push(format!("{} seq {prev} then {seq}", TOPICS[slot]));
+                    }
                 }
+                Some(prev) if seq == prev => out.seq_repeats += 1,
+                _ => {}
             }
-            Some(prev) if seq == prev => out.seq_repeats += 1,
-            _ => {}
+            out.last_seq[slot] = Some(seq);
         }
-        out.last_seq[slot] = Some(seq);
     } else if frame.kind == "task:assigned" {
         out.assigned += 1;
         live.assigned.fetch_add(1, Ordering::Relaxed);
@@ -458,13 +505,7 @@ fn client_config() -> tungstenite::protocol::WebSocketConfig {
 }
 
 /// Opens the socket and reads until the snapshot (connected + the three stats) is complete.
-async fn connect_and_snapshot(
-    url: &str,
-    base: Instant,
-    out: &mut ClientOutcome,
-    live: &Live,
-    keep_log: bool,
-) -> Result<Ws> {
+async fn connect_and_snapshot(url: &str, base: Instant, live: &Live, cfg: &FleetConfig) -> Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
         .await
         .map_err(|e| match e {
@@ -474,7 +515,7 @@ async fn connect_and_snapshot(
     // The contract's order; a repeated topic (a change committed during the connect) is fine.
     const ORDER: [&str; 4] = ["connected", "stats:tasks", "stats:approvals", "stats:conversations"];
     let mut seen = 0;
-    out.snapshot_order_ok = true;
+    let mut order_ok = true;
     while seen < ORDER.len() {
         let msg = ws.next().await.ok_or_else(|| anyhow!("closed during the snapshot"))??;
         let text = match msg {
@@ -482,16 +523,17 @@ async fn connect_and_snapshot(
             Message::Close(f) => bail!("closed during the snapshot: {f:?}"),
             _ => continue,
         };
-        let kind = record(text.as_str(), base, out, live, keep_log).unwrap_or_default();
+        let kind = record(text.as_str(), base, live, cfg).unwrap_or_default();
         if kind == ORDER[seen] {
             seen += 1;
         } else if !ORDER[1..seen.max(1)].contains(&kind.as_str()) {
-            out.snapshot_order_ok = false;
+            order_ok = false;
             if let Some(i) = ORDER.iter().position(|k| *k == kind) {
                 seen = seen.max(i + 1);
             }
         }
     }
+    live.outcome().snapshot_order_ok = order_ok;
     Ok(ws)
 }
 
@@ -502,20 +544,22 @@ async fn run_client(
     sem: &Semaphore,
     mut stop: watch::Receiver<bool>,
     base: Instant,
-) -> ClientOutcome {
+) {
     let live = &live[index];
-    let mut out = ClientOutcome::default();
     let permit = sem.acquire().await.ok();
     let started = Instant::now();
     let mut ws = None;
     for attempt in 0..=cfg.retries {
-        out.attempts += 1;
-        out.log.clear();
-        // A new connection starts new sequences.
-        out.last_seq = [None; 3];
-        match timeout(
+        {
+            let mut out = live.outcome();
+            out.attempts += 1;
+            out.log.clear();
+            // A new connection starts new sequences.
+            out.last_seq = [None; 3];
+        }
+        let error = match timeout(
             cfg.attempt_timeout,
-            connect_and_snapshot(cfg.url_of(index), base, &mut out, live, cfg.keep_log),
+            connect_and_snapshot(cfg.url_of(index), base, live, cfg),
         )
         .await
         {
@@ -523,9 +567,10 @@ async fn run_client(
                 ws = Some(s);
                 break;
             }
-            Ok(Err(e)) => out.errors.push(e.to_string()),
-            Err(_) => out.errors.push(format!("no snapshot within {:?}", cfg.attempt_timeout)),
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no snapshot within {:?}", cfg.attempt_timeout),
+        };
+        live.outcome().errors.push(error);
         if attempt < cfg.retries {
             sleep(Duration::from_millis(200 << attempt.min(5))).await;
         }
@@ -533,16 +578,19 @@ async fn run_client(
     drop(permit);
     let Some(mut ws) = ws else {
         live.state.store(FAILED, Ordering::Relaxed);
-        return out;
+        return;
     };
-    out.connect_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-    out.ready_at_us = Some(since(base));
+    {
+        let mut out = live.outcome();
+        out.connect_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        out.ready_at_us = Some(since(base));
+    }
     live.state.store(READY, Ordering::Relaxed);
     // Created once: a fresh `changed()` per message registered and dropped a waiter each
     // time, ~5 % of the bench's CPU at 10,000 clients.
     let stopped = stop.changed();
     tokio::pin!(stopped);
-    loop {
+    let dropped = loop {
         tokio::select! {
             _ = &mut stopped => {
                 // Polite close; the server answers with its own close frame.
@@ -551,38 +599,29 @@ async fn run_client(
                     while let Some(Ok(_)) = ws.next().await {}
                 })
                 .await;
-                break;
+                break None;
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    if let Some(kind) = record(t.as_str(), base, &mut out, live, cfg.keep_log)
+                    if let Some(kind) = record(t.as_str(), base, live, cfg)
                         && !kind.starts_with("stats:")
                     {
-                        out.other_messages += 1;
+                        live.outcome().other_messages += 1;
                     }
                 }
-                Some(Ok(Message::Close(f))) => {
-                    out.dropped = Some(format!("closed by the server: {f:?}"));
-                    break;
-                }
+                Some(Ok(Message::Close(f))) => break Some(format!("closed by the server: {f:?}")),
                 Some(Ok(Message::Binary(b))) => {
-                    bad(&mut out, live, format!("binary frame of {} bytes", b.len()));
+                    bad(&mut live.outcome(), live, format!("binary frame of {} bytes", b.len()));
                 }
                 // Pings are answered by tungstenite on the next read.
                 Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    out.dropped = Some(format!("connection failed: {e}"));
-                    break;
-                }
-                None => {
-                    out.dropped = Some("connection ended".into());
-                    break;
-                }
+                Some(Err(e)) => break Some(format!("connection failed: {e}")),
+                None => break Some("connection ended".into()),
             }
         }
-    }
-    if out.dropped.is_some() {
+    };
+    if dropped.is_some() {
+        live.outcome().dropped = dropped;
         live.state.store(GONE, Ordering::Relaxed);
     }
-    out
 }

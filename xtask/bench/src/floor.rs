@@ -7,7 +7,10 @@
 //! every frame on the client side (raw reads, no WebSocket parsing). A round lasts from the
 //! first write until the last frame is read. Reported: that fan-out time, the writers' CPU per
 //! frame (the send path, which on loopback includes the receiving side's TCP processing) and
-//! the readers' CPU per frame. Pulse's own figures (`bench`) are read against these.
+//! the readers' CPU per frame. Pulse's own figures (`bench`) are read against these; the
+//! load bench measures the floor in the same run ([`measure`]).
+//!
+//! Changes when the floor's method changes; never depends on the server or the phases.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -45,19 +48,55 @@ pub struct FloorArgs {
 }
 
 /// What `bench floor` measured.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FloorReport {
-    sockets: usize,
-    rounds: usize,
-    writers: usize,
-    frame_bytes: usize,
+    /// Loopback connections.
+    pub sockets: usize,
+    /// Rounds measured.
+    pub rounds: usize,
+    /// Writer threads.
+    pub writers: usize,
+    /// Bytes of the frame.
+    pub frame_bytes: usize,
     /// First write → last frame read, per round, ms (sorted).
-    fan_out_ms: Vec<f64>,
+    pub fan_out_ms: Vec<f64>,
     /// Writer threads' CPU per frame written, µs.
-    writer_cpu_us_per_frame: f64,
+    pub writer_cpu_us_per_frame: f64,
     /// The rest of the process (readers, runtime) per frame read, µs.
-    reader_cpu_us_per_frame: f64,
+    pub reader_cpu_us_per_frame: f64,
+}
+
+impl FloorReport {
+    /// The fan-out time at quantile `q` (0–1) of the rounds, ms.
+    pub fn fan_out_at(&self, q: f64) -> f64 {
+        let n = self.fan_out_ms.len();
+        if n == 0 {
+            return 0.0;
+        }
+        self.fan_out_ms[((n - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize]
+    }
+
+    /// The median fan-out time, ms.
+    pub fn fan_out_p50_ms(&self) -> f64 {
+        self.fan_out_at(0.5)
+    }
+
+    /// One line for the console.
+    pub fn line(&self) -> String {
+        format!(
+            "floor: {} sockets, {} writers, {}-byte frames, {} rounds: fan-out p50 {:.1} ms, max {:.1} ms; \
+             CPU per frame: writers {:.2} µs, readers {:.2} µs",
+            self.sockets,
+            self.writers,
+            self.frame_bytes,
+            self.rounds,
+            self.fan_out_at(0.5),
+            self.fan_out_at(1.0),
+            self.writer_cpu_us_per_frame,
+            self.reader_cpu_us_per_frame
+        )
+    }
 }
 
 /// A server → client text frame holding a typical `stats:tasks` message.
@@ -69,8 +108,16 @@ fn frame() -> Vec<u8> {
     frame
 }
 
-/// Runs the rounds and prints a summary; writes `floor.json` under `out_dir`.
+/// `bench floor`: measures, prints a summary and writes `floor.json` under `out_dir`.
 pub async fn run(args: &FloorArgs, tck: u64, out_dir: &std::path::Path) -> Result<()> {
+    let report = measure(args, tck).await?;
+    println!("{}", report.line());
+    std::fs::write(out_dir.join("floor.json"), serde_json::to_string_pretty(&report)?)?;
+    Ok(())
+}
+
+/// Opens the sockets, runs the rounds and closes everything again.
+pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
     let frame = frame();
     let n = args.sockets;
     eprintln!("bench floor: {n} loopback connections, {} writer thread(s)", args.writers);
@@ -118,11 +165,11 @@ pub async fn run(args: &FloorArgs, tck: u64, out_dir: &std::path::Path) -> Resul
         std::thread::spawn(move || {
             while start_rx.recv().is_ok() {
                 let result = (|| {
-                    let before = procstat::cpu_secs("thread-self", tck)?;
+                    let before = procstat::thread_cpu_secs(tck)?;
                     for socket in &mut mine {
                         socket.write_all(&frame)?;
                     }
-                    Ok(procstat::cpu_secs("thread-self", tck)? - before)
+                    Ok(procstat::thread_cpu_secs(tck)? - before)
                 })();
                 if done_tx.send(result).is_err() {
                     return;
@@ -156,7 +203,7 @@ pub async fn run(args: &FloorArgs, tck: u64, out_dir: &std::path::Path) -> Resul
 
     let frames = (n * args.rounds) as f64;
     fan_out_ms.sort_by(f64::total_cmp);
-    let report = FloorReport {
+    Ok(FloorReport {
         sockets: n,
         rounds: args.rounds,
         writers: args.writers,
@@ -164,19 +211,5 @@ pub async fn run(args: &FloorArgs, tck: u64, out_dir: &std::path::Path) -> Resul
         writer_cpu_us_per_frame: writer_cpu / frames * 1e6,
         reader_cpu_us_per_frame: (process_cpu - writer_cpu).max(0.0) / frames * 1e6,
         fan_out_ms,
-    };
-    let pick = |q: f64| report.fan_out_ms[((report.fan_out_ms.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "floor: {n} sockets, {} writers, {}-byte frames, {} rounds: fan-out p50 {:.1} ms, max {:.1} ms; \
-         CPU per frame: writers {:.2} µs, readers {:.2} µs",
-        report.writers,
-        report.frame_bytes,
-        report.rounds,
-        pick(0.5),
-        pick(1.0),
-        report.writer_cpu_us_per_frame,
-        report.reader_cpu_us_per_frame
-    );
-    std::fs::write(out_dir.join("floor.json"), serde_json::to_string_pretty(&report)?)?;
-    Ok(())
+    })
 }

@@ -1,13 +1,18 @@
-//! HTTP load: login, task creations (preload, paced mutations, bursts) and stats pollers.
+//! HTTP load over the suites' [`Api`] client: task creations (preload, paced mutations,
+//! bursts), the stats and `/metrics` reads, and stats pollers.
+//!
+//! Changes when what the bench sends changes; never depends on the phases or the report.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
+use suites::{Api, Body, Method};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
@@ -18,167 +23,80 @@ fn since(base: Instant) -> u64 {
     u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// A keep-alive JSON client with the admin's token.
-#[derive(Debug, Clone)]
-pub struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+/// `GET path` as JSON; fails on a non-2xx.
+async fn get_json<T: DeserializeOwned>(api: &Api, path: &str) -> Result<T> {
+    let resp = api.get(path).await?;
+    if !(200..300).contains(&resp.status) {
+        bail!("GET {path}: HTTP {} {}", resp.status, resp.text);
+    }
+    Ok(serde_json::from_value(resp.json)?)
 }
 
-#[derive(Deserialize)]
-struct LoginResponse {
-    token: String,
+/// `GET /api/v1/tasks/stats`.
+pub async fn tasks_stats(api: &Api) -> Result<TasksStats> {
+    get_json(api, "/api/v1/tasks/stats").await
 }
 
-impl Api {
-    /// Logs in; `pool` is the number of idle keep-alive connections kept.
-    pub async fn login(base: &str, username: &str, password: &str, pool: usize) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(pool)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let resp = http
-            .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .context("login")?;
-        if !resp.status().is_success() {
-            bail!("login failed: HTTP {}", resp.status());
+/// The three stats endpoints (`/api/v1/approvals/stats` unwrapped from `{"stats": …}`).
+pub async fn all_stats(api: &Api) -> Result<AllStats> {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        stats: ApprovalsStats,
+    }
+    let (tasks, approvals, conversations) = tokio::try_join!(
+        get_json::<TasksStats>(api, "/api/v1/tasks/stats"),
+        get_json::<Wrapped>(api, "/api/v1/approvals/stats"),
+        get_json::<ConversationsStats>(api, "/api/v1/conversations/stats"),
+    )?;
+    Ok(AllStats { tasks: Some(tasks), approvals: Some(approvals.stats), conversations: Some(conversations) })
+}
+
+/// `method path` with an optional JSON body; the status (0: no response) and the `id` of the
+/// JSON body, if any.
+pub async fn send(
+    api: &Api,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, Option<i64>) {
+    let body = body.map_or(Body::None, |b| Body::Json(b.clone()));
+    match api.request(method, path, body, None).await {
+        Ok(resp) => (resp.status, resp.json.get("id").and_then(serde_json::Value::as_i64)),
+        Err(_) => (0, None),
+    }
+}
+
+/// `POST /api/v1/tasks`; the status (0: no response).
+pub async fn create_task(api: &Api, n: u64, tag: &str) -> u16 {
+    let body = json!({"type": "bench", "department": tag, "description": format!("bench task {n}")});
+    api.post("/api/v1/tasks", &body).await.map_or(0, |r| r.status)
+}
+
+/// The counters of `GET /metrics` (Prometheus text; series of one name summed over their
+/// labels), or None when the server has no such endpoint.
+pub async fn metrics(api: &Api) -> Option<BTreeMap<String, f64>> {
+    let resp = api.anonymous().get("/metrics").await.ok()?;
+    if resp.status != 200 {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    for line in resp.text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or("");
+        if let Some(v) = line.split_whitespace().last().and_then(|v| v.parse::<f64>().ok())
+            && !name.is_empty()
+        {
+            *out.entry(name.to_owned()).or_insert(0.0) += v;
         }
-        let token = resp.json::<LoginResponse>().await.context("login response")?.token;
-        Ok(Self { http, base: base.to_owned(), token })
     }
-
-    /// The JWT.
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
-    /// The same token against another base URL (after a restart on another port).
-    pub fn rebase(&self, base: &str) -> Self {
-        Self { http: self.http.clone(), base: base.to_owned(), token: self.token.clone() }
-    }
-
-    /// `GET /api/v1/tasks/stats`.
-    pub async fn tasks_stats(&self) -> Result<TasksStats> {
-        let resp = self
-            .http
-            .get(format!("{}/api/v1/tasks/stats", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .context("GET /api/v1/tasks/stats")?;
-        if !resp.status().is_success() {
-            bail!("GET /api/v1/tasks/stats: HTTP {}", resp.status());
-        }
-        Ok(resp.json().await?)
-    }
-
-    /// `GET` a JSON body; fails on a non-2xx.
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
-        if !resp.status().is_success() {
-            bail!("GET {path}: HTTP {}", resp.status());
-        }
-        resp.json().await.with_context(|| format!("GET {path}: body"))
-    }
-
-    /// The three stats endpoints (`/api/v1/approvals/stats` unwrapped from `{"stats": …}`).
-    pub async fn all_stats(&self) -> Result<AllStats> {
-        #[derive(Deserialize)]
-        struct Wrapped {
-            stats: ApprovalsStats,
-        }
-        let (tasks, approvals, conversations) = tokio::try_join!(
-            self.get_json::<TasksStats>("/api/v1/tasks/stats"),
-            self.get_json::<Wrapped>("/api/v1/approvals/stats"),
-            self.get_json::<ConversationsStats>("/api/v1/conversations/stats"),
-        )?;
-        Ok(AllStats {
-            tasks: Some(tasks),
-            approvals: Some(approvals.stats),
-            conversations: Some(conversations),
-        })
-    }
-
-    /// `method path` with an optional JSON body; returns the status (0: no response) and the
-    /// `id` of the JSON body, if any.
-    pub async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> (u16, Option<i64>) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let Ok(resp) = req.send().await else {
-            return (0, None);
-        };
-        let status = resp.status().as_u16();
-        let id = match resp.bytes().await {
-            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
-                .ok()
-                .and_then(|v| v.get("id").and_then(serde_json::Value::as_i64)),
-            Err(_) => return (0, None),
-        };
-        (status, id)
-    }
-
-    /// `POST /api/v1/tasks`; Ok(status) whatever the status (the body is read and dropped).
-    pub async fn create_task(&self, n: u64, tag: &str) -> Result<u16> {
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/tasks", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({"type": "bench", "department": tag, "description": format!("bench task {n}")}))
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        resp.bytes().await?;
-        Ok(status)
-    }
-
-    /// The counters of `GET /metrics` (Prometheus text; series of one name summed over their
-    /// labels), or None when the server has no such endpoint.
-    pub async fn metrics(&self) -> Option<BTreeMap<String, f64>> {
-        let resp = self.http.get(format!("{}/metrics", self.base)).send().await.ok()?;
-        if resp.status().as_u16() != 200 {
-            return None;
-        }
-        let text = resp.text().await.ok()?;
-        let mut out = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let name = line.split(['{', ' ']).next().unwrap_or("");
-            if let Some(v) = line.split_whitespace().last().and_then(|v| v.parse::<f64>().ok())
-                && !name.is_empty()
-            {
-                *out.entry(name.to_owned()).or_insert(0.0) += v;
-            }
-        }
-        Some(out)
-    }
+    Some(out)
 }
 
 /// Creates `n` tasks through the API, `concurrency` at a time; fails on any non-201.
 pub async fn preload_api(api: &Api, n: u64, concurrency: usize) -> Result<()> {
     let failures = futures_util::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move { matches!(api.create_task(i, "preload").await, Ok(201)) }
-        })
+        .map(|i| async move { create_task(api, i, "preload").await != 201 })
         .buffer_unordered(concurrency.max(1))
-        .filter(|ok| std::future::ready(!ok))
+        .filter(|failed| std::future::ready(*failed))
         .count()
         .await;
     if failures > 0 {
@@ -214,7 +132,7 @@ pub async fn paced_mutations(api: &Api, n: usize, rate: f64, base: Instant) -> V
     for i in 0..n {
         sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
         let sent_us = since(base);
-        let status = api.create_task(i as u64, "mutation").await.unwrap_or(0);
+        let status = create_task(api, i as u64, "mutation").await;
         out.push(Mutation { sent_us, done_us: since(base), status });
     }
     out
@@ -239,13 +157,7 @@ pub struct Burst {
 pub async fn burst(api: &Api, n: usize, concurrency: usize, base: Instant) -> Burst {
     let start_us = since(base);
     let results: Vec<(u16, u64)> = futures_util::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let status = api.create_task(i as u64, "burst").await.unwrap_or(0);
-                (status, since(base))
-            }
-        })
+        .map(|i| async move { (create_task(api, i as u64, "burst").await, since(base)) })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -271,16 +183,11 @@ pub struct Poll {
     pub latencies_us: Vec<u64>,
 }
 
-/// Polls the three stats endpoints in turn at `rate` requests/s for `secs`, over at most
-/// `connections` keep-alive connections (a request waits for a free one).
-pub async fn poll(base_url: &str, token: &str, rate: f64, secs: f64, connections: usize) -> Result<Poll> {
+/// Polls the three stats endpoints in turn at `rate` requests/s for `secs`, at most
+/// `connections` requests (so keep-alive connections) at once: a request waits for a free one.
+pub async fn poll(api: &Api, rate: f64, secs: f64, connections: usize) -> Result<Poll> {
     const PATHS: [&str; 3] =
         ["/api/v1/tasks/stats", "/api/v1/approvals/stats", "/api/v1/conversations/stats"];
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(10))
-        .build()?;
     let total = (rate * secs).round().max(1.0) as u64;
     let sem = Arc::new(Semaphore::new(connections.max(1)));
     let mut set = JoinSet::new();
@@ -288,14 +195,10 @@ pub async fn poll(base_url: &str, token: &str, rate: f64, secs: f64, connections
     for i in 0..total {
         sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
         let permit = sem.clone().acquire_owned().await?;
-        let (http, url, token) =
-            (http.clone(), format!("{base_url}{}", PATHS[i as usize % 3]), token.to_owned());
+        let api = api.clone();
         set.spawn(async move {
             let t = Instant::now();
-            let ok = match http.get(url).bearer_auth(token).send().await {
-                Ok(r) => r.status().as_u16() == 200 && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
+            let ok = api.get(PATHS[i as usize % 3]).await.is_ok_and(|r| r.status == 200);
             drop(permit);
             (ok, u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))
         });

@@ -6,6 +6,12 @@
 //! same number of polling dashboards would cost. Writes `target/bench/report-<db>.json`,
 //! `summary-<db>.md` and `latency-<db>.png` under the repository root.
 //!
+//! In the same run it measures the kernel's floor (module [`floor`]) and, when Node and the
+//! peer's folder are there, the Node peer (`../shared/peers/node-seed`) under the same clients
+//! and changes, and reports both sides, their ratios and issue 15's goals (module [`compare`]).
+//! A side's run is a list of phases (modules [`run`] and [`phases`]); the servers, databases and
+//! the HTTP client are the suites' harness (`suites`).
+//!
 //! `bench soak` (module [`soak`]) is the long run of issue 8 instead: N clients under a mix
 //! of REST mutations for `--secs`, sampled every 10 s; zero errors, flat memory, every client
 //! converged (`target/bench/soak-<db>.{json,md}`).
@@ -18,40 +24,36 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod clients;
-mod db;
+mod compare;
 mod floor;
 mod load;
+mod md;
+mod phases;
 mod plot;
 mod procstat;
 mod report;
-mod server;
+mod run;
 mod soak;
+mod target;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::time::{Instant, sleep};
+use suites::DbKind;
 
-use crate::clients::{ClientOutcome, Fleet, FleetConfig};
-use crate::db::{BenchDb, DbKind};
-use crate::floor::FloorArgs;
-use crate::load::Api;
-use crate::procstat::{ClusterSample, Machine, PhaseCost, PhaseCosts, Sample};
-use crate::report::{
-    BurstReport, ConnectReport, GroupLatency, IdleReport, LocalRemote, MutationReport, Pcts, PollReport,
-    PreloadReport, Report, Settings, VerifyReport, file_stem,
-};
-use crate::server::{Cluster, ServerConfig};
+use crate::compare::{Comparison, Figures, FloorFigures};
+use crate::floor::{FloorArgs, FloorReport};
+use crate::procstat::Machine;
+use crate::report::{Report, Settings, SideReport, file_stem};
+use crate::run::{Run, progress};
 use crate::soak::SoakArgs;
+use crate::target::{PeerSpec, PulseSpec, Target};
 
-/// Above this, `--preload` inserts directly into the database instead of going through the API.
-const API_PRELOAD_MAX: u64 = 20_000;
 /// The bootstrap admin the bench logs in as.
-const ADMIN: &str = "admin";
+const ADMIN: &str = suites::ADMIN_USERNAME;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DbChoice {
@@ -100,45 +102,12 @@ struct Args {
         global = true
     )]
     pg_admin_url: String,
-    /// WebSocket clients (all with one token from one login).
-    #[arg(long, default_value_t = 10_000)]
-    clients: usize,
     /// Connects (TCP + upgrade + snapshot) in flight at once.
     #[arg(long, default_value_t = 200, global = true)]
     connect_concurrency: usize,
     /// Limit for the whole connect phase, s.
     #[arg(long, default_value_t = 300, global = true)]
     connect_timeout_secs: u64,
-    /// Tasks created before the clients connect (API up to 20,000, a direct SQL insert above).
-    #[arg(long, default_value_t = 0)]
-    preload: u64,
-    /// Paced mutations per second.
-    #[arg(long, default_value_t = 20.0)]
-    rate: f64,
-    /// Paced mutations (task creations, one at a time).
-    #[arg(long, default_value_t = 200)]
-    mutations: usize,
-    /// Burst: task creations as fast as the API takes them (0: skip).
-    #[arg(long, default_value_t = 2_000)]
-    burst: usize,
-    /// Burst requests in flight.
-    #[arg(long, default_value_t = 64)]
-    burst_concurrency: usize,
-    /// Idle measurement with every client connected and no change, s.
-    #[arg(long, default_value_t = 30)]
-    idle_secs: u64,
-    /// Poller request rate, requests/s.
-    #[arg(long, default_value_t = 200.0)]
-    poll_rate: f64,
-    /// Poller duration, s (0: skip).
-    #[arg(long, default_value_t = 10)]
-    poll_secs: u64,
-    /// Poller keep-alive connections.
-    #[arg(long, default_value_t = 16)]
-    poll_connections: usize,
-    /// A (client, mutation) pair not delivered within this counts as missing, s.
-    #[arg(long, default_value_t = 10)]
-    pair_timeout_secs: u64,
     /// How long to wait for every client to hold a final value, s.
     #[arg(long, default_value_t = 60, global = true)]
     settle_timeout_secs: u64,
@@ -154,18 +123,27 @@ struct Args {
     /// Limit for one database's whole run, s.
     #[arg(long, default_value_t = 3_600, global = true)]
     max_run_secs: u64,
+    /// The Node peer's folder, run beside Pulse when it and `node` are there [default:
+    /// ../shared/peers/node-seed beside the repository].
+    #[arg(long)]
+    peer: Option<PathBuf>,
+    /// Do not run the Node peer.
+    #[arg(long)]
+    no_peer: bool,
+    /// Rounds of the kernel's floor measured before the servers start (0: skip); as many
+    /// sockets as clients, at most half the open-file limit.
+    #[arg(long, default_value_t = 30)]
+    floor_rounds: usize,
+    /// The phases' settings.
+    #[command(flatten)]
+    load: phases::LoadArgs,
 }
 
 impl Args {
     fn validate(&self, nofile: u64) -> Result<()> {
-        let bounded = |name: &str, v: f64, lo: f64, hi: f64| -> Result<()> {
-            if !(lo..=hi).contains(&v) {
-                bail!("--{name} must be within {lo}..={hi}");
-            }
-            Ok(())
-        };
-        bounded("clients", self.clients as f64, 1.0, 100_000.0)?;
-        bounded("instances", self.instances as f64, 1.0, 16.0)?;
+        if !(1..=16).contains(&self.instances) {
+            bail!("--instances must be within 1..=16");
+        }
         if self.instances > 1 && self.db != DbChoice::Postgres {
             bail!(
                 "--instances {} needs --db postgres: SQLite is single-instance (a second server on the \
@@ -174,34 +152,20 @@ impl Args {
                 self.instances
             );
         }
-        if self.instances > self.clients {
+        if self.instances > self.load.clients {
             bail!(
                 "--instances {} is more than --clients {}: an instance would have no client",
                 self.instances,
-                self.clients
+                self.load.clients
             );
         }
-        bounded("connect-concurrency", self.connect_concurrency as f64, 1.0, 10_000.0)?;
-        bounded("rate", self.rate, 0.01, 10_000.0)?;
-        bounded("mutations", self.mutations as f64, 1.0, 1_000_000.0)?;
-        bounded("burst", self.burst as f64, 0.0, 1_000_000.0)?;
-        bounded("burst-concurrency", self.burst_concurrency as f64, 1.0, 1_024.0)?;
-        bounded("preload", self.preload as f64, 0.0, 100_000_000.0)?;
-        bounded("idle-secs", self.idle_secs as f64, 0.0, 3_600.0)?;
-        bounded("poll-rate", self.poll_rate, 0.1, 100_000.0)?;
-        bounded("poll-secs", self.poll_secs as f64, 0.0, 3_600.0)?;
-        bounded("poll-rate × poll-secs", self.poll_rate * self.poll_secs as f64, 0.0, 2_000_000.0)?;
-        bounded("poll-connections", self.poll_connections as f64, 1.0, 1_024.0)?;
-        // The server and the bench each hold one descriptor per client, plus some.
-        let needed = self.clients as u64 + self.poll_connections as u64 + self.burst_concurrency as u64 + 200;
-        if needed > nofile {
-            bail!(
-                "--clients {} needs about {needed} open files per process, the limit is {nofile} \
-                 (raise the hard limit, or use fewer clients)",
-                self.clients
-            );
+        if !(1..=10_000).contains(&self.connect_concurrency) {
+            bail!("--connect-concurrency must be within 1..=10000");
         }
-        Ok(())
+        if self.floor_rounds > 10_000 {
+            bail!("--floor-rounds must be within 0..=10000");
+        }
+        self.load.validate(nofile)
     }
 }
 
@@ -209,10 +173,6 @@ fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.join("../..");
     root.canonicalize().unwrap_or(root)
-}
-
-fn since(base: Instant) -> u64 {
-    u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 fn shell_quote(a: &str) -> String {
@@ -259,16 +219,6 @@ async fn main() -> ExitCode {
     }
     let nofile_pair = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((nofile, nofile));
     let tck = procstat::clk_tck();
-    let machine = Machine::detect(nofile_pair, tck);
-    let db_choice = match &args.mode {
-        Some(Mode::Soak(soak)) => soak.db,
-        Some(Mode::Floor(_)) | None => args.db,
-    };
-    let kinds = match db_choice {
-        DbChoice::Sqlite => vec![DbKind::Sqlite],
-        DbChoice::Postgres => vec![DbKind::Postgres],
-        DbChoice::Both => vec![DbKind::Sqlite, DbKind::Postgres],
-    };
     let root = repo_root();
     let out_dir = args.out_dir.clone().unwrap_or_else(|| root.join("target/bench"));
     if let Err(e) = std::fs::create_dir_all(&out_dir) {
@@ -279,69 +229,245 @@ async fn main() -> ExitCode {
         Some(dir) => PathBuf::from(dir).join("release/server"),
         None => root.join("target/release/server"),
     });
-
-    if let Some(Mode::Floor(floor)) = &args.mode {
-        return match floor::run(floor, tck, &out_dir).await {
+    let ctx = Context {
+        machine: Machine::detect(nofile_pair, tck),
+        tck,
+        nofile,
+        root,
+        out_dir,
+        server_bin,
+        command_line,
+        started_at_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    };
+    match &args.mode {
+        Some(Mode::Floor(floor)) => match floor::run(floor, tck, &ctx.out_dir).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench floor: {e:#}");
                 ExitCode::FAILURE
             }
-        };
+        },
+        Some(Mode::Soak(soak)) => soak_main(&args, soak, &ctx).await,
+        None => load_main(&args, &ctx).await,
     }
-    if let Some(Mode::Soak(soak)) = &args.mode {
-        return soak_main(&args, soak, &kinds, &server_bin, &out_dir, &machine, tck, &command_line).await;
+}
+
+/// What every run of one invocation shares.
+struct Context {
+    machine: Machine,
+    tck: u64,
+    nofile: u64,
+    root: PathBuf,
+    out_dir: PathBuf,
+    server_bin: PathBuf,
+    command_line: String,
+    started_at_unix: u64,
+}
+
+fn kinds(choice: DbChoice) -> Vec<DbKind> {
+    match choice {
+        DbChoice::Sqlite => vec![DbKind::Sqlite],
+        DbChoice::Postgres => vec![DbKind::Postgres],
+        DbChoice::Both => vec![DbKind::Sqlite, DbKind::Postgres],
     }
+}
+
+/// The load bench: the floor, the peer (once), then Pulse on each database, each report
+/// written as soon as its database is done. Exit 1 when a Pulse run found a failure, 2 on an
+/// error.
+async fn load_main(args: &Args, ctx: &Context) -> ExitCode {
+    let floor = match guarded(args.max_run_secs, measure_floor(args, ctx)).await {
+        Ok(floor) => floor,
+        Err(Stop::Interrupted) => return ExitCode::from(2),
+        Err(Stop::Failed(e)) => {
+            eprintln!("bench: the floor: error: {e:#} (the report goes on without it)");
+            None
+        }
+    };
+    let peer = match peer_spec(args, ctx) {
+        Ok(spec) => {
+            println!(
+                "bench: the Node peer — {} clients, node {} in {}",
+                args.load.clients,
+                spec.node.display(),
+                spec.dir.display()
+            );
+            match guarded(args.max_run_secs, run_peer(args, ctx, &spec)).await {
+                Ok(side) => Some((side, format!("node src/server.js in {}", spec.dir.display()))),
+                Err(Stop::Interrupted) => return ExitCode::from(2),
+                Err(Stop::Failed(e)) => {
+                    eprintln!("bench: the Node peer: error: {e:#} (the report goes on without it)");
+                    None
+                }
+            }
+        }
+        Err(why) => {
+            println!("bench: the Node peer is skipped: {why}");
+            None
+        }
+    };
     let mut code = 0;
-    for kind in kinds {
+    for kind in kinds(args.db) {
         println!(
             "bench: {} — {} clients on {} server instance(s), server {}",
             kind.name(),
-            args.clients,
+            args.load.clients,
             args.instances,
-            server_bin.display()
+            ctx.server_bin.display()
         );
-        let run = run_db(&args, kind, &server_bin, &out_dir, &machine, tck, &command_line);
         let name = file_stem(kind.name(), args.instances);
         let files = Written {
-            json: out_dir.join(format!("report-{name}.json")),
-            md: out_dir.join(format!("summary-{name}.md")),
-            shown: format!("{}/{{report,summary,latency}}-{name}.*", out_dir.display()),
+            json: ctx.out_dir.join(format!("report-{name}.json")),
+            md: ctx.out_dir.join(format!("summary-{name}.md")),
+            shown: format!("{}/{{report,summary,latency}}-{name}.*", ctx.out_dir.display()),
         };
-        code = code.max(finish_run("bench", &name, &files, args.max_run_secs, run).await);
+        let report = async {
+            let (pulse, figures) = run_pulse(args, ctx, kind).await?;
+            Ok(load_report(args, ctx, kind, pulse, figures, floor.as_ref(), peer.as_ref()))
+        };
+        code = code.max(finish_run("bench", &name, &files, args.max_run_secs, report).await);
     }
     ExitCode::from(code)
 }
 
-/// `bench soak`: each database in turn; exit 1 when a run found a failure, 2 on an error.
-#[allow(clippy::too_many_arguments)]
-async fn soak_main(
+/// The floor with as many sockets as clients (at most what the open-file limit allows: both
+/// ends are in this process), before any server runs.
+async fn measure_floor(args: &Args, ctx: &Context) -> Result<Option<FloorReport>> {
+    if args.floor_rounds == 0 {
+        return Ok(None);
+    }
+    let sockets =
+        args.load.clients.min(usize::try_from(ctx.nofile.saturating_sub(64) / 2).unwrap_or(usize::MAX));
+    progress(&format!("the kernel's floor: {sockets} loopback sockets, {} rounds", args.floor_rounds));
+    let report =
+        floor::measure(&FloorArgs { sockets, rounds: args.floor_rounds, writers: 2, pause_ms: 100 }, ctx.tck)
+            .await?;
+    println!("bench: {}", report.line());
+    Ok(Some(report))
+}
+
+/// Pulse on a fresh database of `kind`: every phase.
+async fn run_pulse(args: &Args, ctx: &Context, kind: DbKind) -> Result<(SideReport, Figures)> {
+    let stem = file_stem(kind.name(), args.instances);
+    let spec = pulse_spec(args, ctx, &stem);
+    let target = Target::pulse(&spec, target::fresh_database(kind, &args.pg_admin_url)?).await?;
+    let run = Run::new(args, target, ctx.tck, ctx.out_dir.clone(), stem);
+    Ok(SideReport::new(run.run(phases::PULSE).await?))
+}
+
+fn pulse_spec(args: &Args, ctx: &Context, stem: &str) -> PulseSpec {
+    PulseSpec {
+        bin: ctx.server_bin.clone(),
+        instances: args.instances,
+        clients: args.load.clients,
+        heartbeat_secs: args.heartbeat_secs,
+        workers: args.workers,
+        log_path: ctx.out_dir.join(format!("server-{stem}.log")),
+    }
+}
+
+/// The Node peer on a fresh PostgreSQL database: the same clients and changes.
+async fn run_peer(args: &Args, ctx: &Context, spec: &PeerSpec) -> Result<(SideReport, Figures)> {
+    let target = Target::peer(spec, target::fresh_database(DbKind::Postgres, &args.pg_admin_url)?).await?;
+    let run = Run::new(args, target, ctx.tck, ctx.out_dir.clone(), "peer".to_owned());
+    let (side, figures) = SideReport::new(run.run(phases::PEER).await?);
+    for f in &side.failures {
+        eprintln!("bench: the Node peer: {f}");
+    }
+    Ok((side, figures))
+}
+
+/// Where the peer is and how to run it, or why it does not run.
+fn peer_spec(args: &Args, ctx: &Context) -> Result<PeerSpec, String> {
+    if args.no_peer {
+        return Err("--no-peer".into());
+    }
+    let dir = args.peer.clone().unwrap_or_else(|| ctx.root.join("../shared/peers/node-seed"));
+    let dir = dir.canonicalize().unwrap_or(dir);
+    if !dir.join("src/server.js").is_file() {
+        return Err(format!("no {}", dir.join("src/server.js").display()));
+    }
+    let node = target::find_node().ok_or("no `node` on PATH")?;
+    if !dir.join("node_modules").is_dir() {
+        return Err(format!(
+            "{}/node_modules is missing: `cd {} && npm ci --omit=dev` installs it",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(PeerSpec { node, dir, log_path: ctx.out_dir.join("server-peer.log") })
+}
+
+fn load_report(
     args: &Args,
-    soak: &SoakArgs,
-    kinds: &[DbKind],
-    server_bin: &Path,
-    out_dir: &Path,
-    machine: &Machine,
-    tck: u64,
-    command_line: &str,
-) -> ExitCode {
+    ctx: &Context,
+    kind: DbKind,
+    pulse: SideReport,
+    figures: Figures,
+    floor: Option<&FloorReport>,
+    peer: Option<&((SideReport, Figures), String)>,
+) -> Report {
+    let spec = pulse_spec(args, ctx, "");
+    let comparison = Comparison::new(
+        figures,
+        peer.map(|((_, f), _)| f.clone()),
+        floor.map(FloorFigures::from),
+        args.load.rate,
+    );
+    Report {
+        db: kind.name().into(),
+        command_line: ctx.command_line.clone(),
+        started_at_unix: ctx.started_at_unix,
+        machine: ctx.machine.clone(),
+        settings: Settings {
+            server_bin: ctx.server_bin.display().to_string(),
+            instances: args.instances,
+            server_env: spec.env_summary(),
+            connect_concurrency: args.connect_concurrency,
+            heartbeat_secs: args.heartbeat_secs,
+            load: args.load.clone(),
+            peer: peer.map(|(_, how)| how.clone()),
+        },
+        pulse,
+        floor: floor.cloned(),
+        peer: peer.map(|((side, _), _)| side.clone()),
+        comparison,
+    }
+}
+
+/// `bench soak`: each database in turn; exit 1 when a run found a failure, 2 on an error.
+async fn soak_main(args: &Args, soak: &SoakArgs, ctx: &Context) -> ExitCode {
     let mut code = 0;
-    for &kind in kinds {
+    for kind in kinds(soak.db) {
         println!(
             "bench soak: {} — {} clients, {} s at {}/s, server {}",
             kind.name(),
             soak.clients,
             soak.secs,
             soak.rate,
-            server_bin.display()
+            ctx.server_bin.display()
         );
-        let run = soak::run_db(args, soak, kind, server_bin, out_dir, machine, tck, command_line);
         let name = kind.name();
         let files = Written {
-            json: out_dir.join(format!("soak-{name}.json")),
-            md: out_dir.join(format!("soak-{name}.md")),
-            shown: format!("{}/soak-{name}.{{json,md}}", out_dir.display()),
+            json: ctx.out_dir.join(format!("soak-{name}.json")),
+            md: ctx.out_dir.join(format!("soak-{name}.md")),
+            shown: format!("{}/soak-{name}.{{json,md}}", ctx.out_dir.display()),
         };
+        let spec = PulseSpec {
+            bin: ctx.server_bin.clone(),
+            instances: 1,
+            clients: soak.clients,
+            heartbeat_secs: args.heartbeat_secs,
+            workers: args.workers,
+            log_path: ctx.out_dir.join(format!("soak-server-{name}.log")),
+        };
+        let header = soak::Header {
+            db: name.to_owned(),
+            command_line: ctx.command_line.clone(),
+            machine: ctx.machine.clone(),
+            server_bin: ctx.server_bin.display().to_string(),
+        };
+        let run = soak::run_db(args, soak, kind, &spec, header, ctx.tck);
         code = code.max(finish_run("bench soak", name, &files, args.max_run_secs, run).await);
     }
     ExitCode::from(code)
@@ -359,7 +485,7 @@ impl RunReport for Report {
         Report::markdown(self)
     }
     fn failures(&self) -> &[String] {
-        if self.ok { &[] } else { &self.failures }
+        Report::failures(self)
     }
 }
 
@@ -379,9 +505,31 @@ struct Written {
     shown: String,
 }
 
-/// Runs one database's run within `--max-run-secs` and until SIGINT/SIGTERM (dropping the
-/// run kills its servers and drops its database, whatever happened), prints and writes its
-/// report. Exit code: 0 passed, 1 the run found a failure, 2 an error.
+/// Why a guarded run stopped.
+enum Stop {
+    /// SIGINT or SIGTERM.
+    Interrupted,
+    /// An error, or `--max-run-secs` exceeded.
+    Failed(anyhow::Error),
+}
+
+/// Runs `run` within `max_run_secs` and until SIGINT/SIGTERM; dropping the run on either kills
+/// its servers and drops its database, whatever happened.
+async fn guarded<T>(max_run_secs: u64, run: impl Future<Output = Result<T>>) -> Result<T, Stop> {
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(max_run_secs), run) => match r {
+            Ok(r) => r.map_err(Stop::Failed),
+            Err(_) => Err(Stop::Failed(anyhow!("the run exceeded --max-run-secs {max_run_secs}"))),
+        },
+        _ = interrupted() => {
+            eprintln!("bench: interrupted");
+            Err(Stop::Interrupted)
+        }
+    }
+}
+
+/// Runs one database's run (see [`guarded`]), prints and writes its report. Exit code: 0
+/// passed, 1 the run found a failure, 2 an error.
 async fn finish_run<R: RunReport>(
     mode: &str,
     name: &str,
@@ -389,16 +537,10 @@ async fn finish_run<R: RunReport>(
     max_run_secs: u64,
     run: impl Future<Output = Result<R>>,
 ) -> u8 {
-    let outcome = tokio::select! {
-        r = tokio::time::timeout(Duration::from_secs(max_run_secs), run) => match r {
-            Ok(r) => r,
-            Err(_) => Err(anyhow!("the run exceeded --max-run-secs {max_run_secs}")),
-        },
-        _ = interrupted() => Err(anyhow!("interrupted")),
-    };
-    let report = match outcome {
+    let report = match guarded(max_run_secs, run).await {
         Ok(report) => report,
-        Err(e) => {
+        Err(Stop::Interrupted) => return 2,
+        Err(Stop::Failed(e)) => {
             eprintln!("{mode}: {name}: error: {e:#}");
             return 2;
         }
@@ -432,607 +574,5 @@ async fn interrupted() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-    }
-}
-
-fn progress(msg: &str) {
-    eprintln!("bench: {msg}");
-}
-
-#[allow(clippy::too_many_lines)]
-async fn run_db(
-    args: &Args,
-    kind: DbKind,
-    server_bin: &Path,
-    out_dir: &Path,
-    machine: &Machine,
-    tck: u64,
-    command_line: &str,
-) -> Result<Report> {
-    let base = Instant::now();
-    let started_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut failures = Vec::new();
-    let db = BenchDb::create(kind, &args.pg_admin_url)?;
-    let n = args.instances;
-    let stem = file_stem(kind.name(), n);
-    let cfg = ServerConfig::for_fleet(
-        server_bin,
-        db.url(),
-        ADMIN,
-        args.clients,
-        args.heartbeat_secs,
-        args.workers,
-        out_dir.join(format!("server-{stem}.log")),
-    );
-    for i in 0..n {
-        let _ = std::fs::remove_file(cfg.instance(i, n).log_path);
-    }
-    // Declared after `db`: dropped first, so every instance is killed before the database goes.
-    let mut cluster = Cluster::start(&cfg, n).await?;
-    let pool = args.burst_concurrency.max(16);
-    let mut api = Api::login(cluster.first().base(), ADMIN, &cfg.admin_password, pool).await?;
-    let sample = |c: &Cluster| ClusterSample::take(c.servers().iter().map(|s| s.pid()), tck);
-
-    // --- Preload -------------------------------------------------------------------------
-    let t = Instant::now();
-    let method = if args.preload == 0 {
-        "none"
-    } else if args.preload <= API_PRELOAD_MAX {
-        progress(&format!("preloading {} tasks through the API", args.preload));
-        load::preload_api(&api, args.preload, 64).await?;
-        "api"
-    } else {
-        progress(&format!("preloading {} tasks with a direct insert (server stopped)", args.preload));
-        cluster.stop().await?;
-        db.bulk_insert_tasks(args.preload, ADMIN)?;
-        cluster = Cluster::start(&cfg, n).await?;
-        api = api.rebase(cluster.first().base());
-        "sql"
-    };
-    let preload =
-        PreloadReport { tasks: args.preload, method: method.into(), secs: t.elapsed().as_secs_f64() };
-    let initial = api.tasks_stats().await?;
-    if initial.total != i64::try_from(args.preload)? {
-        failures
-            .push(format!("after the preload the API counts {} tasks, not {}", initial.total, args.preload));
-    }
-    let mut phases = PhaseCosts::default();
-    let s_start = sample(&cluster)?;
-
-    // --- Connect -------------------------------------------------------------------------
-    progress(&format!("connecting {} clients", args.clients));
-    let fleet_cfg = FleetConfig {
-        urls: cluster.ws_urls(api.token()),
-        clients: args.clients,
-        concurrency: args.connect_concurrency,
-        attempt_timeout: Duration::from_secs(30),
-        retries: 2,
-        keep_log: true,
-    };
-    let connect_start = since(base);
-    let fleet = Fleet::spawn(&fleet_cfg, base);
-    let (ready, failed) = fleet.wait_connected(Duration::from_secs(args.connect_timeout_secs)).await;
-    let s_conn = sample(&cluster)?;
-    phases.record("connect", &s_start, &s_conn);
-    cluster.check_running("the connect phase")?;
-    if ready < args.clients {
-        failures.push(format!(
-            "{} of {} clients never got their snapshot",
-            args.clients - ready,
-            args.clients
-        ));
-    }
-    progress(&format!("{ready} clients ready, {failed} failed"));
-
-    // --- Idle ----------------------------------------------------------------------------
-    if args.idle_secs > 0 {
-        progress(&format!("idle for {} s", args.idle_secs));
-    }
-    sleep(Duration::from_secs(args.idle_secs)).await;
-    let s_idle = sample(&cluster)?;
-    let idle_cost = phases.record("idle", &s_conn, &s_idle);
-    let idle = IdleReport {
-        secs: idle_cost.wall_secs,
-        server_cpu_secs: idle_cost.server_cpu_secs,
-        server_cpu_pct_of_core: idle_cost.server_cpu_pct_of_core,
-    };
-    cluster.check_running("the idle phase")?;
-
-    // --- Paced mutations -----------------------------------------------------------------
-    progress(&format!("{} mutations at {}/s", args.mutations, args.rate));
-    let before_mutations = api.tasks_stats().await?.total;
-    let metrics_before = cluster_metrics(&api, &cluster).await;
-    let s_mut0 = sample(&cluster)?;
-    let muts = load::paced_mutations(&api, args.mutations, args.rate, base).await;
-    let muts_ok = muts.iter().filter(|m| m.ok()).count();
-    if muts_ok < muts.len() {
-        let statuses: BTreeMap<u16, usize> =
-            muts.iter().filter(|m| !m.ok()).fold(BTreeMap::new(), |mut acc, m| {
-                *acc.entry(m.status).or_default() += 1;
-                acc
-            });
-        failures.push(format!(
-            "{} of {} mutations failed (status: count {statuses:?})",
-            muts.len() - muts_ok,
-            muts.len()
-        ));
-    }
-    let after_mutations = before_mutations + i64::try_from(muts_ok)?;
-    let settle = Duration::from_secs(args.settle_timeout_secs);
-    let with_last = fleet.wait_all_at_least(after_mutations, settle).await;
-    let mutations_end_us = since(base);
-    let mutation_counters =
-        counter_deltas(metrics_before.as_ref(), cluster_metrics(&api, &cluster).await.as_ref());
-    let s_mut1 = sample(&cluster)?;
-    let mut_cost = phases.record("mutations", &s_mut0, &s_mut1);
-    let server_cpu_ms_per_mutation = 1000.0 * mut_cost.server_cpu_secs / muts.len().max(1) as f64;
-    cluster.check_running("the mutations")?;
-
-    // --- Burst ---------------------------------------------------------------------------
-    let mut burst_data = None;
-    let mut expected_total = after_mutations;
-    if args.burst > 0 {
-        progress(&format!("burst of {} creations, {} in flight", args.burst, args.burst_concurrency));
-        let metrics_before = cluster_metrics(&api, &cluster).await;
-        let s_b0 = sample(&cluster)?;
-        let b = load::burst(&api, args.burst, args.burst_concurrency, base).await;
-        if b.failed > 0 {
-            failures.push(format!(
-                "{} of {} burst creations failed (HTTP status: count, 0 = no response: {:?})",
-                b.failed, args.burst, b.failed_statuses
-            ));
-        }
-        expected_total = after_mutations + i64::try_from(b.ok)?;
-        let with_final = fleet.wait_all_at_least(expected_total, settle).await;
-        let metrics_after = cluster_metrics(&api, &cluster).await;
-        let s_b1 = sample(&cluster)?;
-        phases.record("burst", &s_b0, &s_b1);
-        cluster.check_running("the burst")?;
-        let counters = counter_deltas(metrics_before.as_ref(), metrics_after.as_ref());
-        burst_data = Some((b, with_final, counters));
-    }
-
-    // --- Final check, disconnect -----------------------------------------------------------
-    let api_stats = api.tasks_stats().await?;
-    progress("closing the clients");
-    let s_close0 = sample(&cluster)?;
-    let outcomes = fleet.finish(Duration::from_secs(60)).await;
-    // Give the server a moment to release the connections before measuring it again.
-    sleep(Duration::from_millis(500)).await;
-    let s_close1 = sample(&cluster)?;
-    phases.record("disconnect", &s_close0, &s_close1);
-    cluster.check_running("the disconnect")?;
-
-    // --- Polling -------------------------------------------------------------------------
-    let mut polling = None;
-    if args.poll_secs > 0 {
-        progress(&format!("polling at {}/s for {} s", args.poll_rate, args.poll_secs));
-        let s_p0 = sample(&cluster)?;
-        let p = load::poll(
-            cluster.first().base(),
-            api.token(),
-            args.poll_rate,
-            args.poll_secs as f64,
-            args.poll_connections,
-        )
-        .await?;
-        let s_p1 = sample(&cluster)?;
-        phases.record("polling", &s_p0, &s_p1);
-        cluster.check_running("the polling")?;
-        // Per request: only instance 0 answered them; the others' background work is not theirs.
-        let cost = PhaseCost::between("polling", &s_p0.each[0], &s_p1.each[0]);
-        let cpu_per_req = cost.server_cpu_secs / p.ok.max(1) as f64;
-        let req_per_sec = args.clients as f64 / 10.0;
-        let mut lat = p.latencies_us.clone();
-        polling = Some(PollReport {
-            target_rate: args.poll_rate,
-            requests: p.requests,
-            ok: p.ok,
-            achieved_rate: p.requests as f64 / p.wall_secs.max(1e-9),
-            latency_ms: Pcts::from_us(&mut lat),
-            server_cpu_secs: cost.server_cpu_secs,
-            server_cpu_us_per_request: cpu_per_req * 1e6,
-            dashboards: args.clients,
-            extrapolated_requests_per_sec: req_per_sec,
-            extrapolated_cpu_pct_of_core: 100.0 * req_per_sec * cpu_per_req,
-        });
-        if p.ok < p.requests {
-            failures.push(format!("{} of {} poll requests failed", p.requests - p.ok, p.requests));
-        }
-    }
-    let s_end = sample(&cluster)?;
-    phases.record("whole run (server up to here)", &s_start, &s_end);
-    cluster.stop().await?;
-    drop(db);
-
-    // --- Analysis ------------------------------------------------------------------------
-    let connect = connect_report(&outcomes, connect_start, &s_start.total, &s_conn.total, args.clients);
-    let pair_timeout_us = args.pair_timeout_secs * 1_000_000;
-    let (mut latencies, pairs_missing) = pair_latencies(&outcomes, &muts, before_mutations, pair_timeout_us);
-    let cross_instance = split_local_remote(&outcomes, n).map(|g| LocalRemote {
-        local: group_latency(&g.local, &muts, before_mutations, pair_timeout_us),
-        remote: group_latency(&g.remote, &muts, before_mutations, pair_timeout_us),
-    });
-    let first_send = muts.first().map(|m| m.sent_us).unwrap_or(mutations_end_us);
-    let delivered: u64 = outcomes
-        .iter()
-        .map(|o| o.log.iter().filter(|(t, _)| *t >= first_send && *t <= mutations_end_us).count() as u64)
-        .sum();
-    let window = (mutations_end_us.saturating_sub(first_send)) as f64 / 1e6;
-    let mut http: Vec<u64> = muts.iter().map(|m| m.done_us.saturating_sub(m.sent_us)).collect();
-    let last_send = muts.last().map(|m| m.sent_us).unwrap_or(first_send);
-    let histogram = if latencies.is_empty() {
-        None
-    } else {
-        latencies.sort_unstable();
-        let (p50, p99) = (Pcts::rank(&latencies, 50.0), Pcts::rank(&latencies, 99.0));
-        Some(plot::histogram(&out_dir.join(format!("latency-{stem}.png")), &latencies, p50, p99)?)
-    };
-    let mutations = MutationReport {
-        method: "Mutations are sent one at a time (the next waits for the previous response and its slot in \
-                 the fixed-rate schedule), so the tasks total right after mutation i is exactly \
-                 total_before + (successful mutations up to i). Latency of a (client, mutation) pair = arrival \
-                 of the first stats:tasks on that client whose total ≥ that number, minus the time the \
-                 request was sent (so it includes the HTTP request and commit); a conflated later value \
-                 counts, as it reflects the change. Arrival times are taken by the bench's client tasks, \
-                 which share the cores with the server."
-            .into(),
-        sent: muts.len(),
-        ok: muts_ok,
-        achieved_rate: if muts.len() > 1 {
-            (muts.len() - 1) as f64 / ((last_send - first_send) as f64 / 1e6).max(1e-9)
-        } else {
-            0.0
-        },
-        http_ms: Pcts::from_us(&mut http),
-        latency_ms: Pcts::from_us(&mut latencies),
-        pairs: (outcomes.len() * muts_ok) as u64,
-        pairs_missing,
-        messages_delivered: delivered,
-        messages_per_sec: delivered as f64 / window.max(1e-9),
-        delivery_ratio: delivered as f64 / (outcomes.len() * muts_ok).max(1) as f64,
-        clients_with_last_value: with_last,
-        server_cpu_ms_per_mutation,
-        server_counters: mutation_counters,
-        histogram,
-        cross_instance,
-    };
-    let burst = burst_data.map(|(b, with_final, counters)| {
-        burst_report(&outcomes, n, &b, after_mutations, with_final, counters, args.burst)
-    });
-    let verify = verify_report(&outcomes, n, api_stats, expected_total);
-    if api_stats.total != expected_total {
-        failures
-            .push(format!("the API counts {} tasks, the bench expected {expected_total}", api_stats.total));
-    }
-    if verify.clients_mismatched > 0 {
-        failures.push(format!(
-            "{} clients' last stats:tasks differs from GET /api/v1/tasks/stats",
-            verify.clients_mismatched
-        ));
-    }
-    Ok(Report {
-        db: kind.name().into(),
-        command_line: command_line.to_owned(),
-        started_at_unix,
-        machine: machine.clone(),
-        settings: Settings {
-            server_bin: server_bin.display().to_string(),
-            instances: n,
-            server_env: cfg.env_summary(),
-            clients: args.clients,
-            connect_concurrency: args.connect_concurrency,
-            preload: args.preload,
-            rate: args.rate,
-            mutations: args.mutations,
-            burst: args.burst,
-            burst_concurrency: args.burst_concurrency,
-            idle_secs: args.idle_secs,
-            poll_rate: args.poll_rate,
-            poll_secs: args.poll_secs,
-            heartbeat_secs: args.heartbeat_secs,
-            pair_timeout_secs: args.pair_timeout_secs,
-        },
-        ok: failures.is_empty(),
-        failures,
-        preload,
-        initial_total: initial.total,
-        connect,
-        idle,
-        mutations,
-        burst,
-        verify,
-        polling,
-        phases: phases.total,
-        phases_by_instance: phases.per_instance,
-    })
-}
-
-/// The counters of `GET /metrics` summed over every instance (see [`Api::metrics`]), or None
-/// when an instance has no such endpoint.
-async fn cluster_metrics(api: &Api, cluster: &Cluster) -> Option<BTreeMap<String, f64>> {
-    let each = futures_util::future::join_all(
-        cluster.servers().iter().map(|s| async move { api.rebase(s.base()).metrics().await }),
-    )
-    .await;
-    let mut sum = BTreeMap::new();
-    for metrics in each {
-        for (name, v) in metrics? {
-            *sum.entry(name).or_insert(0.0) += v;
-        }
-    }
-    Some(sum)
-}
-
-/// The clients of instance 0, which took the mutations (local), and of the others (remote);
-/// None with one instance.
-fn split_local_remote(
-    outcomes: &[ClientOutcome],
-    instances: usize,
-) -> Option<LocalRemote<Vec<&ClientOutcome>>> {
-    if instances < 2 {
-        return None;
-    }
-    let mut groups = LocalRemote::<Vec<&ClientOutcome>>::default();
-    for (i, o) in outcomes.iter().enumerate() {
-        if clients::instance_of(i, instances) == 0 { &mut groups.local } else { &mut groups.remote }.push(o);
-    }
-    Some(groups)
-}
-
-/// Paced-mutation latency and missing pairs of one group of clients.
-fn group_latency(
-    clients: &[&ClientOutcome],
-    muts: &[load::Mutation],
-    before: i64,
-    timeout_us: u64,
-) -> GroupLatency {
-    let (mut latencies, pairs_missing) = pair_latencies(clients.iter().copied(), muts, before, timeout_us);
-    GroupLatency {
-        clients: clients.len(),
-        pairs: (clients.len() * muts.iter().filter(|m| m.ok()).count()) as u64,
-        pairs_missing,
-        latency_ms: Pcts::from_us(&mut latencies),
-    }
-}
-
-fn connect_report(
-    outcomes: &[ClientOutcome],
-    start_us: u64,
-    before: &Sample,
-    after: &Sample,
-    clients: usize,
-) -> ConnectReport {
-    let ready = outcomes.iter().filter(|o| o.connect_us.is_some()).count();
-    let mut per_client: Vec<u64> = outcomes.iter().filter_map(|o| o.connect_us).collect();
-    let last_ready = outcomes.iter().filter_map(|o| o.ready_at_us).max().unwrap_or(start_us);
-    let mut errors = BTreeMap::new();
-    for e in outcomes.iter().flat_map(|o| &o.errors) {
-        *errors.entry(e.clone()).or_insert(0) += 1;
-    }
-    let rss_delta_kib = after.rss_kib as f64 - before.rss_kib as f64;
-    ConnectReport {
-        clients,
-        ready,
-        failed: clients - ready,
-        total_secs: last_ready.saturating_sub(start_us) as f64 / 1e6,
-        per_client_ms: Pcts::from_us(&mut per_client),
-        attempts: outcomes.iter().map(|o| u64::from(o.attempts)).sum(),
-        errors,
-        snapshot_order_violations: outcomes
-            .iter()
-            .filter(|o| o.connect_us.is_some() && !o.snapshot_order_ok)
-            .count(),
-        rss_before_mib: before.rss_kib as f64 / 1024.0,
-        rss_after_mib: after.rss_kib as f64 / 1024.0,
-        rss_per_connection_kib: rss_delta_kib / ready.max(1) as f64,
-    }
-}
-
-/// The server counters of interest (`GET /metrics`) that changed over a phase.
-fn counter_deltas(
-    before: Option<&BTreeMap<String, f64>>,
-    after: Option<&BTreeMap<String, f64>>,
-) -> Option<BTreeMap<String, f64>> {
-    const NAMES: [&str; 6] = [
-        "pulse_stats_recomputes_total",
-        "pulse_stats_recompute_failures_total",
-        "pulse_stats_values_published_total",
-        "pulse_stats_values_unchanged_total",
-        "pulse_ws_messages_sent_total",
-        "pulse_ws_messages_conflated_total",
-    ];
-    let (before, after) = (before?, after?);
-    Some(
-        NAMES
-            .iter()
-            .filter_map(|&n| Some((n.to_owned(), after.get(n)? - before.get(n).copied().unwrap_or(0.0))))
-            .collect(),
-    )
-}
-
-/// Latency of every (client, successful mutation) pair, µs, and how many pairs are missing
-/// (no value, or later than `timeout_us`).
-fn pair_latencies<'a>(
-    outcomes: impl IntoIterator<Item = &'a ClientOutcome>,
-    muts: &[load::Mutation],
-    before: i64,
-    timeout_us: u64,
-) -> (Vec<u64>, u64) {
-    let mut expected = Vec::with_capacity(muts.len());
-    let mut total = before;
-    for m in muts.iter().filter(|m| m.ok()) {
-        total += 1;
-        expected.push((m.sent_us, total));
-    }
-    let mut out = Vec::new();
-    let mut missing = 0u64;
-    for o in outcomes {
-        let mut j = 0;
-        for &(sent, target) in &expected {
-            while j < o.log.len() && o.log[j].1 < target {
-                j += 1;
-            }
-            match o.log.get(j) {
-                Some(&(arrived, _)) if arrived.saturating_sub(sent) <= timeout_us => {
-                    out.push(arrived.saturating_sub(sent));
-                }
-                _ => missing += 1,
-            }
-        }
-    }
-    (out, missing)
-}
-
-/// For each client that got it: when it first held `target`, µs relative to `last_ok_us`
-/// (negative: before the bench saw the last response); and whether every client got it.
-fn final_value_arrivals<'a>(
-    outcomes: impl IntoIterator<Item = &'a ClientOutcome>,
-    target: i64,
-    last_ok_us: u64,
-) -> (Vec<i64>, bool) {
-    let last = i64::try_from(last_ok_us).unwrap_or(i64::MAX);
-    let mut per_client = Vec::new();
-    let mut all = true;
-    for o in outcomes {
-        match o.log.iter().find(|(_, total)| *total >= target) {
-            Some(&(t, _)) => per_client.push(i64::try_from(t).unwrap_or(i64::MAX) - last),
-            None => all = false,
-        }
-    }
-    (per_client, all)
-}
-
-fn burst_report(
-    outcomes: &[ClientOutcome],
-    instances: usize,
-    b: &load::Burst,
-    before: i64,
-    with_final: usize,
-    counters: Option<BTreeMap<String, f64>>,
-    requested: usize,
-) -> BurstReport {
-    let target = before + i64::try_from(b.ok).unwrap_or(i64::MAX);
-    let (mut per_client, all) = final_value_arrivals(outcomes, target, b.last_ok_us);
-    let group = |clients: &[&ClientOutcome]| {
-        Pcts::from_signed_us(&mut final_value_arrivals(clients.iter().copied(), target, b.last_ok_us).0)
-    };
-    let cross_instance = split_local_remote(outcomes, instances)
-        .map(|g| LocalRemote { local: group(&g.local), remote: group(&g.remote) });
-    let counts: Vec<u64> = outcomes
-        .iter()
-        .map(|o| o.log.iter().filter(|(_, total)| *total > before && *total <= target).count() as u64)
-        .collect();
-    let worst = per_client.iter().copied().max();
-    let secs = b.last_ok_us.saturating_sub(b.start_us) as f64 / 1e6;
-    BurstReport {
-        requested,
-        ok: b.ok,
-        failed: b.failed,
-        secs,
-        creations_per_sec: b.ok as f64 / secs.max(1e-9),
-        last_commit_to_all_clients_ms: if all { worst.map(|w| w as f64 / 1000.0) } else { None },
-        per_client_ms: Pcts::from_signed_us(&mut per_client),
-        clients_with_final_value: with_final,
-        messages_per_client_mean: counts.iter().sum::<u64>() as f64 / counts.len().max(1) as f64,
-        messages_per_client_min: counts.iter().copied().min().unwrap_or(0),
-        messages_per_client_max: counts.iter().copied().max().unwrap_or(0),
-        stats_recomputes: counters
-            .as_ref()
-            .and_then(|c| c.get("pulse_stats_recomputes_total"))
-            .map(|&v| v.max(0.0) as u64),
-        failed_statuses: b.failed_statuses.clone(),
-        server_counters: counters,
-        cross_instance,
-    }
-}
-
-fn verify_report(
-    outcomes: &[ClientOutcome],
-    instances: usize,
-    api: clients::TasksStats,
-    expected_total: i64,
-) -> VerifyReport {
-    let mut v = VerifyReport { api_stats: Some(api), expected_total, ..Default::default() };
-    for (i, o) in outcomes.iter().enumerate() {
-        if o.dropped.is_some() {
-            v.clients_dropped += 1;
-        }
-        if o.last_tasks == Some(api) {
-            v.clients_matching += 1;
-        } else {
-            v.clients_mismatched += 1;
-            if v.examples.len() < 5 {
-                v.examples.push(format!(
-                    "client {i} (instance {}): last value {:?}, dropped: {:?}, connect errors: {:?}",
-                    clients::instance_of(i, instances),
-                    o.last_tasks,
-                    o.dropped,
-                    o.errors
-                ));
-            }
-        }
-    }
-    v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outcome(log: Vec<(u64, i64)>) -> ClientOutcome {
-        ClientOutcome { log, ..Default::default() }
-    }
-
-    fn mutation(sent_us: u64) -> load::Mutation {
-        load::Mutation { sent_us, done_us: sent_us + 1, status: 201 }
-    }
-
-    #[test]
-    fn pairs_use_the_first_value_that_includes_the_mutation() {
-        let muts = [mutation(100), mutation(200), mutation(300)];
-        // Snapshot 10, then 11, then a conflated 13 (12 skipped).
-        let o = outcome(vec![(0, 10), (150, 11), (450, 13)]);
-        let (lat, missing) = pair_latencies(&[o], &muts, 10, 1_000);
-        assert_eq!(lat, vec![50, 250, 150]);
-        assert_eq!(missing, 0);
-    }
-
-    #[test]
-    fn late_or_absent_values_are_missing() {
-        let muts = [mutation(100), mutation(200)];
-        let o = outcome(vec![(0, 10), (5_000, 11)]);
-        let (lat, missing) = pair_latencies(&[o], &muts, 10, 1_000);
-        assert!(lat.is_empty());
-        assert_eq!(missing, 2);
-    }
-
-    #[test]
-    fn clients_split_round_robin_into_local_and_remote() {
-        let outcomes: Vec<ClientOutcome> = (0..5).map(|i| outcome(vec![(0, i)])).collect();
-        assert!(split_local_remote(&outcomes, 1).is_none());
-        let totals = |g: &[&ClientOutcome]| g.iter().map(|o| o.log[0].1).collect::<Vec<_>>();
-        let two = split_local_remote(&outcomes, 2).expect("two instances split");
-        assert_eq!((totals(&two.local), totals(&two.remote)), (vec![0, 2, 4], vec![1, 3]));
-        let three = split_local_remote(&outcomes, 3).expect("three instances split");
-        assert_eq!((totals(&three.local), totals(&three.remote)), (vec![0, 3], vec![1, 2, 4]));
-    }
-
-    #[test]
-    fn group_latency_counts_only_its_clients() {
-        let muts = [mutation(100), mutation(200)];
-        let local = outcome(vec![(0, 10), (110, 11), (210, 12)]);
-        let remote = outcome(vec![(0, 10), (150, 11)]);
-        let l = group_latency(&[&local], &muts, 10, 1_000);
-        let r = group_latency(&[&remote], &muts, 10, 1_000);
-        assert_eq!((l.clients, l.pairs, l.pairs_missing, l.latency_ms.max), (1, 2, 0, 0.01));
-        assert_eq!((r.clients, r.pairs, r.pairs_missing, r.latency_ms.max), (1, 2, 1, 0.05));
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let mut v: Vec<u64> = (1..=100).map(|x| x * 1000).collect();
-        let p = Pcts::from_us(&mut v);
-        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
     }
 }

@@ -5,9 +5,11 @@
 //! must not have grown by more than max(20 MiB, 10 %) after the warm-up.
 //!
 //! Writes `soak-<db>.json`, `soak-<db>.md` and the server's log `soak-server-<db>.log`.
+//!
+//! Changes when the soak's load or judgement changes; the server and database come from the
+//! shared [`Target`], the clients from [`Fleet`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,20 +18,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::Method;
 use serde::Serialize;
 use serde_json::json;
+use suites::{Api, DbKind, Method};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use crate::clients::{AllStats, ApprovalsStats, ConversationsStats, Fleet, FleetConfig, Probe, TasksStats};
-use crate::db::{BenchDb, DbKind};
-use crate::load::Api;
+use crate::clients::{
+    AllStats, ApprovalsStats, ClientOutcome, ConversationsStats, Fleet, FleetConfig, Probe, TasksStats,
+};
+use crate::md::{Doc, Table, opt};
 use crate::procstat::{self, Machine, Sample};
 use crate::report::Pcts;
-use crate::server::{Server, ServerConfig};
-use crate::{ADMIN, DbChoice, progress};
+use crate::run::progress;
+use crate::target::{self, PulseSpec, Target};
+use crate::{ADMIN, DbChoice, load};
 
 /// Below this, RSS growth after the warm-up is never a failure, MiB.
 const MEMORY_SLACK_MIB: f64 = 20.0;
@@ -278,7 +282,7 @@ struct OpStats {
 }
 
 /// What the driver and its requests share.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Shared {
     /// Ids of the entities in each state that no request is acting on.
     pools: [Vec<i64>; STATES],
@@ -450,7 +454,7 @@ async fn drive(api: &Api, a: &SoakArgs, shared: &Arc<Mutex<Shared>>, counters: &
         out.sent += 1;
         set.spawn(async move {
             let t = Instant::now();
-            let (status, id) = api.send(method, &path, body.as_ref()).await;
+            let (status, id) = load::send(&api, method, &path, body.as_ref()).await;
             let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
             let ok = (200..300).contains(&status);
             lock(&shared).complete(claim, status, id, us, &path);
@@ -514,7 +518,7 @@ struct Sampler {
 impl Sampler {
     async fn take(&mut self, phase: &str) -> Result<SoakSample> {
         let s = procstat::sample(self.pid, self.tck)?;
-        let metrics = self.api.metrics().await;
+        let metrics = load::metrics(&self.api).await;
         let f = self.probe.totals();
         let wall = s.at.duration_since(self.prev.at).as_secs_f64().max(1e-9);
         let at = Instant::from_std(s.at);
@@ -823,74 +827,122 @@ fn scan_log(path: &Path) -> (usize, usize, Vec<String>) {
     (warn, error, examples)
 }
 
-/// Runs the soak on one database.
-#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
+/// What a soak report says about where it ran.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// `sqlite` or `postgres`.
+    pub db: String,
+    /// How the bench was invoked.
+    pub command_line: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The server binary.
+    pub server_bin: String,
+}
+
+/// The server and the connected clients.
+struct Connected {
+    target: Target,
+    api: Api,
+    fleet: Option<Fleet>,
+    /// The REST stats before the first mutation.
+    initial: AllStats,
+    connect_secs: f64,
+    ready: usize,
+}
+
+/// What the mutations left.
+struct Mutated {
+    drive: Drive,
+    shared: Shared,
+    samples: Vec<SoakSample>,
+    metrics_before: Option<BTreeMap<String, f64>>,
+}
+
+/// What the settle wait and the close left.
+struct Settled {
+    converged_after_secs: Option<f64>,
+    metrics_after: Option<BTreeMap<String, f64>>,
+    api_stats: AllStats,
+    outcomes: Vec<ClientOutcome>,
+}
+
+/// What the analysis needs besides the phases' results.
+struct Facts {
+    initial: AllStats,
+    connect_secs: f64,
+    ready: usize,
+    started_at_unix: u64,
+}
+
+/// Runs the soak on one database: start and connect, the mutations (sampled), the settle wait
+/// and the close, then the analysis. Dropping it (an error, an interruption) kills the server
+/// and drops the database.
 pub async fn run_db(
     args: &crate::Args,
     a: &SoakArgs,
     kind: DbKind,
-    server_bin: &Path,
-    out_dir: &Path,
-    machine: &Machine,
+    spec: &PulseSpec,
+    header: Header,
     tck: u64,
-    command_line: &str,
 ) -> Result<SoakReport> {
     let started_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let base = Instant::now();
-    let mut failures = Vec::new();
-    let mut warnings = Vec::new();
-    let db = BenchDb::create(kind, &args.pg_admin_url)?;
-    let log_path = out_dir.join(format!("soak-server-{}.log", kind.name()));
-    let _ = std::fs::remove_file(&log_path);
-    let cfg = ServerConfig::for_fleet(
-        server_bin,
-        db.url(),
-        ADMIN,
-        a.clients,
-        args.heartbeat_secs,
-        args.workers,
-        log_path.clone(),
-    );
-    let mut server = Server::start(&cfg).await?;
-    let api = Api::login(server.base(), ADMIN, &cfg.admin_password, a.concurrency.max(16)).await?;
-    let initial = api.all_stats().await?;
-
-    // --- Connect ---------------------------------------------------------------------------
-    progress(&format!("soak: connecting {} clients", a.clients));
-    let fleet = Fleet::spawn(
-        &FleetConfig {
-            urls: vec![format!("{}/ws?token={}", server.ws_base(), api.token())],
-            clients: a.clients,
-            concurrency: args.connect_concurrency,
-            attempt_timeout: Duration::from_secs(30),
-            retries: 2,
-            keep_log: false,
-        },
-        base,
-    );
-    let t_connect = Instant::now();
-    let (ready, _) = fleet.wait_connected(Duration::from_secs(args.connect_timeout_secs)).await;
-    let connect_secs = t_connect.elapsed().as_secs_f64();
-    if !server.is_running() {
-        anyhow::bail!("the server exited during the connect; its log:\n{}", server.log_tail(3000));
-    }
-    progress(&format!("soak: {ready} of {} clients ready in {connect_secs:.1} s", a.clients));
-
-    // --- Mutations, sampled ------------------------------------------------------------------
-    let shared = Arc::new(Mutex::new(Shared::default()));
-    let counters = Arc::new(Counters::default());
-    let zero = Instant::now() + Duration::from_millis(200);
+    let mut c = connect(args, a, kind, spec).await?;
+    let pid = c.target.pids()[0];
     let mut sampler = Sampler {
-        pid: server.pid(),
+        pid,
         tck,
-        api: api.clone(),
-        probe: fleet.probe(),
-        counters: counters.clone(),
-        zero,
-        prev: procstat::sample(server.pid(), tck)?,
+        api: c.api.clone(),
+        probe: c.fleet()?.probe(),
+        counters: Arc::new(Counters::default()),
+        zero: Instant::now() + Duration::from_millis(200),
+        prev: procstat::sample(pid, tck)?,
     };
+    let mut m = mutate(&mut c, a, &mut sampler).await?;
+    let settled = settle(&mut c, args, a, &mut sampler, &mut m.samples).await?;
+    let Connected { target, initial, connect_secs, ready, .. } = c;
+    target.stop().await?;
+    let facts = Facts { initial, connect_secs, ready, started_at_unix };
+    Ok(analyse(args, a, spec, header, facts, m, settled))
+}
+
+impl Connected {
+    fn fleet(&self) -> Result<&Fleet> {
+        self.fleet.as_ref().ok_or_else(|| anyhow::anyhow!("the clients are closed"))
+    }
+}
+
+/// Starts the server on a fresh database, logs in and connects the clients.
+async fn connect(args: &crate::Args, a: &SoakArgs, kind: DbKind, spec: &PulseSpec) -> Result<Connected> {
+    let mut target = Target::pulse(spec, target::fresh_database(kind, &args.pg_admin_url)?).await?;
+    let api = target.api().clone();
+    let initial = load::all_stats(&api).await?;
+    progress(&format!("soak: connecting {} clients", a.clients));
+    let cfg = FleetConfig {
+        urls: target.ws_urls(),
+        clients: a.clients,
+        concurrency: args.connect_concurrency,
+        attempt_timeout: Duration::from_secs(30),
+        retries: 2,
+        keep_log: false,
+        require_seq: true,
+    };
+    let t = Instant::now();
+    let fleet = Fleet::spawn(&cfg, t);
+    let (ready, _) = fleet.wait_connected(Duration::from_secs(args.connect_timeout_secs)).await;
+    let connect_secs = t.elapsed().as_secs_f64();
+    target.check_running("the connect")?;
+    progress(&format!("soak: {ready} of {} clients ready in {connect_secs:.1} s", a.clients));
+    Ok(Connected { target, api, fleet: Some(fleet), initial, connect_secs, ready })
+}
+
+/// `rate × secs` mutations from the mix, sampled every `--sample-secs`.
+async fn mutate(c: &mut Connected, a: &SoakArgs, sampler: &mut Sampler) -> Result<Mutated> {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let counters = sampler.counters.clone();
     let mut samples = vec![sampler.take("connected").await?];
-    let metrics_before = api.metrics().await;
+    let metrics_before = load::metrics(&c.api).await;
+    let zero = sampler.zero;
     sleep_until(zero).await;
     let every = Duration::from_secs(a.sample_secs);
     let sampling = async {
@@ -913,22 +965,33 @@ pub async fn run_db(
         }
         out
     };
-    let (d, series) = tokio::join!(drive(&api, a, &shared, &counters), sampling);
+    let (drive, series) = tokio::join!(drive(&c.api, a, &shared, &counters), sampling);
     samples.extend(series);
-    if !server.is_running() {
-        anyhow::bail!("the server exited during the mutations; its log:\n{}", server.log_tail(3000));
-    }
+    c.target.check_running("the mutations")?;
+    let shared = Arc::try_unwrap(shared)
+        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .unwrap_or_else(|arc| lock(&arc).clone());
+    Ok(Mutated { drive, shared, samples, metrics_before })
+}
 
-    // --- Quiet, convergence --------------------------------------------------------------------
+/// Polls the REST stats every 200 ms until every client holds them and no message came for
+/// 1 s (at most `--settle-timeout-secs`), takes the `settled` sample and closes the clients.
+async fn settle(
+    c: &mut Connected,
+    args: &crate::Args,
+    a: &SoakArgs,
+    sampler: &mut Sampler,
+    samples: &mut Vec<SoakSample>,
+) -> Result<Settled> {
     progress("soak: waiting until every client holds the API's values");
-    let probe = fleet.probe();
+    let probe = c.fleet()?.probe();
     let settle = Duration::from_secs(args.settle_timeout_secs);
     let t_settle = Instant::now();
     let mut last_messages = probe.totals().messages;
     let mut quiet_since = Instant::now();
     let mut all_hold_since: Option<f64> = None;
     let converged_after_secs = loop {
-        let api_now = api.all_stats().await?;
+        let api_now = load::all_stats(&c.api).await?;
         let totals = probe.totals();
         if totals.messages != last_messages {
             last_messages = totals.messages;
@@ -948,40 +1011,37 @@ pub async fn run_db(
         sleep(Duration::from_millis(200)).await;
     };
     samples.push(sampler.take("settled").await?);
-    let metrics_after = api.metrics().await;
-    let api_stats = api.all_stats().await?;
+    let metrics_after = load::metrics(&c.api).await;
+    let api_stats = load::all_stats(&c.api).await?;
     progress("soak: closing the clients");
+    let fleet = c.fleet.take().ok_or_else(|| anyhow::anyhow!("the clients are closed"))?;
     let outcomes = fleet.finish(Duration::from_secs(60)).await;
-    if !server.is_running() {
-        anyhow::bail!("the server exited during the run; its log:\n{}", server.log_tail(3000));
-    }
-    server.stop().await?;
-    drop(db);
+    c.target.check_running("the run")?;
+    Ok(Settled { converged_after_secs, metrics_after, api_stats, outcomes })
+}
 
-    // --- Analysis --------------------------------------------------------------------------
-    let shared = Arc::try_unwrap(shared)
-        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .unwrap_or_else(|arc| {
-            let g = lock(&arc);
-            Shared {
-                pools: g.pools.clone(),
-                delta: g.delta,
-                ops: g.ops.clone(),
-                assignments: g.assignments,
-                examples: g.examples.clone(),
-            }
-        });
+/// Judges the run: errors, convergence, memory; the report.
+fn analyse(
+    args: &crate::Args,
+    a: &SoakArgs,
+    spec: &PulseSpec,
+    header: Header,
+    facts: Facts,
+    m: Mutated,
+    st: Settled,
+) -> SoakReport {
+    let (shared, d, outcomes, api_stats) = (&m.shared, &m.drive, &st.outcomes, st.api_stats);
     let mut ops = Vec::new();
     let mut http_failed = 0;
-    for (op, st) in &shared.ops {
-        let mut lat = st.latencies_us.clone();
-        let failed: u64 = st.failed.values().sum();
+    for (op, stats) in &shared.ops {
+        let mut lat = stats.latencies_us.clone();
+        let failed: u64 = stats.failed.values().sum();
         http_failed += failed;
         ops.push(OpReport {
             op: op.name().into(),
-            sent: st.ok + failed,
-            ok: st.ok,
-            failed: st.failed.clone(),
+            sent: stats.ok + failed,
+            ok: stats.ok,
+            failed: stats.failed.clone(),
             latency_ms: Pcts::from_us(&mut lat),
         });
     }
@@ -991,12 +1051,12 @@ pub async fn run_db(
         connect_failed: outcomes.iter().filter(|o| o.connect_us.is_none()).count(),
         ..Default::default()
     };
-    let expected = shared.expected(&initial);
+    let expected = shared.expected(&facts.initial);
     let mut conv = ConvergenceReport {
         api: api_stats,
         expected_from_requests: expected,
         api_matches_requests: api_stats == expected,
-        converged_after_secs,
+        converged_after_secs: st.converged_after_secs,
         clients: outcomes.len(),
         assigned_expected: shared.assignments,
         assigned_min: u64::MAX,
@@ -1044,8 +1104,69 @@ pub async fn run_db(
     if outcomes.is_empty() {
         conv.assigned_min = 0;
     }
-    let memory = memory_report(&samples, a.secs, a.sample_secs);
+    let memory = memory_report(&m.samples, a.secs, a.sample_secs);
+    let achieved_rate = d.sent as f64 / d.secs.max(1e-9);
+    let (failures, warnings) = judge(a, d, &errors, &conv, &memory, achieved_rate);
+    let server_counters = match (&m.metrics_before, &st.metrics_after) {
+        (Some(b), Some(a)) => Some(
+            a.iter()
+                .filter(|(k, _)| k.ends_with("_total"))
+                .map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0.0)))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let (server_log_warn, server_log_error, server_log_examples) = scan_log(&spec.log_path);
+    SoakReport {
+        db: header.db,
+        command_line: header.command_line,
+        started_at_unix: facts.started_at_unix,
+        machine: header.machine,
+        settings: SoakSettings {
+            server_bin: header.server_bin,
+            server_env: spec.env_summary(),
+            clients: a.clients,
+            secs: a.secs,
+            rate: a.rate,
+            concurrency: a.concurrency,
+            sample_secs: a.sample_secs,
+            seed: a.seed,
+            mix: MIX.iter().map(|(op, w)| (op.name().to_owned(), *w)).collect(),
+            settle_timeout_secs: args.settle_timeout_secs,
+        },
+        ok: failures.is_empty(),
+        failures,
+        warnings,
+        connect_secs: facts.connect_secs,
+        clients_ready: facts.ready,
+        planned: d.planned,
+        sent: d.sent,
+        skipped: d.skipped,
+        achieved_rate,
+        max_lag_ms: d.max_lag_ms,
+        ops,
+        samples: m.samples,
+        memory,
+        errors,
+        convergence: conv,
+        server_counters,
+        server_log_warn,
+        server_log_error,
+        server_log_examples,
+    }
+}
 
+/// The failures and the warnings of a run.
+fn judge(
+    a: &SoakArgs,
+    d: &Drive,
+    errors: &ErrorReport,
+    conv: &ConvergenceReport,
+    memory: &MemoryReport,
+    achieved_rate: f64,
+) -> (Vec<String>, Vec<String>) {
+    let mut failures = Vec::new();
+    let mut warnings = Vec::new();
     if errors.connect_failed > 0 {
         failures.push(format!("{} of {} clients never got their snapshot", errors.connect_failed, a.clients));
     }
@@ -1070,8 +1191,8 @@ pub async fn run_db(
     if !conv.api_matches_requests {
         failures.push(format!(
             "the REST stats {} differ from what the successful requests imply {}",
-            serde_json::to_string(&api_stats).unwrap_or_default(),
-            serde_json::to_string(&expected).unwrap_or_default()
+            serde_json::to_string(&conv.api).unwrap_or_default(),
+            serde_json::to_string(&conv.expected_from_requests).unwrap_or_default()
         ));
     }
     if conv.assigned_wrong_clients > 0 {
@@ -1099,181 +1220,133 @@ pub async fn run_db(
             d.sent, d.planned, d.skipped
         ));
     }
-    let achieved_rate = d.sent as f64 / d.secs.max(1e-9);
     if achieved_rate < 0.95 * a.rate {
         warnings.push(format!("achieved {achieved_rate:.1} operations/s of {} planned", a.rate));
     }
-    let server_counters = match (metrics_before, metrics_after) {
-        (Some(b), Some(a)) => Some(
-            a.iter()
-                .filter(|(k, _)| k.ends_with("_total"))
-                .map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0.0)))
-                .collect(),
-        ),
-        _ => None,
-    };
-    let (server_log_warn, server_log_error, server_log_examples) = scan_log(&log_path);
-    Ok(SoakReport {
-        db: kind.name().into(),
-        command_line: command_line.to_owned(),
-        started_at_unix,
-        machine: machine.clone(),
-        settings: SoakSettings {
-            server_bin: server_bin.display().to_string(),
-            server_env: cfg.env_summary(),
-            clients: a.clients,
-            secs: a.secs,
-            rate: a.rate,
-            concurrency: a.concurrency,
-            sample_secs: a.sample_secs,
-            seed: a.seed,
-            mix: MIX.iter().map(|(op, w)| (op.name().to_owned(), *w)).collect(),
-            settle_timeout_secs: args.settle_timeout_secs,
-        },
-        ok: failures.is_empty(),
-        failures,
-        warnings,
-        connect_secs,
-        clients_ready: ready,
-        planned: d.planned,
-        sent: d.sent,
-        skipped: d.skipped,
-        achieved_rate,
-        max_lag_ms: d.max_lag_ms,
-        ops,
-        samples,
-        memory,
-        errors,
-        convergence: conv,
-        server_counters,
-        server_log_warn,
-        server_log_error,
-        server_log_examples,
-    })
-}
-
-fn opt(v: Option<f64>, unit: &str) -> String {
-    v.map(|v| format!("{v:.1}{unit}")).unwrap_or_else(|| "n/a".into())
+    (failures, warnings)
 }
 
 impl SoakReport {
     /// The markdown summary.
-    #[allow(clippy::too_many_lines)]
     pub fn markdown(&self) -> String {
-        let mut s = String::new();
-        let m = &self.machine;
-        let st = &self.settings;
-        let _ = writeln!(s, "# Pulse soak — {}\n", self.db);
-        let _ = writeln!(s, "Result: **{}**", if self.ok { "OK" } else { "FAILED" });
-        for f in &self.failures {
-            let _ = writeln!(s, "- failure: {f}");
-        }
-        for w in &self.warnings {
-            let _ = writeln!(s, "- warning: {w}");
-        }
-        let _ = writeln!(s, "\nCommand: `{}`\n", self.command_line);
-        let _ = writeln!(
-            s,
-            "Machine: {} cores, {}, {} MiB RAM ({} MiB available at start), Linux {}, load average at start {}.\n",
-            m.nproc, m.cpu_model, m.mem_total_mib, m.mem_available_mib, m.kernel, m.load_avg_at_start
-        );
-        let _ = writeln!(
-            s,
-            "Settings: {} clients (one user), {} s of mutations at {}/s ({} in flight at most, seed {}), a sample \
-             every {} s, settle timeout {} s. Server: `{}` with {}. The bench shares the machine with the server.{}\n",
-            st.clients,
-            st.secs,
-            st.rate,
-            st.concurrency,
-            st.seed,
-            st.sample_secs,
-            st.settle_timeout_secs,
-            st.server_bin,
-            st.server_env.join(" "),
-            if self.db == "postgres" {
-                " RSS and CPU are the `server` process only (not PostgreSQL)."
-            } else {
-                ""
-            }
-        );
+        let (m, st) = (&self.machine, &self.settings);
+        let mut doc = Doc::new();
+        doc.heading(1, format!("Pulse soak — {}", self.db))
+            .para(format!("Result: **{}**", if self.ok { "OK" } else { "FAILED" }))
+            .bullets(
+                self.failures
+                    .iter()
+                    .map(|f| format!("failure: {f}"))
+                    .chain(self.warnings.iter().map(|w| format!("warning: {w}"))),
+            )
+            .para(format!("Command: `{}`", self.command_line))
+            .para(format!(
+                "Machine: {} cores, {}, {} MiB RAM ({} MiB available at start), Linux {}, load average at start {}.",
+                m.nproc, m.cpu_model, m.mem_total_mib, m.mem_available_mib, m.kernel, m.load_avg_at_start
+            ))
+            .para(format!(
+                "Settings: {} clients (one user), {} s of mutations at {}/s ({} in flight at most, seed {}), a sample \
+                 every {} s, settle timeout {} s. Server: `{}` with {}. The bench shares the machine with the server.{}",
+                st.clients,
+                st.secs,
+                st.rate,
+                st.concurrency,
+                st.seed,
+                st.sample_secs,
+                st.settle_timeout_secs,
+                st.server_bin,
+                st.server_env.join(" "),
+                if self.db == "postgres" { " RSS and CPU are the `server` process only (not PostgreSQL)." } else { "" }
+            ));
+        self.operations(&mut doc);
+        self.samples_table(&mut doc);
+        self.memory_and_errors(&mut doc);
+        self.convergence_and_log(&mut doc);
+        doc.finish()
+    }
 
-        let _ = writeln!(s, "## Operations\n");
-        let _ = writeln!(
-            s,
+    fn operations(&self, doc: &mut Doc) {
+        doc.heading(2, "Operations").para(format!(
             "{} of {} clients ready in {:.1} s. {} operations planned, {} sent ({} skipped), {:.1}/s achieved, \
-             largest delay behind the schedule {:.0} ms.\n",
+             largest delay behind the schedule {:.0} ms.",
             self.clients_ready,
-            st.clients,
+            self.settings.clients,
             self.connect_secs,
             self.planned,
             self.sent,
             self.skipped,
             self.achieved_rate,
             self.max_lag_ms
-        );
-        let _ = writeln!(
-            s,
-            "| operation | weight | sent | 2xx | failed | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|---|"
-        );
+        ));
+        let mut t =
+            Table::new(["operation", "weight", "sent", "2xx", "failed", "p50 ms", "p99 ms", "max ms"]);
         for o in &self.ops {
-            let _ = writeln!(
-                s,
-                "| `{}` | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
-                o.op,
-                st.mix.get(&o.op).copied().unwrap_or(0),
-                o.sent,
-                o.ok,
+            t.row([
+                format!("`{}`", o.op),
+                self.settings.mix.get(&o.op).copied().unwrap_or(0).to_string(),
+                o.sent.to_string(),
+                o.ok.to_string(),
                 if o.failed.is_empty() { "0".to_owned() } else { format!("{:?}", o.failed) },
-                o.latency_ms.p50,
-                o.latency_ms.p99,
-                o.latency_ms.max
-            );
+                format!("{:.1}", o.latency_ms.p50),
+                format!("{:.1}", o.latency_ms.p99),
+                format!("{:.1}", o.latency_ms.max),
+            ]);
         }
+        doc.table(&t);
+    }
 
-        let _ = writeln!(s, "\n## Samples\n");
-        let _ = writeln!(
-            s,
-            "t = seconds since the first mutation was due. CPU = % of one core since the previous sample.\n"
+    fn samples_table(&self, doc: &mut Doc) {
+        doc.heading(2, "Samples").para(
+            "t = seconds since the first mutation was due. CPU = % of one core since the previous sample.",
         );
-        let _ = writeln!(
-            s,
-            "| t s | phase | RSS MiB | peak MiB | threads | server CPU % | bench CPU % | ws connections | requests ok | failed | messages | dropped | parse errors | seq backwards |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-        );
+        let mut t = Table::new([
+            "t s",
+            "phase",
+            "RSS MiB",
+            "peak MiB",
+            "threads",
+            "server CPU %",
+            "bench CPU %",
+            "ws connections",
+            "requests ok",
+            "failed",
+            "messages",
+            "dropped",
+            "parse errors",
+            "seq backwards",
+        ]);
         for x in &self.samples {
-            let _ = writeln!(
-                s,
-                "| {:.1} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
-                x.t_secs,
-                x.phase,
-                x.rss_mib,
-                x.peak_rss_mib,
-                x.threads,
-                x.server_cpu_pct,
-                x.bench_cpu_pct,
-                x.ws_connections.map(|c| c.to_string()).unwrap_or_else(|| "n/a".into()),
-                x.requests_ok,
-                x.requests_failed,
-                x.messages,
-                x.dropped,
-                x.parse_errors,
-                x.seq_backwards
-            );
+            t.row([
+                format!("{:.1}", x.t_secs),
+                x.phase.clone(),
+                format!("{:.1}", x.rss_mib),
+                format!("{:.1}", x.peak_rss_mib),
+                x.threads.to_string(),
+                format!("{:.1}", x.server_cpu_pct),
+                format!("{:.1}", x.bench_cpu_pct),
+                x.ws_connections.map_or_else(|| "n/a".to_owned(), |c| c.to_string()),
+                x.requests_ok.to_string(),
+                x.requests_failed.to_string(),
+                x.messages.to_string(),
+                x.dropped.to_string(),
+                x.parse_errors.to_string(),
+                x.seq_backwards.to_string(),
+            ]);
         }
+        doc.table(&t);
+    }
 
+    fn memory_and_errors(&self, doc: &mut Doc) {
         let mem = &self.memory;
-        let _ = writeln!(s, "\n## Memory\n");
-        let _ = writeln!(s, "{}\n", mem.criterion);
-        let _ = writeln!(
-            s,
-            "Warm-up sample t = {}: {} → last sample t = {}: {}; growth **{}** (limit {}), {}. Largest RSS \
-             after the warm-up {}; slope {}.\n",
-            opt(mem.warmup_sample_t_secs, " s"),
-            opt(mem.warmup_rss_mib, " MiB"),
-            opt(mem.end_t_secs, " s"),
-            opt(mem.end_rss_mib, " MiB"),
-            opt(mem.growth_mib, " MiB"),
-            opt(mem.limit_mib, " MiB"),
+        doc.heading(2, "Memory").para(&mem.criterion).para(format!(
+            "Warm-up sample t = {}: {} → last sample t = {}: {}; growth **{}** (limit {}), {}. Largest RSS after the \
+             warm-up {}; slope {}.",
+            opt(mem.warmup_sample_t_secs, 1, " s"),
+            opt(mem.warmup_rss_mib, 1, " MiB"),
+            opt(mem.end_t_secs, 1, " s"),
+            opt(mem.end_rss_mib, 1, " MiB"),
+            opt(mem.growth_mib, 1, " MiB"),
+            opt(mem.limit_mib, 1, " MiB"),
             if !mem.assessed {
                 "not judged (run too short)"
             } else if mem.ok {
@@ -1281,81 +1354,64 @@ impl SoakReport {
             } else {
                 "GROWING"
             },
-            opt(mem.max_after_warmup_mib, " MiB"),
-            opt(mem.slope_mib_per_min, " MiB/min")
-        );
-
+            opt(mem.max_after_warmup_mib, 1, " MiB"),
+            opt(mem.slope_mib_per_min, 1, " MiB/min")
+        ));
         let e = &self.errors;
-        let _ = writeln!(s, "## Errors\n");
-        let _ = writeln!(
-            s,
-            "| kind | count |\n|---|---|\n| HTTP requests failed (non-2xx or no response) | {} |\n\
-             | clients without a snapshot | {} |\n| clients dropped or closed by the server | {} |\n\
-             | frames that failed to parse | {} |\n| `seq` going backwards | {} |\n\
-             | `seq` repeated (not an error) | {} |\n",
-            e.http_failed, e.connect_failed, e.dropped, e.parse_errors, e.seq_backwards, e.seq_repeats
-        );
-        for x in e.http_examples.iter().chain(&e.frame_examples) {
-            let _ = writeln!(s, "- {x}");
+        let mut t = Table::new(["kind", "count"]);
+        for (kind, n) in [
+            ("HTTP requests failed (non-2xx or no response)", e.http_failed),
+            ("clients without a snapshot", e.connect_failed as u64),
+            ("clients dropped or closed by the server", e.dropped as u64),
+            ("frames that failed to parse", e.parse_errors),
+            ("`seq` going backwards", e.seq_backwards),
+            ("`seq` repeated (not an error)", e.seq_repeats),
+        ] {
+            t.row([kind.to_owned(), n.to_string()]);
         }
-        for (r, n) in e.drop_reasons.iter().chain(&e.connect_errors) {
-            let _ = writeln!(s, "- {n} × {r}");
-        }
+        doc.heading(2, "Errors")
+            .table(&t)
+            .bullets(e.http_examples.iter().chain(&e.frame_examples))
+            .bullets(e.drop_reasons.iter().chain(&e.connect_errors).map(|(r, n)| format!("{n} × {r}")));
+    }
 
+    fn convergence_and_log(&self, doc: &mut Doc) {
         let c = &self.convergence;
-        let _ = writeln!(s, "\n## Convergence\n");
-        let _ = writeln!(
-            s,
-            "REST stats after the run: `{}`; implied by the successful requests: {}.\n",
-            serde_json::to_string(&c.api).unwrap_or_default(),
-            if c.api_matches_requests {
-                "the same".to_owned()
-            } else {
-                format!(
-                    "`{}` (DIFFERENT)",
-                    serde_json::to_string(&c.expected_from_requests).unwrap_or_default()
-                )
-            }
-        );
-        let _ = writeln!(
-            s,
-            "**{} of {} clients** hold the REST value of every stats topic ({} mismatched{}); every client \
-             held them {} after the last response. `task:assigned`: {} assignments, per client min {} / max {}, \
-             {} clients with a different count.\n",
-            c.clients_matching,
-            c.clients,
-            c.clients_mismatched,
-            if c.mismatched_by_topic.is_empty() {
-                String::new()
-            } else {
-                format!(": {:?}", c.mismatched_by_topic)
-            },
-            c.converged_after_secs
-                .map(|v| format!("{v:.2} s"))
-                .unwrap_or_else(|| "never within the settle timeout".into()),
-            c.assigned_expected,
-            c.assigned_min,
-            c.assigned_max,
-            c.assigned_wrong_clients
-        );
-        for x in &c.examples {
-            let _ = writeln!(s, "- {x}");
-        }
+        doc.heading(2, "Convergence")
+            .para(format!(
+                "REST stats after the run: `{}`; implied by the successful requests: {}.",
+                serde_json::to_string(&c.api).unwrap_or_default(),
+                if c.api_matches_requests {
+                    "the same".to_owned()
+                } else {
+                    format!("`{}` (DIFFERENT)", serde_json::to_string(&c.expected_from_requests).unwrap_or_default())
+                }
+            ))
+            .para(format!(
+                "**{} of {} clients** hold the REST value of every stats topic ({} mismatched{}); every client held \
+                 them {} after the last response. `task:assigned`: {} assignments, per client min {} / max {}, {} \
+                 clients with a different count.",
+                c.clients_matching,
+                c.clients,
+                c.clients_mismatched,
+                if c.mismatched_by_topic.is_empty() { String::new() } else { format!(": {:?}", c.mismatched_by_topic) },
+                c.converged_after_secs
+                    .map_or_else(|| "never within the settle timeout".to_owned(), |v| format!("{v:.2} s")),
+                c.assigned_expected,
+                c.assigned_min,
+                c.assigned_max,
+                c.assigned_wrong_clients
+            ))
+            .bullets(&c.examples);
         if let Some(counters) = &self.server_counters {
-            let _ = writeln!(s, "\n## Server counters over the mutations and the settle wait (/metrics)\n");
-            for (k, v) in counters {
-                let _ = writeln!(s, "- {k} +{v:.0}");
-            }
+            doc.heading(2, "Server counters over the mutations and the settle wait (/metrics)")
+                .bullets(counters.iter().map(|(k, v)| format!("{k} +{v:.0}")));
         }
-        let _ = writeln!(
-            s,
-            "\nServer log (RUST_LOG=warn): {} WARN lines, {} ERROR lines.",
+        doc.para(format!(
+            "Server log (RUST_LOG=warn): {} WARN lines, {} ERROR lines.",
             self.server_log_warn, self.server_log_error
-        );
-        for l in &self.server_log_examples {
-            let _ = writeln!(s, "- `{l}`");
-        }
-        s
+        ))
+        .bullets(self.server_log_examples.iter().map(|l| format!("`{l}`")));
     }
 }
 

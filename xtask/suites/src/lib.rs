@@ -15,8 +15,12 @@
 //! - [`PgProxy`]: a TCP proxy between an instance and PostgreSQL that cuts, refuses, stalls or
 //!   delays its connections, or loses a commit's acknowledgement.
 //! - [`PgCluster`]: a private PostgreSQL cluster a test may restart.
-//! - [`get_ok`], [`psql`], the request bodies and [`WAIT`]: small helpers the suites share
-//!   instead of each keeping a copy.
+//! - [`get_ok`], [`psql`] ([`try_psql`]), the request bodies and [`WAIT`]: small helpers the
+//!   suites share instead of each keeping a copy; [`both_databases!`] makes a case one test per
+//!   backend.
+//!
+//! The load bench (`xtask/bench`) uses the same library for its databases, server processes
+//! (its release build, or the Node peer, through [`ServerOptions::program`]) and HTTP client.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -84,6 +88,16 @@ pub enum DbKind {
     Sqlite,
     /// PostgreSQL database on the local server.
     Postgres,
+}
+
+impl DbKind {
+    /// `sqlite` or `postgres` (file names, reports).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 /// A fresh, empty database for one test. Dropping it removes it.
@@ -186,19 +200,74 @@ fn replace_database(admin_url: &str, name: &str) -> Result<String> {
 /// unaligned, tuples-only output of the last one, trimmed. For tests that read or poke at the
 /// database behind a server (the multi-instance and fault suites). Panics when psql fails.
 pub async fn psql(url: &str, sqls: &[&str]) -> String {
+    try_psql(url, sqls).await.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// [`psql`] for callers that handle the failure (the bench): each of `sqls` in its own
+/// transaction (one `-c` each); the trimmed output of the last one.
+pub async fn try_psql(url: &str, sqls: &[impl AsRef<str>]) -> Result<String> {
     let mut cmd = Command::new("psql");
     cmd.arg(url).args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
     for sql in sqls {
-        cmd.args(["-c", sql]);
+        cmd.args(["-c", sql.as_ref()]);
     }
-    let out = cmd.stdin(Stdio::null()).output().await.expect("running psql");
-    assert!(
-        out.status.success(),
-        "psql {sqls:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let out = cmd.stdin(Stdio::null()).output().await.context("running psql (is it installed?)")?;
+    if !out.status.success() {
+        let shown: Vec<&str> = sqls.iter().map(|s| s.as_ref()).take(2).collect();
+        bail!("psql {shown:?}… failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// One `#[tokio::test]` per case and backend: `mod sqlite { fn case() }` and `mod postgres {
+/// fn case() }` beside the invocation, each calling the case (`case`, or `module::case`, as
+/// seen from the invoking module) with a fresh [`TestDatabase`] of its kind.
+///
+/// ```ignore
+/// suites::both_databases!(login_works, tasks_are_counted);
+/// suites::both_databases!(cases => login_works, tasks_are_counted);
+/// ```
+#[macro_export]
+macro_rules! both_databases {
+    ($module:ident => $($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$module::$name($crate::TestDatabase::sqlite().expect("creating a SQLite database")).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$module::$name(
+                        $crate::TestDatabase::postgres().expect("creating a PostgreSQL database"),
+                    )
+                    .await;
+                }
+            )+
+        }
+    };
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestDatabase::sqlite().expect("creating a SQLite database")).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestDatabase::postgres().expect("creating a PostgreSQL database")).await;
+                }
+            )+
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,6 +283,12 @@ pub struct ServerOptions {
     pub unset: Vec<String>,
     /// Working directory of the process (default: the test's).
     pub current_dir: Option<PathBuf>,
+    /// The program to run instead of `PULSE_SERVER_BIN` (the bench's release build, or a peer
+    /// server speaking the same contract), with its arguments.
+    pub program: Option<(PathBuf, Vec<String>)>,
+    /// Also append everything the process writes to this file, as it comes (the bench keeps
+    /// each server's log beside its report).
+    pub log_file: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -232,6 +307,18 @@ impl ServerOptions {
     /// Runs the server in `dir`.
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs `program` with `args` instead of the binary named by `PULSE_SERVER_BIN`.
+    pub fn program(mut self, program: impl Into<PathBuf>, args: &[&str]) -> Self {
+        self.program = Some((program.into(), args.iter().map(|a| (*a).to_owned()).collect()));
+        self
+    }
+
+    /// Appends the process's output to `path` too.
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
         self
     }
 
@@ -257,13 +344,18 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the binary named by `PULSE_SERVER_BIN` on a free port, with `DATABASE_URL`,
-    /// a random `JWT_SECRET` and `ADMIN_PASSWORD`, and waits (30 s at most) until `/healthz`
-    /// answers 200.
+    /// Starts the binary named by `PULSE_SERVER_BIN` (or [`ServerOptions::program`]) on a free
+    /// port (or on the `BIND_ADDR` the options give), with `DATABASE_URL`, a random
+    /// `JWT_SECRET` and `ADMIN_PASSWORD`, and waits (30 s at most) until `/healthz` answers 200.
     pub async fn start(db: &TestDatabase, opts: ServerOptions) -> Result<Self> {
-        let bin = server_bin()?;
-        let port = free_port()?;
-        let addr = format!("127.0.0.1:{port}");
+        let (bin, args) = match &opts.program {
+            Some((program, args)) => (program.clone(), args.clone()),
+            None => (server_bin()?, Vec::new()),
+        };
+        let addr = match opts.value("BIND_ADDR") {
+            Some(addr) => addr.to_owned(),
+            None => format!("127.0.0.1:{}", free_port()?),
+        };
         let jwt_secret = opts.value("JWT_SECRET").map_or_else(|| random_string(48), str::to_owned);
         let admin_password = opts.value("ADMIN_PASSWORD").map_or_else(|| random_string(20), str::to_owned);
         let defaults = [
@@ -277,6 +369,7 @@ impl ServerProcess {
         ];
 
         let mut cmd = Command::new(&bin);
+        cmd.args(&args);
         for (k, v) in defaults {
             if !opts.is_unset(k) {
                 cmd.env(k, v);
@@ -296,12 +389,22 @@ impl ServerProcess {
         let pid = child.id().ok_or_else(|| anyhow!("server exited at once"))?;
 
         let logs = Arc::new(Mutex::new(String::new()));
+        let file = match &opts.log_file {
+            Some(path) => Some(Arc::new(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ))),
+            None => None,
+        };
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(capture(out, Arc::clone(&logs))));
+            readers.push(tokio::spawn(capture(out, Arc::clone(&logs), file.clone())));
         }
         if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(capture(err, Arc::clone(&logs))));
+            readers.push(tokio::spawn(capture(err, Arc::clone(&logs), file)));
         }
 
         let jwt_secret = if opts.is_unset("JWT_SECRET") { String::new() } else { jwt_secret };
@@ -420,7 +523,11 @@ impl Drop for ServerProcess {
     }
 }
 
-async fn capture(stream: impl AsyncRead + Unpin, logs: Arc<Mutex<String>>) {
+async fn capture(
+    stream: impl AsyncRead + Unpin,
+    logs: Arc<Mutex<String>>,
+    file: Option<Arc<Mutex<std::fs::File>>>,
+) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -428,6 +535,11 @@ async fn capture(stream: impl AsyncRead + Unpin, logs: Arc<Mutex<String>>) {
         match reader.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
+                if let Some(file) = &file {
+                    use std::io::Write as _;
+                    // Best effort: the in-memory copy below is what the harness reads.
+                    let _ = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(&line);
+                }
                 let text = String::from_utf8_lossy(&line);
                 match logs.lock() {
                     Ok(mut l) => l.push_str(&text),
@@ -1073,6 +1185,22 @@ impl ServerProcess {
             (key == name).then(|| value.trim().parse().ok()).flatten()
         }))
     }
+}
+
+#[cfg(test)]
+mod both_databases_macro {
+    use crate::{DbKind, TestDatabase};
+
+    /// Called once with each kind; the URL must be of that kind.
+    pub async fn gets_a_fresh_database_of_each_kind(db: TestDatabase) {
+        let scheme = match db.kind() {
+            DbKind::Sqlite => "sqlite://",
+            DbKind::Postgres => "postgres://",
+        };
+        assert!(db.url().starts_with(scheme), "{:?}: {}", db.kind(), db.url());
+    }
+
+    crate::both_databases!(gets_a_fresh_database_of_each_kind);
 }
 
 #[cfg(test)]
