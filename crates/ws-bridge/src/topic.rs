@@ -41,12 +41,13 @@ impl StatsTopic {
         }
     }
 
-    /// The topic whose value `event` changes.
-    pub fn dirtied_by(event: &DomainEvent) -> StatsTopic {
+    /// The topic whose value `event` changes, if any (a user change touches no stats).
+    pub fn dirtied_by(event: &DomainEvent) -> Option<StatsTopic> {
         match event.aggregate() {
-            Aggregate::Task => StatsTopic::Tasks,
-            Aggregate::Approval => StatsTopic::Approvals,
-            Aggregate::Conversation => StatsTopic::Conversations,
+            Aggregate::Task => Some(StatsTopic::Tasks),
+            Aggregate::Approval => Some(StatsTopic::Approvals),
+            Aggregate::Conversation => Some(StatsTopic::Conversations),
+            Aggregate::User => None,
         }
     }
 }
