@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: config.ws_max_connections,
                 max_connections_per_user: config.ws_max_connections_per_user,
                 allowed_origins: config.allowed_origins.clone(),
+                trusted_proxies: config.trusted_proxies.clone(),
                 ..Limits::default()
             },
         },
@@ -73,6 +74,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let server = serve_http(&config, &pulse)?;
+    if !config.trusted_proxies.is_empty() {
+        tracing::info!(trusted_proxies = %config.trusted_proxies, "believing X-Forwarded-For from these proxies");
+    }
     tracing::info!(addr = %config.bind_addr, "Pulse is listening on http://{}", config.bind_addr);
     let handle = server.handle();
     let running = tokio::spawn(server);
