@@ -44,7 +44,7 @@ pub use conversations::{ConversationChanges, ConversationService, NewConversatio
 pub use db::{ConnectError, Database, DatabaseKind, PoolOptions};
 pub use error::{ServiceError, ServiceResult, ValidationError};
 pub use outbox::EventLog;
-pub use passwords::PasswordGate;
+pub use passwords::{PasswordGate, PasswordPermit};
 pub use tasks::{NewTask, TaskFilter, TaskService};
 pub use tickets::{TicketGrant, TicketService};
 pub use users::{AccountState, NewUser, PasswordChange, UserChanges, UserService};

@@ -120,29 +120,26 @@ impl PasswordGate {
         &self.inner.metrics
     }
 
-    /// Runs `work` with a [`Hasher`] on the blocking pool, holding one of the gate's permits
-    /// (and its memory) until it is done — or fails at once with [`ServiceError::Busy`] when
-    /// every permit is taken. Never waits for a permit.
+    /// One of the gate's permits, or [`ServiceError::Busy`] at once when every permit is
+    /// taken. Never waits. Take it *before* anything else the request would cost (a database
+    /// read), so that what is refused costs nothing.
+    pub fn try_permit(&self) -> ServiceResult<PasswordPermit> {
+        match self.inner.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(PasswordPermit { inner: self.inner.clone(), _permit: permit }),
+            Err(_) => {
+                self.inner.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                Err(ServiceError::Busy)
+            }
+        }
+    }
+
+    /// [`PasswordGate::try_permit`], then [`PasswordPermit::run`].
     pub async fn run<T, F>(&self, work: F) -> ServiceResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Hasher<'_>) -> T + Send + 'static,
     {
-        let Ok(permit) = self.inner.permits.clone().try_acquire_owned() else {
-            self.inner.metrics.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(ServiceError::Busy);
-        };
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut memory = inner.take_memory();
-            let result =
-                work(&mut Hasher { memory: &mut memory, dummy: &inner.dummy, metrics: &inner.metrics });
-            inner.give_back(memory);
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(Box::new(e)))
+        self.try_permit()?.run(work).await
     }
 
     /// Hashes a new password (random salt, PHC string with the parameters).
@@ -154,6 +151,34 @@ impl PasswordGate {
     /// password matches, at the same cost.
     pub async fn verify(&self, password: String, hash: Option<String>) -> ServiceResult<bool> {
         self.run(move |h| h.verify(&password, hash.as_deref())).await
+    }
+}
+
+/// A place in the gate: at most [`PasswordGate::concurrency`] exist at once.
+pub struct PasswordPermit {
+    inner: Arc<Inner>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl PasswordPermit {
+    /// Runs `work` with a [`Hasher`] on the blocking pool, on memory of the gate's; the permit
+    /// is released when the work is done (not when the caller stops waiting).
+    pub async fn run<T, F>(self, work: F) -> ServiceResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Hasher<'_>) -> T + Send + 'static,
+    {
+        tokio::task::spawn_blocking(move || {
+            let inner = self.inner.clone();
+            let mut memory = inner.take_memory();
+            let result =
+                work(&mut Hasher { memory: &mut memory, dummy: &inner.dummy, metrics: &inner.metrics });
+            inner.give_back(memory);
+            drop(self);
+            result
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(Box::new(e)))
     }
 }
 

@@ -245,6 +245,8 @@ impl UserService {
         if password.len() > limits::PASSWORD_MAX * 4 || username.len() > limits::USERNAME * 4 {
             return Err(ServiceError::InvalidCredentials);
         }
+        // The permit first: a check refused by the bound costs no database read either.
+        let permit = self.gate.try_permit()?;
         let row: Option<UserRow> = read!(self.db, |conn| users::table
             .filter(users::username.eq(username))
             .select(UserRow::as_select())
@@ -253,7 +255,8 @@ impl UserService {
             .optional()
             .map_err(ServiceError::from))?;
         let hash = row.as_ref().map(|r| r.password_hash.clone());
-        let matches = self.gate.verify(password.to_owned(), hash).await?;
+        let password = password.to_owned();
+        let matches = permit.run(move |h| h.verify(&password, hash.as_deref())).await?;
         match row {
             Some(row) if matches && row.active => row.try_into(),
             _ => Err(ServiceError::InvalidCredentials),
@@ -401,12 +404,12 @@ impl UserService {
             )
             .into());
         }
+        // One permit for both, taken first: checking the old password, hashing the new one.
+        let permit = self.gate.try_permit()?;
         let row = self.row(actor.user_id).await?.filter(|r| r.active).ok_or(ServiceError::WrongPassword)?;
         let stored = row.password_hash;
         let PasswordChange { current_password, new_password } = change;
-        // One permit for both: checking the old password and hashing the new one.
-        let hash = self
-            .gate
+        let hash = permit
             .run(move |h| match h.verify(&current_password, Some(&stored)) {
                 true => h.hash(&new_password).map(Some),
                 false => Ok(None),
