@@ -175,9 +175,9 @@ async fn deactivation_refuses_everything_and_closes_sockets_with_4403(db: TestDa
     }
     still_open(&mut bystander).await;
     let refused =
-        connect(&format!("{}?ticket={unspent}", p.server.ws_url_bare())).await.err().expect("refused");
+        connect(&format!("{}?ticket={unspent}", p.server.ws_url_bare())).await.expect_err("refused");
     assert_eq!(refused_status(&refused), Some(401), "an unredeemed ticket");
-    let refused = connect(&p.server.ws_url(token(&staff))).await.err().expect("refused");
+    let refused = connect(&p.server.ws_url(token(&staff))).await.expect_err("refused");
     assert_eq!(refused_status(&refused), Some(401), "the token on /ws");
     p.server
         .api()
