@@ -233,6 +233,20 @@ impl LoginThrottle {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Records an attempt that hashes a password on behalf of an authenticated admin
+    /// (creating a user, resetting a password): counted against the client address and the
+    /// admin under a key of its own, so a login attack on the admin's username does not also
+    /// lock the logged-in admin out of managing users.
+    pub fn begin_acting(
+        &self,
+        username: &str,
+        address: Option<IpAddr>,
+        limits: &Limits,
+    ) -> Result<Attempt<'_>, ApiError> {
+        // `@` is never part of a username: no login key can collide with it.
+        self.begin(&format!("@{username}"), address, limits)
+    }
+
     /// Usernames and addresses remembered now.
     pub fn len(&self) -> (usize, usize) {
         (lock(&self.usernames).len(), lock(&self.addresses).len())

@@ -65,7 +65,7 @@ pub(crate) async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     let (actor, body) = (auth.actor, body.into_inner());
     let attempt =
-        state.logins.begin(&actor.username, crate::client_ip::client_address(&req), &state.limits)?;
+        state.logins.begin_acting(&actor.username, crate::client_ip::client_address(&req), &state.limits)?;
     let outcome = state.db(async move |s| Ok(s.users.create(&actor, body).await)).await?;
     attempt.settle(&outcome);
     Ok(HttpResponse::Created().json(outcome?))
@@ -107,7 +107,7 @@ pub(crate) async fn update_user(
 ) -> Result<HttpResponse, ApiError> {
     let (actor, id, changes) = (auth.actor, id.into_inner(), body.into_inner());
     let attempt = match changes.password {
-        Some(_) => Some(state.logins.begin(
+        Some(_) => Some(state.logins.begin_acting(
             &actor.username,
             crate::client_ip::client_address(&req),
             &state.limits,
