@@ -56,15 +56,61 @@ pub async fn access_log(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let micros = elapsed.as_micros() as u64;
-    if let Some(state) = state {
+    let mut suppressed = 0;
+    if let Some(state) = &state {
         state.http.record(method.as_str(), &route, status, elapsed);
+        if status == 429 {
+            match state.refusal_log.admit() {
+                Some(before) => suppressed = before,
+                None => return Ok(response),
+            }
+        }
     }
     if query.is_empty() {
-        tracing::info!(target: "pulse::access", %method, %path, %client, status, micros, "request");
+        tracing::info!(target: "pulse::access", %method, %path, %client, status, micros, suppressed, "request");
     } else {
-        tracing::info!(target: "pulse::access", %method, %path, %query, %client, status, micros, "request");
+        tracing::info!(target: "pulse::access", %method, %path, %query, %client, status, micros, suppressed, "request");
     }
     Ok(response)
+}
+
+/// Lines for refused requests (`429`) logged per second; beyond that they are only counted
+/// (by route and status on `/metrics`, and as `suppressed=N` on the next line logged).
+pub const REFUSALS_LOGGED_PER_SECOND: u32 = 20;
+
+/// Keeps a flood of refused requests from costing a log line each: the lines cost the
+/// server more CPU than the refusals themselves (and disk, and a pipe that can stall every
+/// thread writing to it when its reader falls behind).
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    state: std::sync::Mutex<RefusalWindow>,
+}
+
+#[derive(Debug, Default)]
+struct RefusalWindow {
+    second: u64,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// Whether to log this refusal: `Some(n)` with the refusals left unlogged since the
+    /// last line, `None` to leave this one out.
+    pub fn admit(&self) -> Option<u64> {
+        let second =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut window = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if window.second != second {
+            window.second = second;
+            window.logged = 0;
+        }
+        if window.logged >= REFUSALS_LOGGED_PER_SECOND {
+            window.suppressed += 1;
+            return None;
+        }
+        window.logged += 1;
+        Some(std::mem::take(&mut window.suppressed))
+    }
 }
 
 /// Replaces the values of `token`, `ticket` and `access_token` parameters with
@@ -119,6 +165,25 @@ fn looks_like_jwt(value: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn refusals_are_logged_up_to_a_budget_per_second_and_the_rest_counted() {
+        let log = RefusalLog::default();
+        // Keep the test inside one second.
+        while std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_millis()
+            > 500
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let admitted = (0..1000).filter_map(|_| log.admit()).count();
+        assert_eq!(admitted, REFUSALS_LOGGED_PER_SECOND as usize);
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        assert_eq!(log.admit(), Some(1000 - u64::from(REFUSALS_LOGGED_PER_SECOND)), "the next line tells");
+        assert_eq!(log.admit(), Some(0));
+    }
 
     const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
 

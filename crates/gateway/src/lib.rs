@@ -59,6 +59,8 @@ pub struct AppState {
     pub bridge: Option<Arc<ws_bridge::BridgeMetrics>>,
     /// HTTP counters, for `/metrics`.
     pub http: metrics::HttpMetrics,
+    /// How many refused requests get a log line.
+    pub refusal_log: access_log::RefusalLog,
     /// More `/metrics` lines.
     pub metrics_sources: Vec<Arc<dyn metrics::MetricsSource>>,
     /// Serve `/metrics` to any address, not only loopback.
@@ -134,6 +136,9 @@ pub struct PulseOptions {
     pub metrics_public: bool,
     /// Edge limits (origins, connections, logins).
     pub limits: limits::Limits,
+    /// Password checks and hashes run at once; more are refused with 429 (`None`: the
+    /// services' default, see [`services::PasswordGate::default_concurrency`]).
+    pub password_checks: Option<usize>,
 }
 
 impl PulseOptions {
@@ -150,6 +155,7 @@ impl PulseOptions {
             metrics_sources: Vec::new(),
             metrics_public: false,
             limits: limits::Limits::default(),
+            password_checks: None,
         }
     }
 }
@@ -175,7 +181,9 @@ impl Pulse {
     pub async fn start(db: Database, options: PulseOptions) -> Result<Self, StartError> {
         let bus = options.bus.unwrap_or_default();
         let publisher = options.publisher.unwrap_or_else(|| Arc::new(bus.clone()));
-        let services = Services::new(db, publisher);
+        let gate =
+            options.password_checks.map_or_else(services::PasswordGate::default, services::PasswordGate::new);
+        let services = Services::with_password_gate(db, publisher, gate);
         let hub = match options.cluster {
             Some(cluster) => Hub::with_cluster(cluster),
             None => Hub::new(),
@@ -197,6 +205,7 @@ impl Pulse {
             readiness: options.readiness,
             bridge: Some(bridge.metrics()),
             http: metrics::HttpMetrics::default(),
+            refusal_log: access_log::RefusalLog::default(),
             metrics_sources: options.metrics_sources,
             metrics_public: options.metrics_public,
             limits: options.limits,

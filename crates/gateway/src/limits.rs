@@ -273,12 +273,17 @@ impl Attempt<'_> {
         }
     }
 
-    /// Settles the attempt by the outcome of its service call: a wrong password, bad
-    /// credentials or a busy gate stay counted; anything else is forgiven.
+    /// Settles the attempt by the outcome of its service call: a wrong password or bad
+    /// credentials stay counted; a refusal by the busy password gate stays counted against
+    /// the address only (the client hammered the server, but no password was guessed, and an
+    /// honest user must not lose their username to someone else's flood); anything else is
+    /// forgiven.
     pub fn settle<T>(self, outcome: &Result<T, services::ServiceError>) {
         use services::ServiceError as E;
-        if !matches!(outcome, Err(E::InvalidCredentials | E::WrongPassword | E::Busy)) {
-            self.succeeded();
+        match outcome {
+            Err(E::InvalidCredentials | E::WrongPassword) => {}
+            Err(E::Busy) => forgive(&self.throttle.usernames, &self.username, Instant::now(), self.window),
+            _ => self.succeeded(),
         }
     }
 }

@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
                 trusted_proxies: config.trusted_proxies.clone(),
                 ..Limits::default()
             },
+            password_checks: None,
         },
     )
     .await?;

@@ -86,7 +86,7 @@ impl std::fmt::Debug for PasswordGate {
 
 impl Default for PasswordGate {
     fn default() -> Self {
-        Self::sized_to_cores()
+        Self::new(Self::default_concurrency())
     }
 }
 
@@ -105,9 +105,15 @@ impl PasswordGate {
         }
     }
 
-    /// A gate as wide as the machine has cores (`std::thread::available_parallelism`).
+    /// How many computations run at once by default: as many as the machine has cores
+    /// (`std::thread::available_parallelism`).
+    pub fn default_concurrency() -> usize {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    }
+
+    /// A gate as wide as the default ([`PasswordGate::default_concurrency`]).
     pub fn sized_to_cores() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+        Self::default()
     }
 
     /// How many computations may run at once.

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::db::{Database, read, write_tx};
 use crate::error::{ServiceError, ServiceResult, ValidationError};
 use crate::outbox::{now, record_events, utc};
-use crate::passwords::PasswordGate;
+use crate::passwords::{PasswordGate, PasswordPermit};
 use crate::schema::{users, ws_tickets};
 use crate::validate::{self, limits};
 
@@ -242,11 +242,22 @@ impl UserService {
     /// Checks a username and password. An unknown user costs the same as a wrong password
     /// (a dummy hash is verified), and both, like a deactivated user, get the same answer.
     pub async fn authenticate(&self, username: &str, password: &str) -> ServiceResult<User> {
+        // The permit first: a check refused by the bound costs no database read either.
+        let permit = self.gate.try_permit()?;
+        self.authenticate_with(permit, username, password).await
+    }
+
+    /// [`UserService::authenticate`] with a permit of the gate the caller already took (so a
+    /// refusal costs it nothing more than asking).
+    pub async fn authenticate_with(
+        &self,
+        permit: PasswordPermit,
+        username: &str,
+        password: &str,
+    ) -> ServiceResult<User> {
         if password.len() > limits::PASSWORD_MAX * 4 || username.len() > limits::USERNAME * 4 {
             return Err(ServiceError::InvalidCredentials);
         }
-        // The permit first: a check refused by the bound costs no database read either.
-        let permit = self.gate.try_permit()?;
         let row: Option<UserRow> = read!(self.db, |conn| users::table
             .filter(users::username.eq(username))
             .select(UserRow::as_select())

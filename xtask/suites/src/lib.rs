@@ -202,6 +202,8 @@ pub struct ServerOptions {
     pub unset: Vec<String>,
     /// Working directory of the process (default: the test's).
     pub current_dir: Option<PathBuf>,
+    /// The server binary (default: [`server_bin`], from `PULSE_SERVER_BIN`).
+    pub binary: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -220,6 +222,12 @@ impl ServerOptions {
     /// Runs the server in `dir`.
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs this binary instead of `PULSE_SERVER_BIN`'s (e.g. an optimised build).
+    pub fn binary(mut self, bin: impl Into<PathBuf>) -> Self {
+        self.binary = Some(bin.into());
         self
     }
 
@@ -249,7 +257,12 @@ impl ServerProcess {
     /// a random `JWT_SECRET` and `ADMIN_PASSWORD`, and waits (30 s at most) until `/healthz`
     /// answers 200.
     pub async fn start(db: &TestDatabase, opts: ServerOptions) -> Result<Self> {
-        let bin = server_bin()?;
+        let bin = match &opts.binary {
+            Some(bin) => {
+                std::fs::canonicalize(bin).with_context(|| format!("server binary {}", bin.display()))?
+            }
+            None => server_bin()?,
+        };
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let jwt_secret = opts.value("JWT_SECRET").map_or_else(|| random_string(48), str::to_owned);

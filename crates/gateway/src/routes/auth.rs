@@ -58,10 +58,19 @@ pub(crate) async fn login(
     services::validate::login(&username, &password).map_err(|e| ApiError::validation(e.to_string()))?;
     let client = crate::client_ip::client_address(&req);
     let attempt = state.logins.begin(&username, client, &state.limits)?;
+    // Over the password bound: refused here, before any other work.
+    let permit = match state.services.users.gate().try_permit() {
+        Ok(permit) => permit,
+        Err(busy) => {
+            attempt.settle::<()>(&Err(services::ServiceError::Busy));
+            return Err(busy.into());
+        }
+    };
     // The token's `iat` is taken before the user is read: a role or password change that
     // commits after this read retires the token, however the two interleave.
     let issued_at = std::time::SystemTime::now();
-    let outcome = state.db(async move |s| Ok(s.users.authenticate(&username, &password).await)).await?;
+    let outcome =
+        state.db(async move |s| Ok(s.users.authenticate_with(permit, &username, &password).await)).await?;
     attempt.settle(&outcome);
     let user = outcome?;
     let (token, expires_at) = state.jwt.issue_at(&user, issued_at)?;
