@@ -7,7 +7,9 @@
 //! instance that made the change before its answer goes out, on the others when their
 //! listener delivers the event), so the TTL only bounds staleness if an event is ever late.
 //! Concurrent misses for one user share one query. At most [`ACCOUNT_CAPACITY`] users are
-//! kept (least recently used evicted).
+//! kept (least recently used evicted). When the database cannot be reached, an expired
+//! entry is used as it is until it answers again (an invalidated one never is): a blip of
+//! the database does not log everyone out of their sockets' reconnects.
 //!
 //! Reason to change: how fresh account state must be. Must never decide what the state
 //! means (auth does) or reach the database itself (the caller passes the load).
@@ -39,6 +41,8 @@ pub struct AccountCache {
 struct Slot {
     state: Arc<OnceCell<Option<AccountState>>>,
     born: Instant,
+    /// The value of the expired slot this one replaces, for when the database is down.
+    expired: Option<Option<AccountState>>,
 }
 
 impl Default for AccountCache {
@@ -64,14 +68,19 @@ impl AccountCache {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             match entries.get(&user_id) {
                 Some(slot) if slot.born.elapsed() < self.ttl => slot.clone(),
-                _ => {
-                    let slot = Slot { state: Arc::new(OnceCell::new()), born: Instant::now() };
+                old => {
+                    let expired = old.and_then(|o| o.state.get().cloned().or_else(|| o.expired.clone()));
+                    let slot = Slot { state: Arc::new(OnceCell::new()), born: Instant::now(), expired };
                     entries.put(user_id, slot.clone());
                     slot
                 }
             }
         };
-        slot.state.get_or_try_init(load).await.cloned()
+        match slot.state.get_or_try_init(load).await {
+            Ok(state) => Ok(state.clone()),
+            Err(error) if error.code() == "unavailable" => slot.expired.clone().ok_or(error),
+            Err(error) => Err(error),
+        }
     }
 
     /// Forgets `user_id`: its next request reads the database.
@@ -147,6 +156,22 @@ mod tests {
         let failed = cache.get(8, || async { Err(ApiError::unavailable("down")) }).await;
         assert!(failed.is_err());
         assert_eq!(cache.get(8, || async { Ok(None) }).await.expect("retried"), None);
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_stands_in_while_the_database_is_down_but_an_invalidated_one_does_not() {
+        let cache = AccountCache::new(Duration::from_millis(50), 10);
+        cache.get(1, || async { Ok(state(true)) }).await.expect("ok");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let down = || async { Err(ApiError::unavailable("down")) };
+        assert_eq!(cache.get(1, down).await.expect("the expired value"), state(true));
+        assert_eq!(cache.get(1, down).await.expect("still, on a second try"), state(true));
+        cache.invalidate(1);
+        assert!(cache.get(1, down).await.is_err(), "an invalidated entry is never used");
+        // Other errors are not papered over.
+        cache.get(2, || async { Ok(state(true)) }).await.expect("ok");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(cache.get(2, || async { Err(ApiError::unauthorized("no")) }).await.is_err());
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Password hashing and checking, bounded by design: every Argon2id hash or verification of
-//! the process goes through one [`PasswordGate`], which runs at most as many at once as the
-//! machine has cores, each on a memory buffer kept for the purpose, and refuses anything over
-//! that bound at once ([`ServiceError::Busy`]) instead of queueing it.
+//! the process goes through one [`PasswordGate`], which runs at most
+//! [`PasswordGate::default_concurrency`] of them at once (half the cores), each on a memory
+//! buffer kept for the purpose, and refuses anything over that bound at once
+//! ([`ServiceError::Busy`]) instead of queueing it.
 //!
 //! Why a gate and not a queue: one Argon2id computation needs [`M_COST_KIB`] KiB and a core
 //! for tens of milliseconds. Unbounded (one blocking thread per request, up to 512) a flood of
@@ -19,7 +20,10 @@
 //! carry their parameters, so a hash made with others still verifies). The lower-memory rows
 //! (e.g. m = 7 MiB, t = 5) cost an attacker the same per guess but trade memory hardness, the
 //! part that hurts GPU attackers, for CPU time we would pay on every login; with the bound,
-//! memory is `cores × 19 MiB` at most (38 MiB on 2 cores), so there is nothing to trade.
+//! memory is `cores / 2 × 19 MiB` at most (19 MiB on 2 cores), so there is little to win. And
+//! changing them would make a login for a user whose hash still has the old parameters cost
+//! more than one for an unknown user (a timing oracle on who exists) until every user logged
+//! in again.
 //!
 //! Reason to change: the password-hashing policy (parameters, bound). Must never depend on
 //! HTTP, the database, or who calls it.
@@ -105,10 +109,13 @@ impl PasswordGate {
         }
     }
 
-    /// How many computations run at once by default: as many as the machine has cores
-    /// (`std::thread::available_parallelism`).
+    /// How many computations run at once by default: half the machine's cores
+    /// (`std::thread::available_parallelism`), at least one. Not all of them: a flood keeps
+    /// every permit busy, and with one per core it kept every core hashing — the other
+    /// requests then waited on the CPU (measured: the flood took twice as long to refuse and
+    /// a logged-in client's p99 doubled, see `docs/reliability.md`).
     pub fn default_concurrency() -> usize {
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        (std::thread::available_parallelism().map_or(1, std::num::NonZero::get) / 2).max(1)
     }
 
     /// A gate as wide as the default ([`PasswordGate::default_concurrency`]).

@@ -283,7 +283,7 @@ async fn flood(target: &Target<'_>, ordinary: &Api, token: &str, sources: Vec<Ip
                 n += 1;
                 let began = Instant::now();
                 let in_flood = flooding.load(Ordering::SeqCst);
-                let status = if n % 2 == 0 {
+                let status = if n.is_multiple_of(2) {
                     api.get("/api/v1/tasks/stats").await.expect("request").status
                 } else {
                     api.post("/api/v1/tasks", &body).await.expect("request").status
@@ -393,6 +393,8 @@ async fn bystander(p: &Pulse, base: &str, address: &str) -> (Api, String) {
     (api.with_token(&token), token)
 }
 
+// The figures are this suite's report (docs/reliability.md), printed before they are checked.
+#[allow(clippy::print_stderr)]
 async fn from_2000_addresses(db: TestDatabase, name: &str) {
     let p = Pulse::start_with(db, server_options()).await.expect("starting the server");
     let base = p.server.base_url();
