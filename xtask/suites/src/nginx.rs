@@ -1,7 +1,8 @@
 //! A real reverse proxy in front of Pulse: Debian's nginx (`/usr/sbin/nginx`, or
 //! `PULSE_NGINX_BIN`), run as a child process with a configuration of the suite's own — its
-//! own prefix folder and port, `daemon off`, one process (so killing it leaves nothing
-//! behind), error and access logs in that folder — never the system service.
+//! own prefix folder and port, `daemon off`, a master and two workers (stopped with SIGQUIT
+//! when dropped, so nothing is left behind), error and access logs in that folder — never
+//! the system service.
 //!
 //! It proxies HTTP and WebSocket upgrades to one or several upstream servers (several are
 //! used round-robin, nginx's default), appends the client's address to `X-Forwarded-For`
@@ -19,7 +20,8 @@ use crate::{Api, free_port};
 /// Environment variable naming the nginx binary (default `/usr/sbin/nginx`).
 pub const NGINX_BIN_ENV: &str = "PULSE_NGINX_BIN";
 
-/// An nginx process proxying to Pulse. Dropping it kills it and removes its folder.
+/// An nginx process proxying to Pulse. Dropping it stops it (its workers too) and removes
+/// its folder.
 #[derive(Debug)]
 pub struct Nginx {
     child: Child,
@@ -123,8 +125,25 @@ impl Nginx {
     }
 }
 
-/// nginx refuses to run its workers as root unless told which user to be; in one process
-/// (`master_process off`) it stays who started it.
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT: the master stops its workers, then exits. Killing the master alone
+        // (SIGKILL) would leave the workers running.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-QUIT").arg(pid.to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && std::path::Path::new(&format!("/proc/{pid}/stat")).exists() {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// As root, nginx's workers would become `nobody` (or `www-data`), who cannot write to the
+/// suite's folder: keep them root.
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -134,7 +153,8 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The configuration: one process, everything in `prefix`, a WebSocket-aware proxy.
+/// The configuration: a master and two workers, everything in `prefix`, a WebSocket-aware
+/// proxy.
 fn config(prefix: &Path, port: u16, upstreams: &[String], root: bool) -> String {
     let p = prefix.display();
     let servers: String = upstreams.iter().map(|u| format!("        server {u};\n")).collect();
@@ -142,14 +162,14 @@ fn config(prefix: &Path, port: u16, upstreams: &[String], root: bool) -> String 
     format!(
         r#"# Written by xtask/suites (nginx.rs) for one test run.
 daemon off;
-master_process off;
+worker_processes 2;
 {user}worker_rlimit_nofile 20000;
 pid {p}/nginx.pid;
 error_log {p}/error.log warn;
 
 events {{
     worker_connections 10000;
-    multi_accept on;
+    multi_accept off;
 }}
 
 http {{
@@ -171,7 +191,7 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096 reuseport;
 
         location / {{
             proxy_pass http://pulse;
@@ -200,7 +220,7 @@ mod tests {
         let text = config(Path::new("/tmp/x"), 8081, &["127.0.0.1:1".into(), "127.0.0.1:2".into()], false);
         assert!(text.contains("server 127.0.0.1:1;") && text.contains("server 127.0.0.1:2;"));
         assert!(text.contains("listen 127.0.0.1:8081"));
-        assert!(text.contains("daemon off;") && text.contains("master_process off;"));
+        assert!(text.contains("daemon off;") && text.contains("worker_processes 2;"));
         assert!(!text.contains("user root"));
         for line in text.lines().filter(|l| l.contains("_path ") || l.contains("_log ") || l.contains("pid "))
         {
