@@ -10,10 +10,13 @@
 //! request and delay every honest login behind the flood. Refused at once, a flood costs a few
 //! microseconds per request, and the client is told to come back (`429`, `Retry-After`).
 //!
-//! Why own buffers: `Argon2::hash_password_into` allocates its 19 MiB per call; glibc then
-//! keeps freed chunks in per-thread arenas, so RSS grew with every blocking thread that ever
-//! hashed. Here each permit uses one buffer for the life of the process: the memory the gate
-//! can ever hold is `concurrency × M_COST_KIB` KiB, whatever the load.
+//! Why threads of its own, each with one buffer: `Argon2::hash_password_into` allocates its
+//! 19 MiB per call, and glibc keeps freed chunks in per-thread arenas, so RSS grew with every
+//! blocking thread that ever hashed; here the memory the gate can ever hold is
+//! `concurrency × M_COST_KIB` KiB, whatever the load. And the threads run at a low priority
+//! (about nice 10): on an idle machine a hash takes what it always takes, but while requests
+//! wait for the CPU — a flood of logins, say — the hashing yields to them, its permits stay
+//! taken longer, and more of the flood is refused at once instead of being computed.
 //!
 //! Parameters (OWASP Password Storage Cheat Sheet, Argon2id): m = 19 MiB, t = 2, p = 1 — the
 //! first of its equivalent configurations, and what every stored hash already uses (PHC strings
@@ -29,6 +32,7 @@
 //! HTTP, the database, or who calls it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -74,13 +78,18 @@ pub struct PasswordGate {
 struct Inner {
     permits: Arc<Semaphore>,
     concurrency: usize,
-    /// Free buffers; at most `concurrency` exist, one per running computation.
-    memory: Mutex<Vec<Vec<Block>>>,
-    /// A well-formed hash nobody's password matches, verified for unknown users so that
-    /// their answer costs what a wrong password costs.
-    dummy: String,
-    metrics: PasswordMetrics,
+    /// Work for the gate's threads; never more queued than permits taken.
+    jobs: SyncSender<Job>,
+    metrics: Arc<PasswordMetrics>,
 }
+
+/// One computation, with its permit and where its answer goes.
+type Job = Box<dyn FnOnce(&mut Hasher<'_>) + Send>;
+
+/// How much the gate's threads yield to everything else when the CPU is contended: about
+/// nice 10 (a CFS weight of ~110 against 1024), i.e. a tenth of a core's share. An idle
+/// machine still hashes at full speed.
+const THREAD_PRIORITY: u8 = 25;
 
 impl std::fmt::Debug for PasswordGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,16 +104,29 @@ impl Default for PasswordGate {
 }
 
 impl PasswordGate {
-    /// A gate running at most `concurrency` (at least 1) computations at once.
+    /// A gate running at most `concurrency` (at least 1) computations at once, on as many
+    /// threads of its own (they end when the gate is dropped).
     pub fn new(concurrency: usize) -> Self {
         let concurrency = concurrency.max(1);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(concurrency);
+        let queue = Arc::new(Mutex::new(queue));
+        let metrics = Arc::new(PasswordMetrics::default());
+        let dummy: Arc<str> = dummy_hash().into();
+        for i in 0..concurrency {
+            let (queue, metrics, dummy) = (queue.clone(), metrics.clone(), dummy.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("pulse-passwords-{i}"))
+                .spawn(move || hashing_thread(&queue, &metrics, &dummy));
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a password-hashing thread");
+            }
+        }
         Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(concurrency)),
                 concurrency,
-                memory: Mutex::new(Vec::with_capacity(concurrency)),
-                dummy: dummy_hash(),
-                metrics: PasswordMetrics::default(),
+                jobs,
+                metrics,
             }),
         }
     }
@@ -173,45 +195,64 @@ pub struct PasswordPermit {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+impl std::fmt::Debug for PasswordPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordPermit").finish_non_exhaustive()
+    }
+}
+
 impl PasswordPermit {
-    /// Runs `work` with a [`Hasher`] on the blocking pool, on memory of the gate's; the permit
-    /// is released when the work is done (not when the caller stops waiting).
+    /// Runs `work` with a [`Hasher`] on one of the gate's threads (and its buffer); the
+    /// permit is released when the work is done (not when the caller stops waiting).
     pub async fn run<T, F>(self, work: F) -> ServiceResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Hasher<'_>) -> T + Send + 'static,
     {
-        tokio::task::spawn_blocking(move || {
-            let inner = self.inner.clone();
-            let mut memory = inner.take_memory();
-            let result =
-                work(&mut Hasher { memory: &mut memory, dummy: &inner.dummy, metrics: &inner.metrics });
-            inner.give_back(memory);
+        let (answer, result) = tokio::sync::oneshot::channel();
+        let jobs = self.inner.jobs.clone();
+        let job: Job = Box::new(move |hasher| {
+            let result = work(hasher);
+            // Free before answering: a caller that goes on at once finds the place free.
             drop(self);
-            result
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(Box::new(e)))
+            let _ = answer.send(result);
+        });
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            // Cannot happen while every job holds a permit and the queue has one slot each.
+            Err(TrySendError::Full(_)) => return Err(ServiceError::Busy),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(ServiceError::internal("the password-hashing threads are gone"));
+            }
+        }
+        result.await.map_err(|_| ServiceError::internal("a password-hashing thread failed"))
     }
 }
 
-impl Inner {
-    fn take_memory(&self) -> Vec<Block> {
-        self.memory.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
+/// One of the gate's threads: at a low priority, with one buffer for its whole life, runs
+/// jobs until the gate is dropped.
+fn hashing_thread(queue: &Mutex<Receiver<Job>>, metrics: &PasswordMetrics, dummy: &str) {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
+    if let Ok(value) = ThreadPriorityValue::try_from(THREAD_PRIORITY)
+        && let Err(error) = thread_priority::set_current_thread_priority(ThreadPriority::Crossplatform(value))
+    {
+        tracing::debug!(?error, "password hashing runs at normal priority");
     }
-
-    fn give_back(&self, mut memory: Vec<Block>) {
-        // A stored hash with a larger memory cost grew this buffer: give the excess back.
+    let mut memory: Vec<Block> = Vec::new();
+    loop {
+        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(job) = job else { return };
+        job(&mut Hasher { memory: &mut memory, dummy, metrics });
+        // A stored hash with a larger memory cost grew the buffer: give the excess back.
         let usual = params().block_count();
         if memory.len() > usual {
             memory.truncate(usual);
             memory.shrink_to_fit();
         }
-        self.memory.lock().unwrap_or_else(|p| p.into_inner()).push(memory);
     }
 }
 
-/// Argon2id on one of the gate's buffers. Only [`PasswordGate::run`] makes one.
+/// Argon2id on one of the gate's buffers. Only [`PasswordPermit::run`] makes one.
 pub struct Hasher<'a> {
     memory: &'a mut Vec<Block>,
     dummy: &'a str,
@@ -369,8 +410,8 @@ mod tests {
         for task in running {
             assert!(task.await.expect("joins").expect("ran"));
         }
-        // Both buffers are back and reused: no third one is made.
+        // Both permits are back.
         assert!(gate.verify("x".into(), None).await.is_ok());
-        assert_eq!(gate.inner.memory.lock().expect("lock").len(), 2);
+        assert_eq!(gate.inner.permits.available_permits(), 2);
     }
 }

@@ -463,6 +463,12 @@ async fn through_nginx_one_abusive_address_is_limited_and_the_others_are_not() {
         let wrong = other.login_response(&format!("someone-{i}"), "not-the-password").await.expect("request");
         wrong.expect_error(401, &["unauthorized"]);
     }
+    // The address limit refused what the bound did not.
+    let throttled =
+        p.server.metric("pulse_password_attempts_throttled_total").await.expect("metrics").unwrap_or(0.0);
+    let busy = p.server.metric("pulse_password_checks_refused_total").await.expect("metrics").unwrap_or(0.0);
+    eprintln!("through nginx: {throttled} refused by the address limit, {busy} by the password bound");
+    assert!(throttled as usize >= FLOOD - 50, "only {throttled} refused by the address limit");
     // The server saw the clients' addresses, not the proxy's.
     let log = p.server.logs();
     assert!(log.contains("client=127.0.0.66"), "the access log does not name the abusive client");
