@@ -354,10 +354,19 @@ async fn flood(target: &Target<'_>, ordinary: &Api, token: &str, sources: Vec<Ip
     figures.refusal_latency = percentiles(refusals);
     let during = bystander.await.expect("the ordinary client");
     figures.ordinary = (during.len(), percentiles(during));
-    let (pushes, last, ws) = watcher.await.expect("the WebSocket client");
+    let (pushes, mut last, mut ws) = watcher.await.expect("the WebSocket client");
     figures.pushes = pushes;
-    // Once things are quiet, the socket holds what REST says.
+    // Once changes stop, the socket converges to what REST says (the last creation's push
+    // may still be on its way).
     let stats = get_ok(ordinary, "/api/v1/tasks/stats").await;
+    let deadline = Instant::now() + suites::WAIT;
+    while last != stats && Instant::now() < deadline {
+        match ws.next_incoming(deadline.saturating_duration_since(Instant::now())).await {
+            Some(Incoming::Json(v)) if v["type"] == "stats:tasks" => last = v["payload"].clone(),
+            Some(Incoming::Json(_)) => {}
+            other => panic!("the WebSocket client was cut off: {other:?}"),
+        }
+    }
     assert_eq!(last, stats, "the WebSocket client's last stats:tasks differs from GET /api/v1/tasks/stats");
     ws.close().await;
     figures
