@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Actor, Approval, Conversation, Task};
+use crate::model::{Actor, Approval, Conversation, Task, UserUpdate};
 
 /// One committed change, carrying the record as it is after the change.
 ///
@@ -51,6 +51,9 @@ pub enum DomainEvent {
     /// An approved request was carried out.
     #[serde(rename = "approval.executed")]
     ApprovalExecuted(Approval),
+    /// A user's role, activity or password changed (carries no password or hash).
+    #[serde(rename = "user.updated")]
+    UserUpdated(UserUpdate),
 }
 
 /// The kind of record an event is about.
@@ -62,6 +65,8 @@ pub enum Aggregate {
     Conversation,
     /// [`Approval`]
     Approval,
+    /// [`crate::model::User`]
+    User,
 }
 
 impl DomainEvent {
@@ -78,6 +83,7 @@ impl DomainEvent {
             DomainEvent::ApprovalQueued(_) => "approval.queued",
             DomainEvent::ApprovalDecided(_) => "approval.decided",
             DomainEvent::ApprovalExecuted(_) => "approval.executed",
+            DomainEvent::UserUpdated(_) => "user.updated",
         }
     }
 
@@ -94,6 +100,7 @@ impl DomainEvent {
             DomainEvent::ApprovalQueued(_)
             | DomainEvent::ApprovalDecided(_)
             | DomainEvent::ApprovalExecuted(_) => Aggregate::Approval,
+            DomainEvent::UserUpdated(_) => Aggregate::User,
         }
     }
 }
@@ -147,6 +154,27 @@ mod tests {
             let back: DomainEvent = serde_json::from_value(json).expect("deserializes");
             assert_eq!(back, event);
         }
+    }
+
+    #[test]
+    fn user_updated_round_trips_with_millisecond_retirement() {
+        let at = DateTime::parse_from_rfc3339("2026-01-01T00:00:00.123Z").expect("valid").to_utc();
+        let event = DomainEvent::UserUpdated(crate::model::UserUpdate {
+            user: crate::model::User {
+                id: 4,
+                username: "ana".into(),
+                role: Role::Staff,
+                active: false,
+                created_at: at,
+            },
+            tokens_valid_after: at,
+        });
+        let json = serde_json::to_value(&event).expect("serializes");
+        assert_eq!(json["type"], "user.updated");
+        assert_eq!(json["data"]["user"]["active"], false);
+        assert_eq!(json["data"]["tokensValidAfter"], "2026-01-01T00:00:00.123Z");
+        assert_eq!(event.aggregate(), Aggregate::User);
+        assert_eq!(serde_json::from_value::<DomainEvent>(json).expect("parses"), event);
     }
 
     #[test]

@@ -96,6 +96,22 @@ pub struct User {
     pub username: String,
     /// What the user may do.
     pub role: Role,
+    /// Whether the user may log in; a deactivated user's tokens and tickets are refused.
+    pub active: bool,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What `user.updated` announces: the account as it is now, and the instant before which
+/// its credentials (tokens, tickets) were issued and are no longer accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserUpdate {
+    /// The account after the change.
+    pub user: User,
+    /// Credentials issued before this instant (millisecond precision) are retired: a role
+    /// change, a password change or a deactivation moves it to the time of the change.
+    pub tokens_valid_after: DateTime<Utc>,
 }
 
 /// Who made a change: the authenticated user behind a request.

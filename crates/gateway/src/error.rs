@@ -120,6 +120,8 @@ impl From<ServiceError> for ApiError {
         match error {
             ServiceError::Validation(e) => ApiError::validation(e.to_string()),
             ServiceError::InvalidCredentials => ApiError::unauthorized("invalid username or password"),
+            e @ ServiceError::WrongPassword => ApiError::forbidden(e.to_string()),
+            e @ ServiceError::Busy => ApiError::too_many_requests(e.to_string(), 1),
             ServiceError::Forbidden(m) => ApiError::forbidden(m),
             e @ ServiceError::NotFound { .. } => ApiError::not_found(e.to_string()),
             ServiceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),

@@ -10,7 +10,9 @@
 //! do) and no fan-out logic (ws-bridge does). Nothing below it depends on it.
 
 pub mod access_log;
+pub mod accounts;
 pub mod auth;
+pub mod client_ip;
 pub mod dashboard;
 pub mod error;
 pub mod limits;
@@ -34,7 +36,7 @@ pub use error::ApiError;
 pub use openapi::document as openapi_document;
 pub use ws::MAX_FRAME_BYTES;
 
-use crate::routes::{approvals, auth as auth_routes, conversations, health, resource, tasks};
+use crate::routes::{approvals, auth as auth_routes, conversations, health, resource, tasks, users};
 use crate::stats_source::ServicesStats;
 
 /// Largest accepted request body (contract: 64 KiB, else 413).
@@ -58,6 +60,8 @@ pub struct AppState {
     pub bridge: Option<Arc<ws_bridge::BridgeMetrics>>,
     /// HTTP counters, for `/metrics`.
     pub http: metrics::HttpMetrics,
+    /// How many refused requests get a log line.
+    pub refusal_log: access_log::RefusalLog,
     /// More `/metrics` lines.
     pub metrics_sources: Vec<Arc<dyn metrics::MetricsSource>>,
     /// Serve `/metrics` to any address, not only loopback.
@@ -66,8 +70,10 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// WebSocket connections per user on this process.
     pub connections: limits::ConnectionCounter,
-    /// Failed logins.
+    /// Password attempts (logins, password changes, users created with a password).
     pub logins: limits::LoginThrottle,
+    /// Each user's current role, activity and credential cut-off, for every authentication.
+    pub accounts: Arc<accounts::AccountCache>,
     /// The multi-thread runtime database work runs on (see [`AppState::db`]).
     pub runtime: tokio::runtime::Handle,
 }
@@ -131,6 +137,9 @@ pub struct PulseOptions {
     pub metrics_public: bool,
     /// Edge limits (origins, connections, logins).
     pub limits: limits::Limits,
+    /// Password checks and hashes run at once; more are refused with 429 (`None`: the
+    /// services' default, see [`services::PasswordGate::default_concurrency`]).
+    pub password_checks: Option<usize>,
 }
 
 impl PulseOptions {
@@ -147,6 +156,7 @@ impl PulseOptions {
             metrics_sources: Vec::new(),
             metrics_public: false,
             limits: limits::Limits::default(),
+            password_checks: None,
         }
     }
 }
@@ -181,8 +191,12 @@ impl Pulse {
         let publisher = options.publisher.unwrap_or_else(|| Arc::new(bus.clone()));
         let publisher: Arc<dyn EventPublisher> =
             Arc::new(ws_bridge::bridge::MarkStale::new(publisher, hub.clone()));
-        let services = Services::new(db, publisher);
+        let gate =
+            options.password_checks.map_or_else(services::PasswordGate::default, services::PasswordGate::new);
+        let services = Services::with_password_gate(db, publisher, gate);
         let source = Arc::new(ServicesStats(services.clone()));
+        let accounts = Arc::new(accounts::AccountCache::default());
+        spawn_account_invalidation(bus.subscribe(), accounts.clone());
         // Subscribe before the first read, so a change committed in between is not missed.
         let events = bus.subscribe();
         ws_bridge::bridge::prime(&*source, &hub).await?;
@@ -196,11 +210,13 @@ impl Pulse {
             readiness: options.readiness,
             bridge: Some(bridge.metrics()),
             http: metrics::HttpMetrics::default(),
+            refusal_log: access_log::RefusalLog::default(),
             metrics_sources: options.metrics_sources,
             metrics_public: options.metrics_public,
             limits: options.limits,
             connections: limits::ConnectionCounter::default(),
             logins: limits::LoginThrottle::default(),
+            accounts,
             runtime: tokio::runtime::Handle::current(),
         });
         Ok(Self { state, bridge, bus })
@@ -230,6 +246,24 @@ impl Pulse {
     pub fn shutdown(&self) {
         self.state.hub.shutdown();
     }
+}
+
+/// Drops a user's cached account state as soon as a `user.updated` event for them arrives
+/// (committed here, or delivered from another instance); everyone's when events may have
+/// been missed.
+fn spawn_account_invalidation(mut events: domain_events::EventStream, accounts: Arc<accounts::AccountCache>) {
+    tokio::spawn(async move {
+        while let Some(message) = events.recv().await {
+            match message {
+                domain_events::BusMessage::Event(envelope) => {
+                    if let domain_events::DomainEvent::UserUpdated(update) = &envelope.event {
+                        accounts.invalidate(update.user.id);
+                    }
+                }
+                domain_events::BusMessage::Lagged { .. } => accounts.clear(),
+            }
+        }
+    });
 }
 
 /// Mounts Pulse's routes on an actix app: `/api/v1/*`, `/ws`, `/healthz`, `/readyz`, and
@@ -262,12 +296,14 @@ pub fn configure(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                 .service(resource("/openapi.json").route(get().to(openapi::openapi_json)))
                 .service(resource("/auth/login").route(post().to(auth_routes::login)))
                 .service(resource("/me").route(get().to(auth_routes::me)))
+                .service(resource("/me/password").route(post().to(users::change_password)))
                 .service(resource("/ws-ticket").route(post().to(auth_routes::ws_ticket)))
                 .service(
                     resource("/users")
-                        .route(get().to(auth_routes::list_users))
-                        .route(post().to(auth_routes::create_user)),
+                        .route(get().to(users::list_users))
+                        .route(post().to(users::create_user)),
                 )
+                .service(resource("/users/{id}").route(patch().to(users::update_user)))
                 .service(resource("/tasks").route(get().to(tasks::list)).route(post().to(tasks::create)))
                 .service(resource("/tasks/stats").route(get().to(tasks::stats)))
                 .service(resource("/tasks/{id}").route(get().to(tasks::get)))

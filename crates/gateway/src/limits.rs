@@ -1,14 +1,19 @@
-//! Limits at the edge: WebSocket origins and connection counts, login throttling.
+//! Limits at the edge: WebSocket origins and connection counts, password-attempt
+//! throttling, socket tuning. Reason to change: a limit's policy. Must never depend on the
+//! services' internals (only their error kinds) or keep unbounded state.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
+use lru::LruCache;
 
+use crate::client_ip::TrustedProxies;
 use crate::error::ApiError;
 
 /// Edge limits; see `docs/protocol.md`.
@@ -22,11 +27,14 @@ pub struct Limits {
     pub allowed_origins: Vec<String>,
     /// Failed logins per username in [`Limits::login_window`] before 429.
     pub login_failures_per_username: u32,
-    /// Failed logins per client address in [`Limits::login_window`] before 429. Loopback
-    /// is not counted: behind a reverse proxy on the same host every client would share it.
+    /// Failed logins per client address in [`Limits::login_window`] before 429. The address
+    /// is the real client's behind [`Limits::trusted_proxies`] (loopback included: a proxy on
+    /// the same host must be listed, not exempted).
     pub login_failures_per_address: u32,
     /// The window login failures are counted over.
     pub login_window: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Limits {
@@ -38,6 +46,7 @@ impl Default for Limits {
             login_failures_per_username: 10,
             login_failures_per_address: 50,
             login_window: Duration::from_secs(300),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -118,65 +127,206 @@ pub struct OwnedSlot {
     user_id: i64,
 }
 
-/// Failed logins per username and per address, in fixed windows.
-#[derive(Default)]
+/// Password attempts (logins, password changes, users created with a password) per
+/// username and per client address, in fixed windows, with bounded memory.
+///
+/// An attempt is recorded *before* its password is checked and counts as a failure until it
+/// succeeds ([`Attempt::succeeded`] forgives it): so N parallel attempts cannot all slip in
+/// before the first failure is counted, and an attempt refused by the password gate (busy)
+/// still counts. Each map is an LRU of at most [`LoginThrottle::CAPACITY`] keys, each at most a
+/// 64-character username or an address (IPv6 by /64, which one client usually holds whole):
+/// a flood of distinct keys evicts the least recently seen ones, it never grows memory, and
+/// every operation is O(1) under a short lock (no sweep).
+///
+/// Hand-written rather than `governor`: its GCRA cannot give back a cell, and forgiving a
+/// success is the rule here; and its keyed store grows until `retain_recent` is called, while
+/// this one is bounded at every insert.
 pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    usernames: Mutex<LruCache<String, Window>>,
+    addresses: Mutex<LruCache<AddressKey, Window>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+/// Failures counted since `since`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    since: Instant,
+    count: u32,
+}
+
+/// A client address as the limiter counts it: IPv4 whole, IPv6 by its /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AddressKey {
+    V4([u8; 4]),
+    V6Prefix([u8; 8]),
+}
+
+impl AddressKey {
+    fn of(address: IpAddr) -> Self {
+        match address.to_canonical() {
+            IpAddr::V4(v4) => AddressKey::V4(v4.octets()),
+            IpAddr::V6(v6) => {
+                let mut prefix = [0u8; 8];
+                prefix.copy_from_slice(&v6.octets()[..8]);
+                AddressKey::V6Prefix(prefix)
+            }
+        }
+    }
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self::with_capacity(Self::CAPACITY)
+    }
 }
 
 impl LoginThrottle {
-    /// 429 with the seconds to wait if `username` or `address` failed too often.
-    pub fn check(&self, username: &str, address: Option<IpAddr>, limits: &Limits) -> Result<(), ApiError> {
+    /// Keys remembered per map (usernames, addresses): a few MiB at most.
+    pub const CAPACITY: usize = 16_384;
+
+    /// A throttle remembering at most `capacity` usernames and `capacity` addresses.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            usernames: Mutex::new(LruCache::new(capacity)),
+            addresses: Mutex::new(LruCache::new(capacity)),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Records an attempt for `username` from `address`, or refuses it with 429 (and the
+    /// seconds until the window ends) when either has failed too often. `username` must
+    /// already be validated (at most 64 characters).
+    pub fn begin(
+        &self,
+        username: &str,
+        address: Option<IpAddr>,
+        limits: &Limits,
+    ) -> Result<Attempt<'_>, ApiError> {
         let now = Instant::now();
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let blocked = |key: &str, max: u32| {
-            failures.get(key).and_then(|(count, since)| {
-                let left = limits.login_window.checked_sub(now.duration_since(*since))?;
-                (*count >= max).then_some(left)
-            })
+        let user_key = username.to_lowercase();
+        let refused = |error| {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            error
         };
-        let wait = blocked(&user_key(username), limits.login_failures_per_username)
-            .into_iter()
-            .chain(address.and_then(|a| blocked(&address_key(a), limits.login_failures_per_address)))
-            .max();
-        match wait {
-            Some(left) => Err(ApiError::too_many_requests(
-                "too many failed logins; wait before trying again",
-                left.as_secs().max(1),
-            )),
-            None => Ok(()),
+        count(
+            &self.usernames,
+            user_key.clone(),
+            limits.login_failures_per_username,
+            limits.login_window,
+            now,
+        )
+        .map_err(refused)?;
+        let address = address.map(AddressKey::of);
+        if let Some(key) = address
+            && let Err(error) =
+                count(&self.addresses, key, limits.login_failures_per_address, limits.login_window, now)
+        {
+            forgive(&self.usernames, &user_key, now, limits.login_window);
+            return Err(refused(error));
         }
+        Ok(Attempt { throttle: self, username: user_key, address, window: limits.login_window })
     }
 
-    /// Counts a failed login.
-    pub fn failed(&self, username: &str, address: Option<IpAddr>, limits: &Limits) {
+    /// Attempts refused since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Records an attempt that hashes a password on behalf of an authenticated admin
+    /// (creating a user, resetting a password): counted against the client address and the
+    /// admin under a key of its own, so a login attack on the admin's username does not also
+    /// lock the logged-in admin out of managing users.
+    pub fn begin_acting(
+        &self,
+        username: &str,
+        address: Option<IpAddr>,
+        limits: &Limits,
+    ) -> Result<Attempt<'_>, ApiError> {
+        // `@` is never part of a username: no login key can collide with it.
+        self.begin(&format!("@{username}"), address, limits)
+    }
+
+    /// Usernames and addresses remembered now.
+    pub fn len(&self) -> (usize, usize) {
+        (lock(&self.usernames).len(), lock(&self.addresses).len())
+    }
+}
+
+/// One recorded attempt; it stays counted as a failure unless [`Attempt::succeeded`] is called.
+#[must_use = "an attempt counts as a failure unless it succeeds"]
+pub struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    username: String,
+    address: Option<AddressKey>,
+    window: Duration,
+}
+
+impl Attempt<'_> {
+    /// The password was right (or the request failed for a reason unrelated to it): the
+    /// attempt is forgiven.
+    pub fn succeeded(self) {
         let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() > 100_000 {
-            failures.retain(|_, (_, since)| now.duration_since(*since) < limits.login_window);
-        }
-        let address = address.filter(|a| !a.is_loopback());
-        for key in std::iter::once(user_key(username)).chain(address.map(address_key)) {
-            let entry = failures.entry(key).or_insert((0, now));
-            if now.duration_since(entry.1) >= limits.login_window {
-                *entry = (0, now);
-            }
-            entry.0 += 1;
+        forgive(&self.throttle.usernames, &self.username, now, self.window);
+        if let Some(key) = &self.address {
+            forgive(&self.throttle.addresses, key, now, self.window);
         }
     }
 
-    /// Forgets a username's failures after a successful login.
-    pub fn succeeded(&self, username: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&user_key(username));
+    /// Settles the attempt by the outcome of its service call: a wrong password or bad
+    /// credentials stay counted; a refusal by the busy password gate stays counted against
+    /// the address only (the client hammered the server, but no password was guessed, and an
+    /// honest user must not lose their username to someone else's flood); anything else is
+    /// forgiven.
+    pub fn settle<T>(self, outcome: &Result<T, services::ServiceError>) {
+        use services::ServiceError as E;
+        match outcome {
+            Err(E::InvalidCredentials | E::WrongPassword) => {}
+            Err(E::Busy) => forgive(&self.throttle.usernames, &self.username, Instant::now(), self.window),
+            _ => self.succeeded(),
+        }
     }
 }
 
-fn user_key(username: &str) -> String {
-    format!("user:{}", username.to_lowercase())
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn address_key(address: IpAddr) -> String {
-    format!("addr:{address}")
+/// Counts one failure for `key`, unless it already has `max` in the current window.
+fn count<K: std::hash::Hash + Eq>(
+    map: &Mutex<LruCache<K, Window>>,
+    key: K,
+    max: u32,
+    window: Duration,
+    now: Instant,
+) -> Result<(), ApiError> {
+    let mut map = lock(map);
+    let entry = map.get_or_insert_mut(key, || Window { since: now, count: 0 });
+    if now.duration_since(entry.since) >= window {
+        *entry = Window { since: now, count: 0 };
+    }
+    if entry.count >= max {
+        let left = window.saturating_sub(now.duration_since(entry.since));
+        return Err(ApiError::too_many_requests(
+            "too many failed password attempts; wait before trying again",
+            left.as_secs().max(1),
+        ));
+    }
+    entry.count += 1;
+    Ok(())
+}
+
+/// Takes back one failure of `key`, if its window is still the one it was counted in.
+fn forgive<K, Q>(map: &Mutex<LruCache<K, Window>>, key: &Q, now: Instant, window: Duration)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(entry) = lock(map).peek_mut(key)
+        && now.duration_since(entry.since) < window
+    {
+        entry.count = entry.count.saturating_sub(1);
+    }
 }
 
 /// How long a connection may sit with data the client does not take (its receive window
@@ -249,22 +399,61 @@ mod tests {
     }
 
     #[test]
-    fn logins_are_throttled_per_username_and_address() {
+    fn attempts_are_throttled_per_username_and_address_and_successes_forgiven() {
         let limits =
             Limits { login_failures_per_username: 3, login_failures_per_address: 5, ..Limits::default() };
         let throttle = LoginThrottle::default();
         let here: IpAddr = "10.0.0.1".parse().expect("ip");
         for _ in 0..3 {
-            throttle.check("ana", Some(here), &limits).expect("allowed");
-            throttle.failed("ana", Some(here), &limits);
+            // Recorded before the check of the password: nothing to call afterwards.
+            drop(throttle.begin("ana", Some(here), &limits).expect("allowed"));
         }
-        assert!(throttle.check("ana", Some(here), &limits).is_err());
-        assert!(throttle.check("ANA", None, &limits).is_err(), "usernames are case-insensitive here");
-        throttle.check("bob", Some(here), &limits).expect("another user from the same address");
-        throttle.failed("bob", Some(here), &limits);
-        throttle.failed("carl", Some(here), &limits);
-        assert!(throttle.check("dave", Some(here), &limits).is_err(), "the address is throttled");
-        throttle.succeeded("ana");
-        assert!(throttle.check("ana", None, &limits).is_ok());
+        let refused = throttle.begin("ana", Some(here), &limits).err().expect("fourth refused");
+        assert_eq!(refused.code(), "too_many_requests");
+        assert!(throttle.begin("ANA", None, &limits).is_err(), "usernames are case-insensitive here");
+        drop(throttle.begin("bob", Some(here), &limits).expect("another user from the same address"));
+        drop(throttle.begin("carl", Some(here), &limits).expect("the fifth from this address"));
+        assert!(throttle.begin("dave", Some(here), &limits).is_err(), "the address is throttled");
+        let elsewhere: IpAddr = "10.0.0.2".parse().expect("ip");
+        throttle.begin("dave", Some(elsewhere), &limits).expect("another address").succeeded();
+        // A success is forgiven: it never counts.
+        for _ in 0..10 {
+            throttle.begin("erin", Some(elsewhere), &limits).expect("successes").succeeded();
+        }
+        // Loopback counts like any address.
+        let local: IpAddr = "127.0.0.1".parse().expect("ip");
+        for i in 0..5 {
+            drop(throttle.begin(&format!("u{i}"), Some(local), &limits).expect("allowed"));
+        }
+        assert!(throttle.begin("u9", Some(local), &limits).is_err(), "loopback is limited too");
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_prefix() {
+        let limits = Limits { login_failures_per_address: 2, ..Limits::default() };
+        let throttle = LoginThrottle::default();
+        drop(throttle.begin("a1", Some("2001:db8:1:2::1".parse().expect("ip")), &limits).expect("1"));
+        drop(throttle.begin("a2", Some("2001:db8:1:2::ffff".parse().expect("ip")), &limits).expect("2"));
+        assert!(throttle.begin("a3", Some("2001:db8:1:2:9::1".parse().expect("ip")), &limits).is_err());
+        drop(throttle.begin("a4", Some("2001:db8:1:3::1".parse().expect("ip")), &limits).expect("other /64"));
+    }
+
+    proptest::proptest! {
+        /// Whatever sequence of usernames and addresses arrives, the maps never hold more than
+        /// their capacity, and a key seen last is still limited.
+        #[test]
+        fn memory_is_bounded_whatever_the_keys(
+            attempts in proptest::collection::vec(("[a-z0-9._-]{3,64}", proptest::prelude::any::<[u8; 4]>()), 1..400),
+        ) {
+            let limits = Limits { login_failures_per_username: 1, login_failures_per_address: 1000, ..Limits::default() };
+            let throttle = LoginThrottle::with_capacity(32);
+            for (name, octets) in &attempts {
+                drop(throttle.begin(name, Some(IpAddr::from(*octets)), &limits));
+                let (users, addresses) = throttle.len();
+                proptest::prop_assert!(users <= 32 && addresses <= 32);
+            }
+            let (last, octets) = attempts.last().expect("one");
+            proptest::prop_assert!(throttle.begin(last, Some(IpAddr::from(*octets)), &limits).is_err());
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! `GET /metrics`: Prometheus text format. Open on loopback; elsewhere only when
-//! configured public.
+//! `GET /metrics`: Prometheus text format. Open to a client on loopback — the real client,
+//! behind trusted proxies, and never a request forwarded by a proxy Pulse does not trust —
+//! elsewhere only when configured public.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -54,7 +55,8 @@ impl HttpMetrics {
 }
 
 pub(crate) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let loopback = crate::client_ip::client_address(&req).is_some_and(|a| a.is_loopback())
+        && !crate::client_ip::forwarded_by_untrusted_peer(&req);
     if !loopback && !state.metrics_public {
         return Err(ApiError::forbidden(
             "/metrics is served on loopback only (set METRICS_PUBLIC=true to open it)",
@@ -140,6 +142,28 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Res
             "",
         );
     }
+    let passwords = state.services.users.gate().metrics();
+    render_value(
+        &mut out,
+        "pulse_password_checks_total",
+        "counter",
+        "Argon2id hashes and verifications computed.",
+        load(&passwords.computed),
+    );
+    render_value(
+        &mut out,
+        "pulse_password_checks_refused_total",
+        "counter",
+        "Password checks refused at once (429) because the bound was reached.",
+        load(&passwords.refused),
+    );
+    render_value(
+        &mut out,
+        "pulse_password_attempts_throttled_total",
+        "counter",
+        "Password attempts refused (429) by the per-username or per-address limit.",
+        state.logins.refused(),
+    );
     state.http.render(&mut out);
     for source in &state.metrics_sources {
         source.render(&mut out);

@@ -12,7 +12,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{approvals, auth, conversations, health, tasks};
+use crate::routes::{approvals, auth, conversations, health, tasks, users};
 
 /// The name of the bearer-JWT security scheme in the document.
 pub const BEARER: &str = "bearer";
@@ -31,8 +31,10 @@ pub const BEARER: &str = "bearer";
         auth::login,
         auth::me,
         auth::ws_ticket,
-        auth::list_users,
-        auth::create_user,
+        users::change_password,
+        users::list_users,
+        users::create_user,
+        users::update_user,
         tasks::list,
         tasks::create,
         tasks::stats,
@@ -64,7 +66,7 @@ pub const BEARER: &str = "bearer";
     )),
     modifiers(&BearerScheme, &UniqueOperationIds),
     tags(
-        (name = "auth", description = "Login, the caller, WebSocket tickets"),
+        (name = "auth", description = "Login, the caller, its password, WebSocket tickets"),
         (name = "users", description = "User management (admins)"),
         (name = "tasks", description = "Tasks: pending → in_progress → completed"),
         (name = "conversations", description = "Guest conversations: active ⇄ escalated → resolved"),

@@ -1,4 +1,5 @@
-//! `GET /ws`: authenticate before the upgrade, then hand the socket to ws-bridge's session.
+//! `GET /ws`: authenticate before the upgrade (a token, or a single-use ticket spent only
+//! once every other check has passed), then hand the socket to ws-bridge's session.
 
 use std::time::SystemTime;
 
@@ -9,7 +10,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tracing::Instrument;
 use ws_bridge::connection::{Closed, MAX_SUBSCRIPTIONS, parse_topics};
-use ws_bridge::{ConnectedUser, Incoming, Outgoing, Topic, Transport, serve_connection};
+use ws_bridge::{ConnectedUser, Credential, Incoming, Outgoing, Topic, Transport, serve_connection};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -33,9 +34,11 @@ pub(crate) async fn upgrade(
     query: web::Query<WsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     // Order: a browser from a foreign site learns nothing (403), then who it is (401),
-    // then what it asks for (400), then whether there is room (503).
+    // then what it asks for (400), then whether there is room (503). A ticket is only looked
+    // at until every check has passed and the handshake is valid; then it is spent, so a
+    // refused upgrade leaves it usable.
     crate::limits::check_origin(&req, &state.limits)?;
-    let (actor, expires_at) = authenticate(&state, &query).await?;
+    let caller = authenticate(&state, &query).await?;
     let topics = match query.topics.as_deref() {
         None => Topic::DEFAULT.to_vec(),
         Some(list) => {
@@ -49,7 +52,7 @@ pub(crate) async fn upgrade(
     if state.hub.is_shutting_down() {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let slot = state.connections.acquire(actor.user_id, &state.limits)?;
+    let slot = state.connections.acquire(caller.actor.user_id, &state.limits)?;
     let (response, session, stream) = match actix_ws::handle(&req, body) {
         Ok(upgrade) => upgrade,
         Err(e) => {
@@ -57,8 +60,20 @@ pub(crate) async fn upgrade(
             return Err(ApiError::bad_request(format!("not a WebSocket upgrade: {e}")));
         }
     };
+    if let Some(ticket) = caller.ticket {
+        // Spent last; of two upgrades racing with one ticket, one wins.
+        let spent = state.db(async move |s| s.tickets.redeem(&ticket).await).await;
+        if !matches!(spent, Ok(Some(_))) {
+            state.connections.release_slot(slot);
+            spent?;
+            return Err(ApiError::unauthorized("the ticket is unknown, used or expired"));
+        }
+    }
     let incoming = stream.max_frame_size(MAX_FRAME_BYTES).filter_map(|item| async move { incoming(item) });
+    let actor = caller.actor;
     let user = ConnectedUser { user_id: actor.user_id, username: actor.username, role: actor.role };
+    let credential =
+        Credential { expires_at: Some(caller.expires_at), issued_at_ms: Some(caller.issued_at_ms) };
     let request_id =
         req.extensions().get::<crate::access_log::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let span = tracing::info_span!("ws", id = %request_id, user = %user.username);
@@ -69,7 +84,7 @@ pub(crate) async fn upgrade(
                 &state.hub,
                 user,
                 &topics,
-                Some(expires_at),
+                credential,
                 &state.ws,
                 SessionTransport(session),
                 Box::pin(incoming),
@@ -83,22 +98,50 @@ pub(crate) async fn upgrade(
     Ok(response)
 }
 
-/// The caller of an upgrade, from `?ticket=` (single use) or `?token=` (a JWT), and when
-/// its session must end (the token's expiry).
-async fn authenticate(state: &AppState, query: &WsQuery) -> Result<(Actor, SystemTime), ApiError> {
-    if let Some(ticket) = query.ticket.clone() {
-        return match state.db(async move |s| s.tickets.redeem(&ticket).await).await? {
-            Some((actor, until)) => Ok((actor, SystemTime::from(until))),
-            None => Err(ApiError::unauthorized("the ticket is unknown, used or expired")),
+/// Who opens a socket, from what, and until when.
+struct Caller {
+    actor: Actor,
+    /// When the session must end (the token's expiry).
+    expires_at: SystemTime,
+    /// The token's `iat` (for a ticket, its token's), in milliseconds.
+    issued_at_ms: i64,
+    /// The ticket to spend once every other check has passed.
+    ticket: Option<String>,
+}
+
+/// The caller of an upgrade, from `?ticket=` (looked at, not yet spent) or `?token=` (a
+/// JWT), checked against the user's current state: a deactivated user, or a credential
+/// issued before a role or password change, is refused with 401.
+async fn authenticate(state: &AppState, query: &WsQuery) -> Result<Caller, ApiError> {
+    let caller = if let Some(ticket) = query.ticket.clone() {
+        let looked_up = ticket.clone();
+        let Some(grant) = state.db(async move |s| s.tickets.peek(&looked_up).await).await? else {
+            return Err(ApiError::unauthorized("the ticket is unknown, used or expired"));
         };
-    }
-    let token = query
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("missing token"))?;
-    let claims = state.jwt.verify(token)?;
-    Ok((claims.actor()?, claims.expires_at()))
+        Caller {
+            actor: grant.actor,
+            expires_at: SystemTime::from(grant.session_expires_at),
+            issued_at_ms: grant.token_issued_at_ms,
+            ticket: Some(ticket),
+        }
+    } else {
+        let token = query
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("missing token"))?;
+        let claims = state.jwt.verify(token)?;
+        Caller {
+            actor: claims.actor()?,
+            expires_at: claims.expires_at(),
+            issued_at_ms: claims.iat.millis(),
+            ticket: None,
+        }
+    };
+    let actor =
+        crate::auth::current_actor(state, caller.actor.user_id, caller.actor.role, caller.issued_at_ms)
+            .await?;
+    Ok(Caller { actor, ..caller })
 }
 
 fn incoming(item: Result<Message, ProtocolError>) -> Option<Incoming> {

@@ -28,9 +28,11 @@ const ROUTES: &[(&str, &str, Access, &[u16])] = &[
     ("get", "/api/v1/openapi.json", Public, &[200]),
     ("post", "/api/v1/auth/login", Public, &[200, 401, 429, 503]),
     ("get", "/api/v1/me", Bearer, &[200, 503]),
+    ("post", "/api/v1/me/password", Bearer, &[204, 403, 429, 503]),
     ("post", "/api/v1/ws-ticket", Bearer, &[200, 503]),
     ("get", "/api/v1/users", Bearer, &[200, 403, 503]),
-    ("post", "/api/v1/users", Bearer, &[201, 403, 409, 503]),
+    ("post", "/api/v1/users", Bearer, &[201, 403, 409, 429, 503]),
+    ("patch", "/api/v1/users/{id}", Bearer, &[200, 403, 409, 429, 503]),
     ("get", "/api/v1/tasks", Bearer, &[200, 400, 503]),
     ("post", "/api/v1/tasks", Bearer, &[201, 503]),
     ("get", "/api/v1/tasks/stats", Bearer, &[200, 503]),
@@ -246,6 +248,21 @@ async fn the_schemas_tell_the_truth() {
     assert_eq!(values("Role"), wire(Role::ALL));
     assert_eq!(values("Decision"), wire(Decision::ALL));
 
+    let user_required = schemas["User"]["required"].as_array().expect("User.required");
+    for field in ["id", "username", "role", "active", "createdAt"] {
+        assert!(user_required.iter().any(|f| f == field), "User.{field} is always sent");
+    }
+    assert!(schemas["User"]["properties"].get("passwordHash").is_none());
+    assert_eq!(schemas["User"]["properties"]["active"]["type"], "boolean");
+    for field in ["role", "active", "password"] {
+        assert!(schemas["UserChanges"]["properties"].get(field).is_some(), "UserChanges.{field}");
+    }
+    assert!(
+        schemas["UserChanges"]["required"].as_array().is_none_or(|r| r.is_empty()),
+        "every UserChanges field is optional"
+    );
+    let change = &schemas["PasswordChange"];
+    assert_eq!(change["required"], serde_json::json!(["currentPassword", "newPassword"]));
     assert_eq!(schemas["Task"]["properties"]["id"]["format"], "int64");
     assert_eq!(schemas["Task"]["properties"]["createdAt"]["format"], "date-time");
     assert!(schemas["Task"]["properties"].get("type").is_some(), "Task.kind is sent as `type`");

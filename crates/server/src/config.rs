@@ -76,6 +76,14 @@ pub struct Config {
     #[arg(long, env = "WS_MESSAGES_PER_SECOND", default_value_t = 20)]
     pub ws_messages_per_second: u32,
 
+    /// Proxies whose `X-Forwarded-For` is believed: comma-separated addresses or CIDR ranges
+    /// (`127.0.0.1,10.0.0.0/8`). For a request from one of them, the client is the first
+    /// untrusted address of `X-Forwarded-For` read from the right; it is what the login
+    /// limits, the access log and the `/metrics` loopback rule use. Default: none (the client
+    /// is the TCP peer).
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: gateway::client_ip::TrustedProxies,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "WORKERS")]
     pub workers: Option<usize>,

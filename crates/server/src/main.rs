@@ -33,13 +33,6 @@ async fn main() -> anyhow::Result<()> {
     // others find it done.
     let startup = db.startup_lock().await.context("taking the startup lock")?;
     db.migrate().await?;
-    secrets::bootstrap_admin(
-        &services::UserService::new(db.clone()),
-        &config.admin_username,
-        config.admin_password.as_deref(),
-    )
-    .await?;
-    drop(startup);
     tracing::info!(kind = ?db.kind(), "database ready");
     let jwt = JwtKeys::new(
         &secrets::jwt_secret(config.jwt_secret.as_deref(), &config.data_dir())?,
@@ -72,13 +65,25 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: config.ws_max_connections,
                 max_connections_per_user: config.ws_max_connections_per_user,
                 allowed_origins: config.allowed_origins.clone(),
+                trusted_proxies: config.trusted_proxies.clone(),
                 ..Limits::default()
             },
+            password_checks: None,
         },
     )
     .await?;
+    secrets::bootstrap_admin(
+        &pulse.services().users,
+        &config.admin_username,
+        config.admin_password.as_deref(),
+    )
+    .await?;
+    drop(startup);
 
     let server = serve_http(&config, &pulse)?;
+    if !config.trusted_proxies.is_empty() {
+        tracing::info!(trusted_proxies = %config.trusted_proxies, "believing X-Forwarded-For from these proxies");
+    }
     tracing::info!(addr = %config.bind_addr, "Pulse is listening on http://{}", config.bind_addr);
     let handle = server.handle();
     let running = tokio::spawn(server);

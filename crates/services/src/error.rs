@@ -12,6 +12,9 @@ pub enum ServiceError {
     /// Wrong username or password; the same answer whether the user exists or not. Maps to 401.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// The caller's own current password was wrong (changing it). Maps to 403.
+    #[error("the current password is wrong")]
+    WrongPassword,
     /// The actor's role may not do this. Maps to 403.
     #[error("{0}")]
     Forbidden(String),
@@ -27,6 +30,10 @@ pub enum ServiceError {
     /// record (a taken username). Maps to 409.
     #[error("{0}")]
     Conflict(String),
+    /// Every password check the process allows at once is running; nothing was done, try
+    /// again in a moment. Maps to 429 with `Retry-After`.
+    #[error("too many password checks at once; try again in a moment")]
+    Busy,
     /// The database cannot be reached right now. Maps to 503.
     #[error("the database is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -71,8 +78,10 @@ impl From<diesel::result::Error> for ServiceError {
     fn from(error: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
         match error {
+            // The database's own text names its constraints and values: logged, never shown.
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-                ServiceError::Conflict(format!("already exists ({})", info.message()))
+                tracing::debug!(constraint = ?info.constraint_name(), detail = %info.message(), "unique violation");
+                ServiceError::Conflict("a record with these values already exists".into())
             }
             // Every other reference is checked before writing; only the acting user can be
             // missing (a token for a user that does not exist).

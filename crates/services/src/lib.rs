@@ -28,6 +28,7 @@ mod schema;
 
 pub mod approvals;
 pub mod conversations;
+pub mod passwords;
 pub mod stats;
 pub mod tasks;
 pub mod tickets;
@@ -43,9 +44,10 @@ pub use conversations::{ConversationChanges, ConversationService, NewConversatio
 pub use db::{ConnectError, Database, DatabaseKind, PoolOptions, StartupLock};
 pub use error::{ServiceError, ServiceResult, ValidationError};
 pub use outbox::{EventLog, PruneHorizon};
+pub use passwords::{PasswordGate, PasswordPermit};
 pub use tasks::{NewTask, TaskFilter, TaskService};
-pub use tickets::TicketService;
-pub use users::{NewUser, UserService};
+pub use tickets::{TicketGrant, TicketService};
+pub use users::{AccountState, NewUser, PasswordChange, UserChanges, UserService};
 pub use validate::{Page, PageRequest};
 
 /// Every service on one database and one publisher.
@@ -66,13 +68,19 @@ pub struct Services {
 }
 
 impl Services {
-    /// Builds every service on `db`, announcing committed changes on `publisher`.
+    /// Builds every service on `db`, announcing committed changes on `publisher`, with a
+    /// password gate as wide as the machine has cores.
     pub fn new(db: Database, publisher: Arc<dyn EventPublisher>) -> Self {
+        Self::with_password_gate(db, publisher, PasswordGate::sized_to_cores())
+    }
+
+    /// The same, with the given password gate (e.g. a narrower one in tests).
+    pub fn with_password_gate(db: Database, publisher: Arc<dyn EventPublisher>, gate: PasswordGate) -> Self {
         Self {
             tasks: TaskService::new(db.clone(), publisher.clone()),
             conversations: ConversationService::new(db.clone(), publisher.clone()),
-            approvals: ApprovalQueue::new(db.clone(), publisher),
-            users: UserService::new(db.clone()),
+            approvals: ApprovalQueue::new(db.clone(), publisher.clone()),
+            users: UserService::new(db.clone(), publisher, gate),
             tickets: TicketService::new(db.clone()),
             db,
         }

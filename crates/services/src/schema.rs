@@ -7,6 +7,8 @@ diesel::table! {
         password_hash -> Text,
         role -> Text,
         created_at -> Timestamp,
+        active -> Bool,
+        tokens_valid_after_ms -> BigInt,
     }
 }
 
@@ -85,6 +87,7 @@ diesel::table! {
         role -> Text,
         session_expires_at -> Timestamp,
         expires_at -> Timestamp,
+        token_issued_at_ms -> BigInt,
     }
 }
 

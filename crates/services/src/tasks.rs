@@ -118,12 +118,20 @@ pub struct TaskService {
     publisher: Arc<dyn EventPublisher>,
 }
 
-/// Fails unless `username` names a user (a task is assigned to someone who can log in).
+/// Fails unless `username` names an active user (a task is assigned to someone who can log
+/// in; a deactivated user cannot be made an assignee).
 macro_rules! ensure_user_exists {
     ($conn:expr, $username:expr) => {{
-        let found: i64 = users::table.filter(users::username.eq($username)).count().get_result($conn).await?;
+        let found: i64 = users::table
+            .filter(users::username.eq($username))
+            .filter(users::active.eq(true))
+            .count()
+            .get_result($conn)
+            .await?;
         if found == 0 {
-            return Err(ValidationError::new("assignee", format!("no user named {:?}", $username)).into());
+            return Err(
+                ValidationError::new("assignee", format!("no active user named {:?}", $username)).into()
+            );
         }
     }};
 }

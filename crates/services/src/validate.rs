@@ -74,11 +74,31 @@ pub fn username(field: &'static str, value: &str) -> Result<String, ValidationEr
 
 /// A new password: 8–256 characters.
 pub fn password(value: &str) -> Result<(), ValidationError> {
+    password_field("password", value)
+}
+
+/// A new password in a field with another name (`newPassword`): 8–256 characters.
+pub fn password_field(field: &'static str, value: &str) -> Result<(), ValidationError> {
     let len = value.chars().count();
     if !(limits::PASSWORD_MIN..=limits::PASSWORD_MAX).contains(&len) {
         return Err(ValidationError::new(
-            "password",
+            field,
             format!("must be {} to {} characters", limits::PASSWORD_MIN, limits::PASSWORD_MAX),
+        ));
+    }
+    Ok(())
+}
+
+/// The shape of a login: a username that could exist (as [`username`]) and a password of at
+/// most 256 characters. Checked before a login touches the limiter or the hash, so a request
+/// that cannot succeed costs nothing and leaves no trace (no 64 KiB limiter keys).
+pub fn login(username_value: &str, password_value: &str) -> Result<(), ValidationError> {
+    username("username", username_value)?;
+    let len = password_value.chars().count();
+    if len == 0 || len > limits::PASSWORD_MAX {
+        return Err(ValidationError::new(
+            "password",
+            format!("must be 1 to {} characters", limits::PASSWORD_MAX),
         ));
     }
     Ok(())

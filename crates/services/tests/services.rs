@@ -25,20 +25,22 @@ on_both_databases!(
     users_passwords_and_roles,
     event_log_holds_every_published_event,
     websocket_tickets_are_single_use_and_expire,
+    tickets_never_outlive_their_token_and_peeking_spends_nothing,
 );
 
 async fn websocket_tickets_are_single_use_and_expire(w: World) {
     let tickets = w.services.tickets.clone();
     let session = chrono::Utc::now() + chrono::Duration::hours(1);
-    let (ticket, expires) = tickets.issue(&w.staff, session).await.expect("issue");
+    let (ticket, expires) = tickets.issue(&w.staff, session, 1_000).await.expect("issue");
     assert_eq!(ticket.len(), 64);
     assert!(expires > chrono::Utc::now() && expires <= chrono::Utc::now() + chrono::Duration::seconds(31));
-    let (actor, until) = tickets.redeem(&ticket).await.expect("redeem").expect("valid once");
-    assert_eq!(actor, w.staff);
-    assert_eq!(until.timestamp(), session.timestamp());
+    let grant = tickets.redeem(&ticket).await.expect("redeem").expect("valid once");
+    assert_eq!(grant.actor, w.staff);
+    assert_eq!(grant.session_expires_at.timestamp(), session.timestamp());
+    assert_eq!(grant.token_issued_at_ms, 1_000);
     assert_eq!(tickets.redeem(&ticket).await.expect("redeem"), None, "single use");
     assert_eq!(tickets.redeem("not-a-ticket").await.expect("redeem"), None);
-    let (other, _) = tickets.issue(&w.staff, session).await.expect("issue");
+    let (other, _) = tickets.issue(&w.staff, session, 1_000).await.expect("issue");
     let mut forged = other.clone();
     let last = if forged.ends_with('0') { '1' } else { '0' };
     forged.pop();
@@ -46,9 +48,29 @@ async fn websocket_tickets_are_single_use_and_expire(w: World) {
     assert_eq!(tickets.redeem(&forged).await.expect("redeem"), None, "a different secret");
     assert!(tickets.redeem(&other).await.expect("redeem").is_some(), "the real one still works");
     let short = tickets.with_ttl(std::time::Duration::from_millis(300));
-    let (stale, _) = short.issue(&w.staff, session).await.expect("issue");
+    let (stale, _) = short.issue(&w.staff, session, 1_000).await.expect("issue");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(short.redeem(&stale).await.expect("redeem"), None, "expired");
+}
+
+async fn tickets_never_outlive_their_token_and_peeking_spends_nothing(w: World) {
+    let tickets = w.services.tickets.clone();
+    // A token that expires in 400 ms: its ticket does too, not 30 s later.
+    let session = chrono::Utc::now() + chrono::Duration::milliseconds(400);
+    let (ticket, expires) = tickets.issue(&w.staff, session, 5).await.expect("issue");
+    assert!(expires <= session, "ticket expiry {expires} is after its token's {session}");
+    for _ in 0..2 {
+        let grant = tickets.peek(&ticket).await.expect("peek").expect("a peek spends nothing");
+        assert_eq!((grant.actor.user_id, grant.token_issued_at_ms), (w.staff.user_id, 5));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(tickets.peek(&ticket).await.expect("peek"), None, "expired with its token");
+    assert_eq!(tickets.redeem(&ticket).await.expect("redeem"), None, "expired with its token");
+    // Spent once, then gone.
+    let (ticket, _) =
+        tickets.issue(&w.staff, chrono::Utc::now() + chrono::Duration::hours(1), 5).await.expect("issue");
+    assert!(tickets.redeem(&ticket).await.expect("redeem").is_some());
+    assert_eq!(tickets.peek(&ticket).await.expect("peek"), None);
 }
 
 fn task(kind: &str) -> NewTask {
@@ -463,12 +485,13 @@ async fn users_passwords_and_roles(w: World) {
         Err(ServiceError::InvalidCredentials)
     ));
 
-    let hash = services::users::hash_password("s3cret-pass".into()).await.expect("hash");
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let gate = users.gate();
+    let hash = gate.hash("s3cret-pass".into()).await.expect("hash");
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
     assert!(!hash.contains("s3cret-pass"));
-    assert!(services::users::verify_password("s3cret-pass", &hash));
-    assert!(!services::users::verify_password("s3cret-pasS", &hash));
-    assert_ne!(hash, services::users::hash_password("s3cret-pass".into()).await.expect("hash"), "salted");
+    assert!(gate.verify("s3cret-pass".into(), Some(hash.clone())).await.expect("verify"));
+    assert!(!gate.verify("s3cret-pasS".into(), Some(hash.clone())).await.expect("verify"));
+    assert_ne!(hash, gate.hash("s3cret-pass".into()).await.expect("hash"), "salted");
 
     let new = |name: &str, role: &str| NewUser {
         username: name.into(),
@@ -488,7 +511,7 @@ async fn users_passwords_and_roles(w: World) {
     let created = users.create(&w.admin, new("newbie", "staff")).await.expect("create");
     assert_eq!(users.get(created.id).await.expect("get"), created);
     assert_conflict(users.create(&w.admin, new("newbie", "manager")).await);
-    assert_eq!(users.list().await.expect("list").len(), 4);
+    assert_eq!(users.list(&w.admin).await.expect("list").len(), 4);
 }
 
 async fn event_log_holds_every_published_event(w: World) {

@@ -1,7 +1,8 @@
 //! From events to fresh stats values, coalescing bursts.
 //!
 //! Personal events (`task:assigned`) go straight to the hub, which routes them to the
-//! assignee's connections.
+//! assignee's connections; so do user changes (`user.updated`), on which the hub closes the
+//! connections whose credentials they retire.
 //!
 //! One worker per topic waits on a [`Notify`]: an event stores a permit, so however many
 //! events arrive while a recompute is in flight, they cost one more recompute, not one
@@ -126,7 +127,7 @@ impl<P: std::ops::Deref<Target = dyn EventPublisher> + Send + Sync + 'static> Ev
     for MarkStale<P>
 {
     fn publish(&self, events: Vec<domain_events::EventEnvelope>) {
-        for topic in events.iter().filter_map(|e| StatsTopic::dirtied_by(&e.event)) {
+        for topic in events.iter().filter_map(|envelope| StatsTopic::dirtied_by(&envelope.event)) {
             self.hub.mark_stale(topic);
         }
         self.inner.publish(events);
@@ -187,8 +188,10 @@ pub fn spawn_bridge<S: StatsSource>(mut events: EventStream, source: Arc<S>, hub
                         personal.mark_stale(topic);
                         dispatcher.mark_dirty(topic);
                     }
-                    if let DomainEvent::TaskAssigned(task) = &envelope.event {
-                        personal.task_assigned(task);
+                    match &envelope.event {
+                        DomainEvent::TaskAssigned(task) => personal.task_assigned(task),
+                        DomainEvent::UserUpdated(update) => personal.user_updated(update),
+                        _ => {}
                     }
                 }
                 BusMessage::Lagged { missed } => {
@@ -383,5 +386,33 @@ mod tests {
         assert!(bridge.failures() >= 1);
         source.fail.store(false, Ordering::SeqCst);
         assert_eq!(next_pending(&mut feed).await, 5);
+    }
+
+    #[tokio::test]
+    async fn a_user_change_reaches_the_hub_and_dirties_no_stats() {
+        let (bus, hub, source) = (InProcessBus::new(16), Hub::new(), FakeSource::new());
+        let bridge = spawn_bridge(bus.subscribe(), source.clone(), hub.clone());
+        let user = crate::protocol::ConnectedUser { user_id: 7, username: "eve".into(), role: Role::Staff };
+        let connection = hub.register_credential(&user, Some(1_000));
+        let now = Utc::now();
+        bus.publish(vec![EventEnvelope {
+            seq: 1,
+            at: now,
+            actor: Actor { user_id: 1, username: "admin".into(), role: Role::Admin },
+            event: DomainEvent::UserUpdated(domain_events::model::UserUpdate {
+                user: domain_events::model::User {
+                    id: 7,
+                    username: "eve".into(),
+                    role: Role::Staff,
+                    active: false,
+                    created_at: now,
+                },
+                tokens_valid_after: now,
+            }),
+        }]);
+        let code = tokio::time::timeout(Duration::from_secs(2), connection.revoked()).await.expect("in time");
+        assert_eq!(code, crate::connection::close_code::USER_DEACTIVATED);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(bridge.recomputes(), 0, "no stats topic is dirtied by a user change");
     }
 }

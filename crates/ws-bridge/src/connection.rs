@@ -27,8 +27,28 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     /// The client does not read fast enough: reconnect later.
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The token expired: log in again, do not retry with the same token.
+    /// The token expired, or was retired by a role or password change: log in again, do not
+    /// retry with the same token.
     pub const TOKEN_EXPIRED: u16 = 4401;
+    /// The user was deactivated: do not reconnect.
+    pub const USER_DEACTIVATED: u16 = 4403;
+}
+
+/// What a connection was authenticated with, as far as the session cares: when it ends
+/// (the token's expiry) and when it was issued (the token's `iat`, also for a ticket), which
+/// decides whether a user change retiring older credentials closes the connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Credential {
+    /// When the session must end (close 4401); `None`: never.
+    pub expires_at: Option<SystemTime>,
+    /// The credential's issue time, in milliseconds since the epoch; `None`: unknown.
+    pub issued_at_ms: Option<i64>,
+}
+
+impl From<Option<SystemTime>> for Credential {
+    fn from(expires_at: Option<SystemTime>) -> Self {
+        Self { expires_at, issued_at_ms: None }
+    }
 }
 
 /// What the socket delivered.
@@ -116,6 +136,10 @@ pub enum ConnectionEnd {
     Shutdown,
     /// The token expired (sent 4401).
     TokenExpired,
+    /// A role or password change retired the credential (sent 4401).
+    CredentialRetired,
+    /// The user was deactivated (sent 4403).
+    UserDeactivated,
     /// The client stopped answering pings.
     HeartbeatTimeout,
     /// A frame was too large (sent 1009).
@@ -167,14 +191,16 @@ const FRESH_VALUE_WAIT: Duration = Duration::from_secs(1);
 /// Most topics one connection may follow at once.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
 
-/// Serves one client until it leaves, its token expires or the server shuts down.
-/// `topics` are what it follows from the start ([`Topic::DEFAULT`] unless it asked).
+/// Serves one client until it leaves, its token expires or is retired, its user is
+/// deactivated, or the server shuts down. `topics` are what it follows from the start
+/// ([`Topic::DEFAULT`] unless it asked); `credential` is its token's expiry and issue time
+/// (a plain `Option<SystemTime>` expiry converts into one).
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_connection<T, S>(
     hub: &Hub,
     user: ConnectedUser,
     topics: &[Topic],
-    token_expires_at: Option<SystemTime>,
+    credential: impl Into<Credential>,
     config: &ConnectionConfig,
     mut socket: T,
     mut incoming: S,
@@ -186,7 +212,8 @@ where
     // Registered (personal events) before `connected`; each topic is subscribed before its
     // value is read, so nothing published in between is lost; and a value is read only once
     // it reflects every change committed before (`Hub::wait_fresh`).
-    let registration = hub.register(&user);
+    let credential = credential.into();
+    let registration = hub.register_credential(&user, credential.issued_at_ms);
     let mut session = Session { socket: &mut socket, config, hub };
     if session.send_text(server::connected(&user)).await.is_err() {
         return ConnectionEnd::ClientClosed;
@@ -199,7 +226,7 @@ where
         }
     }
 
-    let expiry = tokio::time::sleep_until(deadline(token_expires_at));
+    let expiry = tokio::time::sleep_until(deadline(credential.expires_at));
     tokio::pin!(expiry);
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
@@ -278,6 +305,14 @@ where
             }
             _ = &mut expiry => {
                 return session.close(close_code::TOKEN_EXPIRED, "token expired", ConnectionEnd::TokenExpired).await;
+            }
+            code = registration.revoked() => {
+                return match code {
+                    close_code::USER_DEACTIVATED => {
+                        session.close(code, "user deactivated", ConnectionEnd::UserDeactivated).await
+                    }
+                    _ => session.close(code, "token retired: log in again", ConnectionEnd::CredentialRetired).await,
+                };
             }
         }
     }
@@ -794,5 +829,82 @@ mod tests {
             (first["type"].as_str(), first["payload"]["pending"].as_u64()),
             (Some("stats:tasks"), Some(9))
         );
+    }
+
+    fn user_update(user_id: i64, active: bool, valid_after_ms: i64) -> domain_events::model::UserUpdate {
+        domain_events::model::UserUpdate {
+            user: domain_events::model::User {
+                id: user_id,
+                username: format!("user{user_id}"),
+                role: Role::Staff,
+                active,
+                created_at: chrono::Utc::now(),
+            },
+            tokens_valid_after: chrono::DateTime::from_timestamp_millis(valid_after_ms).expect("valid"),
+        }
+    }
+
+    /// A session for user 1 whose credential was issued at `issued_at_ms`.
+    fn connect_issued(hub: &Hub, issued_at_ms: i64) -> Client {
+        let (to_server, incoming) = mpsc::channel(16);
+        let (out, from_server) = mpsc::channel(16);
+        let hub = hub.clone();
+        let user = ConnectedUser { user_id: 1, username: "ana".into(), role: Role::Staff };
+        let credential = Credential { expires_at: None, issued_at_ms: Some(issued_at_ms) };
+        let task = tokio::spawn(async move {
+            serve_connection(
+                &hub,
+                user,
+                &Topic::DEFAULT,
+                credential,
+                &ConnectionConfig::default(),
+                ChannelTransport(out),
+                ReceiverStream(incoming),
+            )
+            .await
+        });
+        Client { to_server, from_server, task }
+    }
+
+    #[tokio::test]
+    async fn a_deactivated_user_is_closed_with_4403_and_a_retired_credential_with_4401() {
+        let hub = primed_hub();
+        let mut older = connect_issued(&hub, 1_000);
+        let mut newer = connect_issued(&hub, 3_000);
+        let mut other =
+            connect_as(&hub, person(2, "bob"), &Topic::DEFAULT, None, ConnectionConfig::default(), 16);
+        for client in [&mut older, &mut newer, &mut other] {
+            for _ in 0..4 {
+                client.recv().await;
+            }
+        }
+        // A password change at 2,000 ms retires what was issued before it, not after.
+        hub.user_updated(&user_update(1, true, 2_000));
+        assert_eq!(older.recv().await, Outgoing::Close { code: 4401, reason: "token retired: log in again" });
+        assert_eq!(older.task.await.expect("join"), ConnectionEnd::CredentialRetired);
+        newer.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("send");
+        assert_eq!(newer.recv_json().await["type"], "pong", "a newer credential stays");
+        // Deactivation closes every connection of the user, however new, and no one else's.
+        hub.user_updated(&user_update(1, false, 2_000));
+        assert_eq!(newer.recv().await, Outgoing::Close { code: 4403, reason: "user deactivated" });
+        assert_eq!(newer.task.await.expect("join"), ConnectionEnd::UserDeactivated);
+        other.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("send");
+        assert_eq!(other.recv_json().await["type"], "pong", "another user stays");
+        // A connection that registers after the change (it raced with it) is closed at once.
+        let mut late = connect_issued(&hub, 5_000);
+        assert_eq!(late.recv_json().await["type"], "connected");
+        let mut last = late.recv().await;
+        while matches!(last, Outgoing::Text(_)) {
+            last = late.recv().await;
+        }
+        assert_eq!(last, Outgoing::Close { code: 4403, reason: "user deactivated" });
+        // Reactivated: a new credential is fine again.
+        hub.user_updated(&user_update(1, true, 2_000));
+        let mut back = connect_issued(&hub, 6_000);
+        for _ in 0..4 {
+            back.recv().await;
+        }
+        back.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("send");
+        assert_eq!(back.recv_json().await["type"], "pong");
     }
 }

@@ -11,20 +11,22 @@
 //!   message is about (a task, a typist), so a newer message replaces an older one about the
 //!   same thing; a mailbox over [`MAILBOX_CAPACITY`] keys marks its client too slow.
 //!
-//! The hub also shares presence and typing with other instances through a [`Cluster`].
+//! The hub also shares presence and typing with other instances through a [`Cluster`], and
+//! closes the connections whose credentials a user change retires ([`Hub::user_updated`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytestring::ByteString;
-use domain_events::model::Task;
+use domain_events::model::{Task, UserUpdate};
 use domain_events::{Cluster, ClusterSignal, PresenceEntry, SingleInstance, Typing};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::connection::close_code;
 use crate::protocol::{ConnectedUser, server};
 use crate::topic::{StatsTopic, StatsValue};
 
@@ -34,6 +36,9 @@ pub const TYPING_TIMEOUT: Duration = Duration::from_secs(6);
 pub const PRESENCE_MIN_INTERVAL: Duration = Duration::from_millis(200);
 /// Personal and typing messages a client may have waiting before it counts as too slow.
 pub const MAILBOX_CAPACITY: usize = 256;
+/// Users whose latest change the hub remembers, so that a connection registered just after a
+/// change it raced with is closed too.
+pub const REMEMBERED_USER_CHANGES: usize = 4096;
 
 /// A message serialized once, shared by every recipient (cloning is a reference count).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +164,55 @@ impl Mailbox {
     }
 }
 
+/// Set when the server must close a connection because its user was deactivated or its
+/// credential retired: the close code, and a wake-up for the session.
+#[derive(Debug, Default)]
+struct Revocation {
+    code: AtomicU16,
+    notify: Notify,
+}
+
+impl Revocation {
+    fn revoke(&self, code: u16) {
+        if self.code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+
+    async fn wait(&self) -> u16 {
+        loop {
+            let code = self.code.load(Ordering::SeqCst);
+            if code != 0 {
+                return code;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// The latest change seen for a user: whether they are active, and since when their
+/// credentials are valid (milliseconds since the epoch).
+#[derive(Debug, Clone, Copy)]
+struct UserChange {
+    active: bool,
+    valid_after_ms: i64,
+    seen: Instant,
+}
+
+impl UserChange {
+    /// The close code for a connection whose credential was issued at `issued_at_ms`
+    /// (unknown: as if at the epoch), if the change ends it.
+    fn closes(&self, issued_at_ms: Option<i64>) -> Option<u16> {
+        if !self.active {
+            Some(close_code::USER_DEACTIVATED)
+        } else if issued_at_ms.unwrap_or(0) < self.valid_after_ms {
+            Some(close_code::TOKEN_EXPIRED)
+        } else {
+            None
+        }
+    }
+}
+
 /// A client's mailbox overflowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooSlow;
@@ -181,12 +235,17 @@ struct Registry {
     presence_changes: u64,
     /// …and the count the published presence value reflects.
     presence_built: u64,
+    /// The latest change of recently changed users (at most [`REMEMBERED_USER_CHANGES`]).
+    user_changes: HashMap<i64, UserChange>,
 }
 
 struct Registered {
     user: ConnectedUser,
     mailbox: Arc<Mailbox>,
     conversations: HashSet<i64>,
+    /// When the connection's credential (token, or the token behind its ticket) was issued.
+    issued_at_ms: Option<i64>,
+    revocation: Arc<Revocation>,
 }
 
 struct LocalUser {
@@ -399,16 +458,35 @@ impl Hub {
     }
 
     /// Registers a connection for personal messages, typing and presence; it counts as
-    /// online until the handle is dropped.
+    /// online until the handle is dropped. Its credential's issue time is unknown: any
+    /// retirement of the user's credentials closes it.
     pub fn register(&self, user: &ConnectedUser) -> Registration {
+        self.register_credential(user, None)
+    }
+
+    /// [`Hub::register`] for a connection whose credential was issued at `issued_at_ms`
+    /// (milliseconds since the epoch), so a user change retiring older credentials closes
+    /// it only if it is older. A change already seen for the user applies at once.
+    pub fn register_credential(&self, user: &ConnectedUser, issued_at_ms: Option<i64>) -> Registration {
         let mailbox = Arc::new(Mailbox::default());
+        let revocation = Arc::new(Revocation::default());
         let id = {
             let mut registry = lock(&self.inner.registry);
+            if let Some(code) = registry.user_changes.get(&user.user_id).and_then(|c| c.closes(issued_at_ms))
+            {
+                revocation.revoke(code);
+            }
             registry.next_id += 1;
             let id = registry.next_id;
             registry.connections.insert(
                 id,
-                Registered { user: user.clone(), mailbox: mailbox.clone(), conversations: HashSet::new() },
+                Registered {
+                    user: user.clone(),
+                    mailbox: mailbox.clone(),
+                    conversations: HashSet::new(),
+                    issued_at_ms,
+                    revocation: revocation.clone(),
+                },
             );
             registry.by_username.entry(user.username.clone()).or_default().insert(id);
             let entry = registry.users.entry(user.user_id).or_insert_with(|| LocalUser {
@@ -423,7 +501,44 @@ impl Hub {
         self.inner.metrics.connections.fetch_add(1, Ordering::Relaxed);
         self.inner.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         self.inner.presence_dirty.notify_one();
-        Registration { hub: self.clone(), id, user_id: user.user_id, mailbox }
+        Registration { hub: self.clone(), id, user_id: user.user_id, mailbox, revocation }
+    }
+
+    /// A user's account changed (on any instance): closes this instance's connections of
+    /// that user with 4403 when deactivated, else with 4401 those whose credential was issued
+    /// before the retirement instant; remembers the change for connections registering just
+    /// after it.
+    pub fn user_updated(&self, update: &UserUpdate) {
+        let change = UserChange {
+            active: update.user.active,
+            valid_after_ms: update.tokens_valid_after.timestamp_millis(),
+            seen: Instant::now(),
+        };
+        let mut registry = lock(&self.inner.registry);
+        let user_id = update.user.id;
+        if !registry.user_changes.contains_key(&user_id)
+            && registry.user_changes.len() >= REMEMBERED_USER_CHANGES
+            && let Some(oldest) = registry.user_changes.iter().min_by_key(|(_, c)| c.seen).map(|(id, _)| *id)
+        {
+            registry.user_changes.remove(&oldest);
+        }
+        registry.user_changes.insert(user_id, change);
+        let mut closed = 0;
+        for conn in registry.connections.values().filter(|c| c.user.user_id == user_id) {
+            if let Some(code) = change.closes(conn.issued_at_ms) {
+                conn.revocation.revoke(code);
+                closed += 1;
+            }
+        }
+        drop(registry);
+        if closed > 0 {
+            tracing::info!(
+                user_id,
+                closed,
+                active = change.active,
+                "closing the connections of a changed user"
+            );
+        }
     }
 
     fn unregister(&self, id: u64, user_id: i64) {
@@ -660,9 +775,16 @@ pub struct Registration {
     id: u64,
     user_id: i64,
     mailbox: Arc<Mailbox>,
+    revocation: Arc<Revocation>,
 }
 
 impl Registration {
+    /// Waits until the server must close this connection because of a user change, and
+    /// returns the close code (4403 deactivated, 4401 credential retired). Cancel-safe.
+    pub async fn revoked(&self) -> u16 {
+        self.revocation.wait().await
+    }
+
     /// The connection's mailbox of personal and typing messages.
     pub fn mailbox(&self) -> &Mailbox {
         &self.mailbox

@@ -24,7 +24,9 @@ pub mod protocol;
 pub mod topic;
 
 pub use bridge::{BridgeHandle, BridgeMetrics, StatsError, StatsSource, spawn_bridge};
-pub use connection::{ConnectionConfig, ConnectionEnd, Incoming, Outgoing, Transport, serve_connection};
+pub use connection::{
+    ConnectionConfig, ConnectionEnd, Credential, Incoming, Outgoing, Transport, serve_connection,
+};
 pub use hub::{Frame, Hub, HubMetrics, Registration};
 pub use protocol::{ClientMessage, ConnectedUser};
 pub use topic::{StatsTopic, StatsValue, Topic};

@@ -41,12 +41,13 @@ impl StatsTopic {
         }
     }
 
-    /// The topic whose value `event` changes, if any.
+    /// The topic whose value `event` changes, if any (a user change touches no stats).
     pub fn dirtied_by(event: &DomainEvent) -> Option<StatsTopic> {
         match event.aggregate() {
             Aggregate::Task => Some(StatsTopic::Tasks),
             Aggregate::Approval => Some(StatsTopic::Approvals),
             Aggregate::Conversation => Some(StatsTopic::Conversations),
+            Aggregate::User => None,
         }
     }
 }

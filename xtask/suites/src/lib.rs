@@ -44,11 +44,13 @@ pub use tokio_tungstenite::tungstenite;
 use tungstenite::Message;
 
 mod cluster;
+pub mod nginx;
 pub mod pgcluster;
 pub mod pgproxy;
 mod watcher;
 
 pub use cluster::{Cluster, ClusterOptions};
+pub use nginx::Nginx;
 pub use pgcluster::{PgCluster, StopMode};
 pub use pgproxy::{Filter, PgProxy, ProxyStats};
 pub use watcher::{STATS_TOPICS, Watcher, matches};
@@ -322,6 +324,12 @@ impl ServerOptions {
         self
     }
 
+    /// Runs this binary instead of `PULSE_SERVER_BIN`'s (e.g. an optimised build).
+    pub fn binary(mut self, bin: impl Into<PathBuf>) -> Self {
+        self.program = Some((bin.into(), Vec::new()));
+        self
+    }
+
     fn value(&self, key: &str) -> Option<&str> {
         self.env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
@@ -583,6 +591,8 @@ pub fn free_port() -> Result<u16> {
 pub struct Response {
     /// Status code.
     pub status: u16,
+    /// `Retry-After` header, if any.
+    pub retry_after: Option<String>,
     /// `Content-Type` header, if any.
     pub content_type: Option<String>,
     /// The raw body.
@@ -662,6 +672,8 @@ pub struct Api {
     client: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Sent with every request (e.g. `X-Forwarded-For`).
+    headers: Vec<(String, String)>,
 }
 
 impl Api {
@@ -671,17 +683,35 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { client, base: base_url.into(), token: None }
+        Self { client, base: base_url.into(), token: None, headers: Vec::new() }
+    }
+
+    /// A client without a token whose connections leave from `local` (any 127.x.y.z works on
+    /// Linux's loopback), so a test can be many clients at once.
+    pub fn bound_to(base_url: impl Into<String>, local: std::net::IpAddr) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .local_address(local)
+            .build()
+            .context("building an HTTP client")?;
+        Ok(Self { client, base: base_url.into(), token: None, headers: Vec::new() })
     }
 
     /// The same client with `token` as bearer.
     pub fn with_token(&self, token: impl Into<String>) -> Self {
-        Self { client: self.client.clone(), base: self.base.clone(), token: Some(token.into()) }
+        Self { token: Some(token.into()), ..self.clone() }
     }
 
     /// The same client without a token.
     pub fn anonymous(&self) -> Self {
-        Self { client: self.client.clone(), base: self.base.clone(), token: None }
+        Self { token: None, ..self.clone() }
+    }
+
+    /// The same client, also sending `name: value` with every request.
+    pub fn with_header(&self, name: &str, value: &str) -> Self {
+        let mut api = self.clone();
+        api.headers.push((name.to_owned(), value.to_owned()));
+        api
     }
 
     /// The bearer token, if any.
@@ -699,6 +729,9 @@ impl Api {
         authorization: Option<&str>,
     ) -> Result<Response> {
         let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
+        }
         match (authorization, &self.token) {
             (Some(auth), _) => req = req.header("Authorization", auth),
             (None, Some(token)) => req = req.header("Authorization", format!("Bearer {token}")),
@@ -718,11 +751,12 @@ impl Api {
         }
         let resp = req.send().await.context("sending request")?;
         let status = resp.status().as_u16();
-        let content_type =
-            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let content_type = header("content-type");
+        let retry_after = header("retry-after");
         let text = resp.text().await.context("reading body")?;
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Response { status, content_type, text, json })
+        Ok(Response { status, retry_after, content_type, text, json })
     }
 
     /// `GET path`.

@@ -42,7 +42,7 @@ impl ListQuery {
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, payload over 32 KiB", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -66,7 +66,7 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "One page of approvals", body = Page<Approval>),
         (status = 400, description = "Unknown status, bad `limit` or `cursor`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -90,7 +90,7 @@ pub(crate) async fn list(
     params(("id" = i64, Path, description = "The approval's id")),
     responses(
         (status = 200, description = "The approval", body = Approval),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No approval with this id", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
@@ -133,7 +133,7 @@ pub(crate) struct Decide {
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown decision", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "Staff may not decide or execute approvals", body = ErrorBody),
         (status = 404, description = "No approval with this id", body = ErrorBody),
         (status = 409, description = "The approval is not `pending`", body = ErrorBody),
@@ -165,7 +165,7 @@ pub(crate) async fn decide(
     params(("id" = i64, Path, description = "The approval's id")),
     responses(
         (status = 200, description = "The approval, `executed`", body = Approval),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "Staff may not decide or execute approvals", body = ErrorBody),
         (status = 404, description = "No approval with this id", body = ErrorBody),
         (status = 409, description = "The approval is not `approved`", body = ErrorBody),
@@ -198,7 +198,7 @@ pub(crate) struct WrappedApprovalStats {
     tag = "approvals",
     responses(
         (status = 200, description = "Approval counts", body = WrappedApprovalStats),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))

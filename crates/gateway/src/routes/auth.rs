@@ -1,4 +1,4 @@
-//! `POST /auth/login`, `GET /me`, `POST /users`.
+//! `POST /auth/login`, `GET /me`, `POST /ws-ticket`: who the caller is.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -31,13 +31,6 @@ pub(crate) struct LoginAnswer {
     user: User,
 }
 
-/// `GET /api/v1/users`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct UserList {
-    /// Every user, by username.
-    items: Vec<User>,
-}
-
 /// Exchanges a username and password for a token.
 #[utoipa::path(
     post,
@@ -46,11 +39,11 @@ pub(crate) struct UserList {
     request_body = Login,
     responses(
         (status = 200, description = "Logged in", body = LoginAnswer),
-        (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, wrong types, missing or empty fields, a username no user can have, a password over 256 characters", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Wrong username or password (the same answer for both)", body = ErrorBody),
-        (status = 429, description = "Too many failed logins for this username or address", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 401, description = "Wrong username or password, or a deactivated user (the same answer for all)", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts for this username or address, or too many password checks at once", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     )
 )]
@@ -59,23 +52,28 @@ pub(crate) async fn login(
     state: web::Data<AppState>,
     body: web::Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    let address = req.peer_addr().map(|a| a.ip());
     let Login { username, password } = body.into_inner();
-    state.logins.check(&username, address, &state.limits)?;
-    // The service's answer comes back as a value: a wrong password also counts against the
-    // throttle, which only this handler knows about.
-    let name = username.clone();
-    let outcome = state.db(async move |s| Ok(s.users.authenticate(&name, &password).await)).await?;
-    let user = match outcome {
-        Ok(user) => user,
-        Err(services::ServiceError::InvalidCredentials) => {
-            state.logins.failed(&username, address, &state.limits);
-            return Err(services::ServiceError::InvalidCredentials.into());
+    // A login that cannot succeed (no such name can exist, or an over-long password) is
+    // refused before it touches the limiter or the password gate.
+    services::validate::login(&username, &password).map_err(|e| ApiError::validation(e.to_string()))?;
+    let client = crate::client_ip::client_address(&req);
+    let attempt = state.logins.begin(&username, client, &state.limits)?;
+    // Over the password bound: refused here, before any other work.
+    let permit = match state.services.users.gate().try_permit() {
+        Ok(permit) => permit,
+        Err(busy) => {
+            attempt.settle::<()>(&Err(services::ServiceError::Busy));
+            return Err(busy.into());
         }
-        Err(other) => return Err(other.into()),
     };
-    state.logins.succeeded(&user.username);
-    let (token, expires_at) = state.jwt.issue(&user)?;
+    // The token's `iat` is taken before the user is read: a role or password change that
+    // commits after this read retires the token, however the two interleave.
+    let issued_at = std::time::SystemTime::now();
+    let outcome =
+        state.db(async move |s| Ok(s.users.authenticate_with(permit, &username, &password).await)).await?;
+    attempt.settle(&outcome);
+    let user = outcome?;
+    let (token, expires_at) = state.jwt.issue_at(&user, issued_at)?;
     tracing::info!(user = %user.username, "login");
     Ok(HttpResponse::Ok().json(LoginAnswer { token, expires_at, user }))
 }
@@ -87,7 +85,7 @@ pub(crate) async fn login(
     tag = "auth",
     responses(
         (status = 200, description = "The caller", body = User),
-        (status = 401, description = "Missing, malformed, expired or badly signed token, or its user no longer exists", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated or deleted user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -101,53 +99,6 @@ pub(crate) async fn me(state: web::Data<AppState>, auth: AuthUser) -> Result<Htt
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// Creates a user (admins only).
-#[utoipa::path(
-    post,
-    path = "/api/v1/users",
-    tag = "users",
-    request_body = services::NewUser,
-    responses(
-        (status = 201, description = "The new user", body = User),
-        (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, bad username, password or role", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 403, description = "Only admins manage users", body = ErrorBody),
-        (status = 409, description = "The username is taken", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub(crate) async fn create_user(
-    state: web::Data<AppState>,
-    auth: AuthUser,
-    body: web::Json<services::NewUser>,
-) -> Result<HttpResponse, ApiError> {
-    let (actor, body) = (auth.actor, body.into_inner());
-    let user = state.db(async move |s| s.users.create(&actor, body).await).await?;
-    Ok(HttpResponse::Created().json(user))
-}
-
-/// Lists every user (admins only).
-#[utoipa::path(
-    get,
-    path = "/api/v1/users",
-    tag = "users",
-    responses(
-        (status = 200, description = "Every user", body = UserList),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 403, description = "Only admins manage users", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub(crate) async fn list_users(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, ApiError> {
-    auth.require(&[domain_events::model::Role::Admin], "list users")?;
-    let items = state.db(async move |s| s.users.list().await).await?;
-    Ok(HttpResponse::Ok().json(UserList { items }))
 }
 
 /// A single-use WebSocket ticket.
@@ -167,14 +118,16 @@ pub(crate) struct Ticket {
     tag = "auth",
     responses(
         (status = 200, description = "A ticket", body = Ticket),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn ws_ticket(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, ApiError> {
     let session_end = DateTime::<Utc>::from(auth.claims.expires_at());
+    let issued_at = auth.claims.iat.millis();
     let actor = auth.actor;
-    let (ticket, expires_at) = state.db(async move |s| s.tickets.issue(&actor, session_end).await).await?;
+    let (ticket, expires_at) =
+        state.db(async move |s| s.tickets.issue(&actor, session_end, issued_at).await).await?;
     Ok(HttpResponse::Ok().json(Ticket { ticket, expires_at }))
 }

@@ -42,7 +42,7 @@ impl ListQuery {
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -66,7 +66,7 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "One page of conversations", body = Page<Conversation>),
         (status = 400, description = "Unknown state, bad `limit` or `cursor`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -90,7 +90,7 @@ pub(crate) async fn list(
     params(("id" = i64, Path, description = "The conversation's id")),
     responses(
         (status = 200, description = "The conversation", body = Conversation),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
@@ -118,7 +118,7 @@ pub(crate) async fn get(
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, no field to change", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
         (status = 409, description = "The conversation is resolved", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
@@ -159,7 +159,7 @@ pub(crate) struct Escalate {
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
         (status = 409, description = "The conversation is not `active`", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
@@ -185,7 +185,7 @@ pub(crate) async fn escalate(
     params(("id" = i64, Path, description = "The conversation's id")),
     responses(
         (status = 200, description = "The conversation, `active`", body = Conversation),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
         (status = 409, description = "The conversation is not `escalated`", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
@@ -210,7 +210,7 @@ pub(crate) async fn deescalate(
     params(("id" = i64, Path, description = "The conversation's id")),
     responses(
         (status = 200, description = "The conversation, `resolved`", body = Conversation),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
         (status = 409, description = "The conversation is already resolved", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
@@ -234,7 +234,7 @@ pub(crate) async fn resolve(
     tag = "conversations",
     responses(
         (status = 200, description = "Conversation counts", body = ConversationStats),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))

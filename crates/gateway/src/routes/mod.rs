@@ -5,6 +5,7 @@ pub mod auth;
 pub mod conversations;
 pub mod health;
 pub mod tasks;
+pub mod users;
 
 use actix_web::http::header::{ALLOW, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};

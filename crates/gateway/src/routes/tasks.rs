@@ -46,7 +46,7 @@ impl ListQuery {
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown assignee", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -70,7 +70,7 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "One page of tasks", body = Page<Task>),
         (status = 400, description = "Unknown status, bad `limit` or `cursor`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -98,7 +98,7 @@ pub(crate) async fn list(
     params(("id" = i64, Path, description = "The task's id")),
     responses(
         (status = 200, description = "The task", body = Task),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No task with this id", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
@@ -134,7 +134,7 @@ pub(crate) struct Assign {
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown assignee", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No task with this id", body = ErrorBody),
         (status = 409, description = "The task is completed", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
@@ -160,7 +160,7 @@ pub(crate) async fn assign(
     params(("id" = i64, Path, description = "The task's id")),
     responses(
         (status = 200, description = "The task, `completed`", body = Task),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No task with this id", body = ErrorBody),
         (status = 409, description = "The task is already completed", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
@@ -184,7 +184,7 @@ pub(crate) async fn complete(
     tag = "tasks",
     responses(
         (status = 200, description = "Task counts", body = TaskStats),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
     ),
     security(("bearer" = []))
