@@ -402,9 +402,14 @@ async fn bystander(p: &Pulse, base: &str, address: &str) -> (Api, String) {
     (api.with_token(&token), token)
 }
 
+/// One flood at a time: each measures latency on the machine's two cores, which a second
+/// flood running beside it would take (the tests of this file otherwise run in parallel).
+static ONE_FLOOD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 // The figures are this suite's report (docs/reliability.md), printed before they are checked.
 #[allow(clippy::print_stderr)]
 async fn from_2000_addresses(db: TestDatabase, name: &str) {
+    let _alone = ONE_FLOOD_AT_A_TIME.lock().await;
     let p = Pulse::start_with(db, server_options()).await.expect("starting the server");
     let base = p.server.base_url();
     let (ordinary, token) = bystander(&p, &base, "127.0.0.2").await;
@@ -436,6 +441,7 @@ async fn a_flood_from_2000_addresses_is_refused_at_once_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_nginx_one_abusive_address_is_limited_and_the_others_are_not() {
+    let _alone = ONE_FLOOD_AT_A_TIME.lock().await;
     let p = Pulse::start_with(
         TestDatabase::sqlite().expect("db"),
         server_options().env("TRUSTED_PROXIES", "127.0.0.1"),
