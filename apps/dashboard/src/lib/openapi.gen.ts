@@ -228,6 +228,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/me/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Changes the caller's own password. Every token and ticket the caller was issued before
+         *     is retired (they log in again).
+         */
+        post: operations["change_password"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -338,7 +358,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Lists every user (admins only). */
+        /** Lists every user, by id (admins only). */
         get: operations["list_users"];
         put?: never;
         /** Creates a user (admins only). */
@@ -347,6 +367,30 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Changes a user's role, activity or password (admins only).
+         * @description Every field is checked before anything changes; `{}` is refused. A `role` or `active`
+         *     equal to the current value changes nothing. A new role or password retires the user's
+         *     older tokens and tickets (`401`; open connections closed with `4401`); deactivating
+         *     refuses all of them (`401`; connections closed with `4403`). Demoting or deactivating the
+         *     last active admin is refused (`409`).
+         */
+        patch: operations["update_user"];
         trace?: never;
     };
     "/api/v1/ws-ticket": {
@@ -801,6 +845,19 @@ export interface components {
              */
             nextCursor: number | null;
         };
+        /** @description `POST /api/v1/me/password`. */
+        PasswordChange: {
+            /**
+             * Format: password
+             * @description The caller's password now.
+             */
+            currentPassword: string;
+            /**
+             * Format: password
+             * @description The new one, 8–256 characters.
+             */
+            newPassword: string;
+        };
         /**
          * @description What a user may do. Admins manage users; staff may not decide or execute approvals.
          * @enum {string}
@@ -881,6 +938,13 @@ export interface components {
         };
         /** @description A user as clients see it (never with its password hash). */
         User: {
+            /** @description Whether the user may log in; a deactivated user's tokens and tickets are refused. */
+            active: boolean;
+            /**
+             * Format: date-time
+             * @description When the account was created.
+             */
+            createdAt: string;
             /**
              * Format: int64
              * @description Database id.
@@ -891,9 +955,23 @@ export interface components {
             /** @description Unique login name. */
             username: string;
         };
+        /** @description `PATCH /api/v1/users/{id}`: what an admin changes; absent fields stay as they are. */
+        UserChanges: {
+            /**
+             * @description `false` deactivates (no login; tokens, tickets and connections refused), `true`
+             *     reactivates.
+             */
+            active?: boolean | null;
+            /**
+             * Format: password
+             * @description A new password, 8–256 characters (retires the user's older tokens).
+             */
+            password?: string | null;
+            role?: null | components["schemas"]["Role"];
+        };
         /** @description `GET /api/v1/users`. */
         UserList: {
-            /** @description Every user, by username. */
+            /** @description Every user, by id. */
             items: components["schemas"]["User"][];
         };
         /** @description `GET /api/v1/approvals/stats`: wrapped, as the dashboard has always read it. */
@@ -944,7 +1022,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -995,7 +1073,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1051,7 +1129,7 @@ export interface operations {
                     "application/json": components["schemas"]["WrappedApprovalStats"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1092,7 +1170,7 @@ export interface operations {
                     "application/json": components["schemas"]["Approval"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1155,7 +1233,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1241,7 +1319,7 @@ export interface operations {
                     "application/json": components["schemas"]["Approval"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1310,7 +1388,7 @@ export interface operations {
                     "application/json": components["schemas"]["LoginAnswer"];
                 };
             };
-            /** @description Malformed JSON, wrong types, missing, empty or over-long fields */
+            /** @description Malformed JSON, wrong types, missing or empty fields, a username no user can have, a password over 256 characters */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1319,7 +1397,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Wrong username or password (the same answer for both) */
+            /** @description Wrong username or password, or a deactivated user (the same answer for all) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1346,7 +1424,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Too many failed logins for this username or address */
+            /** @description Too many failed attempts for this username or address, or too many password checks at once */
             429: {
                 headers: {
                     /** @description Seconds to wait */
@@ -1402,7 +1480,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1453,7 +1531,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1509,7 +1587,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationStats"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1550,7 +1628,7 @@ export interface operations {
                     "application/json": components["schemas"]["Conversation"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1613,7 +1691,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1690,7 +1768,7 @@ export interface operations {
                     "application/json": components["schemas"]["Conversation"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1762,7 +1840,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1839,7 +1917,7 @@ export interface operations {
                     "application/json": components["schemas"]["Conversation"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1895,9 +1973,96 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token, or its user no longer exists */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated or deleted user */
             401: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    change_password: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordChange"];
+            };
+        };
+        responses: {
+            /** @description Changed; log in again with the new password */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed JSON, wrong types, missing fields, a new password that is not 8–256 characters */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The current password is wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts for this user or address, or too many password checks at once */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1973,7 +2138,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2024,7 +2189,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2080,7 +2245,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskStats"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2121,7 +2286,7 @@ export interface operations {
                     "application/json": components["schemas"]["Task"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2184,7 +2349,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2261,7 +2426,7 @@ export interface operations {
                     "application/json": components["schemas"]["Task"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2308,7 +2473,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Every user */
+            /** @description Every user, by id */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2317,7 +2482,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserList"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2377,7 +2542,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2422,6 +2587,127 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many password checks at once, or too many failed attempts from this admin or address */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user's id */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserChanges"];
+            };
+        };
+        responses: {
+            /** @description The user after the change */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            /** @description Malformed JSON, wrong types, no field given, unknown role, bad password */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Only admins manage users */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No user with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The change would leave no active admin */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many password checks at once, or too many failed attempts from this admin or address */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The database cannot be reached */
             503: {
                 headers: {
@@ -2451,7 +2737,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ticket"];
                 };
             };
-            /** @description Missing, malformed, expired or badly signed token */
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
             401: {
                 headers: {
                     [name: string]: unknown;
