@@ -3,7 +3,7 @@ import { act, cleanup, fireEvent, render, screen, waitFor, within } from '@testi
 import type { ReactNode } from 'react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { formatWait, parseRetryAfter } from '../src/lib/api';
-import type { ManagedUser } from '../src/lib/apiTypes';
+import type { User } from '../src/lib/apiTypes';
 import { authStore, LOGOUT_REASONS } from '../src/lib/auth';
 import { AccountPage } from '../src/pages/AccountPage';
 import { LoginPage } from '../src/pages/LoginPage';
@@ -39,7 +39,7 @@ function mockFetch(route: (method: string, path: string, body: unknown) => Respo
   return calls;
 }
 
-const user = (id: number, username: string, role: ManagedUser['role'], active = true): ManagedUser => ({
+const user = (id: number, username: string, role: User['role'], active = true): User => ({
   id,
   username,
   role,
@@ -47,7 +47,7 @@ const user = (id: number, username: string, role: ManagedUser['role'], active = 
   createdAt: '2025-01-01T10:00:00Z',
 });
 
-function signIn(role: ManagedUser['role'] = 'admin', username = 'admin', id = 1) {
+function signIn(role: User['role'] = 'admin', username = 'admin', id = 1) {
   authStore.set({ token: `tok-${username}`, expiresAt: new Date(Date.now() + 3_600_000).toISOString(), user: { id, username, role } });
 }
 
@@ -178,7 +178,7 @@ describe('Users page (admins)', () => {
       if (method === 'GET' && path === '/api/v1/users') return json({ items: [user(1, 'admin', 'admin')] });
       if (method === 'POST' && path === '/api/v1/users') {
         created.push(body);
-        return json({ id: 3, username: 'kim', role: 'manager' }, 201);
+        return json(user(3, 'kim', 'manager'), 201);
       }
       return error(404, 'not_found', 'no route');
     });

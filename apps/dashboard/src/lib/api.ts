@@ -1,4 +1,5 @@
-import { authStore, LOGOUT_REASONS, type Session } from './auth';
+import type { LoginAnswer } from './apiTypes';
+import { authStore, LOGOUT_REASONS } from './auth';
 
 export class ApiError extends Error {
   constructor(
@@ -141,9 +142,10 @@ export async function api<T>(path: string, opts: RequestOptions = {}): Promise<T
   return (text ? JSON.parse(text) : undefined) as T;
 }
 
-export async function login(username: string, password: string): Promise<Session> {
+/** `POST /api/v1/auth/login`; the answer is what `authStore.set` keeps as the session. */
+export async function login(username: string, password: string): Promise<LoginAnswer> {
   try {
-    return await api<Session>('/api/v1/auth/login', { body: { username, password }, token: null });
+    return await api<LoginAnswer>('/api/v1/auth/login', { body: { username, password }, token: null });
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
       throw new ApiError(401, 'unauthorized', 'Wrong username or password');

@@ -4,17 +4,25 @@
  * committed file differs from what the server documents), so they cannot drift from the server.
  *
  * Reason to change: the app needs another REST type. Never write a REST shape by hand here —
- * except the few below that the contract defines and the server's document does not carry yet.
+ * except the few below that the contract defines and the server's document does not carry yet
+ * (section 9).
  */
 import type { components } from './openapi.gen';
 
 type Schemas = components['schemas'];
 
 export type Role = Schemas['Role'];
+/** A user as every user endpoint returns it (`active`, `createdAt` included: contract section 2). */
 export type User = Schemas['User'];
-/** `POST /api/v1/auth/login`'s answer, kept as the session. */
+/** `POST /api/v1/auth/login`'s answer (the session keeps less of it: `auth.ts`). */
 export type LoginAnswer = Schemas['LoginAnswer'];
 export type NewUser = Schemas['NewUser'];
+/** `GET /api/v1/users`: `{"items": [user, ...]}`, ordered by id. */
+export type UserList = Schemas['UserList'];
+/** `PATCH /api/v1/users/{id}`: at least one field (`{}` → 400). */
+export type UserChanges = Schemas['UserChanges'];
+/** `POST /api/v1/me/password` → 204; a wrong current password → 403. */
+export type PasswordChange = Schemas['PasswordChange'];
 
 export type Task = Schemas['Task'];
 export type TaskStatus = Schemas['TaskStatus'];
@@ -48,29 +56,6 @@ export type PagesMatch = [
   Assert<Schemas['Page_Approval'] extends Page<Approval> ? true : false>,
   Assert<Schemas['Page_Conversation'] extends Page<Conversation> ? true : false>,
 ];
-
-// ------------------------------------------------------------------ user lifecycle (contract section 2)
-// Not in the server's OpenAPI document yet: the server side is built in parallel (issue 13).
-// Once it is, `cargo xtask api-types` brings the generated shapes and these become aliases
-// of them (a mismatch then fails the typecheck where they are used).
-
-/** A user as `GET /api/v1/users` and `PATCH /api/v1/users/{id}` return it. */
-export type ManagedUser = User & { active: boolean; createdAt: string };
-/** `{"items": [user, ...]}`, ordered by id. */
-export interface ManagedUserList {
-  items: ManagedUser[];
-}
-/** `PATCH /api/v1/users/{id}`: at least one field. */
-export interface UserChanges {
-  role?: Role;
-  active?: boolean;
-  password?: string;
-}
-/** `POST /api/v1/me/password` → 204; a wrong current password → 403. */
-export interface PasswordChange {
-  currentPassword: string;
-  newPassword: string;
-}
 
 // ------------------------------------------------------------------ live operations insight (contract section 9)
 // Not in the server's OpenAPI document yet (issue 17, server side). The socket's payloads are

@@ -3,8 +3,15 @@ import type { LoginAnswer, Role, User } from './apiTypes';
 
 export type { Role, User };
 
+/**
+ * Who is signed in: the part of the login answer's `user` the contract promises (`id`,
+ * `username`, `role`). The server sends the whole user, but a session stored by an older
+ * build has only these, and nothing here needs more (a signed-in user is active).
+ */
+export type SessionUser = Pick<User, 'id' | 'username' | 'role'>;
+
 /** The login's answer, kept in localStorage. */
-export type Session = LoginAnswer;
+export type Session = Omit<LoginAnswer, 'user'> & { user: SessionUser };
 
 export const STORAGE_KEY = 'pulse.session';
 

@@ -8,7 +8,7 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { queryKeys } from '../realtime/queryKeys';
 import { api } from './api';
-import type { ManagedUser, ManagedUserList, NewUser, PasswordChange, User, UserChanges } from './apiTypes';
+import type { NewUser, PasswordChange, User, UserChanges, UserList } from './apiTypes';
 import { authStore, LOGOUT_REASONS } from './auth';
 
 /** Passwords the server accepts (`NewUser.password`: 8–256 characters). */
@@ -27,7 +27,7 @@ export function passwordProblem(password: string): string | null {
 export function useUsers(enabled = true) {
   return useQuery({
     queryKey: queryKeys.users,
-    queryFn: ({ signal }) => api<ManagedUserList>('/api/v1/users', { signal }),
+    queryFn: ({ signal }) => api<UserList>('/api/v1/users', { signal }),
     enabled,
     refetchOnWindowFocus: false,
   });
@@ -36,10 +36,10 @@ export function useUsers(enabled = true) {
 /** `PATCH /api/v1/users/{id}`: the answer replaces the user in the list. */
 export function useUpdateUser() {
   const qc = useQueryClient();
-  return useMutation<ManagedUser, Error, { id: number; changes: UserChanges }>({
-    mutationFn: ({ id, changes }) => api<ManagedUser>(`/api/v1/users/${id}`, { method: 'PATCH', body: changes }),
+  return useMutation<User, Error, { id: number; changes: UserChanges }>({
+    mutationFn: ({ id, changes }) => api<User>(`/api/v1/users/${id}`, { method: 'PATCH', body: changes }),
     onSuccess: (user) => {
-      qc.setQueryData<ManagedUserList>(queryKeys.users, (list) =>
+      qc.setQueryData<UserList>(queryKeys.users, (list) =>
         list ? { ...list, items: list.items.map((u) => (u.id === user.id ? { ...u, ...user } : u)) } : list,
       );
     },

@@ -2,7 +2,7 @@ import { useId, useState, type FormEvent } from 'react';
 import { ErrorBanner } from '../components/ErrorBanner';
 import { ActionButton, Empty, PageHeader, useFocusAfterClose, VisuallyHidden } from '../components/common';
 import { ApiError, describeError } from '../lib/api';
-import type { ManagedUser, Role } from '../lib/apiTypes';
+import type { Role, User } from '../lib/apiTypes';
 import { canManageUsers, useSession } from '../lib/auth';
 import { fullTime, humanize, timeAgo } from '../lib/format';
 import { passwordProblem, USERNAME_PATTERN, useCreateUser, useUpdateUser, useUsers } from '../lib/users';
@@ -109,7 +109,7 @@ function UserRow({
   isMe,
   onDone,
 }: {
-  user: ManagedUser;
+  user: User;
   isMe: boolean;
   onDone: (message: string | null, error: string | null) => void;
 }) {
