@@ -5,16 +5,45 @@
 //! curl localhost:8080/hello                       # the host application's own route
 //! curl -XPOST localhost:8080/api/v1/auth/login -H 'content-type: application/json' \
 //!      -d '{"username":"admin","password":"embedded-admin-pw"}'
+//! wscat -c "ws://localhost:8080/ws?token=$TOKEN&topics=stats:tasks,host:uptime"
 //! ```
+//!
+//! The host also adds a topic of its own, `host:uptime`, served to every dashboard exactly
+//! like Pulse's stats (numbered, serialized once, conflated) without touching ws-bridge: a
+//! [`TopicSpec`] with a [`TopicSource`] that says which events make it stale (none), how to
+//! compute it, and when it next changes by itself (every 10 s).
 //!
 //! `BIND_ADDR` and `DATABASE_URL` may be set; the defaults are 127.0.0.1:8080 and a SQLite
 //! file under `target/embed-example/`.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use domain_events::DomainEvent;
+use futures_util::future::BoxFuture;
 use gateway::{JwtKeys, Pulse, PulseOptions};
 use services::{Database, PoolOptions};
+use ws_bridge::{StatsError, TopicSource, TopicSpec, TopicValue};
+
+/// The host application's own topic: how long it has been up, in whole 10-second steps.
+struct Uptime(Instant);
+
+impl TopicSource for Uptime {
+    fn dirtied_by(&self, _: &DomainEvent) -> bool {
+        false // no domain event changes it; time does
+    }
+
+    fn compute(&self) -> BoxFuture<'_, Result<TopicValue, StatsError>> {
+        Box::pin(async move {
+            let up = self.0.elapsed();
+            let step = Duration::from_secs(10);
+            let seconds = up.as_secs() / 10 * 10;
+            let next = step - Duration::from_nanos((up.as_nanos() % step.as_nanos()) as u64);
+            Ok(TopicValue::json(&serde_json::json!({ "seconds": seconds })).changing_in(Some(next)))
+        })
+    }
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,7 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = Database::connect(&url, PoolOptions::default()).await?;
     db.migrate().await?;
     let jwt = JwtKeys::new(b"an example secret that is 32+ bytes long", Duration::from_secs(3600))?;
-    let pulse = Pulse::start(db, PulseOptions::new(jwt)).await?;
+    let mut options = PulseOptions::new(jwt);
+    options.topics.push(TopicSpec::new("host:uptime", Arc::new(Uptime(Instant::now()))));
+    let pulse = Pulse::start(db, options).await?;
     pulse.services().users.bootstrap_admin("admin", "embedded-admin-pw").await?;
 
     let state = pulse.state();

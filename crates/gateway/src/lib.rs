@@ -19,7 +19,7 @@ pub mod limits;
 pub mod metrics;
 mod openapi;
 mod routes;
-pub mod stats_source;
+pub mod topics;
 mod ws;
 
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use actix_web::web::{self, ServiceConfig};
 use domain_events::{Cluster, EventPublisher, EventSubscriber, InProcessBus};
 use services::{Database, Services};
-use ws_bridge::{BridgeHandle, ConnectionConfig, Hub};
+use ws_bridge::{BridgeHandle, ConnectionConfig, Hub, Topics};
 
 pub use access_log::{access_log, redact_query};
 pub use auth::{AuthUser, Claims, JwtKeys};
@@ -37,7 +37,6 @@ pub use openapi::document as openapi_document;
 pub use ws::MAX_FRAME_BYTES;
 
 use crate::routes::{approvals, auth as auth_routes, conversations, health, resource, tasks, users};
-use crate::stats_source::ServicesStats;
 
 /// Largest accepted request body (contract: 64 KiB, else 413).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -131,6 +130,9 @@ pub struct PulseOptions {
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
     /// How presence and typing reach other instances; `None` for a single instance.
     pub cluster: Option<Arc<dyn Cluster>>,
+    /// Whole-value topics of the embedding application, served after Pulse's own
+    /// ([`topics::pulse_topics`]): clients subscribe to them by name like any other.
+    pub topics: Vec<ws_bridge::TopicSpec>,
     /// More `/metrics` lines.
     pub metrics_sources: Vec<Arc<dyn metrics::MetricsSource>>,
     /// Serve `/metrics` to any address, not only loopback.
@@ -153,6 +155,7 @@ impl PulseOptions {
             publisher: None,
             readiness: Vec::new(),
             cluster: None,
+            topics: Vec::new(),
             metrics_sources: Vec::new(),
             metrics_public: false,
             limits: limits::Limits::default(),
@@ -167,6 +170,9 @@ pub enum StartError {
     /// The first stats could not be read.
     #[error("cannot read the initial stats: {0}")]
     Stats(#[from] ws_bridge::StatsError),
+    /// The topics cannot be served together (a name used twice, or not allowed).
+    #[error(transparent)]
+    Topics(#[from] ws_bridge::topic::TopicError),
 }
 
 /// Pulse's libraries wired on one database: bus, services, bridge and hub.
@@ -181,26 +187,23 @@ impl Pulse {
     /// first client gets a snapshot.
     pub async fn start(db: Database, options: PulseOptions) -> Result<Self, StartError> {
         let bus = options.bus.unwrap_or_default();
+        let topics = Arc::new(Topics::new(topics::pulse_topics(&db).into_iter().chain(options.topics))?);
         let hub = match options.cluster {
-            Some(cluster) => Hub::with_cluster(cluster),
-            None => Hub::new(),
+            Some(cluster) => Hub::with_cluster(topics, cluster),
+            None => Hub::new(topics),
         };
-        hub.spawn_workers();
+        hub.spawn_worker();
         // A change's topics are marked stale before its request is answered, so a socket
         // opened after the answer waits for a value that includes it (read your writes).
         let publisher = options.publisher.unwrap_or_else(|| Arc::new(bus.clone()));
-        let publisher: Arc<dyn EventPublisher> =
-            Arc::new(ws_bridge::bridge::MarkStale::new(publisher, hub.clone()));
+        let publisher: Arc<dyn EventPublisher> = Arc::new(ws_bridge::MarkStale::new(publisher, hub.clone()));
         let gate =
             options.password_checks.map_or_else(services::PasswordGate::default, services::PasswordGate::new);
         let services = Services::with_password_gate(db, publisher, gate);
-        let source = Arc::new(ServicesStats(services.clone()));
         let accounts = Arc::new(accounts::AccountCache::default());
         spawn_account_invalidation(bus.subscribe(), accounts.clone());
         // Subscribe before the first read, so a change committed in between is not missed.
-        let events = bus.subscribe();
-        ws_bridge::bridge::prime(&*source, &hub).await?;
-        let bridge = ws_bridge::spawn_bridge(events, source, hub.clone());
+        let bridge = ws_bridge::start_bridge(bus.subscribe(), hub.clone()).await?;
         let state = web::Data::new(AppState {
             services,
             hub,

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tracing::Instrument;
 use ws_bridge::connection::{Closed, MAX_SUBSCRIPTIONS, parse_topics};
-use ws_bridge::{ConnectedUser, Credential, Incoming, Outgoing, Topic, Transport, serve_connection};
+use ws_bridge::{ConnectionRequest, Credential, Incoming, Outgoing, Transport, serve_connection};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -40,13 +40,14 @@ pub(crate) async fn upgrade(
     crate::limits::check_origin(&req, &state.limits)?;
     let caller = authenticate(&state, &query).await?;
     let topics = match query.topics.as_deref() {
-        None => Topic::DEFAULT.to_vec(),
+        None => state.hub.topics().defaults(),
         Some(list) => {
             let names: Vec<&str> = list.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
             if names.len() > MAX_SUBSCRIPTIONS {
                 return Err(ApiError::validation(format!("at most {MAX_SUBSCRIPTIONS} topics")));
             }
-            parse_topics(&names).map_err(|e| ApiError::validation(format!("topics: {e}")))?
+            parse_topics(&names, state.hub.topics())
+                .map_err(|e| ApiError::validation(format!("topics: {e}")))?
         }
     };
     if state.hub.is_shutting_down() {
@@ -70,26 +71,17 @@ pub(crate) async fn upgrade(
         }
     }
     let incoming = stream.max_frame_size(MAX_FRAME_BYTES).filter_map(|item| async move { incoming(item) });
-    let actor = caller.actor;
-    let user = ConnectedUser { user_id: actor.user_id, username: actor.username, role: actor.role };
     let credential =
         Credential { expires_at: Some(caller.expires_at), issued_at_ms: Some(caller.issued_at_ms) };
+    let request = ConnectionRequest { user: caller.actor, topics, credential };
     let request_id =
         req.extensions().get::<crate::access_log::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-    let span = tracing::info_span!("ws", id = %request_id, user = %user.username);
+    let span = tracing::info_span!("ws", id = %request_id, user = %request.user.username);
     actix_web::rt::spawn(
         async move {
-            let username = user.username.clone();
-            let end = serve_connection(
-                &state.hub,
-                user,
-                &topics,
-                credential,
-                &state.ws,
-                SessionTransport(session),
-                Box::pin(incoming),
-            )
-            .await;
+            let username = request.user.username.clone();
+            let transport = SessionTransport(session);
+            let end = serve_connection(&state.hub, &state.ws, request, transport, Box::pin(incoming)).await;
             state.connections.release_slot(slot);
             tracing::debug!(user = %username, ?end, "websocket closed");
         }

@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             publisher: fanout.as_ref().map(|f| f.publisher.clone()),
             readiness: fanout.iter().map(|f| f.readiness.clone()).collect(),
             cluster: fanout.as_ref().map(|f| f.cluster.clone()),
+            topics: Vec::new(),
             metrics_sources: fanout.iter().map(|f| f.metrics.clone()).collect(),
             metrics_public: config.metrics_public,
             limits: Limits {

@@ -1,32 +1,49 @@
 //! The WebSocket bridge: turns domain events into the messages of the wire contract and
 //! fans them out to every connected client.
 //!
-//! - [`topic`]: which stats topic an event dirties.
-//! - [`bridge`]: recomputes dirty topics through a [`StatsSource`] the application
-//!   provides, coalescing bursts (at most one recompute in flight and one queued per topic).
-//! - [`hub`]: the latest value of each stats topic and of presence, serialized once and
-//!   shared by every client (a slow client only ever holds the newest value); per-connection
-//!   bounded mailboxes for personal events and typing; presence and typing shared with other
-//!   instances through the [`domain_events::Cluster`] trait.
-//! - [`connection`]: one client's session (topics, snapshot, pushes, ping/pong, presence,
-//!   typing, heartbeat, token expiry, shutdown), generic over the socket so it is tested
-//!   with plain channels.
-//! - [`protocol`]: the client and server messages.
+//! Modules, each with one reason to change (imports run down this list, never up):
+//!
+//! - [`protocol`]: the wire format — client messages parsed, server messages built and
+//!   serialized once ([`Frame`]), close codes.
+//! - [`topic`]: what can be followed — the whole-value topics an application registers
+//!   ([`TopicSpec`], [`TopicSource`]: which events make a value stale, how it is computed,
+//!   when it changes with time alone), `presence`, `conversation:{id}`.
+//! - [`board`]: the newest value of every topic and of presence, one `watch` channel, and
+//!   each connection's [`ClientFeed`] on it.
+//! - [`freshness`]: read your writes — whether a published value reflects every change
+//!   already answered.
+//! - [`mailbox`]: one connection's bounded queue of personal and typing messages, and the
+//!   order to close it.
+//! - [`directory`]: who is connected here — presence, personal events, typing, changed
+//!   users.
+//! - [`hub`]: the above put together, linked to other instances through a
+//!   [`domain_events::Cluster`], with one worker task.
+//! - [`bridge`]: events → recomputed values (coalesced; time-driven values recomputed when
+//!   they change), personal events and user changes to the hub; [`bridge::MarkStale`].
+//! - [`connection`]: one client's session, generic over the transport.
+//! - [`metrics`]: counters and histograms.
 //!
 //! Architecture invariant: depends on `domain-events` and general-purpose crates only —
 //! never on services, diesel, actix or any HTTP framework.
 
+pub mod board;
 pub mod bridge;
 pub mod connection;
+mod directory;
+mod freshness;
 pub mod hub;
+pub mod mailbox;
 pub mod metrics;
 pub mod protocol;
 pub mod topic;
 
-pub use bridge::{BridgeHandle, BridgeMetrics, StatsError, StatsSource, spawn_bridge};
+pub use board::{ClientFeed, FeedEvent};
+pub use bridge::{BridgeHandle, BridgeMetrics, MarkStale, start_bridge};
 pub use connection::{
-    ConnectionConfig, ConnectionEnd, Credential, Incoming, Outgoing, Transport, serve_connection,
+    ConnectionConfig, ConnectionEnd, ConnectionRequest, Credential, Incoming, Outgoing, Transport,
+    serve_connection,
 };
-pub use hub::{Frame, Hub, HubMetrics, Registration};
-pub use protocol::{ClientMessage, ConnectedUser};
-pub use topic::{StatsTopic, StatsValue, Topic};
+pub use hub::{Hub, Registration};
+pub use metrics::HubMetrics;
+pub use protocol::{ClientMessage, Frame, close_code};
+pub use topic::{StatsError, Topic, TopicId, TopicSource, TopicSpec, TopicValue, Topics};

@@ -1,8 +1,27 @@
 //! Counters and latency histograms, rendered in Prometheus text format by the gateway.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// What the hub counts, for operators and benches.
+#[derive(Debug, Default)]
+pub struct HubMetrics {
+    /// New topic values published (each one serialized once).
+    pub stats_published: AtomicU64,
+    /// Recomputed values equal to the last one, not sent.
+    pub stats_unchanged: AtomicU64,
+    /// Connections open now.
+    pub connections: AtomicUsize,
+    /// Connections opened since start.
+    pub connections_total: AtomicU64,
+    /// Frames handed to client sockets.
+    pub frames_sent: AtomicU64,
+    /// Presence messages published.
+    pub presence_published: AtomicU64,
+    /// Personal and typing messages that replaced an older one still waiting.
+    pub mailbox_conflated: AtomicU64,
+}
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];

@@ -1,28 +1,65 @@
-//! Messages between client and server (`docs/protocol.md`).
+//! Messages between client and server (`docs/protocol.md`, the contract's sections 5 and 6):
+//! the client's messages parsed, the server's built and serialized once as a [`Frame`].
+//!
+//! Architecture invariant: knows the wire format only — nothing of connections, the hub
+//! or how values are computed.
 
-use domain_events::model::{Role, Task};
+use bytestring::ByteString;
+use domain_events::model::{Actor, Task};
 use domain_events::{PresenceEntry, Typing};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::hub::Frame;
+/// A message serialized once, shared by every recipient (cloning is a reference count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(ByteString);
+
+impl Frame {
+    /// Serializes `value` as JSON.
+    pub fn json(value: &impl Serialize) -> Self {
+        // Serializing plain data structures to a string cannot fail.
+        Frame(ByteString::from(serde_json::to_string(value).unwrap_or_default()))
+    }
+
+    /// A frame of fixed text.
+    pub fn from_static(text: &'static str) -> Self {
+        Frame(ByteString::from_static(text))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The shared text, for a transport that takes ownership.
+    pub fn text(&self) -> ByteString {
+        self.0.clone()
+    }
+}
+
+/// Close codes the server uses (see `docs/protocol.md`).
+pub mod close_code {
+    /// The client closed, or the server closed normally.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down, or the client stopped answering pings: reconnect.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client sent messages faster than allowed.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame over the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The client does not read fast enough: reconnect later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The token expired, or was retired by a role or password change: log in again, do not
+    /// retry with the same token.
+    pub const TOKEN_EXPIRED: u16 = 4401;
+    /// The user was deactivated: do not reconnect.
+    pub const USER_DEACTIVATED: u16 = 4403;
+}
 
 /// Most topics one `subscribe`/`unsubscribe` message may name.
 pub const MAX_TOPICS_PER_MESSAGE: usize = 50;
 /// Longest `viewing` path accepted, in characters.
 pub const MAX_VIEWING_PATH: usize = 200;
-
-/// Who a connection belongs to, as sent in `connected`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectedUser {
-    /// User id.
-    pub user_id: i64,
-    /// Username.
-    pub username: String,
-    /// Role.
-    pub role: Role,
-}
 
 /// A message a client may send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,8 +211,15 @@ pub mod server {
     use super::*;
 
     /// `{"type": "connected", "payload": {"userId", "username", "role"}}`
-    pub fn connected(user: &ConnectedUser) -> Frame {
+    pub fn connected(user: &Actor) -> Frame {
         Frame::json(&Message { kind: "connected", payload: user })
+    }
+
+    /// `{"type": <topic>, "seq": n, "payload": <payload>}`: a whole value of a topic, its
+    /// payload already serialized (once, for every connection).
+    pub fn value(topic: &str, seq: u64, payload: &str) -> Frame {
+        let kind = serde_json::to_string(topic).unwrap_or_default();
+        Frame(ByteString::from(format!(r#"{{"type":{kind},"seq":{seq},"payload":{payload}}}"#)))
     }
 
     /// `{"type": "pong"}`
@@ -274,7 +318,7 @@ mod tests {
 
     #[test]
     fn server_messages_have_the_contract_shape() {
-        let user = ConnectedUser { user_id: 4, username: "ana".into(), role: Role::Staff };
+        let user = Actor { user_id: 4, username: "ana".into(), role: domain_events::model::Role::Staff };
         let json: Value = serde_json::from_str(server::connected(&user).as_str()).expect("json");
         assert_eq!(
             json,
@@ -287,6 +331,10 @@ mod tests {
             serde_json::json!({"type":"error","payload":{"code":"unknown_topic","message":"unknown topic \"x\""}})
         );
         assert_eq!(server::pong().as_str(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            server::value("stats:tasks", 3, r#"{"pending":1}"#).as_str(),
+            r#"{"type":"stats:tasks","seq":3,"payload":{"pending":1}}"#
+        );
         assert_eq!(
             server::subscribed(&["presence".into()]).as_str(),
             r#"{"type":"subscribed","payload":{"topics":["presence"]}}"#

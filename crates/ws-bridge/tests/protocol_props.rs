@@ -1,10 +1,35 @@
 //! Property tests of what clients can send: the parser never panics, accepts exactly the
 //! well-formed messages, and topic names round-trip.
 
+use std::sync::{Arc, LazyLock};
+
+use domain_events::DomainEvent;
+use futures_util::future::BoxFuture;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use ws_bridge::protocol::{ClientMessage, MAX_TOPICS_PER_MESSAGE, MAX_VIEWING_PATH};
-use ws_bridge::topic::{StatsTopic, Topic};
+use ws_bridge::topic::{StatsError, Topic, TopicSource, TopicSpec, TopicValue, Topics};
+
+/// A source that is never asked for anything here: only the names matter.
+struct Unused;
+
+impl TopicSource for Unused {
+    fn dirtied_by(&self, _: &DomainEvent) -> bool {
+        false
+    }
+
+    fn compute(&self) -> BoxFuture<'_, Result<TopicValue, StatsError>> {
+        Box::pin(async { Ok(TopicValue::json(&0)) })
+    }
+}
+
+static TOPICS: LazyLock<Topics> = LazyLock::new(|| {
+    Topics::new(
+        ["stats:tasks", "stats:approvals", "stats:conversations", "stats:sla"]
+            .map(|name| TopicSpec::new(name, Arc::new(Unused))),
+    )
+    .expect("valid names")
+});
 
 fn any_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -39,7 +64,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 
 fn topic() -> impl Strategy<Value = Topic> {
     prop_oneof![
-        prop::sample::select(StatsTopic::ALL.to_vec()).prop_map(Topic::Stats),
+        prop::sample::select(TOPICS.ids().collect::<Vec<_>>()).prop_map(Topic::Value),
         Just(Topic::Presence),
         (1..i64::MAX / 10).prop_map(Topic::Conversation),
     ]
@@ -78,7 +103,7 @@ proptest! {
 
     #[test]
     fn well_formed_messages_parse(topics in prop::collection::vec(topic(), 0..10), id in 1i64..1_000_000, typing: bool, path in "/[a-z/]{0,30}") {
-        let names: Vec<String> = topics.iter().map(Topic::name).collect();
+        let names: Vec<String> = topics.iter().map(|t| t.name(&TOPICS)).collect();
         let subscribe = json!({"type": "subscribe", "topics": names}).to_string();
         prop_assert_eq!(ClientMessage::parse(&subscribe), Ok(ClientMessage::Subscribe(names.clone())));
         let typing_message = json!({"type": "typing", "payload": {"conversationId": id, "typing": typing}}).to_string();
@@ -89,13 +114,13 @@ proptest! {
 
     #[test]
     fn topic_names_round_trip(t in topic()) {
-        prop_assert_eq!(Topic::parse(&t.name()), Some(t));
+        prop_assert_eq!(Topic::parse(&t.name(&TOPICS), &TOPICS), Some(t));
     }
 
     #[test]
     fn arbitrary_topic_names_never_panic_and_reparse_exactly(name in ".{0,40}") {
-        if let Some(t) = Topic::parse(&name) {
-            prop_assert_eq!(t.name(), name);
+        if let Some(t) = Topic::parse(&name, &TOPICS) {
+            prop_assert_eq!(t.name(&TOPICS), name);
         }
     }
 }

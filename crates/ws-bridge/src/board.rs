@@ -1,0 +1,290 @@
+//! The board: the newest value of every whole-value topic and of presence, each serialized
+//! once, in one `watch` channel — and each connection's [`ClientFeed`] on it.
+//!
+//! One channel for everything a connection follows as a whole: a change wakes each
+//! connection once (one waiter per connection, not one per topic: with 10,000 connections
+//! the waiter bookkeeping was a tenth of the server's CPU per broadcast); cloning a value
+//! for a client costs a reference count; a client that falls behind skips straight to the
+//! newest value.
+//!
+//! Architecture invariant: values and versions only; knows nothing of sockets, users or
+//! where values come from.
+
+use std::collections::VecDeque;
+
+use tokio::sync::watch;
+
+use crate::protocol::{Frame, server};
+use crate::topic::{TopicId, TopicValue, Topics};
+
+/// The newest value of a topic: its payload (to skip an equal one), number and message.
+#[derive(Debug, Clone)]
+struct Published {
+    payload: String,
+    seq: u64,
+    frame: Frame,
+}
+
+#[derive(Debug, Clone)]
+struct Board {
+    values: Vec<Option<Published>>,
+    /// The numbers given so far per topic (a value may be replaced; its number never reused).
+    seqs: Vec<u64>,
+    /// The newest `presence` message and its version (1 for the first).
+    presence: (u64, Frame),
+    /// The directory change count the presence message was built from.
+    presence_built: u64,
+    shutdown: bool,
+}
+
+/// The sending side of the board.
+#[derive(Debug)]
+pub(crate) struct BoardWriter {
+    board: watch::Sender<Board>,
+}
+
+impl BoardWriter {
+    pub(crate) fn new(topics: usize) -> Self {
+        let board = Board {
+            values: vec![None; topics],
+            seqs: vec![0; topics],
+            presence: (1, server::presence(&[])),
+            presence_built: 0,
+            shutdown: false,
+        };
+        Self { board: watch::channel(board).0 }
+    }
+
+    /// Publishes `topic`'s new value unless it equals the last one; returns whether it did.
+    pub(crate) fn publish(&self, topics: &Topics, topic: TopicId, value: &TopicValue) -> bool {
+        self.board.send_if_modified(|board| {
+            if board.values[topic.0].as_ref().is_some_and(|p| p.payload == value.payload) {
+                return false;
+            }
+            board.seqs[topic.0] += 1;
+            let seq = board.seqs[topic.0];
+            let frame = server::value(topics.name(topic), seq, &value.payload);
+            board.values[topic.0] = Some(Published { payload: value.payload.clone(), seq, frame });
+            true
+        })
+    }
+
+    /// Publishes a presence message built from the directory's change count `built`, unless
+    /// a newer build is already there (two builds may race) or it equals the current one.
+    pub(crate) fn publish_presence(&self, built: u64, frame: Frame) -> bool {
+        self.board.send_if_modified(|board| {
+            if built < board.presence_built {
+                return false;
+            }
+            board.presence_built = built;
+            if board.presence.1 == frame {
+                return false;
+            }
+            board.presence = (board.presence.0 + 1, frame);
+            true
+        })
+    }
+
+    /// The payload of `topic`'s newest value.
+    pub(crate) fn current(&self, topic: TopicId) -> Option<String> {
+        self.board.borrow().values[topic.0].as_ref().map(|p| p.payload.clone())
+    }
+
+    /// Tells every feed the server is going away.
+    pub(crate) fn shut_down(&self) {
+        self.board.send_modify(|board| board.shutdown = true);
+    }
+
+    pub(crate) fn feed(&self) -> ClientFeed {
+        let board = self.board.subscribe();
+        let topics = board.borrow().values.len();
+        ClientFeed {
+            board,
+            sent: vec![None; topics].into_boxed_slice(),
+            presence_sent: None,
+            pending: VecDeque::new(),
+        }
+    }
+}
+
+/// What a connection's feed yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// A followed topic has a new value: send this frame.
+    Frame(Frame),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// One connection's subscriptions to the board: what it follows, and the version of each
+/// it was last given.
+#[derive(Debug)]
+pub struct ClientFeed {
+    board: watch::Receiver<Board>,
+    /// Per topic: `None` when not followed, else the `seq` last given (0: none yet).
+    sent: Box<[Option<u64>]>,
+    /// `None` when presence is not followed, else the version last given.
+    presence_sent: Option<u64>,
+    /// Frames found newer than what was given, not yet handed out.
+    pending: VecDeque<Frame>,
+}
+
+impl ClientFeed {
+    /// Starts following `topic`; returns its current value, marked as given.
+    pub fn follow(&mut self, topic: TopicId) -> Option<Frame> {
+        let board = self.board.borrow();
+        let current = board.values[topic.0].as_ref();
+        self.sent[topic.0] = Some(current.map_or(0, |p| p.seq));
+        current.map(|p| p.frame.clone())
+    }
+
+    /// Stops following `topic`.
+    pub fn unfollow(&mut self, topic: TopicId) {
+        self.sent[topic.0] = None;
+    }
+
+    /// Starts following presence; returns the current value, marked as given.
+    pub fn follow_presence(&mut self) -> Frame {
+        let board = self.board.borrow();
+        self.presence_sent = Some(board.presence.0);
+        board.presence.1.clone()
+    }
+
+    /// Stops following presence.
+    pub fn unfollow_presence(&mut self) {
+        self.presence_sent = None;
+    }
+
+    /// Waits for the next value not yet given of a followed topic (only the newest of each),
+    /// or for shutdown. Cancel-safe: what was found stays pending.
+    pub async fn next(&mut self) -> FeedEvent {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return FeedEvent::Frame(frame);
+            }
+            {
+                let board = self.board.borrow_and_update();
+                if board.shutdown {
+                    return FeedEvent::Shutdown;
+                }
+                for (sent, current) in self.sent.iter_mut().zip(&board.values) {
+                    if let (Some(sent), Some(current)) = (sent.as_mut(), current)
+                        && current.seq > *sent
+                    {
+                        *sent = current.seq;
+                        self.pending.push_back(current.frame.clone());
+                    }
+                }
+                if let Some(sent) = self.presence_sent.as_mut()
+                    && board.presence.0 > *sent
+                {
+                    *sent = board.presence.0;
+                    self.pending.push_back(board.presence.1.clone());
+                }
+            }
+            if self.pending.is_empty() && self.board.changed().await.is_err() {
+                // The hub is gone: nothing more will come.
+                return FeedEvent::Shutdown;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::topic::testing;
+
+    fn value(n: u64) -> TopicValue {
+        TopicValue::json(&serde_json::json!({ "n": n }))
+    }
+
+    fn parse(frame: &Frame) -> Value {
+        serde_json::from_str(frame.as_str()).expect("json")
+    }
+
+    const TASKS: TopicId = TopicId(0);
+    const APPROVALS: TopicId = TopicId(1);
+
+    #[tokio::test]
+    async fn a_value_is_serialized_once_with_a_growing_seq_and_equal_values_are_skipped() {
+        let (topics, _) = testing::topics();
+        let board = BoardWriter::new(topics.len());
+        let (mut a, mut b) = (board.feed(), board.feed());
+        a.follow(TASKS);
+        b.follow(TASKS);
+        assert!(board.publish(&topics, TASKS, &value(1)));
+        assert!(!board.publish(&topics, TASKS, &value(1)), "equal value skipped");
+        assert!(board.publish(&topics, TASKS, &value(2)));
+        let (FeedEvent::Frame(fa), FeedEvent::Frame(fb)) = (a.next().await, b.next().await) else {
+            panic!("frames expected")
+        };
+        // The same shared text: one serialization for every client.
+        assert_eq!(fa.as_str().as_ptr(), fb.as_str().as_ptr());
+        assert_eq!(parse(&fa), serde_json::json!({"type": "stats:tasks", "seq": 2, "payload": {"n": 2}}));
+        assert_eq!(board.current(TASKS).as_deref(), Some(r#"{"n":2}"#));
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_gets_only_the_newest_value() {
+        let (topics, _) = testing::topics();
+        let board = BoardWriter::new(topics.len());
+        let mut slow = board.feed();
+        slow.follow(TASKS);
+        for n in 1..=1000 {
+            board.publish(&topics, TASKS, &value(n));
+        }
+        let FeedEvent::Frame(frame) = slow.next().await else { panic!("frame expected") };
+        assert_eq!(parse(&frame)["payload"]["n"], 1000);
+        assert_eq!(parse(&frame)["seq"], 1000);
+        assert!(tokio::time::timeout(Duration::from_millis(20), slow.next()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_feed_only_gets_the_topics_it_follows() {
+        let (topics, _) = testing::topics();
+        let board = BoardWriter::new(topics.len());
+        let mut feed = board.feed();
+        assert_eq!(feed.follow(APPROVALS), None);
+        board.publish(&topics, TASKS, &value(1));
+        assert!(tokio::time::timeout(Duration::from_millis(20), feed.next()).await.is_err());
+        board.publish(&topics, APPROVALS, &value(5));
+        let FeedEvent::Frame(frame) = feed.next().await else { panic!("frame expected") };
+        assert_eq!(parse(&frame)["type"], "stats:approvals");
+        feed.unfollow(APPROVALS);
+        board.publish(&topics, APPROVALS, &value(6));
+        assert!(tokio::time::timeout(Duration::from_millis(20), feed.next()).await.is_err());
+        let current = feed.follow(TASKS).expect("current value");
+        assert_eq!(parse(&current)["payload"]["n"], 1);
+    }
+
+    #[tokio::test]
+    async fn presence_from_an_older_build_never_replaces_a_newer_one() {
+        let board = BoardWriter::new(0);
+        let mut feed = board.feed();
+        let first = feed.follow_presence();
+        assert_eq!(parse(&first)["payload"]["online"], serde_json::json!([]));
+        let newer = Frame::from_static(r#"{"type":"presence","payload":{"online":["newer"]}}"#);
+        let older = Frame::from_static(r#"{"type":"presence","payload":{"online":["older"]}}"#);
+        assert!(board.publish_presence(5, newer.clone()));
+        assert!(!board.publish_presence(4, older), "built from an older state");
+        assert!(!board.publish_presence(6, newer.clone()), "equal");
+        assert_eq!(feed.next().await, FeedEvent::Frame(newer));
+        feed.unfollow_presence();
+        board.publish_presence(7, Frame::from_static("{}"));
+        assert!(tokio::time::timeout(Duration::from_millis(20), feed.next()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn shutdown_reaches_every_feed() {
+        let board = BoardWriter::new(1);
+        let mut feed = board.feed();
+        board.shut_down();
+        assert_eq!(feed.next().await, FeedEvent::Shutdown);
+        assert_eq!(board.feed().next().await, FeedEvent::Shutdown);
+    }
+}

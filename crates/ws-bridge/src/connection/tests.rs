@@ -1,0 +1,410 @@
+//! The session over plain channels: what a client sees, in order, and how it ends.
+
+use domain_events::model::Role;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::topic::testing;
+use crate::topic::{TopicId, TopicValue};
+
+const TASKS: TopicId = TopicId(0);
+const APPROVALS: TopicId = TopicId(1);
+use tokio_stream_shim::ReceiverStream;
+
+/// The smallest `Stream` over an mpsc receiver, to feed the session in tests.
+mod tokio_stream_shim {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
+    impl<T> futures_util::Stream for ReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
+
+struct ChannelTransport(mpsc::Sender<Outgoing>);
+
+impl Transport for ChannelTransport {
+    async fn send(&mut self, message: Outgoing) -> Result<(), Closed> {
+        self.0.send(message).await.map_err(|_| Closed)
+    }
+}
+
+struct Client {
+    to_server: mpsc::Sender<Incoming>,
+    from_server: mpsc::Receiver<Outgoing>,
+    task: tokio::task::JoinHandle<ConnectionEnd>,
+}
+
+impl Client {
+    async fn recv(&mut self) -> Outgoing {
+        tokio::time::timeout(Duration::from_secs(60), self.from_server.recv())
+            .await
+            .expect("a message in time")
+            .expect("open")
+    }
+
+    async fn recv_json(&mut self) -> Value {
+        match self.recv().await {
+            Outgoing::Text(frame) => serde_json::from_str(frame.as_str()).expect("json"),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+fn connect(hub: &Hub, expires: Option<SystemTime>, config: ConnectionConfig, buffer: usize) -> Client {
+    let defaults = hub.topics().defaults();
+    connect_as(hub, person(1, "ana"), &defaults, expires, config, buffer)
+}
+
+fn connect_as(
+    hub: &Hub,
+    user: Actor,
+    topics: &[Topic],
+    expires: Option<SystemTime>,
+    config: ConnectionConfig,
+    buffer: usize,
+) -> Client {
+    let credential = Credential { expires_at: expires, issued_at_ms: None };
+    start(hub, ConnectionRequest { user, topics: topics.to_vec(), credential }, config, buffer)
+}
+
+fn start(hub: &Hub, request: ConnectionRequest, config: ConnectionConfig, buffer: usize) -> Client {
+    let (to_server, incoming) = mpsc::channel(16);
+    let (out, from_server) = mpsc::channel(buffer);
+    let hub = hub.clone();
+    let task = tokio::spawn(async move {
+        serve_connection(&hub, &config, request, ChannelTransport(out), ReceiverStream(incoming)).await
+    });
+    Client { to_server, from_server, task }
+}
+
+fn n(value: u64) -> TopicValue {
+    TopicValue::json(&serde_json::json!({ "pending": value }))
+}
+
+fn primed_hub() -> Hub {
+    let hub = Hub::new(testing::topics().0);
+    for topic in hub.topics().clone().ids() {
+        hub.publish(topic, &n(0));
+    }
+    hub
+}
+
+#[tokio::test]
+async fn connected_then_the_snapshot_in_order_then_changes() {
+    let hub = primed_hub();
+    let mut client = connect(&hub, None, ConnectionConfig::default(), 16);
+    let connected = client.recv_json().await;
+    assert_eq!(connected["type"], "connected");
+    assert_eq!(connected["payload"], serde_json::json!({"userId": 1, "username": "ana", "role": "staff"}));
+    let types: Vec<Value> = [client.recv_json().await, client.recv_json().await, client.recv_json().await]
+        .into_iter()
+        .map(|m| m["type"].clone())
+        .collect();
+    assert_eq!(types, ["stats:tasks", "stats:approvals", "stats:conversations"]);
+    hub.publish(TASKS, &n(4));
+    let change = client.recv_json().await;
+    assert_eq!(
+        (change["type"].as_str(), change["payload"]["pending"].as_u64()),
+        (Some("stats:tasks"), Some(4))
+    );
+    assert_eq!(change["seq"], 2);
+}
+
+#[tokio::test]
+async fn ping_gets_pong_and_bad_messages_get_errors_without_closing() {
+    let hub = primed_hub();
+    let mut client = connect(&hub, None, ConnectionConfig::default(), 16);
+    for _ in 0..4 {
+        client.recv().await;
+    }
+    client.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("send");
+    assert_eq!(client.recv_json().await, serde_json::json!({"type": "pong"}));
+    for bad in ["nope", r#"{"type":"fly"}"#, "[]"] {
+        client.to_server.send(Incoming::Text(bad.into())).await.expect("send");
+        let error = client.recv_json().await;
+        assert_eq!(error["type"], "error");
+        assert_eq!(error["payload"]["code"], "bad_message");
+    }
+    client.to_server.send(Incoming::Binary).await.expect("send");
+    assert_eq!(client.recv_json().await["payload"]["code"], "bad_message");
+    client.to_server.send(Incoming::Ping(vec![1, 2])).await.expect("send");
+    assert_eq!(client.recv().await, Outgoing::Pong(vec![1, 2]));
+    client.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("send");
+    assert_eq!(client.recv_json().await["type"], "pong", "still open");
+}
+
+#[tokio::test]
+async fn oversized_frames_close_with_1009() {
+    let hub = primed_hub();
+    let mut client = connect(&hub, None, ConnectionConfig::default(), 16);
+    for _ in 0..4 {
+        client.recv().await;
+    }
+    client.to_server.send(Incoming::TooLarge).await.expect("send");
+    assert_eq!(client.recv().await, Outgoing::Close { code: 1009, reason: "frame too large" });
+    assert_eq!(client.task.await.expect("join"), ConnectionEnd::TooLarge);
+}
+
+#[tokio::test]
+async fn shutdown_closes_with_1001() {
+    let hub = primed_hub();
+    let mut client = connect(&hub, None, ConnectionConfig::default(), 16);
+    for _ in 0..4 {
+        client.recv().await;
+    }
+    hub.shutdown();
+    assert_eq!(client.recv().await, Outgoing::Close { code: 1001, reason: "server shutting down" });
+    assert_eq!(client.task.await.expect("join"), ConnectionEnd::Shutdown);
+}
+
+#[tokio::test]
+async fn an_expired_token_closes_with_4401() {
+    let hub = primed_hub();
+    let expires = SystemTime::now() + Duration::from_millis(200);
+    let mut client = connect(&hub, Some(expires), ConnectionConfig::default(), 16);
+    for _ in 0..4 {
+        client.recv().await;
+    }
+    assert_eq!(client.recv().await, Outgoing::Close { code: 4401, reason: "token expired" });
+    assert_eq!(client.task.await.expect("join"), ConnectionEnd::TokenExpired);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_every_interval_and_drops_a_silent_client() {
+    let hub = primed_hub();
+    let config = ConnectionConfig { heartbeat_interval: Duration::from_secs(25), ..Default::default() };
+    let mut client = connect(&hub, None, config, 16);
+    for _ in 0..4 {
+        client.recv().await;
+    }
+    assert_eq!(client.recv().await, Outgoing::Ping, "first ping after 25 s");
+    client.to_server.send(Incoming::Pong).await.expect("pong");
+    assert_eq!(client.recv().await, Outgoing::Ping);
+    // From now on the client is silent: two more intervals and it is dropped.
+    assert_eq!(client.recv().await, Outgoing::Ping);
+    assert_eq!(client.recv().await, Outgoing::Close { code: 1001, reason: "heartbeat timeout" });
+    assert_eq!(client.task.await.expect("join"), ConnectionEnd::HeartbeatTimeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_dropped_not_buffered() {
+    let hub = primed_hub();
+    let config = ConnectionConfig { send_timeout: Duration::from_secs(2), ..Default::default() };
+    // Room for four frames in the socket, and the client never reads.
+    let client = connect(&hub, None, config, 4);
+    for value in 1..=100 {
+        hub.publish(TASKS, &n(value));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(client.task.await.expect("join"), ConnectionEnd::TooSlow);
+    assert_eq!(hub.metrics().connections.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+impl Client {
+    async fn send(&self, text: &str) {
+        self.to_server.send(Incoming::Text(text.into())).await.expect("send");
+    }
+
+    async fn silent_for(&mut self, millis: u64) -> bool {
+        tokio::time::timeout(Duration::from_millis(millis), self.from_server.recv()).await.is_err()
+    }
+}
+
+fn person(id: i64, name: &str) -> Actor {
+    Actor { user_id: id, username: name.into(), role: Role::Staff }
+}
+
+#[tokio::test]
+async fn topics_on_connect_subscribe_and_unsubscribe() {
+    let hub = primed_hub();
+    let _worker = hub.spawn_worker();
+    let topics = [Topic::Value(APPROVALS), Topic::Presence];
+    let mut client = connect_as(&hub, person(1, "ana"), &topics, None, ConnectionConfig::default(), 16);
+    assert_eq!(client.recv_json().await["type"], "connected");
+    assert_eq!(client.recv_json().await["type"], "stats:approvals");
+    let mut presence = client.recv_json().await;
+    // The presence worker may publish ana's arrival after the snapshot was taken.
+    while presence["payload"]["online"].as_array().is_none_or(|online| online.is_empty()) {
+        presence = client.recv_json().await;
+    }
+    assert_eq!(presence["payload"]["online"][0]["username"], "ana");
+    // Not subscribed to tasks: no task values.
+    hub.publish(TASKS, &n(5));
+    assert!(client.silent_for(100).await);
+
+    client.send(r#"{"type":"subscribe","topics":["stats:tasks","conversation:4"]}"#).await;
+    assert_eq!(
+        client.recv_json().await,
+        serde_json::json!({"type":"subscribed","payload":{"topics":["stats:tasks","stats:approvals","presence","conversation:4"]}})
+    );
+    let value = client.recv_json().await;
+    assert_eq!(
+        (value["type"].as_str(), value["payload"]["pending"].as_u64()),
+        (Some("stats:tasks"), Some(5))
+    );
+
+    // An unknown topic changes nothing.
+    client.send(r#"{"type":"subscribe","topics":["stats:tasks","bogus"]}"#).await;
+    let error = client.recv_json().await;
+    assert_eq!(error["payload"]["code"], "unknown_topic");
+    client.send(r#"{"type":"unsubscribe","topics":["presence","nope:1"]}"#).await;
+    assert_eq!(client.recv_json().await["payload"]["code"], "unknown_topic");
+
+    client.send(r#"{"type":"unsubscribe","topics":["stats:approvals","presence"]}"#).await;
+    assert_eq!(
+        client.recv_json().await["payload"]["topics"],
+        serde_json::json!(["stats:tasks", "conversation:4"])
+    );
+    hub.publish(APPROVALS, &n(1));
+    hub.publish(TASKS, &n(6));
+    assert_eq!(client.recv_json().await["payload"]["pending"], 6, "approvals no longer followed");
+}
+
+#[tokio::test]
+async fn typing_goes_to_the_other_subscribers_of_the_conversation() {
+    let hub = primed_hub();
+    let _worker = hub.spawn_worker();
+    let conv = [Topic::Conversation(3)];
+    let mut ana = connect_as(&hub, person(1, "ana"), &conv, None, ConnectionConfig::default(), 16);
+    let mut bob = connect_as(&hub, person(2, "bob"), &conv, None, ConnectionConfig::default(), 16);
+    let mut carl = connect_as(&hub, person(3, "carl"), &[], None, ConnectionConfig::default(), 16);
+    for client in [&mut ana, &mut bob, &mut carl] {
+        assert_eq!(client.recv_json().await["type"], "connected");
+    }
+    ana.send(r#"{"type":"typing","payload":{"conversationId":3,"typing":true}}"#).await;
+    assert_eq!(
+        bob.recv_json().await,
+        serde_json::json!({"type":"typing","payload":{"conversationId":3,"userId":1,"username":"ana","typing":true}})
+    );
+    ana.send(r#"{"type":"typing","payload":{"conversationId":3,"typing":false}}"#).await;
+    assert_eq!(bob.recv_json().await["payload"]["typing"], false);
+    assert!(ana.silent_for(50).await, "the typist gets no echo");
+    assert!(carl.silent_for(50).await, "not subscribed");
+}
+
+#[tokio::test]
+async fn presence_follows_connections_and_viewing() {
+    let hub = primed_hub();
+    let _worker = hub.spawn_worker();
+    let mut watcher =
+        connect_as(&hub, person(1, "ana"), &[Topic::Presence], None, ConnectionConfig::default(), 64);
+    assert_eq!(watcher.recv_json().await["type"], "connected");
+    let bob = connect_as(&hub, person(2, "bob"), &[], None, ConnectionConfig::default(), 64);
+    bob.send(r#"{"type":"viewing","payload":{"path":"/approvals"}}"#).await;
+    let wanted = serde_json::json!([
+        {"userId":1,"username":"ana","connections":1,"viewing":null},
+        {"userId":2,"username":"bob","connections":1,"viewing":"/approvals"},
+    ]);
+    let mut last = Value::Null;
+    while last != wanted {
+        let message = watcher.recv_json().await;
+        assert_eq!(message["type"], "presence");
+        last = message["payload"]["online"].clone();
+    }
+    drop(bob);
+    let wanted = serde_json::json!([{"userId":1,"username":"ana","connections":1,"viewing":null}]);
+    while last != wanted {
+        last = watcher.recv_json().await["payload"]["online"].clone();
+    }
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_closed_with_1008() {
+    let hub = primed_hub();
+    let config = ConnectionConfig { messages_per_second: 5, message_burst: 10, ..Default::default() };
+    let mut client = connect(&hub, None, config, 256);
+    for _ in 0..4 {
+        client.recv().await;
+    }
+    for _ in 0..10 {
+        client.send(r#"{"type":"ping"}"#).await;
+        assert_eq!(client.recv_json().await["type"], "pong", "within the burst");
+    }
+    client.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(client.recv().await, Outgoing::Close { code: 1008, reason: "message rate limit exceeded" });
+    assert_eq!(client.task.await.expect("join"), ConnectionEnd::Flooding);
+}
+
+#[tokio::test]
+async fn the_snapshot_waits_for_a_change_already_committed() {
+    let hub = primed_hub();
+    // A change committed (and was confirmed to someone) but is not recomputed yet.
+    hub.mark_stale(TASKS);
+    let mut client = connect(&hub, None, ConnectionConfig::default(), 16);
+    assert_eq!(client.recv_json().await["type"], "connected");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hub.publish(TASKS, &n(9));
+    hub.settle(TASKS, hub.stale_generation(TASKS));
+    let first = client.recv_json().await;
+    assert_eq!(
+        (first["type"].as_str(), first["payload"]["pending"].as_u64()),
+        (Some("stats:tasks"), Some(9))
+    );
+}
+
+fn user_update(user_id: i64, active: bool, valid_after_ms: i64) -> domain_events::model::UserUpdate {
+    domain_events::model::UserUpdate {
+        user: domain_events::model::User {
+            id: user_id,
+            username: format!("user{user_id}"),
+            role: Role::Staff,
+            active,
+            created_at: chrono::Utc::now(),
+        },
+        tokens_valid_after: chrono::DateTime::from_timestamp_millis(valid_after_ms).expect("valid"),
+    }
+}
+
+/// A session for user 1 whose credential was issued at `issued_at_ms`.
+fn connect_issued(hub: &Hub, issued_at_ms: i64) -> Client {
+    let credential = Credential { expires_at: None, issued_at_ms: Some(issued_at_ms) };
+    let request = ConnectionRequest { user: person(1, "ana"), topics: hub.topics().defaults(), credential };
+    start(hub, request, ConnectionConfig::default(), 16)
+}
+
+#[tokio::test]
+async fn a_deactivated_user_is_closed_with_4403_and_a_retired_credential_with_4401() {
+    let hub = primed_hub();
+    let mut older = connect_issued(&hub, 1_000);
+    let mut newer = connect_issued(&hub, 3_000);
+    let mut other =
+        connect_as(&hub, person(2, "bob"), &hub.topics().defaults(), None, ConnectionConfig::default(), 16);
+    for client in [&mut older, &mut newer, &mut other] {
+        for _ in 0..4 {
+            client.recv().await;
+        }
+    }
+    // A password change at 2,000 ms retires what was issued before it, not after.
+    hub.user_updated(&user_update(1, true, 2_000));
+    assert_eq!(older.recv().await, Outgoing::Close { code: 4401, reason: "token retired: log in again" });
+    assert_eq!(older.task.await.expect("join"), ConnectionEnd::CredentialRetired);
+    newer.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("send");
+    assert_eq!(newer.recv_json().await["type"], "pong", "a newer credential stays");
+    // Deactivation closes every connection of the user, however new, and no one else's.
+    hub.user_updated(&user_update(1, false, 2_000));
+    assert_eq!(newer.recv().await, Outgoing::Close { code: 4403, reason: "user deactivated" });
+    assert_eq!(newer.task.await.expect("join"), ConnectionEnd::UserDeactivated);
+    other.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("send");
+    assert_eq!(other.recv_json().await["type"], "pong", "another user stays");
+    // A connection that registers after the change (it raced with it) is closed at once.
+    let mut late = connect_issued(&hub, 5_000);
+    assert_eq!(late.recv_json().await["type"], "connected");
+    let mut last = late.recv().await;
+    while matches!(last, Outgoing::Text(_)) {
+        last = late.recv().await;
+    }
+    assert_eq!(last, Outgoing::Close { code: 4403, reason: "user deactivated" });
+    // Reactivated: a new credential is fine again.
+    hub.user_updated(&user_update(1, true, 2_000));
+    let mut back = connect_issued(&hub, 6_000);
+    for _ in 0..4 {
+        back.recv().await;
+    }
+    back.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("send");
+    assert_eq!(back.recv_json().await["type"], "pong");
+}
