@@ -1,16 +1,27 @@
 //! `GET /ws`: authenticate before the upgrade (a token, or a single-use ticket spent only
-//! once every other check has passed), then hand the socket to ws-bridge's session.
+//! once every other check has passed), then serve ws-bridge's session as the response body.
+//!
+//! No task and no channel per connection: the HTTP dispatcher polls the session whenever the
+//! socket can take more, writes every frame that is ready with one syscall, and drops the
+//! session when the socket goes away. Frames are the hub's shared bytes, framed once for all
+//! clients ([`ws_bridge::Encoding::WebSocket`]); the client's frames are decoded here.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use actix_codec::Decoder;
+use actix_http::ws::{Codec, Frame as WsFrame, ProtocolError};
+use actix_web::body::{BodyStream, MessageBody};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use bytes::{Bytes, BytesMut};
 use domain_events::model::Actor;
-use futures_util::StreamExt;
+use futures_util::Stream;
 use serde::Deserialize;
-use tracing::Instrument;
-use ws_bridge::connection::{Closed, MAX_SUBSCRIPTIONS, parse_topics};
-use ws_bridge::{ConnectionRequest, Credential, Incoming, Outgoing, Transport, serve_connection};
+use ws_bridge::connection::{MAX_SUBSCRIPTIONS, parse_topics};
+use ws_bridge::protocol::wire;
+use ws_bridge::{ConnectionRequest, Credential, Encoding, Incoming, Outgoing, session};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -54,40 +65,133 @@ pub(crate) async fn upgrade(
         return Err(ApiError::unavailable("the server is shutting down"));
     }
     let slot = state.connections.acquire(caller.actor.user_id, &state.limits)?;
-    let (response, session, stream) = match actix_ws::handle(&req, body) {
-        Ok(upgrade) => upgrade,
-        Err(e) => {
-            state.connections.release_slot(slot);
-            return Err(ApiError::bad_request(format!("not a WebSocket upgrade: {e}")));
-        }
-    };
+    let slot = SlotGuard { state: state.clone().into_inner(), slot: Some(slot) };
+    let handshake = actix_http::ws::handshake(req.head())
+        .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     if let Some(ticket) = caller.ticket {
         // Spent last; of two upgrades racing with one ticket, one wins.
         let spent = state.db(async move |s| s.tickets.redeem(&ticket).await).await;
         if !matches!(spent, Ok(Some(_))) {
-            state.connections.release_slot(slot);
             spent?;
             return Err(ApiError::unauthorized("the ticket is unknown, used or expired"));
         }
     }
-    let incoming = stream.max_frame_size(MAX_FRAME_BYTES).filter_map(|item| async move { incoming(item) });
     let credential =
         Credential { expires_at: Some(caller.expires_at), issued_at_ms: Some(caller.issued_at_ms) };
     let request = ConnectionRequest { user: caller.actor, topics, credential };
     let request_id =
         req.extensions().get::<crate::access_log::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let span = tracing::info_span!("ws", id = %request_id, user = %request.user.username);
-    actix_web::rt::spawn(
-        async move {
-            let username = request.user.username.clone();
-            let transport = SessionTransport(session);
-            let end = serve_connection(&state.hub, &state.ws, request, transport, Box::pin(incoming)).await;
-            state.connections.release_slot(slot);
-            tracing::debug!(user = %username, ?end, "websocket closed");
+    let incoming = ClientFrames::new(body.into_inner());
+    let outgoing = session(state.hub.clone(), state.ws.clone(), request, incoming);
+    let body = PushBody { outgoing: Box::pin(outgoing), span, _slot: slot };
+    let mut handshake = handshake;
+    let response = handshake.message_body(BodyStream::new(body).boxed()).map_err(|e| {
+        ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })?;
+    Ok(response.into())
+}
+
+/// Gives the connection's place back when the connection ends, however it ends.
+struct SlotGuard {
+    state: Arc<AppState>,
+    slot: Option<crate::limits::OwnedSlot>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.state.connections.release_slot(slot);
         }
-        .instrument(span),
-    );
-    Ok(response)
+    }
+}
+
+/// The session's messages as WebSocket bytes: the response body the dispatcher polls.
+struct PushBody<S> {
+    outgoing: Pin<Box<S>>,
+    span: tracing::Span,
+    _slot: SlotGuard,
+}
+
+/// A ping with no payload, the same bytes every time.
+const PING: &[u8] = &[0x89, 0x00];
+
+impl<S: Stream<Item = Outgoing>> Stream for PushBody<S> {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        Poll::Ready(match std::task::ready!(this.outgoing.as_mut().poll_next(cx)) {
+            Some(Outgoing::Text(frame)) => Some(Ok(frame.encoded(Encoding::WebSocket))),
+            Some(Outgoing::Ping) => Some(Ok(Bytes::from_static(PING))),
+            Some(Outgoing::Pong(payload)) => Some(Ok(wire::websocket(0xA, &payload))),
+            Some(Outgoing::Close { code, reason }) => {
+                let mut payload = code.to_be_bytes().to_vec();
+                payload.extend_from_slice(reason.as_bytes());
+                Some(Ok(wire::websocket(0x8, &payload)))
+            }
+            Some(Outgoing::End(end)) => {
+                tracing::debug!(?end, "websocket closed");
+                None
+            }
+            None => None,
+        })
+    }
+}
+
+/// The client's frames, decoded from the upgraded connection's bytes (masked, at most
+/// [`MAX_FRAME_BYTES`] each). Holds no buffer until the client sends something.
+struct ClientFrames {
+    payload: actix_http::Payload,
+    buffer: BytesMut,
+    codec: Codec,
+    ended: bool,
+}
+
+impl ClientFrames {
+    fn new(payload: actix_http::Payload) -> Self {
+        Self { payload, buffer: BytesMut::new(), codec: Codec::new().max_size(MAX_FRAME_BYTES), ended: false }
+    }
+}
+
+impl Stream for ClientFrames {
+    type Item = Incoming;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        let this = &mut *self;
+        loop {
+            match this.codec.decode(&mut this.buffer) {
+                Ok(Some(frame)) => {
+                    if this.buffer.is_empty() {
+                        // An idle connection keeps no buffer.
+                        this.buffer = BytesMut::new();
+                    }
+                    return Poll::Ready(Some(incoming(frame)));
+                }
+                Ok(None) => {}
+                Err(ProtocolError::Overflow) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Incoming::TooLarge));
+                }
+                Err(e) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Incoming::Error(e.to_string())));
+                }
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(Pin::new(&mut this.payload).poll_next(cx)) {
+                Some(Ok(bytes)) => this.buffer.extend_from_slice(&bytes),
+                Some(Err(e)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Incoming::Error(e.to_string())));
+                }
+                None => this.ended = true,
+            }
+        }
+    }
 }
 
 /// Who opens a socket, from what, and until when.
@@ -136,35 +240,15 @@ async fn authenticate(state: &AppState, query: &WsQuery) -> Result<Caller, ApiEr
     Ok(Caller { actor, ..caller })
 }
 
-fn incoming(item: Result<Message, ProtocolError>) -> Option<Incoming> {
-    Some(match item {
-        Ok(Message::Text(text)) => Incoming::Text(text.to_string()),
-        Ok(Message::Binary(_) | Message::Continuation(_)) => Incoming::Binary,
-        Ok(Message::Ping(bytes)) => Incoming::Ping(bytes.to_vec()),
-        Ok(Message::Pong(_)) => Incoming::Pong,
-        Ok(Message::Close(_)) => Incoming::Close,
-        Ok(Message::Nop) => return None,
-        Err(ProtocolError::Overflow) => Incoming::TooLarge,
-        Err(e) => Incoming::Error(e.to_string()),
-    })
-}
-
-/// actix-ws's session as a ws-bridge transport. Its channel is bounded (32 frames), so a
-/// client that stops reading makes `send` wait, and the session's send timeout drops it.
-struct SessionTransport(actix_ws::Session);
-
-impl Transport for SessionTransport {
-    async fn send(&mut self, message: Outgoing) -> Result<(), Closed> {
-        let result = match message {
-            Outgoing::Text(frame) => self.0.text(frame.text()).await,
-            Outgoing::Ping => self.0.ping(b"").await,
-            Outgoing::Pong(bytes) => self.0.pong(&bytes).await,
-            Outgoing::Close { code, reason } => {
-                let reason =
-                    CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
-                self.0.clone().close(Some(reason)).await
-            }
-        };
-        result.map_err(|_| Closed)
+fn incoming(frame: WsFrame) -> Incoming {
+    match frame {
+        WsFrame::Text(bytes) => match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => Incoming::Text(text),
+            Err(_) => Incoming::Error("a text frame that is not UTF-8".to_owned()),
+        },
+        WsFrame::Binary(_) | WsFrame::Continuation(_) => Incoming::Binary,
+        WsFrame::Ping(bytes) => Incoming::Ping(bytes.to_vec()),
+        WsFrame::Pong(_) => Incoming::Pong,
+        WsFrame::Close(_) => Incoming::Close,
     }
 }

@@ -1,5 +1,11 @@
-//! One client's session, independent of the transport: the gateway adapts its socket to a
-//! [`Transport`] and a stream of [`Incoming`]; tests use plain channels.
+//! One client's session, independent of the transport: a stream of [`Outgoing`] that the
+//! transport polls when it can write (the HTTP dispatcher polls it as the response body, so
+//! no task and no channel per connection), fed by a stream of [`Incoming`].
+//!
+//! Backpressure is the socket's: a client that stops reading is no longer polled, so nothing
+//! queues for it but what the hub bounds — stats values are conflated on the board (only the
+//! newest is kept) and personal messages wait in a bounded mailbox, whose overflow ends the
+//! session with 1013 the next time it is polled.
 //!
 //! Order on connect: register with the hub, send `connected`, then the snapshot — each
 //! topic followed before its value is read, and a value read only once it reflects every
@@ -10,8 +16,8 @@
 //! Architecture invariant: knows the hub and the protocol; nothing of sockets, HTTP or
 //! where values come from.
 
-use std::collections::{BTreeSet, HashSet};
-use std::convert::Infallible;
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use domain_events::model::Actor;
@@ -74,24 +80,15 @@ pub enum Outgoing {
     Ping,
     /// A WebSocket pong.
     Pong(Vec<u8>),
-    /// A close frame; the session ends after it.
+    /// A close frame; only [`Outgoing::End`] follows.
     Close {
         /// Close code.
         code: u16,
         /// Short reason.
         reason: &'static str,
     },
-}
-
-/// The socket was closed under the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the socket is closed")]
-pub struct Closed;
-
-/// The sending half of a client socket.
-pub trait Transport: Send {
-    /// Sends one message; waits while the socket's bounded buffer is full.
-    fn send(&mut self, message: Outgoing) -> impl Future<Output = Result<(), Closed>> + Send;
+    /// Why the session ended: the stream's last item (nothing to send).
+    End(ConnectionEnd),
 }
 
 /// Timings and limits of a session.
@@ -99,10 +96,9 @@ pub trait Transport: Send {
 pub struct ConnectionConfig {
     /// How often the server pings.
     pub heartbeat_interval: Duration,
-    /// Pings left unanswered before the connection is dropped.
-    pub missed_heartbeats: u32,
-    /// How long one send may wait on a full socket before the client counts as too slow.
-    pub send_timeout: Duration,
+    /// Heartbeat intervals without a word from the client before the connection is
+    /// dropped; `None`: never (a transport whose client cannot answer pings).
+    pub missed_heartbeats: Option<u32>,
     /// Client messages per second allowed on average; a client above it (beyond the burst)
     /// is closed with 1008.
     pub messages_per_second: u32,
@@ -114,8 +110,7 @@ impl Default for ConnectionConfig {
     fn default() -> Self {
         Self {
             heartbeat_interval: Duration::from_secs(25),
-            missed_heartbeats: 2,
-            send_timeout: Duration::from_secs(10),
+            missed_heartbeats: Some(2),
             messages_per_second: 20,
             message_burst: 40,
         }
@@ -214,108 +209,182 @@ const FRESH_VALUE_WAIT: Duration = Duration::from_secs(1);
 /// Most topics one connection may follow at once.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
 
-/// Serves one client until it leaves, its token expires or is retired, its user is
-/// deactivated, or the server shuts down; then sends the close frame the end calls for.
-pub async fn serve_connection<T, S>(
-    hub: &Hub,
-    config: &ConnectionConfig,
+/// One client's session: the messages to send, in order, until it leaves, its token expires
+/// or is retired, its user is deactivated, or the server shuts down; then the close frame
+/// the end calls for and [`Outgoing::End`].
+///
+/// Nothing happens until the stream is polled: the transport polls it whenever it can
+/// write, and drops it when the socket is gone (which unregisters the connection).
+pub fn session<S>(
+    hub: Hub,
+    config: ConnectionConfig,
     request: ConnectionRequest,
-    mut socket: T,
     incoming: S,
-) -> ConnectionEnd
+) -> impl Stream<Item = Outgoing> + 'static
 where
-    T: Transport,
-    S: Stream<Item = Incoming> + Unpin,
+    S: Stream<Item = Incoming> + Unpin + 'static,
 {
-    let end = match run(hub, config, request, &mut socket, incoming).await {
-        Err(end) => end,
-        Ok(never) => match never {},
-    };
-    if let Some((code, reason)) = end.close_frame() {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), socket.send(Outgoing::Close { code, reason })).await;
-    }
-    end
+    let session =
+        Session { hub, config, incoming, pending: VecDeque::new(), state: State::Starting(request) };
+    futures_util::stream::unfold(session, |mut session| async move {
+        let item = session.next().await?;
+        Some((item, session))
+    })
 }
 
-/// The session until it ends (it never ends otherwise).
-async fn run<T, S>(
-    hub: &Hub,
-    config: &ConnectionConfig,
-    request: ConnectionRequest,
-    socket: &mut T,
-    mut incoming: S,
-) -> Result<Infallible, ConnectionEnd>
-where
-    T: Transport,
-    S: Stream<Item = Incoming> + Unpin,
-{
-    let registration = hub.register(&request.user, request.credential.issued_at_ms);
-    let mut out = Sender { socket, config, hub };
-    out.text(server::connected(&request.user)).await?;
-    let mut subscriptions = Subscriptions { topics: BTreeSet::new(), feed: hub.feed() };
-    for frame in subscriptions.add(&request.topics, &registration, hub).await {
-        out.text(frame).await?;
+/// Where a session is.
+enum State {
+    /// Not yet registered.
+    Starting(ConnectionRequest),
+    /// Registered, following its topics.
+    Live(Box<Live>),
+    /// Its end is queued.
+    Ended,
+}
+
+/// A registered session's state.
+struct Live {
+    registration: Registration,
+    subscriptions: Subscriptions,
+    expiry: Pin<Box<tokio::time::Sleep>>,
+    heartbeat: tokio::time::Interval,
+    last_heard: Instant,
+    rate: RateLimit,
+    /// The topics asked for on connect, until their snapshot is queued (after `connected`
+    /// has gone out: the snapshot may wait for fresh values).
+    initial_topics: Option<Vec<Topic>>,
+}
+
+struct Session<S> {
+    hub: Hub,
+    config: ConnectionConfig,
+    incoming: S,
+    /// What one step produced and is not yet sent (bounded by one step: a snapshot, a
+    /// mailbox's contents, the replies to one message).
+    pending: VecDeque<Outgoing>,
+    state: State,
+}
+
+impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
+    /// The next message to send; `None` once the end has been sent.
+    async fn next(&mut self) -> Option<Outgoing> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                if matches!(item, Outgoing::Text(_)) {
+                    self.hub.metrics().frames_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Some(item);
+            }
+            if matches!(self.state, State::Ended) {
+                return None;
+            }
+            if let Err(end) = self.step().await {
+                self.state = State::Ended;
+                if let Some((code, reason)) = end.close_frame() {
+                    self.pending.push_back(Outgoing::Close { code, reason });
+                }
+                self.pending.push_back(Outgoing::End(end));
+            }
+        }
     }
 
-    let expiry = tokio::time::sleep_until(deadline(request.credential.expires_at));
-    tokio::pin!(expiry);
-    let mut heartbeat =
-        tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let mut rate = RateLimit::new(config);
-    loop {
-        tokio::select! {
-            event = subscriptions.feed.next() => match event {
-                FeedEvent::Frame(frame) => out.text(frame).await?,
-                FeedEvent::Shutdown => return Err(ConnectionEnd::Shutdown),
-            },
-            _ = registration.mailbox().ready() => {
-                let frames = registration.mailbox().take().map_err(ConnectionEnd::from_closing)?;
-                for frame in frames {
-                    out.text(frame).await?;
-                }
+    /// Runs until there is something to send, or the session ends.
+    async fn step(&mut self) -> Result<(), ConnectionEnd> {
+        match std::mem::replace(&mut self.state, State::Ended) {
+            State::Starting(request) => {
+                let live = self.start(request);
+                self.state = State::Live(Box::new(live));
+                Ok(())
             }
-            message = incoming.next() => {
-                last_heard = Instant::now();
-                let counted = matches!(message, Some(Incoming::Text(_) | Incoming::Binary | Incoming::Ping(_)));
-                if counted && !rate.allow() {
-                    return Err(ConnectionEnd::Flooding);
-                }
-                let replies = match message {
-                    Some(Incoming::Text(text)) => match ClientMessage::parse(&text) {
-                        Ok(message) => subscriptions.handle(message, &registration, hub).await,
-                        Err(bad) => vec![server::error(&bad)],
-                    },
-                    Some(Incoming::Binary) => vec![server::error(&BadMessage::new(
-                        "binary frames are not part of the protocol; send JSON text",
-                    ))],
-                    Some(Incoming::Ping(bytes)) => {
-                        out.send(Outgoing::Pong(bytes)).await?;
-                        Vec::new()
-                    }
-                    Some(Incoming::Pong) => Vec::new(),
-                    Some(Incoming::TooLarge) => return Err(ConnectionEnd::TooLarge),
-                    Some(Incoming::Close) => return Err(ConnectionEnd::ClientClosed),
-                    Some(Incoming::Error(error)) => {
-                        tracing::debug!(%error, "websocket protocol error");
-                        return Err(ConnectionEnd::SocketGone);
-                    }
-                    None => return Err(ConnectionEnd::SocketGone),
-                };
-                for reply in replies {
-                    out.text(reply).await?;
-                }
+            State::Live(mut live) => {
+                let result = self.live_step(&mut live).await;
+                self.state = State::Live(live);
+                result
             }
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() > config.heartbeat_interval * config.missed_heartbeats {
-                    return Err(ConnectionEnd::HeartbeatTimeout);
-                }
-                out.send(Outgoing::Ping).await?;
-            }
-            _ = &mut expiry => return Err(ConnectionEnd::TokenExpired),
+            State::Ended => Ok(()),
         }
+    }
+
+    /// Registers and sends `connected` (the snapshot is the next step).
+    fn start(&mut self, request: ConnectionRequest) -> Live {
+        let hub = &self.hub;
+        let registration = hub.register(&request.user, request.credential.issued_at_ms);
+        self.pending.push_back(Outgoing::Text(server::connected(&request.user)));
+        let subscriptions = Subscriptions { topics: BTreeSet::new(), feed: hub.feed() };
+        let interval = self.config.heartbeat_interval;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Live {
+            registration,
+            subscriptions,
+            expiry: Box::pin(tokio::time::sleep_until(deadline(request.credential.expires_at))),
+            heartbeat,
+            last_heard: Instant::now(),
+            rate: RateLimit::new(&self.config),
+            initial_topics: Some(request.topics),
+        }
+    }
+
+    /// Waits for the next thing to do, does it, and queues what it says to send.
+    async fn live_step(&mut self, live: &mut Live) -> Result<(), ConnectionEnd> {
+        let hub = &self.hub;
+        let pending = &mut self.pending;
+        if let Some(topics) = live.initial_topics.take() {
+            let frames = live.subscriptions.add(&topics, &live.registration, hub).await;
+            pending.extend(frames.into_iter().map(Outgoing::Text));
+            return Ok(());
+        }
+        while pending.is_empty() {
+            tokio::select! {
+                event = live.subscriptions.feed.next() => match event {
+                    FeedEvent::Frame(frame) => pending.push_back(Outgoing::Text(frame)),
+                    FeedEvent::Shutdown => return Err(ConnectionEnd::Shutdown),
+                },
+                _ = live.registration.mailbox().ready() => {
+                    let frames = live.registration.mailbox().take().map_err(ConnectionEnd::from_closing)?;
+                    pending.extend(frames.into_iter().map(Outgoing::Text));
+                }
+                message = self.incoming.next() => {
+                    live.last_heard = Instant::now();
+                    let counted = matches!(message, Some(Incoming::Text(_) | Incoming::Binary | Incoming::Ping(_)));
+                    if counted && !live.rate.allow() {
+                        return Err(ConnectionEnd::Flooding);
+                    }
+                    let replies = match message {
+                        Some(Incoming::Text(text)) => match ClientMessage::parse(&text) {
+                            Ok(message) => live.subscriptions.handle(message, &live.registration, hub).await,
+                            Err(bad) => vec![server::error(&bad)],
+                        },
+                        Some(Incoming::Binary) => vec![server::error(&BadMessage::new(
+                            "binary frames are not part of the protocol; send JSON text",
+                        ))],
+                        Some(Incoming::Ping(bytes)) => {
+                            pending.push_back(Outgoing::Pong(bytes));
+                            Vec::new()
+                        }
+                        Some(Incoming::Pong) => Vec::new(),
+                        Some(Incoming::TooLarge) => return Err(ConnectionEnd::TooLarge),
+                        Some(Incoming::Close) => return Err(ConnectionEnd::ClientClosed),
+                        Some(Incoming::Error(error)) => {
+                            tracing::debug!(%error, "protocol error from the client");
+                            return Err(ConnectionEnd::SocketGone);
+                        }
+                        None => return Err(ConnectionEnd::SocketGone),
+                    };
+                    pending.extend(replies.into_iter().map(Outgoing::Text));
+                }
+                _ = live.heartbeat.tick() => {
+                    if let Some(missed) = self.config.missed_heartbeats
+                        && live.last_heard.elapsed() > self.config.heartbeat_interval * missed
+                    {
+                        return Err(ConnectionEnd::HeartbeatTimeout);
+                    }
+                    pending.push_back(Outgoing::Ping);
+                }
+                _ = &mut live.expiry => return Err(ConnectionEnd::TokenExpired),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -434,30 +503,6 @@ fn deadline(at: Option<SystemTime>) -> Instant {
             Ok(left) => Instant::now() + left,
             Err(_) => Instant::now(),
         },
-    }
-}
-
-/// The session's way out: every send within the send timeout (a client that cannot take
-/// one frame in that time is too slow, and its buffers are not allowed to grow).
-struct Sender<'a, T> {
-    socket: &'a mut T,
-    config: &'a ConnectionConfig,
-    hub: &'a Hub,
-}
-
-impl<T: Transport> Sender<'_, T> {
-    async fn send(&mut self, message: Outgoing) -> Result<(), ConnectionEnd> {
-        match tokio::time::timeout(self.config.send_timeout, self.socket.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(Closed)) => Err(ConnectionEnd::SocketGone),
-            Err(_) => Err(ConnectionEnd::TooSlow),
-        }
-    }
-
-    async fn text(&mut self, frame: Frame) -> Result<(), ConnectionEnd> {
-        self.send(Outgoing::Text(frame)).await?;
-        self.hub.metrics().frames_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 //! Modules, each with one reason to change (imports run down this list, never up):
 //!
 //! - [`protocol`]: the wire format — client messages parsed, server messages built and
-//!   serialized once ([`Frame`]), close codes.
+//!   serialized once and framed once per [`Encoding`] ([`Frame`]), close codes.
 //! - [`topic`]: what can be followed — the whole-value topics an application registers
 //!   ([`TopicSpec`], [`TopicSource`]: which events make a value stale, how it is computed,
 //!   when it changes with time alone), `presence`, `conversation:{id}`.
@@ -20,7 +20,7 @@
 //!   [`domain_events::Cluster`], with one worker task.
 //! - [`bridge`]: events → recomputed values (coalesced; time-driven values recomputed when
 //!   they change), personal events and user changes to the hub; [`bridge::MarkStale`].
-//! - [`connection`]: one client's session, generic over the transport.
+//! - [`connection`]: one client's session as a stream of messages, whatever the transport.
 //! - [`metrics`]: counters and histograms.
 //!
 //! Architecture invariant: depends on `domain-events` and general-purpose crates only —
@@ -40,10 +40,9 @@ pub mod topic;
 pub use board::{ClientFeed, FeedEvent};
 pub use bridge::{BridgeHandle, BridgeMetrics, MarkStale, start_bridge};
 pub use connection::{
-    ConnectionConfig, ConnectionEnd, ConnectionRequest, Credential, Incoming, Outgoing, Transport,
-    serve_connection,
+    ConnectionConfig, ConnectionEnd, ConnectionRequest, Credential, Incoming, Outgoing, session,
 };
 pub use hub::{Hub, Registration};
 pub use metrics::HubMetrics;
-pub use protocol::{ClientMessage, Frame, close_code};
+pub use protocol::{ClientMessage, Encoding, Frame, close_code};
 pub use topic::{StatsError, Topic, TopicId, TopicSource, TopicSpec, TopicValue, Topics};

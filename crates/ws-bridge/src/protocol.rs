@@ -4,36 +4,122 @@
 //! Architecture invariant: knows the wire format only — nothing of connections, the hub
 //! or how values are computed.
 
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 use bytestring::ByteString;
 use domain_events::model::{Actor, Task};
 use domain_events::{PresenceEntry, Typing};
 use serde::Serialize;
 use serde_json::Value;
 
-/// A message serialized once, shared by every recipient (cloning is a reference count).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame(ByteString);
+/// A message serialized once, shared by every recipient (cloning is a reference count), and
+/// framed once per transport: a server-to-client WebSocket frame is not masked, so its bytes
+/// are the same for every client (RFC 6455, section 5.1), and so is a Server-Sent Event.
+#[derive(Clone)]
+pub struct Frame(Arc<Encoded>);
+
+struct Encoded {
+    text: ByteString,
+    /// The frame as each [`Encoding`] puts it on the wire, made by the first connection
+    /// that sends it that way.
+    wire: [OnceLock<Bytes>; 2],
+}
+
+/// How a transport puts a [`Frame`] on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// One unmasked WebSocket text frame (FIN set).
+    WebSocket = 0,
+    /// One Server-Sent Event: `data: <json>\n\n`.
+    EventStream = 1,
+}
 
 impl Frame {
     /// Serializes `value` as JSON.
     pub fn json(value: &impl Serialize) -> Self {
         // Serializing plain data structures to a string cannot fail.
-        Frame(ByteString::from(serde_json::to_string(value).unwrap_or_default()))
+        Self::from_text(ByteString::from(serde_json::to_string(value).unwrap_or_default()))
     }
 
     /// A frame of fixed text.
     pub fn from_static(text: &'static str) -> Self {
-        Frame(ByteString::from_static(text))
+        Self::from_text(ByteString::from_static(text))
+    }
+
+    fn from_text(text: ByteString) -> Self {
+        Frame(Arc::new(Encoded { text, wire: [OnceLock::new(), OnceLock::new()] }))
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.text
     }
 
     /// The shared text, for a transport that takes ownership.
     pub fn text(&self) -> ByteString {
-        self.0.clone()
+        self.0.text.clone()
+    }
+
+    /// The bytes `encoding` puts on the wire, encoded once for all connections.
+    pub fn encoded(&self, encoding: Encoding) -> Bytes {
+        self.0.wire[encoding as usize].get_or_init(|| wire::encode(encoding, self.as_str())).clone()
+    }
+}
+
+impl PartialEq for Frame {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Frame {}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Frame").field(&self.as_str()).finish()
+    }
+}
+
+/// Framing on the wire (the transports' shared bytes; control frames are the transport's).
+pub mod wire {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    use super::Encoding;
+
+    /// `text` framed as `encoding` says.
+    pub fn encode(encoding: Encoding, text: &str) -> Bytes {
+        match encoding {
+            Encoding::WebSocket => websocket(0x1, text.as_bytes()),
+            Encoding::EventStream => {
+                // `text` is one line of JSON: serde_json escapes every newline in strings.
+                let mut out = BytesMut::with_capacity(text.len() + 8);
+                out.put_slice(b"data: ");
+                out.put_slice(text.as_bytes());
+                out.put_slice(b"\n\n");
+                out.freeze()
+            }
+        }
+    }
+
+    /// One unmasked, final WebSocket frame with `opcode` and `payload` (RFC 6455, 5.2).
+    pub fn websocket(opcode: u8, payload: &[u8]) -> Bytes {
+        let len = payload.len();
+        let mut out = BytesMut::with_capacity(len + 10);
+        out.put_u8(0x80 | opcode);
+        match (u8::try_from(len), u16::try_from(len)) {
+            (Ok(tiny), _) if tiny < 126 => out.put_u8(tiny),
+            (_, Ok(short)) => {
+                out.put_u8(126);
+                out.put_u16(short);
+            }
+            _ => {
+                out.put_u8(127);
+                out.put_u64(u64::try_from(len).unwrap_or(u64::MAX));
+            }
+        }
+        out.put_slice(payload);
+        out.freeze()
     }
 }
 
@@ -219,7 +305,7 @@ pub mod server {
     /// payload already serialized (once, for every connection).
     pub fn value(topic: &str, seq: u64, payload: &str) -> Frame {
         let kind = serde_json::to_string(topic).unwrap_or_default();
-        Frame(ByteString::from(format!(r#"{{"type":{kind},"seq":{seq},"payload":{payload}}}"#)))
+        Frame::from_text(ByteString::from(format!(r#"{{"type":{kind},"seq":{seq},"payload":{payload}}}"#)))
     }
 
     /// `{"type": "pong"}`
@@ -259,6 +345,65 @@ pub mod server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server frame read back as RFC 6455 says: (FIN and opcode byte, payload).
+    fn read_websocket_frame(bytes: &[u8]) -> (u8, Vec<u8>) {
+        assert_eq!(bytes[1] & 0x80, 0, "a server frame is never masked");
+        let (len, start) = match bytes[1] & 0x7f {
+            126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+            127 => (
+                usize::try_from(u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes"))).expect("len"),
+                10,
+            ),
+            short => (usize::from(short), 2),
+        };
+        assert_eq!(bytes.len(), start + len, "the length field covers the payload exactly");
+        (bytes[0], bytes[start..].to_vec())
+    }
+
+    #[test]
+    fn websocket_frames_carry_any_length_with_the_shortest_length_field() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let text = "x".repeat(len);
+            let frame = Frame::from_text(ByteString::from(text.clone()));
+            let bytes = frame.encoded(Encoding::WebSocket);
+            let (head, payload) = read_websocket_frame(&bytes);
+            assert_eq!(head, 0x81, "final text frame");
+            assert_eq!(payload, text.as_bytes());
+            let header = bytes.len() - len;
+            assert_eq!(
+                header,
+                if len < 126 {
+                    2
+                } else if len <= 65_535 {
+                    4
+                } else {
+                    10
+                },
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frame_is_encoded_once_per_encoding_and_shared() {
+        let frame = server::pong();
+        let copy = frame.clone();
+        let first = frame.encoded(Encoding::WebSocket);
+        assert_eq!(first.as_ptr(), copy.encoded(Encoding::WebSocket).as_ptr(), "the same bytes, not a copy");
+        assert_eq!(&frame.encoded(Encoding::EventStream)[..], b"data: {\"type\":\"pong\"}\n\n");
+        assert_eq!(read_websocket_frame(&first).1, br#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn an_event_is_one_data_line_even_when_strings_hold_newlines() {
+        let frame = Frame::json(&serde_json::json!({"type": "x", "payload": "a\nb\r\nc"}));
+        let event = frame.encoded(Encoding::EventStream);
+        let body = std::str::from_utf8(&event).expect("utf-8");
+        assert!(body.starts_with("data: ") && body.ends_with("\n\n"));
+        assert_eq!(body.matches('\n').count(), 2, "{body:?}");
+        assert!(!body.contains('\r'));
+    }
 
     fn rejected(text: &str) -> BadMessage {
         ClientMessage::parse(text).expect_err("should be rejected")

@@ -25,14 +25,6 @@ mod tokio_stream_shim {
     }
 }
 
-struct ChannelTransport(mpsc::Sender<Outgoing>);
-
-impl Transport for ChannelTransport {
-    async fn send(&mut self, message: Outgoing) -> Result<(), Closed> {
-        self.0.send(message).await.map_err(|_| Closed)
-    }
-}
-
 struct Client {
     to_server: mpsc::Sender<Incoming>,
     from_server: mpsc::Receiver<Outgoing>,
@@ -76,8 +68,19 @@ fn start(hub: &Hub, request: ConnectionRequest, config: ConnectionConfig, buffer
     let (to_server, incoming) = mpsc::channel(16);
     let (out, from_server) = mpsc::channel(buffer);
     let hub = hub.clone();
+    // The transport's part: poll the session whenever the "socket" (a bounded channel) has
+    // room, as the HTTP dispatcher does.
     let task = tokio::spawn(async move {
-        serve_connection(&hub, &config, request, ChannelTransport(out), ReceiverStream(incoming)).await
+        let mut outgoing = std::pin::pin!(session(hub, config, request, ReceiverStream(incoming)));
+        while let Some(item) = outgoing.next().await {
+            if let Outgoing::End(end) = item {
+                return end;
+            }
+            if out.send(item).await.is_err() {
+                return ConnectionEnd::SocketGone;
+            }
+        }
+        panic!("the session ended without saying why")
     });
     Client { to_server, from_server, task }
 }
@@ -192,17 +195,65 @@ async fn pings_every_interval_and_drops_a_silent_client() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_client_that_stops_reading_is_dropped_not_buffered() {
+async fn a_client_that_stops_reading_gets_the_newest_value_not_a_backlog() {
     let hub = primed_hub();
-    let config = ConnectionConfig { send_timeout: Duration::from_secs(2), ..Default::default() };
-    // Room for four frames in the socket, and the client never reads.
-    let client = connect(&hub, None, config, 4);
+    // Room for four frames in the socket, and the client does not read for a while.
+    let mut client = connect(&hub, None, ConnectionConfig::default(), 4);
     for value in 1..=100 {
         hub.publish(TASKS, &n(value));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut received = Vec::new();
+    while let Some(message) = client.within(500).await {
+        received.push(message);
+    }
+    let tasks: Vec<u64> = received
+        .iter()
+        .filter_map(|m| match m {
+            Outgoing::Text(f) if f.as_str().contains("stats:tasks") => {
+                serde_json::from_str::<Value>(f.as_str()).ok()?["payload"]["pending"].as_u64()
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tasks.last(), Some(&100), "the newest value arrives: {tasks:?}");
+    assert!(received.len() <= 4 + 2, "nothing queued beyond the socket and the newest value: {received:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_lets_personal_messages_pile_up_is_closed_with_1013() {
+    let hub = primed_hub();
+    let mut client = connect(&hub, None, ConnectionConfig::default(), 4);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    for id in 0..=i64::try_from(crate::mailbox::MAILBOX_CAPACITY).expect("small") {
+        hub.task_assigned(&assigned(id, "ana"));
+    }
+    let mut last = client.recv().await;
+    let mut texts = 0;
+    while matches!(last, Outgoing::Text(_)) {
+        texts += 1;
+        last = client.recv().await;
+    }
+    assert_eq!(last, Outgoing::Close { code: 1013, reason: "too slow" });
+    assert!(texts < 4 + 4 + 10, "the backlog was not sent before closing: {texts} frames");
     assert_eq!(client.task.await.expect("join"), ConnectionEnd::TooSlow);
     assert_eq!(hub.metrics().connections.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+fn assigned(id: i64, assignee: &str) -> domain_events::model::Task {
+    let now = chrono::Utc::now();
+    domain_events::model::Task {
+        id,
+        kind: "k".into(),
+        department: "d".into(),
+        description: "x".into(),
+        status: domain_events::model::TaskStatus::InProgress,
+        assignee: Some(assignee.into()),
+        created_by: "bob".into(),
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+    }
 }
 
 impl Client {
@@ -212,6 +263,11 @@ impl Client {
 
     async fn silent_for(&mut self, millis: u64) -> bool {
         tokio::time::timeout(Duration::from_millis(millis), self.from_server.recv()).await.is_err()
+    }
+
+    /// The next message within `millis`, or `None` when the server stays silent that long.
+    async fn within(&mut self, millis: u64) -> Option<Outgoing> {
+        tokio::time::timeout(Duration::from_millis(millis), self.from_server.recv()).await.ok().flatten()
     }
 }
 
