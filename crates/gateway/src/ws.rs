@@ -82,7 +82,7 @@ pub(crate) async fn upgrade(
             let username = request.user.username.clone();
             let transport = SessionTransport(session);
             let end = serve_connection(&state.hub, &state.ws, request, transport, Box::pin(incoming)).await;
-            state.connections.release_slot(slot);
+            state.connections.finish(slot, end);
             tracing::debug!(user = %username, ?end, "websocket closed");
         }
         .instrument(span),
