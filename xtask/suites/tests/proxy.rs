@@ -264,5 +264,33 @@ async fn metrics_are_refused_through_the_proxy_and_served_on_loopback() {
         ] {
             assert!(direct.text.contains(family), "no {family:?} on /metrics:\n{}", direct.text);
         }
+        // Every series the shipped Grafana dashboard reads is served.
+        for name in dashboard_series() {
+            let served =
+                direct.text.contains(&format!("\n{name}{{")) || direct.text.contains(&format!("\n{name} "));
+            assert!(
+                served,
+                "deploy/grafana/pulse-dashboard.json reads {name}, which /metrics does not serve"
+            );
+        }
     }
+}
+
+/// The `pulse_…` and `process_…` series named in the shipped Grafana dashboard's queries.
+fn dashboard_series() -> std::collections::BTreeSet<String> {
+    const DASHBOARD: &str = include_str!("../../../deploy/grafana/pulse-dashboard.json");
+    let dashboard: Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("a query");
+            for (start, _) in expr.match_indices("pulse_").chain(expr.match_indices("process_")) {
+                let rest = &expr[start..];
+                let end = rest.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(rest.len());
+                names.insert(rest[..end].to_owned());
+            }
+        }
+    }
+    assert!(names.len() > 10, "the dashboard reads only {names:?}");
+    names
 }
