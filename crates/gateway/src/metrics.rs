@@ -15,6 +15,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -199,7 +200,7 @@ impl Collector for LiveCounters {
             "connections",
             "Realtime connections open now, by transport (ws: WebSocket, sse: Server-Sent Events).",
             None,
-            ConstGauge::new(0i64).metric_type(),
+            MetricType::Gauge,
         )?;
         for transport in TransportKind::ALL {
             let value = ConstGauge::new(connections.open(transport) as i64);
@@ -209,7 +210,7 @@ impl Collector for LiveCounters {
             "connections_opened",
             "Realtime connections admitted by the connection limits, by transport.",
             None,
-            ConstCounter::new(0u64).metric_type(),
+            MetricType::Counter,
         )?;
         for transport in TransportKind::ALL {
             let value = ConstCounter::new(connections.opened(transport));
@@ -220,7 +221,7 @@ impl Collector for LiveCounters {
             "Realtime connections ended, by transport and reason (too_slow: dropped for not reading; \
              flooding: closed 1008; not_started: refused after admission, e.g. a spent ticket).",
             None,
-            ConstCounter::new(0u64).metric_type(),
+            MetricType::Counter,
         )?;
         for transport in TransportKind::ALL {
             for (reason, label) in ConnectionOutcome::LABELS.iter().enumerate() {
@@ -233,7 +234,7 @@ impl Collector for LiveCounters {
             "connections_refused",
             "Realtime connections refused with 503 by the connection limits, by reason.",
             None,
-            ConstCounter::new(0u64).metric_type(),
+            MetricType::Counter,
         )?;
         for (reason, label) in REFUSAL_LABELS.iter().enumerate() {
             let value = ConstCounter::new(connections.refused(reason));
@@ -291,12 +292,8 @@ impl Collector for LiveCounters {
             logins.refused(),
         )?;
 
-        let mut info = e.encode_descriptor(
-            "build",
-            "This server's version (always 1).",
-            None,
-            prometheus_client::metrics::MetricType::Info,
-        )?;
+        let mut info =
+            e.encode_descriptor("build", "This server's version (always 1).", None, MetricType::Info)?;
         info.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
         let started = self.started.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         gauge(e, "start_time", "When this instance started (Unix time).", Some(&Unit::Seconds), started)

@@ -254,7 +254,7 @@ mod tests {
             shipped_site(SHIPPED_CONFIG, Path::new("/tmp/x"), 8081, &upstreams).expect("the shipped file");
         assert!(site.contains("    server 127.0.0.1:1;\n    server 127.0.0.1:2;\n"), "{site}");
         assert!(!site.contains("pulse-1:3000"), "{site}");
-        assert!(site.contains("listen 127.0.0.1:8081 backlog=4096;"), "{site}");
+        assert!(site.contains("listen 127.0.0.1:8081 backlog=4096 reuseport;"), "{site}");
         assert!(site.contains("access_log /tmp/x/pulse.access.log pulse;"), "{site}");
         // Everything else is the shipped file, line for line.
         let changed = |l: &&str| {
