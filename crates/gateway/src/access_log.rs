@@ -58,7 +58,7 @@ pub async fn access_log(
     let micros = elapsed.as_micros() as u64;
     let mut suppressed = 0;
     if let Some(state) = &state {
-        state.http.record(method.as_str(), &route, status, elapsed);
+        state.http.record(&method, &route, status, elapsed);
         if status == 429 {
             match state.refusal_log.admit() {
                 Some(before) => suppressed = before,

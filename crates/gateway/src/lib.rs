@@ -61,16 +61,16 @@ pub struct AppState {
     pub http: metrics::HttpMetrics,
     /// How many refused requests get a log line.
     pub refusal_log: access_log::RefusalLog,
-    /// More `/metrics` lines.
-    pub metrics_sources: Vec<Arc<dyn metrics::MetricsSource>>,
+    /// What `/metrics` serves.
+    pub metrics: metrics::Metrics,
     /// Serve `/metrics` to any address, not only loopback.
     pub metrics_public: bool,
     /// Edge limits.
     pub limits: limits::Limits,
-    /// WebSocket connections per user on this process.
-    pub connections: limits::ConnectionCounter,
+    /// Realtime connections (every transport) per user on this process.
+    pub connections: Arc<limits::ConnectionCounter>,
     /// Password attempts (logins, password changes, users created with a password).
-    pub logins: limits::LoginThrottle,
+    pub logins: Arc<limits::LoginThrottle>,
     /// Each user's current role, activity and credential cut-off, for every authentication.
     pub accounts: Arc<accounts::AccountCache>,
     /// The multi-thread runtime database work runs on (see [`AppState::db`]).
@@ -133,8 +133,9 @@ pub struct PulseOptions {
     /// Whole-value topics of the embedding application, served after Pulse's own
     /// ([`topics::pulse_topics`]): clients subscribe to them by name like any other.
     pub topics: Vec<ws_bridge::TopicSpec>,
-    /// More `/metrics` lines.
-    pub metrics_sources: Vec<Arc<dyn metrics::MetricsSource>>,
+    /// More `/metrics` families (e.g. the cross-instance link's), registered under the
+    /// `pulse_` prefix.
+    pub metrics_collectors: Vec<Box<dyn metrics::prometheus_client::collector::Collector>>,
     /// Serve `/metrics` to any address, not only loopback.
     pub metrics_public: bool,
     /// Edge limits (origins, connections, logins).
@@ -156,7 +157,7 @@ impl PulseOptions {
             readiness: Vec::new(),
             cluster: None,
             topics: Vec::new(),
-            metrics_sources: Vec::new(),
+            metrics_collectors: Vec::new(),
             metrics_public: false,
             limits: limits::Limits::default(),
             password_checks: None,
@@ -199,11 +200,22 @@ impl Pulse {
         let publisher: Arc<dyn EventPublisher> = Arc::new(ws_bridge::MarkStale::new(publisher, hub.clone()));
         let gate =
             options.password_checks.map_or_else(services::PasswordGate::default, services::PasswordGate::new);
-        let services = Services::with_password_gate(db, publisher, gate);
+        let services = Services::with_password_gate(db, publisher, gate.clone());
         let accounts = Arc::new(accounts::AccountCache::default());
         spawn_account_invalidation(bus.subscribe(), accounts.clone());
         // Subscribe before the first read, so a change committed in between is not missed.
         let bridge = ws_bridge::start_bridge(bus.subscribe(), hub.clone()).await?;
+        let http = metrics::HttpMetrics::default();
+        let connections = Arc::new(limits::ConnectionCounter::default());
+        let logins = Arc::new(limits::LoginThrottle::default());
+        let sources = metrics::Sources {
+            hub: hub.clone(),
+            bridge: bridge.metrics(),
+            passwords: gate,
+            logins: logins.clone(),
+            connections: connections.clone(),
+        };
+        let metrics = metrics::Metrics::new(sources, &http, options.metrics_collectors);
         let state = web::Data::new(AppState {
             services,
             hub,
@@ -212,13 +224,13 @@ impl Pulse {
             assets: options.assets,
             readiness: options.readiness,
             bridge: Some(bridge.metrics()),
-            http: metrics::HttpMetrics::default(),
+            http,
             refusal_log: access_log::RefusalLog::default(),
-            metrics_sources: options.metrics_sources,
+            metrics,
             metrics_public: options.metrics_public,
             limits: options.limits,
-            connections: limits::ConnectionCounter::default(),
-            logins: limits::LoginThrottle::default(),
+            connections,
+            logins,
             accounts,
             runtime: tokio::runtime::Handle::current(),
         });

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
@@ -70,24 +70,118 @@ pub fn check_origin(req: &HttpRequest, limits: &Limits) -> Result<(), ApiError> 
     }
 }
 
-/// Counts connections per user on this process.
+/// The transport a realtime connection uses: both count toward the same limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// `GET /ws`.
+    WebSocket,
+    /// `GET /sse` (contract section 8).
+    ServerSentEvents,
+}
+
+impl TransportKind {
+    /// Every transport, in the order of [`TransportKind::index`].
+    pub const ALL: [TransportKind; 2] = [TransportKind::WebSocket, TransportKind::ServerSentEvents];
+
+    /// The `transport` label on `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransportKind::WebSocket => "ws",
+            TransportKind::ServerSentEvents => "sse",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a counted connection ended, as `/metrics` labels it (`reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionOutcome {
+    /// Released before its session started (the upgrade failed, or its ticket was spent).
+    NotStarted,
+    /// Its session ended this way.
+    Ended(ws_bridge::ConnectionEnd),
+}
+
+impl ConnectionOutcome {
+    /// Every `reason` label, in the order of [`ConnectionOutcome::index`].
+    pub const LABELS: [&'static str; 11] = [
+        "not_started",
+        "client_closed",
+        "socket_gone",
+        "shutdown",
+        "token_expired",
+        "credential_retired",
+        "user_deactivated",
+        "heartbeat_timeout",
+        "too_large",
+        "too_slow",
+        "flooding",
+    ];
+
+    /// The position of this outcome's label in [`ConnectionOutcome::LABELS`].
+    pub fn index(self) -> usize {
+        use ws_bridge::ConnectionEnd as End;
+        match self {
+            ConnectionOutcome::NotStarted => 0,
+            ConnectionOutcome::Ended(end) => match end {
+                End::ClientClosed => 1,
+                End::SocketGone => 2,
+                End::Shutdown => 3,
+                End::TokenExpired => 4,
+                End::CredentialRetired => 5,
+                End::UserDeactivated => 6,
+                End::HeartbeatTimeout => 7,
+                End::TooLarge => 8,
+                End::TooSlow => 9,
+                End::Flooding => 10,
+            },
+        }
+    }
+}
+
+/// Why an upgrade was refused for lack of room (503), as `/metrics` labels it (`reason`).
+pub const REFUSAL_LABELS: [&str; 2] = ["server_full", "user_full"];
+
+/// Counts connections per user on this process (every transport against the same limits),
+/// and, for `/metrics`, per transport: open now, admitted, ended by reason, refused. Plain
+/// atomics: nothing allocates per connection beyond the per-user entry.
 #[derive(Default)]
 pub struct ConnectionCounter {
     per_user: Mutex<HashMap<i64, usize>>,
     total: AtomicUsize,
+    open: [AtomicU64; TransportKind::ALL.len()],
+    opened: [AtomicU64; TransportKind::ALL.len()],
+    closed: [[AtomicU64; ConnectionOutcome::LABELS.len()]; TransportKind::ALL.len()],
+    refused: [AtomicU64; REFUSAL_LABELS.len()],
 }
 
 impl ConnectionCounter {
-    /// Takes a place for `user_id`, or explains with 503 why there is none.
+    /// Takes a place for a WebSocket of `user_id`, or explains with 503 why there is none.
     pub fn acquire(&self, user_id: i64, limits: &Limits) -> Result<OwnedSlot, ApiError> {
+        self.acquire_for(TransportKind::WebSocket, user_id, limits)
+    }
+
+    /// Takes a place for a connection of `user_id` over `transport`, or explains with 503 why
+    /// there is none.
+    pub fn acquire_for(
+        &self,
+        transport: TransportKind,
+        user_id: i64,
+        limits: &Limits,
+    ) -> Result<OwnedSlot, ApiError> {
         let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
         if self.total.load(Ordering::Relaxed) >= limits.max_connections {
+            self.refused[0].fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::unavailable(
                 "this server has no room for more connections; try again later",
             ));
         }
         let mine = per_user.entry(user_id).or_default();
         if *mine >= limits.max_connections_per_user {
+            self.refused[1].fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::unavailable(format!(
                 "too many connections for this user (at most {}); close some tabs or devices",
                 limits.max_connections_per_user
@@ -95,18 +189,24 @@ impl ConnectionCounter {
         }
         *mine += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
-        Ok(OwnedSlot { user_id })
+        self.open[transport.index()].fetch_add(1, Ordering::Relaxed);
+        self.opened[transport.index()].fetch_add(1, Ordering::Relaxed);
+        Ok(OwnedSlot { user_id, transport })
     }
 
-    fn release(&self, user_id: i64) {
+    fn release(&self, slot: OwnedSlot, outcome: ConnectionOutcome) {
         let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = per_user.get_mut(&user_id) {
+        if let Some(count) = per_user.get_mut(&slot.user_id) {
             *count -= 1;
             if *count == 0 {
-                per_user.remove(&user_id);
+                per_user.remove(&slot.user_id);
             }
         }
+        drop(per_user);
         self.total.fetch_sub(1, Ordering::Relaxed);
+        let t = slot.transport.index();
+        self.open[t].fetch_sub(1, Ordering::Relaxed);
+        self.closed[t][outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Connections counted now.
@@ -114,17 +214,44 @@ impl ConnectionCounter {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Frees `slot`'s place.
+    /// Frees the place of a connection whose session never started.
     pub fn release_slot(&self, slot: OwnedSlot) {
-        self.release(slot.user_id);
+        self.release(slot, ConnectionOutcome::NotStarted);
+    }
+
+    /// Frees the place of a connection whose session ended with `end`.
+    pub fn finish(&self, slot: OwnedSlot, end: ws_bridge::ConnectionEnd) {
+        self.release(slot, ConnectionOutcome::Ended(end));
+    }
+
+    /// Connections over `transport` open now.
+    pub fn open(&self, transport: TransportKind) -> u64 {
+        self.open[transport.index()].load(Ordering::Relaxed)
+    }
+
+    /// Connections over `transport` admitted since start.
+    pub fn opened(&self, transport: TransportKind) -> u64 {
+        self.opened[transport.index()].load(Ordering::Relaxed)
+    }
+
+    /// Connections over `transport` that ended with the outcome labelled
+    /// `ConnectionOutcome::LABELS[reason]`, since start.
+    pub fn closed(&self, transport: TransportKind, reason: usize) -> u64 {
+        self.closed[transport.index()].get(reason).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Upgrades refused (503) for the reason `REFUSAL_LABELS[reason]`, since start.
+    pub fn refused(&self, reason: usize) -> u64 {
+        self.refused.get(reason).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 }
 
 /// A place taken by [`ConnectionCounter::acquire`]; give it back with
-/// [`ConnectionCounter::release_slot`].
+/// [`ConnectionCounter::release_slot`] or [`ConnectionCounter::finish`].
 #[derive(Debug)]
 pub struct OwnedSlot {
     user_id: i64,
+    transport: TransportKind,
 }
 
 /// Password attempts (logins, password changes, users created with a password) per
@@ -144,7 +271,7 @@ pub struct OwnedSlot {
 pub struct LoginThrottle {
     usernames: Mutex<LruCache<String, Window>>,
     addresses: Mutex<LruCache<AddressKey, Window>>,
-    refused: std::sync::atomic::AtomicU64,
+    refused: AtomicU64,
 }
 
 /// Failures counted since `since`.
@@ -190,7 +317,7 @@ impl LoginThrottle {
         Self {
             usernames: Mutex::new(LruCache::new(capacity)),
             addresses: Mutex::new(LruCache::new(capacity)),
-            refused: std::sync::atomic::AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -396,6 +523,34 @@ mod tests {
         assert!(counter.acquire(3, &limits).is_err(), "process full");
         counter.release_slot(a1);
         counter.acquire(3, &limits).expect("room again");
+    }
+
+    #[test]
+    fn every_transport_counts_toward_the_limits_and_is_counted_apart() {
+        use ws_bridge::ConnectionEnd;
+        let limits = Limits { max_connections: 3, max_connections_per_user: 2, ..Limits::default() };
+        let counter = ConnectionCounter::default();
+        let ws = counter.acquire(1, &limits).expect("a socket");
+        let sse = counter.acquire_for(TransportKind::ServerSentEvents, 1, &limits).expect("a stream");
+        assert!(counter.acquire_for(TransportKind::ServerSentEvents, 1, &limits).is_err(), "user full");
+        let other = counter.acquire_for(TransportKind::ServerSentEvents, 2, &limits).expect("another user");
+        assert!(counter.acquire(3, &limits).is_err(), "server full");
+        assert_eq!(
+            (counter.open(TransportKind::WebSocket), counter.open(TransportKind::ServerSentEvents)),
+            (1, 2)
+        );
+        assert_eq!((counter.refused(0), counter.refused(1)), (1, 1), "server_full, user_full");
+        counter.finish(sse, ConnectionEnd::TooSlow);
+        counter.finish(ws, ConnectionEnd::ClientClosed);
+        counter.release_slot(other);
+        let too_slow = ConnectionOutcome::LABELS.iter().position(|l| *l == "too_slow").expect("label");
+        let closed = ConnectionOutcome::LABELS.iter().position(|l| *l == "client_closed").expect("label");
+        assert_eq!(ConnectionOutcome::Ended(ConnectionEnd::TooSlow).index(), too_slow);
+        assert_eq!(counter.closed(TransportKind::ServerSentEvents, too_slow), 1);
+        assert_eq!(counter.closed(TransportKind::ServerSentEvents, 0), 1, "not_started");
+        assert_eq!(counter.closed(TransportKind::WebSocket, closed), 1);
+        assert_eq!(counter.opened(TransportKind::ServerSentEvents), 2);
+        assert_eq!((counter.total(), counter.open(TransportKind::ServerSentEvents)), (0, 0));
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub(crate) async fn upgrade(
         return Err(ApiError::unavailable("the server is shutting down"));
     }
     let slot = state.connections.acquire(caller.actor.user_id, &state.limits)?;
-    let slot = SlotGuard { state: state.clone().into_inner(), slot: Some(slot) };
+    let slot = SlotGuard { counter: state.connections.clone(), slot: Some(slot), started: false, end: None };
     let handshake = actix_http::ws::handshake(req.head())
         .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     if let Some(ticket) = caller.ticket {
@@ -84,7 +84,7 @@ pub(crate) async fn upgrade(
     let span = tracing::info_span!("ws", id = %request_id, user = %request.user.username);
     let incoming = ClientFrames::new(body.into_inner());
     let outgoing = session(state.hub.clone(), state.ws.clone(), request, incoming);
-    let body = PushBody { outgoing: Box::pin(outgoing), span, _slot: slot };
+    let body = PushBody { outgoing: Box::pin(outgoing), span, slot: slot.started() };
     let mut handshake = handshake;
     let response = handshake.message_body(BodyStream::new(body).boxed()).map_err(|e| {
         ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -92,16 +92,32 @@ pub(crate) async fn upgrade(
     Ok(response.into())
 }
 
-/// Gives the connection's place back when the connection ends, however it ends.
+/// Gives the connection's place back when the connection ends, however it ends, and counts
+/// the end by its reason.
 struct SlotGuard {
-    state: Arc<AppState>,
+    counter: Arc<crate::limits::ConnectionCounter>,
     slot: Option<crate::limits::OwnedSlot>,
+    /// Whether a session was started; `end` says how it ended (`None`: the socket went away).
+    started: bool,
+    end: Option<ws_bridge::ConnectionEnd>,
+}
+
+impl SlotGuard {
+    fn started(mut self) -> Self {
+        self.started = true;
+        self
+    }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.state.connections.release_slot(slot);
+            if self.started {
+                let end = self.end.unwrap_or(ws_bridge::ConnectionEnd::SocketGone);
+                self.counter.finish(slot, end);
+            } else {
+                self.counter.release_slot(slot);
+            }
         }
     }
 }
@@ -110,7 +126,7 @@ impl Drop for SlotGuard {
 struct PushBody<S> {
     outgoing: Pin<Box<S>>,
     span: tracing::Span,
-    _slot: SlotGuard,
+    slot: SlotGuard,
 }
 
 /// A ping with no payload, the same bytes every time.
@@ -133,6 +149,7 @@ impl<S: Stream<Item = Outgoing>> Stream for PushBody<S> {
             }
             Some(Outgoing::End(end)) => {
                 tracing::debug!(?end, "websocket closed");
+                this.slot.end = Some(end);
                 None
             }
             None => None,

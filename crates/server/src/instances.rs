@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use domain_events::{Cluster, EventPublisher, InProcessBus};
 use gateway::ReadinessCheck;
-use gateway::metrics::MetricsSource;
+use gateway::metrics;
 use pg_fanout::{FanoutConfig, FanoutMetrics, PgFanout};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use services::{Database, EventLog, PruneHorizon};
 
 /// This process's identity on a shared database.
@@ -43,8 +45,8 @@ pub struct Fanout {
     pub cluster: Arc<dyn Cluster>,
     /// The listener's health, for `/readyz`.
     pub readiness: Arc<dyn ReadinessCheck>,
-    /// The link's counters, for `/metrics`.
-    pub metrics: Arc<dyn MetricsSource>,
+    /// The link's counters, for `/metrics` (taken once, when the server is wired).
+    pub metrics: Option<Box<dyn Collector>>,
 }
 
 /// Starts the cross-instance link on PostgreSQL (nothing on SQLite). Call it before the
@@ -60,7 +62,7 @@ pub async fn start_fanout(
     tracing::info!(instance = %instance.name, "listening for other instances' events");
     Ok(Some(Fanout {
         readiness: Arc::new(ListenerHealth(link.health_flag())),
-        metrics: Arc::new(LinkMetrics(link.metrics())),
+        metrics: Some(Box::new(LinkMetrics { counters: link.metrics(), listening: link.health_flag() })),
         publisher: link.publisher(),
         cluster: link.cluster(),
         link,
@@ -69,40 +71,53 @@ pub async fn start_fanout(
 
 struct ListenerHealth(Arc<AtomicBool>);
 
-struct LinkMetrics(Arc<FanoutMetrics>);
+/// The link's counters on `/metrics` (`pulse_fanout_…`), read at each scrape.
+struct LinkMetrics {
+    counters: Arc<FanoutMetrics>,
+    listening: Arc<AtomicBool>,
+}
 
-impl MetricsSource for LinkMetrics {
-    fn render(&self, out: &mut String) {
-        let m = &self.0;
+impl std::fmt::Debug for LinkMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Collector for LinkMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let m = &self.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         for (name, help, value) in [
+            ("fanout_events_delivered", "Events of other instances published here.", get(&m.delivered)),
+            ("fanout_outbox_reads", "Outbox reads by the listener.", get(&m.reads)),
+            ("fanout_connects", "LISTEN connections established.", get(&m.connects)),
             (
-                "pulse_fanout_events_delivered_total",
-                "Events of other instances published here.",
-                get(&m.delivered),
-            ),
-            ("pulse_fanout_outbox_reads_total", "Outbox reads by the listener.", get(&m.reads)),
-            ("pulse_fanout_connects_total", "LISTEN connections established.", get(&m.connects)),
-            (
-                "pulse_fanout_gap_numbers_abandoned_total",
+                "fanout_gap_numbers_abandoned",
                 "Sequence numbers given up as never coming (rolled back, or pruned: then a resync).",
                 get(&m.gaps_abandoned),
             ),
             (
-                "pulse_fanout_resyncs_total",
-                "Resyncs asked for (rows maybe pruned unread, too many gaps).",
+                "fanout_resyncs",
+                "Resyncs asked for (rows maybe pruned unread, too many gaps): every topic recomputed.",
                 get(&m.resyncs),
             ),
         ] {
-            ws_bridge::metrics::render_value(out, name, "counter", help, value);
+            metrics::counter(&mut encoder, name, help, value)?;
         }
-        ws_bridge::metrics::render_value(
-            out,
-            "pulse_fanout_open_gaps",
-            "gauge",
+        metrics::gauge(
+            &mut encoder,
+            "fanout_open_gaps",
             "Sequence gap ranges the listener waits on.",
-            get(&m.open_gaps),
-        );
+            None,
+            get(&m.open_gaps) as i64,
+        )?;
+        metrics::gauge(
+            &mut encoder,
+            "fanout_listening",
+            "1 while the listener is connected and caught up (what /readyz checks), else 0.",
+            None,
+            i64::from(self.listening.load(Ordering::Relaxed)),
+        )
     }
 }
 

@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(config.token_ttl_minutes * 60),
     )?;
     let bus = InProcessBus::default();
-    let fanout = instances::start_fanout(&db, &instance, &bus).await?;
+    let mut fanout = instances::start_fanout(&db, &instance, &bus).await?;
     instances::spawn_outbox_pruning(db.clone(), Duration::from_secs(config.event_retention_minutes * 60));
     let pulse = Pulse::start(
         db,
@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
             readiness: fanout.iter().map(|f| f.readiness.clone()).collect(),
             cluster: fanout.as_ref().map(|f| f.cluster.clone()),
             topics: Vec::new(),
-            metrics_sources: fanout.iter().map(|f| f.metrics.clone()).collect(),
+            metrics_collectors: fanout.iter_mut().filter_map(|f| f.metrics.take()).collect(),
             metrics_public: config.metrics_public,
             limits: Limits {
                 max_connections: config.ws_max_connections,

@@ -924,8 +924,8 @@ fn counter_deltas(
         "pulse_stats_recompute_failures_total",
         "pulse_stats_values_published_total",
         "pulse_stats_values_unchanged_total",
-        "pulse_ws_messages_sent_total",
-        "pulse_ws_messages_conflated_total",
+        "pulse_messages_sent_total",
+        "pulse_messages_conflated_total",
     ];
     let (before, after) = (before?, after?);
     Some(

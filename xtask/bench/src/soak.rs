@@ -489,7 +489,7 @@ pub struct SoakSample {
     pub server_cpu_pct: f64,
     /// Bench CPU since the previous sample, % of one core.
     pub bench_cpu_pct: f64,
-    /// `pulse_ws_connections` from `GET /metrics` (None: not available).
+    /// `pulse_connections` (every transport) from `GET /metrics` (None: not available).
     pub ws_connections: Option<u64>,
     /// Requests answered 2xx so far.
     pub requests_ok: u64,
@@ -535,7 +535,7 @@ impl Sampler {
             threads: s.threads,
             server_cpu_pct: 100.0 * (s.cpu_secs - self.prev.cpu_secs).max(0.0) / wall,
             bench_cpu_pct: 100.0 * (s.bench_cpu_secs - self.prev.bench_cpu_secs).max(0.0) / wall,
-            ws_connections: metrics.and_then(|m| m.get("pulse_ws_connections").map(|&v| v as u64)),
+            ws_connections: metrics.and_then(|m| m.get("pulse_connections").map(|&v| v as u64)),
             requests_ok: self.counters.ok.load(Ordering::Relaxed),
             requests_failed: self.counters.failed.load(Ordering::Relaxed),
             messages: f.messages,

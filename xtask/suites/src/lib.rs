@@ -1208,7 +1208,8 @@ impl ServerProcess {
             .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.pid))
     }
 
-    /// The value of the unlabelled sample `name` on `GET /metrics` (`None` when absent).
+    /// The value of the sample `name` on `GET /metrics` (`None` when absent); a labelled sample
+    /// is named as `/metrics` writes it (`pulse_connections{transport="ws"}`).
     pub async fn metric(&self, name: &str) -> Result<Option<f64>> {
         let resp = self.api().get("/metrics").await?;
         if resp.status != 200 {

@@ -1,12 +1,15 @@
 //! A real reverse proxy in front of Pulse: Debian's nginx (`/usr/sbin/nginx`, or
-//! `PULSE_NGINX_BIN`), run as a child process with a configuration of the suite's own — its
-//! own prefix folder and port, `daemon off`, a master and two workers (stopped with SIGQUIT
-//! when dropped, so nothing is left behind), error and access logs in that folder — never
-//! the system service.
+//! `PULSE_NGINX_BIN`) running the configuration Pulse ships, `deploy/nginx/pulse.conf`, as a
+//! child process — never the system service.
 //!
-//! It proxies HTTP and WebSocket upgrades to one or several upstream servers (several are
-//! used round-robin, nginx's default), appends the client's address to `X-Forwarded-For`
-//! (`$proxy_add_x_forwarded_for`) and keeps the `Host` the client sent.
+//! The shipped file is what an operator includes in nginx's `http` block. The suite wraps it
+//! in a main configuration of its own, as `/etc/nginx/nginx.conf` would (its own prefix
+//! folder, `daemon off`, a master and two workers stopped with SIGQUIT when dropped, so
+//! nothing is left behind), and changes only what differs on this machine: the upstream's
+//! `server` lines (the instances under test, round-robin), the listen port (`127.0.0.1` and
+//! a free port instead of `80`) and the log folder (the prefix instead of `/var/log/nginx/`).
+//! Anything else in the file — headers, `X-Forwarded-For`, timeouts, buffering, the
+//! `/metrics` refusal — is tested as shipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -49,7 +52,9 @@ impl Nginx {
         let prefix = tempfile::Builder::new().prefix("pulse-nginx-").tempdir().context("nginx folder")?;
         std::fs::create_dir_all(prefix.path().join("tmp")).context("nginx temp folder")?;
         let port = free_port()?;
-        let config = config(prefix.path(), port, upstreams, running_as_root());
+        let site = shipped_site(SHIPPED_CONFIG, prefix.path(), port, upstreams)?;
+        std::fs::write(prefix.path().join("pulse.conf"), site).context("writing pulse.conf")?;
+        let config = main_config(prefix.path(), running_as_root());
         let config_path = prefix.path().join("nginx.conf");
         std::fs::write(&config_path, config).context("writing nginx.conf")?;
         let stderr = std::fs::File::create(prefix.path().join("stderr.log")).context("nginx stderr file")?;
@@ -103,6 +108,11 @@ impl Nginx {
         format!("ws://127.0.0.1:{}/ws?{query}", self.port)
     }
 
+    /// `http://127.0.0.1:<port>/sse` with `query` (`ticket=…`).
+    pub fn sse_url(&self, query: &str) -> String {
+        format!("http://127.0.0.1:{}/sse?{query}", self.port)
+    }
+
     /// An [`Api`] client (no token) going through nginx.
     pub fn api(&self) -> Api {
         Api::new(self.base_url())
@@ -119,9 +129,10 @@ impl Nginx {
         format!("{}{}", read("stderr.log"), read("error.log"))
     }
 
-    /// nginx's access log so far (`$remote_addr` first on each line).
+    /// nginx's access log so far (the shipped `pulse` format: `$remote_addr` first on each
+    /// line, no query strings).
     pub fn access_log(&self) -> String {
-        std::fs::read_to_string(self.prefix.path().join("access.log")).unwrap_or_default()
+        std::fs::read_to_string(self.prefix.path().join("pulse.access.log")).unwrap_or_default()
     }
 }
 
@@ -153,14 +164,60 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The configuration: a master and two workers, everything in `prefix`, a WebSocket-aware
-/// proxy.
-fn config(prefix: &Path, port: u16, upstreams: &[String], root: bool) -> String {
+/// `deploy/nginx/pulse.conf`, as shipped.
+pub const SHIPPED_CONFIG: &str = include_str!("../../../deploy/nginx/pulse.conf");
+
+/// The shipped site configuration with what differs on this machine replaced: the `server`
+/// lines of `upstream pulse` (by `upstreams`), `listen 80` (by `127.0.0.1:<port>`, its
+/// parameters kept) and `/var/log/nginx/` (by `prefix`). Fails if the file no longer has
+/// exactly those, so a change to it cannot silently leave the suite testing something else.
+pub fn shipped_site(shipped: &str, prefix: &Path, port: u16, upstreams: &[String]) -> Result<String> {
+    let mut out = String::with_capacity(shipped.len() + 256);
+    let (mut in_upstream, mut upstreams_written, mut listens, mut logs) = (false, false, 0, 0);
+    for line in shipped.lines() {
+        let code = line.split('#').next().unwrap_or("").trim();
+        if code.starts_with("upstream pulse") {
+            in_upstream = true;
+        } else if in_upstream && code == "}" {
+            in_upstream = false;
+        } else if in_upstream && code.starts_with("server ") {
+            if !upstreams_written {
+                for upstream in upstreams {
+                    out.push_str(&format!("    server {upstream};\n"));
+                }
+                upstreams_written = true;
+            }
+            continue;
+        }
+        if let Some(rest) = code.strip_prefix("listen 80").filter(|r| r.starts_with([' ', ';'])) {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push_str(&format!("{indent}listen 127.0.0.1:{port}{rest}\n"));
+            listens += 1;
+            continue;
+        }
+        if code.contains("/var/log/nginx/") {
+            logs += 1;
+        }
+        out.push_str(&line.replace("/var/log/nginx/", &format!("{}/", prefix.display())));
+        out.push('\n');
+    }
+    if !upstreams_written || listens != 1 || logs == 0 {
+        bail!(
+            "deploy/nginx/pulse.conf changed shape: expected `server` lines in `upstream pulse` \
+             (found: {upstreams_written}), one `listen 80` (found {listens}) and a log under \
+             /var/log/nginx/ (found {logs})"
+        );
+    }
+    Ok(out)
+}
+
+/// The main configuration around the shipped site (what `/etc/nginx/nginx.conf` is to it): a
+/// master and two workers, everything in `prefix`.
+fn main_config(prefix: &Path, root: bool) -> String {
     let p = prefix.display();
-    let servers: String = upstreams.iter().map(|u| format!("        server {u};\n")).collect();
     let user = if root { "user root;\n" } else { "" };
     format!(
-        r#"# Written by xtask/suites (nginx.rs) for one test run.
+        r#"# Written by xtask/suites (nginx.rs) for one test run; the site is deploy/nginx/pulse.conf.
 daemon off;
 worker_processes 2;
 {user}worker_rlimit_nofile 20000;
@@ -180,32 +237,7 @@ http {{
     uwsgi_temp_path {p}/tmp/uwsgi;
     scgi_temp_path {p}/tmp/scgi;
 
-    upstream pulse {{
-{servers}        keepalive 256;
-    }}
-
-    # WebSocket upgrades pass through; other requests reuse upstream connections.
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        ""      "";
-    }}
-
-    server {{
-        listen 127.0.0.1:{port} backlog=4096 reuseport;
-
-        location / {{
-            proxy_pass http://pulse;
-            proxy_http_version 1.1;
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_read_timeout 1h;
-            proxy_send_timeout 1h;
-            proxy_buffering off;
-        }}
-    }}
+    include {p}/pulse.conf;
 }}
 "#
     )
@@ -216,15 +248,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_configuration_lists_every_upstream_and_keeps_everything_in_the_prefix() {
-        let text = config(Path::new("/tmp/x"), 8081, &["127.0.0.1:1".into(), "127.0.0.1:2".into()], false);
-        assert!(text.contains("server 127.0.0.1:1;") && text.contains("server 127.0.0.1:2;"));
-        assert!(text.contains("listen 127.0.0.1:8081"));
-        assert!(text.contains("daemon off;") && text.contains("worker_processes 2;"));
+    fn the_shipped_site_gets_only_the_upstreams_the_port_and_the_log_folder_replaced() {
+        let upstreams = ["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()];
+        let site =
+            shipped_site(SHIPPED_CONFIG, Path::new("/tmp/x"), 8081, &upstreams).expect("the shipped file");
+        assert!(site.contains("    server 127.0.0.1:1;\n    server 127.0.0.1:2;\n"), "{site}");
+        assert!(!site.contains("pulse-1:3000"), "{site}");
+        assert!(site.contains("listen 127.0.0.1:8081 backlog=4096 reuseport;"), "{site}");
+        assert!(site.contains("access_log /tmp/x/pulse.access.log pulse;"), "{site}");
+        // Everything else is the shipped file, line for line.
+        let changed = |l: &&str| {
+            l.contains("server ") && l.contains(':') || l.contains("listen") || l.contains("access_log")
+        };
+        let shipped: Vec<_> = SHIPPED_CONFIG.lines().filter(|l| !changed(l)).collect();
+        let tested: Vec<_> = site.lines().filter(|l| !changed(l)).collect();
+        assert_eq!(shipped, tested);
+        let text = main_config(Path::new("/tmp/x"), false);
+        assert!(text.contains("include /tmp/x/pulse.conf;") && text.contains("daemon off;"));
         assert!(!text.contains("user root"));
         for line in text.lines().filter(|l| l.contains("_path ") || l.contains("_log ") || l.contains("pid "))
         {
             assert!(line.contains("/tmp/x/"), "outside the prefix: {line}");
         }
+    }
+
+    #[test]
+    fn a_shipped_file_of_another_shape_is_refused() {
+        let port = |text: &str| shipped_site(text, Path::new("/tmp/x"), 1, &["127.0.0.1:1".to_owned()]);
+        assert!(port(&SHIPPED_CONFIG.replace("listen 80", "listen 8080")).is_err());
+        assert!(port(&SHIPPED_CONFIG.replace("upstream pulse", "upstream other")).is_err());
     }
 }

@@ -37,7 +37,12 @@ impl Watcher {
     /// Connects to `server` with `token` and checks the four opening messages (`connected`,
     /// then [`STATS_TOPICS`] in order), each within [`WAIT`].
     pub async fn connect(server: &ServerProcess, token: &str, name: &str) -> Self {
-        let mut ws = server.connect_ws(token).await.unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+        Self::connect_url(&server.ws_url(token), name).await
+    }
+
+    /// As [`Watcher::connect`], to a WebSocket URL of its own (e.g. through a proxy).
+    pub async fn connect_url(url: &str, name: &str) -> Self {
+        let mut ws = crate::connect(url).await.unwrap_or_else(|e| panic!("{name}: connect: {e}"));
         let mut first = Vec::new();
         for _ in 0..4 {
             first

@@ -9,7 +9,7 @@
 //!   limit of the login limiter applies and only the password gate's bound protects the
 //!   server — on SQLite (where the blocking pool also runs every database call) and on
 //!   PostgreSQL.
-//! - Through a real nginx (Debian's, as a child process with the suite's own configuration)
+//! - Through a real nginx (Debian's, as a child process running `deploy/nginx/pulse.conf`)
 //!   with `TRUSTED_PROXIES` set: the 2,000 come from one abusive address, which is limited
 //!   after 50 attempts, while clients from other addresses (each bound to its own 127.0.0.x)
 //!   log in and fail logins unhindered.

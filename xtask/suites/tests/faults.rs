@@ -34,6 +34,9 @@ use suites::{
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 
+/// The gauge of this instance's open WebSocket connections on `/metrics`.
+const WS_CONNECTIONS: &str = r#"pulse_connections{transport="ws"}"#;
+
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
@@ -567,8 +570,8 @@ async fn clients_that_stop_reading_are_dropped_and_cost_bounded_memory() {
         connect_and_stop_reading(server, stats_api.token().expect("token")).await;
     let (mut assignee_slow, _, assignee_local) =
         connect_and_stop_reading(server, assignee_api.token().expect("token")).await;
-    let gauge = server.metric("pulse_ws_connections").await.expect("/metrics");
-    assert_eq!(gauge, Some(3.0), "pulse_ws_connections with the three clients");
+    let gauge = server.metric(WS_CONNECTIONS).await.expect("/metrics");
+    assert_eq!(gauge, Some(3.0), "{WS_CONNECTIONS} with the three clients");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let baseline = server.vm_rss_kib().expect("VmRSS");
 
@@ -588,8 +591,8 @@ async fn clients_that_stop_reading_are_dropped_and_cost_bounded_memory() {
             burst_end = Some(burst_start.elapsed());
         }
         if Instant::now() >= next_gauge {
-            gauge = server.metric("pulse_ws_connections").await.expect("/metrics");
-            let n = gauge.expect("pulse_ws_connections on /metrics");
+            gauge = server.metric(WS_CONNECTIONS).await.expect("/metrics");
+            let n = gauge.expect("the WebSocket connection gauge on /metrics");
             if n <= 2.0 && first_drop.is_none() {
                 first_drop = Some(burst_start.elapsed());
             }
@@ -603,12 +606,12 @@ async fn clients_that_stop_reading_are_dropped_and_cost_bounded_memory() {
             (Some(end), None) => assert!(
                 burst_start.elapsed() < end + Duration::from_secs(30),
                 "no client that stopped reading was dropped within 30 s of the last change \
-                 (pulse_ws_connections {gauge:?}, the burst took {end:?})"
+                 ({WS_CONNECTIONS} {gauge:?}, the burst took {end:?})"
             ),
             (Some(_), Some(_)) => assert!(
                 stats_connected.elapsed() < Duration::from_secs(60),
                 "stats-reader still connected 60 s after it connected and stopped reading, though \
-                 it answers no ping (pulse_ws_connections {gauge:?})"
+                 it answers no ping ({WS_CONNECTIONS} {gauge:?})"
             ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -685,7 +688,15 @@ async fn clients_that_stop_reading_are_dropped_and_cost_bounded_memory() {
     let (mut ws, mut last, received) = reader.await.expect("healthy reader");
     wait_for_tasks_stats(&mut ws, "healthy client", &mut last, &expected, WAIT).await;
     eprintln!("healthy client: {received} messages, last stats:tasks {last}");
-    assert_eq!(server.metric("pulse_ws_connections").await.expect("/metrics"), Some(1.0));
+    assert_eq!(server.metric(WS_CONNECTIONS).await.expect("/metrics"), Some(1.0));
+    // On /metrics: both readers that stopped ended, assignee-reader counted as too slow.
+    let metrics = server.api().get("/metrics").await.expect("/metrics").text;
+    let closed: Vec<&str> =
+        metrics.lines().filter(|l| l.starts_with("pulse_connections_closed_total{")).collect();
+    let count = |line: &&str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    assert_eq!(closed.iter().map(count).sum::<f64>(), 2.0, "connections counted as ended: {closed:#?}");
+    let too_slow = closed.iter().find(|l| l.contains(r#"transport="ws",reason="too_slow""#)).map(count);
+    assert_eq!(too_slow, Some(1.0), "connections counted as too slow: {closed:#?}");
 
     assert!(
         !is_established(&stats_state),
@@ -695,7 +706,7 @@ async fn clients_that_stop_reading_are_dropped_and_cost_bounded_memory() {
     assert!(
         !is_established(&assignee_state),
         "the server's side of assignee-reader's connection is still ESTABLISHED {assignee_dropped_for:?} \
-         after pulse_ws_connections said it was dropped (too slow): the session ended but the TCP \
+         after {WS_CONNECTIONS} said it was dropped (too slow): the session ended but the TCP \
          connection, its file descriptor and its send buffer stay for as long as the client does \
          not read (state and send queue: {assignee_state:?})"
     );
