@@ -5,7 +5,7 @@ use domain_events::model::{Approval, ApprovalStats, ApprovalStatus, Decision, Ro
 use serde::{Deserialize, Serialize};
 use services::{NewApproval, Page};
 
-use super::parse_filter;
+use super::{Authenticated, JsonBody, parse_filter};
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -40,10 +40,8 @@ impl ListQuery {
     responses(
         (status = 201, description = "The new approval", body = Approval),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, payload over 32 KiB", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -66,8 +64,7 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "One page of approvals", body = Page<Approval>),
         (status = 400, description = "Unknown status, bad `limit` or `cursor`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -90,9 +87,8 @@ pub(crate) async fn list(
     params(("id" = i64, Path, description = "The approval's id")),
     responses(
         (status = 200, description = "The approval", body = Approval),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No approval with this id", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -131,13 +127,11 @@ pub(crate) struct Decide {
     responses(
         (status = 200, description = "The approval, `approved` or `rejected`", body = Approval),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown decision", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "Staff may not decide or execute approvals", body = ErrorBody),
         (status = 404, description = "No approval with this id", body = ErrorBody),
         (status = 409, description = "The approval is not `pending`", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -165,11 +159,10 @@ pub(crate) async fn decide(
     params(("id" = i64, Path, description = "The approval's id")),
     responses(
         (status = 200, description = "The approval, `executed`", body = Approval),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "Staff may not decide or execute approvals", body = ErrorBody),
         (status = 404, description = "No approval with this id", body = ErrorBody),
         (status = 409, description = "The approval is not `approved`", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -198,8 +191,7 @@ pub(crate) struct WrappedApprovalStats {
     tag = "approvals",
     responses(
         (status = 200, description = "Approval counts", body = WrappedApprovalStats),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
