@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayItems, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -83,6 +85,39 @@ impl Modify for UniqueOperationIds {
     }
 }
 
+/// Puts each named validation pattern (`"{visible_text}"`, see
+/// [`services::validate::patterns`]) in the schemas that name it.
+struct NamedPatterns;
+
+impl Modify for NamedPatterns {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for schema in openapi.components.iter_mut().flat_map(|c| c.schemas.values_mut()) {
+            expand_patterns(schema);
+        }
+    }
+}
+
+fn expand_patterns(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else { return };
+    match schema {
+        Schema::Object(object) => {
+            if let Some(named) = object.pattern.as_deref().and_then(services::validate::patterns::named) {
+                object.pattern = Some(named.to_owned());
+            }
+            object.properties.values_mut().for_each(expand_patterns);
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                expand_patterns(items);
+            }
+        }
+        Schema::AllOf(all) => all.items.iter_mut().for_each(expand_patterns),
+        Schema::OneOf(one) => one.items.iter_mut().for_each(expand_patterns),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(expand_patterns),
+        _ => {}
+    }
+}
+
 fn operations_mut(
     openapi: &mut utoipa::openapi::OpenApi,
 ) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
@@ -109,6 +144,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         doc.merge(operation);
     }
     UniqueOperationIds.modify(&mut doc);
+    NamedPatterns.modify(&mut doc);
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }

@@ -248,4 +248,26 @@ async fn the_schemas_tell_the_truth() {
         page["required"].as_array().is_some_and(|r| r.iter().any(|f| f == "nextCursor")),
         "nextCursor is always sent: {page}"
     );
+
+    // Named validation patterns are written out wherever a field names one.
+    fn patterns<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(pattern)) = map.get("pattern") {
+                    found.push(pattern);
+                }
+                map.values().for_each(|v| patterns(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| patterns(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    patterns(&doc, &mut found);
+    let unexpanded: Vec<_> = found.iter().filter(|p| p.starts_with('{')).collect();
+    assert!(unexpanded.is_empty(), "named patterns left unexpanded: {unexpanded:?}");
+    use services::validate::patterns::{USERNAME, VISIBLE_TEXT};
+    assert_eq!(schemas["NewTask"]["properties"]["description"]["pattern"], VISIBLE_TEXT);
+    assert_eq!(schemas["NewUser"]["properties"]["username"]["pattern"], USERNAME);
+    assert!(found.iter().filter(|p| **p == VISIBLE_TEXT).count() >= 13, "every free-text field: {found:?}");
 }

@@ -21,31 +21,13 @@ use crate::validate::{self, Page, PageRequest, limits};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewConversation {
     /// The guest's name.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 200,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200, pattern = "{visible_text}"))]
     pub guest_name: String,
     /// Where it happens (`email`, `phone`, `chat`, …).
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 64,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{visible_text}"))]
     pub channel: String,
     /// What it is about.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 1000,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000, pattern = "{visible_text}"))]
     pub subject: String,
 }
 
@@ -56,33 +38,15 @@ pub struct NewConversation {
 pub struct ConversationChanges {
     /// New subject.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 1000,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000, pattern = "{visible_text}"))]
     pub subject: Option<String>,
     /// New guest name.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 200,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200, pattern = "{visible_text}"))]
     pub guest_name: Option<String>,
     /// New channel.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 64,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{visible_text}"))]
     pub channel: Option<String>,
 }
 

@@ -22,35 +22,17 @@ use crate::validate::{self, Page, PageRequest, limits};
 pub struct NewTask {
     /// What kind of work.
     #[serde(rename = "type")]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 64,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{visible_text}"))]
     pub kind: String,
     /// Which department does it.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 64,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{visible_text}"))]
     pub department: String,
     /// Free text.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 4000,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4000, pattern = "{visible_text}"))]
     pub description: String,
     /// Username to assign it to at once (the task starts `in_progress`).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = r"^[A-Za-z0-9._-]{3,64}$"))]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{username}"))]
     pub assignee: Option<String>,
 }
 

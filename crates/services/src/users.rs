@@ -30,7 +30,7 @@ use crate::validate::{self, limits};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewUser {
     /// Login name: 3–64 letters, digits, `.`, `_`, `-`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{3,64}$"))]
+    #[cfg_attr(feature = "openapi", schema(pattern = "{username}"))]
     pub username: String,
     /// 8–256 characters; only its hash is kept.
     #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 256, format = Password))]

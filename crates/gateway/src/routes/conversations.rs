@@ -134,10 +134,7 @@ pub(crate) async fn update(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Escalate {
     /// Why a manager is needed.
-    #[schema(
-        max_length = 1000,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-    )]
+    #[schema(max_length = 1000, pattern = "{visible_text}")]
     reason: String,
 }
 

@@ -114,7 +114,7 @@ pub(crate) async fn get(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Assign {
     /// An existing username.
-    #[schema(max_length = 64, pattern = r"^[A-Za-z0-9._-]{3,64}$")]
+    #[schema(max_length = 64, pattern = "{username}")]
     assignee: String,
 }
 
