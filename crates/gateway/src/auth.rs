@@ -263,17 +263,6 @@ pub(crate) async fn current_actor(
     Ok(Actor { user_id, username: account.username, role: account.role })
 }
 
-impl AuthUser {
-    /// Fails with 403 unless the caller has one of `roles`.
-    pub fn require(&self, roles: &[Role], what: &str) -> Result<(), ApiError> {
-        if roles.contains(&self.actor.role) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("{} may not {what}", self.actor.role)))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use domain_events::model::{Actor, Conversation, ConversationState, ConversationS
 use domain_events::{DomainEvent, EventPublisher};
 use serde::Deserialize;
 
-use crate::db::{Database, exists, read};
+use crate::db::{Conn, Database, db_run};
 use crate::error::{ServiceError, ServiceResult, ValidationError};
 use crate::outbox::{commit_and_announce, now, record_events, utc};
 use crate::schema::conversations;
@@ -111,33 +111,6 @@ pub struct ConversationService {
     publisher: Arc<dyn EventPublisher>,
 }
 
-/// A guarded update of conversation `$id` allowed only from `$from` states; evaluates to
-/// the updated conversation, or returns the 404/409 that explains why nothing changed.
-macro_rules! transition {
-    ($conn:expr, $id:expr, $from:expr, $set:expr, $action:literal) => {{
-        let from: Vec<&str> = $from.iter().map(|s: &ConversationState| s.as_str()).collect();
-        let updated: Option<ConversationRow> =
-            diesel::update(conversations::table.find($id).filter(conversations::state.eq_any(from)))
-                .set($set)
-                .returning(ConversationRow::as_returning())
-                .get_result($conn)
-                .await
-                .optional()?;
-        match updated {
-            Some(row) => Conversation::try_from(row)?,
-            None if exists!($conn, conversations, $id) => {
-                let state: String =
-                    conversations::table.find($id).select(conversations::state).first($conn).await?;
-                return Err(ServiceError::Conflict(format!(
-                    concat!("cannot ", $action, " conversation {}: it is {}"),
-                    $id, state
-                )));
-            }
-            None => return Err(ServiceError::not_found("conversation", $id)),
-        }
-    }};
-}
-
 impl ConversationService {
     /// A service writing to `db` and announcing on `publisher`.
     pub fn new(db: Database, publisher: Arc<dyn EventPublisher>) -> Self {
@@ -159,29 +132,34 @@ impl ConversationService {
             created_at: at,
             updated_at: at,
         };
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = Conversation::try_from(
-                diesel::insert_into(conversations::table)
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let conversation =
+                Conversation::try_from(db_run!(conn, |c| diesel::insert_into(conversations::table)
                     .values(&row)
                     .returning(ConversationRow::as_returning())
-                    .get_result(conn)
-                    .await?,
-            )?;
+                    .get_result(c)
+                    .await)?)?;
             let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationCreated(conversation.clone())]);
+                record_events(conn, actor, at, [DomainEvent::ConversationCreated(conversation.clone())])
+                    .await?;
             Ok((conversation, events))
         })
+        .await
     }
 
     /// One conversation.
     pub async fn get(&self, id: i64) -> ServiceResult<Conversation> {
-        let row: Option<ConversationRow> = read!(self.db, |conn| conversations::table
-            .find(id)
-            .select(ConversationRow::as_select())
-            .first(conn)
-            .await
-            .optional()
-            .map_err(ServiceError::from))?;
+        let row: Option<ConversationRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| conversations::table
+                    .find(id)
+                    .select(ConversationRow::as_select())
+                    .first(c)
+                    .await
+                    .optional())
+            })
+            .await?;
         row.ok_or(ServiceError::not_found("conversation", id))?.try_into()
     }
 
@@ -192,19 +170,24 @@ impl ConversationService {
         page: PageRequest,
     ) -> ServiceResult<Page<Conversation>> {
         let (limit, cursor) = page.validated()?;
-        let rows: Vec<ConversationRow> = read!(self.db, |conn| {
-            let mut query = conversations::table
-                .select(ConversationRow::as_select())
-                .order(conversations::id.desc())
-                .into_boxed();
-            if let Some(state) = state {
-                query = query.filter(conversations::state.eq(state.as_str()));
-            }
-            if let Some(cursor) = cursor {
-                query = query.filter(conversations::id.lt(cursor));
-            }
-            query.limit(limit + 1).load(conn).await.map_err(ServiceError::from)
-        })?;
+        let rows: Vec<ConversationRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| {
+                    let mut query = conversations::table
+                        .select(ConversationRow::as_select())
+                        .order(conversations::id.desc())
+                        .into_boxed();
+                    if let Some(state) = state {
+                        query = query.filter(conversations::state.eq(state.as_str()));
+                    }
+                    if let Some(cursor) = cursor {
+                        query = query.filter(conversations::id.lt(cursor));
+                    }
+                    query.limit(limit + 1).load(c).await
+                })
+            })
+            .await?;
         let items = rows.into_iter().map(Conversation::try_from).collect::<ServiceResult<Vec<_>>>()?;
         Ok(Page::from_overfetch(items, limit, |c| c.id))
     }
@@ -229,86 +212,136 @@ impl ConversationService {
                 ValidationError::new("body", "give at least one of subject, guestName, channel").into()
             );
         }
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = transition!(
-                conn,
-                id,
-                [ConversationState::Active, ConversationState::Escalated],
-                &set,
-                "update"
-            );
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let updated: Option<ConversationRow> =
+                db_run!(conn, |c| diesel::update(conversations::table.find(id).filter(
+                    conversations::state.eq_any(vec![
+                        ConversationState::Active.as_str(),
+                        ConversationState::Escalated.as_str()
+                    ])
+                ))
+                .set(&set)
+                .returning(ConversationRow::as_returning())
+                .get_result(c)
+                .await
+                .optional())?;
+            let Some(row) = updated else { return Err(refusal(conn, id, "update").await) };
+            let conversation = Conversation::try_from(row)?;
             let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())]);
+                record_events(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())])
+                    .await?;
             Ok((conversation, events))
         })
+        .await
     }
 
     /// Escalates an active conversation to a manager, with a reason. Emits `conversation.escalated`.
     pub async fn escalate(&self, actor: &Actor, id: i64, reason: &str) -> ServiceResult<Conversation> {
         let reason = validate::required_text("reason", reason, limits::LINE)?;
         let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = transition!(
-                conn,
-                id,
-                [ConversationState::Active],
-                (
-                    conversations::state.eq(ConversationState::Escalated.as_str()),
-                    conversations::escalation_reason.eq(Some(&reason)),
-                    conversations::updated_at.eq(at),
-                ),
-                "escalate"
-            );
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let updated: Option<ConversationRow> = db_run!(conn, |c| diesel::update(
+                conversations::table
+                    .find(id)
+                    .filter(conversations::state.eq_any(vec![ConversationState::Active.as_str()]))
+            )
+            .set((
+                conversations::state.eq(ConversationState::Escalated.as_str()),
+                conversations::escalation_reason.eq(Some(&reason)),
+                conversations::updated_at.eq(at),
+            ))
+            .returning(ConversationRow::as_returning())
+            .get_result(c)
+            .await
+            .optional())?;
+            let Some(row) = updated else { return Err(refusal(conn, id, "escalate").await) };
+            let conversation = Conversation::try_from(row)?;
             let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationEscalated(conversation.clone())]);
+                record_events(conn, actor, at, [DomainEvent::ConversationEscalated(conversation.clone())])
+                    .await?;
             Ok((conversation, events))
         })
+        .await
     }
 
     /// Takes an escalated conversation back to `active` (the `⇄` of the life cycle).
     /// Emits `conversation.updated`.
     pub async fn deescalate(&self, actor: &Actor, id: i64) -> ServiceResult<Conversation> {
         let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = transition!(
-                conn,
-                id,
-                [ConversationState::Escalated],
-                (
-                    conversations::state.eq(ConversationState::Active.as_str()),
-                    conversations::updated_at.eq(at)
-                ),
-                "de-escalate"
-            );
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let updated: Option<ConversationRow> = db_run!(conn, |c| diesel::update(
+                conversations::table
+                    .find(id)
+                    .filter(conversations::state.eq_any(vec![ConversationState::Escalated.as_str()]))
+            )
+            .set((
+                conversations::state.eq(ConversationState::Active.as_str()),
+                conversations::updated_at.eq(at)
+            ))
+            .returning(ConversationRow::as_returning())
+            .get_result(c)
+            .await
+            .optional())?;
+            let Some(row) = updated else { return Err(refusal(conn, id, "de-escalate").await) };
+            let conversation = Conversation::try_from(row)?;
             let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())]);
+                record_events(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())])
+                    .await?;
             Ok((conversation, events))
         })
+        .await
     }
 
     /// Resolves an active or escalated conversation. Emits `conversation.resolved`.
     pub async fn resolve(&self, actor: &Actor, id: i64) -> ServiceResult<Conversation> {
         let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = transition!(
-                conn,
-                id,
-                [ConversationState::Active, ConversationState::Escalated],
-                (
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let updated: Option<ConversationRow> =
+                db_run!(conn, |c| diesel::update(conversations::table.find(id).filter(
+                    conversations::state.eq_any(vec![
+                        ConversationState::Active.as_str(),
+                        ConversationState::Escalated.as_str()
+                    ])
+                ))
+                .set((
                     conversations::state.eq(ConversationState::Resolved.as_str()),
                     conversations::updated_at.eq(at),
                     conversations::resolved_at.eq(Some(at)),
-                ),
-                "resolve"
-            );
+                ))
+                .returning(ConversationRow::as_returning())
+                .get_result(c)
+                .await
+                .optional())?;
+            let Some(row) = updated else { return Err(refusal(conn, id, "resolve").await) };
+            let conversation = Conversation::try_from(row)?;
             let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationResolved(conversation.clone())]);
+                record_events(conn, actor, at, [DomainEvent::ConversationResolved(conversation.clone())])
+                    .await?;
             Ok((conversation, events))
         })
+        .await
     }
 
     /// Counts by state.
     pub async fn stats(&self) -> ServiceResult<ConversationStats> {
         crate::stats::conversation_stats(&self.db).await
+    }
+}
+
+/// Why a guarded update of conversation `id` touched nothing: it is missing, or not in a
+/// state the action starts from.
+async fn refusal(conn: &mut Conn<'_>, id: i64, action: &str) -> ServiceError {
+    let state = db_run!(conn, |c| conversations::table
+        .find(id)
+        .select(conversations::state)
+        .first::<String>(c)
+        .await
+        .optional());
+    match state {
+        Ok(None) => ServiceError::not_found("conversation", id),
+        Ok(Some(state)) => {
+            ServiceError::Conflict(format!("cannot {action} conversation {id}: it is {state}"))
+        }
+        Err(error) => error,
     }
 }
