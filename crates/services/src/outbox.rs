@@ -117,7 +117,7 @@ pub(crate) async fn commit_and_announce<T: Send>(
             Ok(record)
         }
         Err(error) => {
-            if let Some(seqs) = ready_to_commit {
+            if let Some(seqs) = ready_to_commit.filter(|seqs| !seqs.is_empty()) {
                 tracing::warn!(%error, ?seqs, "a commit's outcome is unknown; its events are announced if it committed");
                 publisher.commit_unknown(&seqs);
             }
