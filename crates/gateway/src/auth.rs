@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// The claims of a Pulse token (contract section 2).
+/// The claims of a Pulse token (`docs/protocol.md` §2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The user id, as a string.

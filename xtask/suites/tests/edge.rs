@@ -1,4 +1,4 @@
-//! Black-box tests of the edge (contract sections 2, 3 and 7), against the real server:
+//! Black-box tests of the edge (`docs/protocol.md` §2, §3 and §7), against the real server:
 //!
 //! - a `/ws` ticket is spent only after every other check of the upgrade passed, and never
 //!   outlives the token it was issued with;

@@ -1,5 +1,4 @@
-//! Black-box integration tests of the Pulse server, against contract sections 1–5
-//! (`shared/spec/CONTRACT.md`).
+//! Black-box integration tests of the Pulse server, against `docs/protocol.md` §1–5.
 //!
 //! Every case in `both_databases!` runs twice, on SQLite and on PostgreSQL, each time on its
 //! own server process and its own fresh database; `postgres_only` and `config` hold the few

@@ -1,4 +1,4 @@
-//! Black-box tests of contract section 6 (`shared/spec/CONTRACT.md`): WebSocket topics
+//! Black-box tests of `docs/protocol.md` §6: WebSocket topics
 //! (`?topics=` on the URL, `subscribe` / `unsubscribe`), the personal `task:assigned` event,
 //! presence and typing.
 //!

@@ -1,4 +1,4 @@
-//! Black-box tests of the user lifecycle (contract section 2): admins list users, change a
+//! Black-box tests of the user lifecycle (`docs/protocol.md` §2): admins list users, change a
 //! role, reset a password, deactivate and reactivate; users change their own password. A
 //! deactivated user cannot log in and their tokens and tickets are refused (401) and their
 //! sockets closed with 4403; a role or password change retires older tokens (401, sockets
