@@ -88,6 +88,35 @@ struct NewApprovalRow<'a> {
     updated_at: NaiveDateTime,
 }
 
+/// What a decision or an execution writes; `None` leaves a column as it is.
+#[derive(AsChangeset)]
+#[diesel(table_name = approvals)]
+struct ApprovalChange<'a> {
+    status: &'static str,
+    decided_by: Option<&'a str>,
+    /// `Some(None)` writes NULL: a decision without a reason.
+    decision_reason: Option<Option<&'a str>>,
+    decided_at: Option<NaiveDateTime>,
+    executed_by: Option<&'a str>,
+    executed_at: Option<NaiveDateTime>,
+    updated_at: NaiveDateTime,
+}
+
+impl ApprovalChange<'_> {
+    /// A move to `status` at `at`, nothing else.
+    fn to_status(status: ApprovalStatus, at: NaiveDateTime) -> Self {
+        Self {
+            status: status.as_str(),
+            decided_by: None,
+            decision_reason: None,
+            decided_at: None,
+            executed_by: None,
+            executed_at: None,
+            updated_at: at,
+        }
+    }
+}
+
 /// Queues, decides and executes approvals.
 #[derive(Clone)]
 pub struct ApprovalQueue {
@@ -205,52 +234,51 @@ impl ApprovalQueue {
             Decision::Rejected => ApprovalStatus::Rejected,
         };
         let at = now();
-        commit_and_announce(&self.db, &*self.publisher, async |conn| {
-            let updated: Option<ApprovalRow> = db_run!(conn, |c| diesel::update(
-                approvals::table.find(id).filter(approvals::status.eq(ApprovalStatus::Pending.as_str()))
-            )
-            .set((
-                approvals::status.eq(status.as_str()),
-                approvals::decided_by.eq(Some(&actor.username)),
-                approvals::decision_reason.eq(reason.as_deref()),
-                approvals::decided_at.eq(Some(at)),
-                approvals::updated_at.eq(at),
-            ))
-            .returning(ApprovalRow::as_returning())
-            .get_result(c)
-            .await
-            .optional())?;
-            let Some(row) = updated else { return Err(refusal(conn, id, "decide").await) };
-            let approval = Approval::try_from(row)?;
-            let events =
-                record_events(conn, actor, at, [DomainEvent::ApprovalDecided(approval.clone())]).await?;
-            Ok((approval, events))
-        })
-        .await
+        let change = ApprovalChange {
+            decided_by: Some(&actor.username),
+            decision_reason: Some(reason.as_deref()),
+            decided_at: Some(at),
+            ..ApprovalChange::to_status(status, at)
+        };
+        self.apply(actor, id, ApprovalStatus::Pending, change, "decide", DomainEvent::ApprovalDecided).await
     }
 
     /// Carries out an approved request (managers and admins). Emits `approval.executed`.
     pub async fn execute(&self, actor: &Actor, id: i64) -> ServiceResult<Approval> {
         ensure_approver(actor, "execute")?;
         let at = now();
+        let change = ApprovalChange {
+            executed_by: Some(&actor.username),
+            executed_at: Some(at),
+            ..ApprovalChange::to_status(ApprovalStatus::Executed, at)
+        };
+        self.apply(actor, id, ApprovalStatus::Approved, change, "execute", DomainEvent::ApprovalExecuted)
+            .await
+    }
+
+    /// Applies `change` to approval `id` if it is `from` (a guarded update), records the event
+    /// `announce` makes of the result, commits and announces; `action` names it in a refusal.
+    async fn apply(
+        &self,
+        actor: &Actor,
+        id: i64,
+        from: ApprovalStatus,
+        change: ApprovalChange<'_>,
+        action: &str,
+        announce: fn(Approval) -> DomainEvent,
+    ) -> ServiceResult<Approval> {
         commit_and_announce(&self.db, &*self.publisher, async |conn| {
             let updated: Option<ApprovalRow> = db_run!(conn, |c| diesel::update(
-                approvals::table.find(id).filter(approvals::status.eq(ApprovalStatus::Approved.as_str()))
+                approvals::table.find(id).filter(approvals::status.eq(from.as_str()))
             )
-            .set((
-                approvals::status.eq(ApprovalStatus::Executed.as_str()),
-                approvals::executed_by.eq(Some(&actor.username)),
-                approvals::executed_at.eq(Some(at)),
-                approvals::updated_at.eq(at),
-            ))
+            .set(&change)
             .returning(ApprovalRow::as_returning())
             .get_result(c)
             .await
             .optional())?;
-            let Some(row) = updated else { return Err(refusal(conn, id, "execute").await) };
+            let Some(row) = updated else { return Err(refusal(conn, id, action).await) };
             let approval = Approval::try_from(row)?;
-            let events =
-                record_events(conn, actor, at, [DomainEvent::ApprovalExecuted(approval.clone())]).await?;
+            let events = record_events(conn, actor, change.updated_at, [announce(approval.clone())]).await?;
             Ok((approval, events))
         })
         .await

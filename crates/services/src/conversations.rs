@@ -95,14 +95,63 @@ struct NewConversationRow<'a> {
     updated_at: NaiveDateTime,
 }
 
+/// What a change of a conversation writes; `None` leaves a column as it is.
 #[derive(AsChangeset)]
 #[diesel(table_name = conversations)]
-struct ConversationChangeset {
+struct ConversationChange {
+    state: Option<&'static str>,
     subject: Option<String>,
     guest_name: Option<String>,
     channel: Option<String>,
+    escalation_reason: Option<String>,
     updated_at: NaiveDateTime,
+    resolved_at: Option<NaiveDateTime>,
 }
+
+impl ConversationChange {
+    /// A move to `state` at `at`, nothing else.
+    fn to_state(state: ConversationState, at: NaiveDateTime) -> Self {
+        Self {
+            state: Some(state.as_str()),
+            subject: None,
+            guest_name: None,
+            channel: None,
+            escalation_reason: None,
+            updated_at: at,
+            resolved_at: None,
+        }
+    }
+}
+
+/// A move in the life cycle: the states it starts from, its name in a refusal, and the event
+/// that announces it.
+#[derive(Clone, Copy)]
+struct Transition {
+    from: &'static [ConversationState],
+    action: &'static str,
+    announce: fn(Conversation) -> DomainEvent,
+}
+
+const UPDATE: Transition = Transition {
+    from: &[ConversationState::Active, ConversationState::Escalated],
+    action: "update",
+    announce: DomainEvent::ConversationUpdated,
+};
+const ESCALATE: Transition = Transition {
+    from: &[ConversationState::Active],
+    action: "escalate",
+    announce: DomainEvent::ConversationEscalated,
+};
+const DEESCALATE: Transition = Transition {
+    from: &[ConversationState::Escalated],
+    action: "de-escalate",
+    announce: DomainEvent::ConversationUpdated,
+};
+const RESOLVE: Transition = Transition {
+    from: &[ConversationState::Active, ConversationState::Escalated],
+    action: "resolve",
+    announce: DomainEvent::ConversationResolved,
+};
 
 /// Opens, edits, escalates and resolves guest conversations.
 #[derive(Clone)]
@@ -201,7 +250,10 @@ impl ConversationService {
         changes: ConversationChanges,
     ) -> ServiceResult<Conversation> {
         let at = now();
-        let set = ConversationChangeset {
+        let set = ConversationChange {
+            state: None,
+            escalation_reason: None,
+            resolved_at: None,
             subject: validate::optional_text("subject", changes.subject.as_deref(), limits::LINE)?,
             guest_name: validate::optional_text("guestName", changes.guest_name.as_deref(), limits::NAME)?,
             channel: validate::optional_text("channel", changes.channel.as_deref(), limits::SHORT_TEXT)?,
@@ -212,111 +264,60 @@ impl ConversationService {
                 ValidationError::new("body", "give at least one of subject, guestName, channel").into()
             );
         }
-        commit_and_announce(&self.db, &*self.publisher, async |conn| {
-            let updated: Option<ConversationRow> =
-                db_run!(conn, |c| diesel::update(conversations::table.find(id).filter(
-                    conversations::state.eq_any(vec![
-                        ConversationState::Active.as_str(),
-                        ConversationState::Escalated.as_str()
-                    ])
-                ))
-                .set(&set)
-                .returning(ConversationRow::as_returning())
-                .get_result(c)
-                .await
-                .optional())?;
-            let Some(row) = updated else { return Err(refusal(conn, id, "update").await) };
-            let conversation = Conversation::try_from(row)?;
-            let events =
-                record_events(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())])
-                    .await?;
-            Ok((conversation, events))
-        })
-        .await
+        self.apply(actor, id, &UPDATE, set).await
     }
 
     /// Escalates an active conversation to a manager, with a reason. Emits `conversation.escalated`.
     pub async fn escalate(&self, actor: &Actor, id: i64, reason: &str) -> ServiceResult<Conversation> {
         let reason = validate::required_text("reason", reason, limits::LINE)?;
-        let at = now();
-        commit_and_announce(&self.db, &*self.publisher, async |conn| {
-            let updated: Option<ConversationRow> = db_run!(conn, |c| diesel::update(
-                conversations::table
-                    .find(id)
-                    .filter(conversations::state.eq_any(vec![ConversationState::Active.as_str()]))
-            )
-            .set((
-                conversations::state.eq(ConversationState::Escalated.as_str()),
-                conversations::escalation_reason.eq(Some(&reason)),
-                conversations::updated_at.eq(at),
-            ))
-            .returning(ConversationRow::as_returning())
-            .get_result(c)
-            .await
-            .optional())?;
-            let Some(row) = updated else { return Err(refusal(conn, id, "escalate").await) };
-            let conversation = Conversation::try_from(row)?;
-            let events =
-                record_events(conn, actor, at, [DomainEvent::ConversationEscalated(conversation.clone())])
-                    .await?;
-            Ok((conversation, events))
-        })
-        .await
+        let change = ConversationChange {
+            escalation_reason: Some(reason),
+            ..ConversationChange::to_state(ConversationState::Escalated, now())
+        };
+        self.apply(actor, id, &ESCALATE, change).await
     }
 
     /// Takes an escalated conversation back to `active` (the `⇄` of the life cycle).
     /// Emits `conversation.updated`.
     pub async fn deescalate(&self, actor: &Actor, id: i64) -> ServiceResult<Conversation> {
-        let at = now();
-        commit_and_announce(&self.db, &*self.publisher, async |conn| {
-            let updated: Option<ConversationRow> = db_run!(conn, |c| diesel::update(
-                conversations::table
-                    .find(id)
-                    .filter(conversations::state.eq_any(vec![ConversationState::Escalated.as_str()]))
-            )
-            .set((
-                conversations::state.eq(ConversationState::Active.as_str()),
-                conversations::updated_at.eq(at)
-            ))
-            .returning(ConversationRow::as_returning())
-            .get_result(c)
-            .await
-            .optional())?;
-            let Some(row) = updated else { return Err(refusal(conn, id, "de-escalate").await) };
-            let conversation = Conversation::try_from(row)?;
-            let events =
-                record_events(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())])
-                    .await?;
-            Ok((conversation, events))
-        })
-        .await
+        let change = ConversationChange::to_state(ConversationState::Active, now());
+        self.apply(actor, id, &DEESCALATE, change).await
     }
 
     /// Resolves an active or escalated conversation. Emits `conversation.resolved`.
     pub async fn resolve(&self, actor: &Actor, id: i64) -> ServiceResult<Conversation> {
         let at = now();
+        let change = ConversationChange {
+            resolved_at: Some(at),
+            ..ConversationChange::to_state(ConversationState::Resolved, at)
+        };
+        self.apply(actor, id, &RESOLVE, change).await
+    }
+
+    /// Applies `change` to conversation `id` if it is in a state `transition` starts from (a
+    /// guarded update), records the event that announces it, commits and announces.
+    async fn apply(
+        &self,
+        actor: &Actor,
+        id: i64,
+        transition: &Transition,
+        change: ConversationChange,
+    ) -> ServiceResult<Conversation> {
+        let Transition { from, action, announce } = *transition;
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         commit_and_announce(&self.db, &*self.publisher, async |conn| {
-            let updated: Option<ConversationRow> =
-                db_run!(conn, |c| diesel::update(conversations::table.find(id).filter(
-                    conversations::state.eq_any(vec![
-                        ConversationState::Active.as_str(),
-                        ConversationState::Escalated.as_str()
-                    ])
-                ))
-                .set((
-                    conversations::state.eq(ConversationState::Resolved.as_str()),
-                    conversations::updated_at.eq(at),
-                    conversations::resolved_at.eq(Some(at)),
-                ))
-                .returning(ConversationRow::as_returning())
-                .get_result(c)
-                .await
-                .optional())?;
-            let Some(row) = updated else { return Err(refusal(conn, id, "resolve").await) };
+            let updated: Option<ConversationRow> = db_run!(conn, |c| diesel::update(
+                conversations::table.find(id).filter(conversations::state.eq_any(&from))
+            )
+            .set(&change)
+            .returning(ConversationRow::as_returning())
+            .get_result(c)
+            .await
+            .optional())?;
+            let Some(row) = updated else { return Err(refusal(conn, id, action).await) };
             let conversation = Conversation::try_from(row)?;
             let events =
-                record_events(conn, actor, at, [DomainEvent::ConversationResolved(conversation.clone())])
-                    .await?;
+                record_events(conn, actor, change.updated_at, [announce(conversation.clone())]).await?;
             Ok((conversation, events))
         })
         .await

@@ -341,12 +341,7 @@ impl UserService {
         let at_ms = utc(at).timestamp_millis();
         commit_and_announce(&self.db, &*self.publisher, async |conn| {
             lock_user_changes(conn).await?;
-            let current: Option<UserRow> = db_run!(conn, |c| users::table
-                .find(id)
-                .select(UserRow::as_select())
-                .first(c)
-                .await
-                .optional())?;
+            let current = user_row(conn, id).await?;
             let Some(current) = current else { return Err(ServiceError::not_found("user", id)) };
             let role_now = current.role()?;
             let new_role = role.unwrap_or(role_now);
@@ -438,12 +433,7 @@ impl UserService {
         let at_ms = utc(at).timestamp_millis();
         let id = actor.user_id;
         commit_and_announce(&self.db, &*self.publisher, async |conn| {
-            let current: Option<UserRow> = db_run!(conn, |c| users::table
-                .find(id)
-                .select(UserRow::as_select())
-                .first(c)
-                .await
-                .optional())?;
+            let current = user_row(conn, id).await?;
             let Some(current) = current.filter(|r| r.active) else { return Err(ServiceError::WrongPassword) };
             let valid_after = at_ms.max(current.tokens_valid_after_ms);
             let row: UserRow = db_run!(conn, |c| diesel::update(users::table.find(id))
@@ -465,6 +455,11 @@ impl UserService {
         })
         .await
     }
+}
+
+/// User `id`'s row, if there is one.
+async fn user_row(conn: &mut Conn<'_>, id: i64) -> ServiceResult<Option<UserRow>> {
+    db_run!(conn, |c| users::table.find(id).select(UserRow::as_select()).first(c).await.optional())
 }
 
 fn require_admin(actor: &Actor) -> ServiceResult<()> {
