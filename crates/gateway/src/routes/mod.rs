@@ -103,7 +103,11 @@ impl Entry {
             .paths
             .iter()
             .flat_map(|(path, item)| {
-                methods(item).map(|method| Endpoint { method, path: path.clone(), documented: true })
+                methods(item).into_iter().map(|method| Endpoint {
+                    method,
+                    path: path.clone(),
+                    documented: true,
+                })
             })
             .collect();
         Self { endpoints, operation: Some(operation), handler }
@@ -125,8 +129,8 @@ impl Entry {
     }
 }
 
-/// The methods a path item documents, in the order `Allow` lists them.
-fn methods(item: &utoipa::openapi::PathItem) -> impl Iterator<Item = Method> + use<> {
+/// The methods a path item documents.
+fn methods(item: &utoipa::openapi::PathItem) -> Vec<Method> {
     [
         (&item.get, Method::GET),
         (&item.put, Method::PUT),
@@ -139,8 +143,7 @@ fn methods(item: &utoipa::openapi::PathItem) -> impl Iterator<Item = Method> + u
     ]
     .into_iter()
     .filter_map(|(operation, method)| operation.is_some().then_some(method))
-    .collect::<Vec<_>>()
-    .into_iter()
+    .collect()
 }
 
 /// Mounts the [`table`]: one resource a path, with a route a method, so that any other
