@@ -381,17 +381,9 @@ impl UserService {
                 .get_result(c)
                 .await)?;
             if !new_active {
-                db_run!(conn, |c| diesel::delete(ws_tickets::table.filter(ws_tickets::user_id.eq(id)))
-                    .execute(c)
-                    .await)?;
+                delete_tickets(conn, id, i64::MAX).await?;
             } else if retire {
-                db_run!(conn, |c| diesel::delete(
-                    ws_tickets::table
-                        .filter(ws_tickets::user_id.eq(id))
-                        .filter(ws_tickets::token_issued_at_ms.lt(valid_after)),
-                )
-                .execute(c)
-                .await)?;
+                delete_tickets(conn, id, valid_after).await?;
             }
             let user = User::try_from(row)?;
             let event = DomainEvent::UserUpdated(UserUpdate {
@@ -441,13 +433,7 @@ impl UserService {
                 .returning(UserRow::as_returning())
                 .get_result(c)
                 .await)?;
-            db_run!(conn, |c| diesel::delete(
-                ws_tickets::table
-                    .filter(ws_tickets::user_id.eq(id))
-                    .filter(ws_tickets::token_issued_at_ms.lt(valid_after)),
-            )
-            .execute(c)
-            .await)?;
+            delete_tickets(conn, id, valid_after).await?;
             let user = User::try_from(row)?;
             let event =
                 DomainEvent::UserUpdated(UserUpdate { user, tokens_valid_after: millis_to_utc(valid_after) });
@@ -460,6 +446,19 @@ impl UserService {
 /// User `id`'s row, if there is one.
 async fn user_row(conn: &mut Conn<'_>, id: i64) -> ServiceResult<Option<UserRow>> {
     db_run!(conn, |c| users::table.find(id).select(UserRow::as_select()).first(c).await.optional())
+}
+
+/// Deletes user `id`'s unredeemed tickets issued by tokens from before `issued_before_ms`
+/// (`i64::MAX`: all of them).
+async fn delete_tickets(conn: &mut Conn<'_>, id: i64, issued_before_ms: i64) -> ServiceResult<()> {
+    db_run!(conn, |c| diesel::delete(
+        ws_tickets::table
+            .filter(ws_tickets::user_id.eq(id))
+            .filter(ws_tickets::token_issued_at_ms.lt(issued_before_ms)),
+    )
+    .execute(c)
+    .await)?;
+    Ok(())
 }
 
 fn require_admin(actor: &Actor) -> ServiceResult<()> {
