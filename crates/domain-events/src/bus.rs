@@ -31,7 +31,7 @@ pub trait EventPublisher: Send + Sync + 'static {
     /// A change recorded the events numbered `seqs` and was ready to commit, but the
     /// commit's acknowledgement never came (the connection died during `COMMIT`): it may
     /// have committed. A publisher that can read the event log announces those events if
-    /// they are there (contract section 3: such a change is announced like any other); the
+    /// they are there (`docs/protocol.md` §3: such a change is announced like any other); the
     /// in-process bus cannot know, and does nothing.
     fn commit_unknown(&self, seqs: &[i64]) {
         let _ = seqs;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// The claims of a Pulse token (contract section 2).
+/// The claims of a Pulse token (`docs/protocol.md` §2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The user id, as a string.
@@ -261,17 +261,6 @@ pub(crate) async fn current_actor(
         return Err(ApiError::unauthorized("the token's role is out of date; log in again"));
     }
     Ok(Actor { user_id, username: account.username, role: account.role })
-}
-
-impl AuthUser {
-    /// Fails with 403 unless the caller has one of `roles`.
-    pub fn require(&self, roles: &[Role], what: &str) -> Result<(), ApiError> {
-        if roles.contains(&self.actor.role) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("{} may not {what}", self.actor.role)))
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Who the client of a request is: the TCP peer, or — when the peer is one of the
 //! `TRUSTED_PROXIES` — the address `X-Forwarded-For` names, read from the right and skipping
-//! trusted proxies (contract section 7). [`client_address`] is the one place that decides it;
+//! trusted proxies (`docs/protocol.md` §7). [`client_address`] is the one place that decides it;
 //! the login limiter, the access log and the `/metrics` loopback rule all ask it.
 //!
 //! Reason to change: how forwarded requests are believed. Must never depend on the services

@@ -1,5 +1,5 @@
 //! The one place where failures become HTTP: `{"error": {"code", "message"}}` with the
-//! status of the contract's table (section 3).
+//! status of the table in `docs/protocol.md` §3.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};

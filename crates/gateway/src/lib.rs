@@ -34,9 +34,8 @@ pub use auth::{AuthUser, Claims, JwtKeys};
 pub use dashboard::{Asset, DashboardAssets};
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
+pub use routes::{Endpoint, endpoints};
 pub use ws::MAX_FRAME_BYTES;
-
-use crate::routes::{approvals, auth as auth_routes, conversations, health, resource, tasks, users};
 
 /// Largest accepted request body (contract: 64 KiB, else 413).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -296,61 +295,14 @@ fn spawn_account_invalidation(mut events: domain_events::EventStream, accounts: 
 /// # }
 /// ```
 pub fn configure(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
-    use web::{get, patch, post};
     cfg.app_data(state)
         .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(error::json_error))
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
-        .service(resource("/healthz").route(get().to(health::healthz)))
-        .service(resource("/readyz").route(get().to(health::readyz)))
-        .service(resource("/ws").route(get().to(ws::upgrade)))
-        .service(resource("/metrics").route(get().to(metrics::metrics)))
-        .service(
-            web::scope("/api/v1")
-                .service(resource("/openapi.json").route(get().to(openapi::openapi_json)))
-                .service(resource("/auth/login").route(post().to(auth_routes::login)))
-                .service(resource("/me").route(get().to(auth_routes::me)))
-                .service(resource("/me/password").route(post().to(users::change_password)))
-                .service(resource("/ws-ticket").route(post().to(auth_routes::ws_ticket)))
-                .service(
-                    resource("/users")
-                        .route(get().to(users::list_users))
-                        .route(post().to(users::create_user)),
-                )
-                .service(resource("/users/{id}").route(patch().to(users::update_user)))
-                .service(resource("/tasks").route(get().to(tasks::list)).route(post().to(tasks::create)))
-                .service(resource("/tasks/stats").route(get().to(tasks::stats)))
-                .service(resource("/tasks/{id}").route(get().to(tasks::get)))
-                .service(resource("/tasks/{id}/assign").route(post().to(tasks::assign)))
-                .service(resource("/tasks/{id}/complete").route(post().to(tasks::complete)))
-                .service(
-                    resource("/conversations")
-                        .route(get().to(conversations::list))
-                        .route(post().to(conversations::create)),
-                )
-                .service(resource("/conversations/stats").route(get().to(conversations::stats)))
-                .service(
-                    resource("/conversations/{id}")
-                        .route(get().to(conversations::get))
-                        .route(patch().to(conversations::update)),
-                )
-                .service(resource("/conversations/{id}/escalate").route(post().to(conversations::escalate)))
-                .service(
-                    resource("/conversations/{id}/deescalate").route(post().to(conversations::deescalate)),
-                )
-                .service(resource("/conversations/{id}/resolve").route(post().to(conversations::resolve)))
-                .service(
-                    resource("/approvals")
-                        .route(get().to(approvals::list))
-                        .route(post().to(approvals::create)),
-                )
-                .service(resource("/approvals/stats").route(get().to(approvals::stats)))
-                .service(resource("/approvals/{id}").route(get().to(approvals::get)))
-                .service(resource("/approvals/{id}/decide").route(post().to(approvals::decide)))
-                .service(resource("/approvals/{id}/execute").route(post().to(approvals::execute)))
-                .default_service(web::to(api_not_found)),
-        )
+        .configure(routes::mount)
+        // After the table: any other `/api/v1/…` is a JSON 404, not the dashboard.
+        .service(web::scope("/api/v1").default_service(web::to(api_not_found)))
         .default_service(web::to(fallback));
 }
 

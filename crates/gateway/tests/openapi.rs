@@ -1,7 +1,9 @@
-//! `GET /api/v1/openapi.json`: valid JSON, every REST route of `gateway::configure`, and the
-//! statuses the contract requires on each (401 on authenticated routes, 400/413/415 where a
-//! JSON body is read, 404 where an id is looked up, …). Each listed route is also called
-//! without a token, which proves it is mounted and that its answer is documented.
+//! `GET /api/v1/openapi.json`: valid JSON, exactly the REST routes of the route table that
+//! `gateway::configure` mounts (`gateway::endpoints`), and the statuses every route of its
+//! shape must declare: 401 and 503 where a bearer token is checked, 400/413/415 where a JSON
+//! body is read, 404 where an id is looked up. Each route is also called without a token,
+//! which proves it is mounted, that a secured one refuses it, and that its answer is
+//! documented, so a route that forgets its `security` or its response set fails here.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,50 +12,6 @@ use actix_web::{App, test};
 use gateway::{JwtKeys, Pulse, PulseOptions};
 use serde_json::Value;
 use services::{Database, PoolOptions};
-
-/// Who may call a route.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Access {
-    Public,
-    Bearer,
-}
-use Access::{Bearer, Public};
-
-/// Every REST route `gateway::configure` mounts (`/ws` and `/metrics` are not REST and are
-/// left out of the document on purpose), with the statuses it must document besides the
-/// ones derived from its shape.
-const ROUTES: &[(&str, &str, Access, &[u16])] = &[
-    ("get", "/healthz", Public, &[200]),
-    ("get", "/readyz", Public, &[200, 503]),
-    ("get", "/api/v1/openapi.json", Public, &[200]),
-    ("post", "/api/v1/auth/login", Public, &[200, 401, 429, 503]),
-    ("get", "/api/v1/me", Bearer, &[200, 503]),
-    ("post", "/api/v1/me/password", Bearer, &[204, 403, 429, 503]),
-    ("post", "/api/v1/ws-ticket", Bearer, &[200, 503]),
-    ("get", "/api/v1/users", Bearer, &[200, 403, 503]),
-    ("post", "/api/v1/users", Bearer, &[201, 403, 409, 429, 503]),
-    ("patch", "/api/v1/users/{id}", Bearer, &[200, 403, 409, 429, 503]),
-    ("get", "/api/v1/tasks", Bearer, &[200, 400, 503]),
-    ("post", "/api/v1/tasks", Bearer, &[201, 503]),
-    ("get", "/api/v1/tasks/stats", Bearer, &[200, 503]),
-    ("get", "/api/v1/tasks/{id}", Bearer, &[200, 503]),
-    ("post", "/api/v1/tasks/{id}/assign", Bearer, &[200, 409, 503]),
-    ("post", "/api/v1/tasks/{id}/complete", Bearer, &[200, 409, 503]),
-    ("get", "/api/v1/conversations", Bearer, &[200, 400, 503]),
-    ("post", "/api/v1/conversations", Bearer, &[201, 503]),
-    ("get", "/api/v1/conversations/stats", Bearer, &[200, 503]),
-    ("get", "/api/v1/conversations/{id}", Bearer, &[200, 503]),
-    ("patch", "/api/v1/conversations/{id}", Bearer, &[200, 409, 503]),
-    ("post", "/api/v1/conversations/{id}/escalate", Bearer, &[200, 409, 503]),
-    ("post", "/api/v1/conversations/{id}/deescalate", Bearer, &[200, 409, 503]),
-    ("post", "/api/v1/conversations/{id}/resolve", Bearer, &[200, 409, 503]),
-    ("get", "/api/v1/approvals", Bearer, &[200, 400, 503]),
-    ("post", "/api/v1/approvals", Bearer, &[201, 503]),
-    ("get", "/api/v1/approvals/stats", Bearer, &[200, 503]),
-    ("get", "/api/v1/approvals/{id}", Bearer, &[200, 503]),
-    ("post", "/api/v1/approvals/{id}/decide", Bearer, &[200, 403, 409, 503]),
-    ("post", "/api/v1/approvals/{id}/execute", Bearer, &[200, 403, 409, 503]),
-];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -92,7 +50,7 @@ async fn the_document_covers_every_route_with_its_statuses() {
     let doc: Value = serde_json::from_slice(&test::read_body(response).await).expect("valid JSON");
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "OpenAPI 3: {}", doc["openapi"]);
 
-    // Exactly the routes of `configure`.
+    // Exactly the documented routes of the table `configure` mounts, each once.
     let documented: BTreeSet<(String, String)> = doc["paths"]
         .as_object()
         .expect("paths")
@@ -101,9 +59,19 @@ async fn the_document_covers_every_route_with_its_statuses() {
             METHODS.iter().filter(|m| item.get(**m).is_some()).map(move |m| ((*m).to_owned(), path.clone()))
         })
         .collect();
-    let expected: BTreeSet<(String, String)> =
-        ROUTES.iter().map(|(m, p, _, _)| ((*m).to_owned(), (*p).to_owned())).collect();
-    assert_eq!(documented, expected, "documented routes differ from configure's");
+    let table = gateway::endpoints();
+    let mounted: BTreeSet<(String, String)> = table
+        .iter()
+        .filter(|e| e.documented)
+        .map(|e| (e.method.as_str().to_lowercase(), e.path.clone()))
+        .collect();
+    assert_eq!(documented, mounted, "documented routes differ from the mounted ones");
+    let unique: BTreeSet<(&str, &str)> = table.iter().map(|e| (e.method.as_str(), e.path.as_str())).collect();
+    assert_eq!(unique.len(), table.len(), "a method and path in the table twice: {table:?}");
+    assert!(documented.len() >= 30, "the whole API is documented, not {}", documented.len());
+    for undocumented in ["/ws", "/metrics"] {
+        assert!(table.iter().any(|e| e.path == undocumented && !e.documented), "{undocumented} is mounted");
+    }
 
     // Unique operation ids (OpenAPI requires it; the dashboard's generated types key on them).
     let ids: Vec<&str> = doc["paths"]
@@ -121,22 +89,19 @@ async fn the_document_covers_every_route_with_its_statuses() {
     assert_eq!(scheme["scheme"], "bearer");
     assert_eq!(scheme["bearerFormat"], "JWT");
 
-    for (method, path, access, extra) in ROUTES {
-        let operation = &doc["paths"][*path][*method];
+    for (method, path) in &documented {
+        let operation = &doc["paths"][path][method];
         let what = format!("{} {path}", method.to_uppercase());
         let declared = statuses(operation);
+        assert!(declared.iter().any(|s| (200..300).contains(s)), "{what}: a success answer");
 
-        let mut required: BTreeSet<u16> = extra.iter().copied().collect();
+        let mut required = BTreeSet::new();
         let security = operation.get("security");
-        match access {
-            Bearer => {
-                required.insert(401);
-                assert_eq!(security, Some(&serde_json::json!([{"bearer": []}])), "{what}: bearer security");
-            }
-            Public => assert!(
-                security.is_none_or(|s| s.as_array().is_some_and(|a| a.is_empty())),
-                "{what}: no security"
-            ),
+        let bearer = security.is_some_and(|s| s.as_array().is_some_and(|a| !a.is_empty()));
+        if bearer {
+            // The token and the account behind it are checked against the database.
+            required.extend([401, 503]);
+            assert_eq!(security, Some(&serde_json::json!([{"bearer": []}])), "{what}: bearer security");
         }
         if operation.get("requestBody").is_some() {
             required.extend([400, 413, 415]);
@@ -167,7 +132,7 @@ async fn the_document_covers_every_route_with_its_statuses() {
 
         // The route is mounted, and its answer to a call without a token is documented.
         let uri = path.replace("{id}", "1");
-        let request = match *method {
+        let request = match method.as_str() {
             "get" => test::TestRequest::get(),
             "post" => test::TestRequest::post(),
             "patch" => test::TestRequest::patch(),
@@ -175,7 +140,7 @@ async fn the_document_covers_every_route_with_its_statuses() {
         };
         let response = test::call_service(&app, request.uri(&uri).to_request()).await;
         let status = response.status().as_u16();
-        if *access == Bearer {
+        if bearer {
             assert_eq!(status, 401, "{what} without a token");
         }
         assert!(declared.contains(&status), "{what} answered {status}, which is not documented");
@@ -283,4 +248,26 @@ async fn the_schemas_tell_the_truth() {
         page["required"].as_array().is_some_and(|r| r.iter().any(|f| f == "nextCursor")),
         "nextCursor is always sent: {page}"
     );
+
+    // Named validation patterns are written out wherever a field names one.
+    fn patterns<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(pattern)) = map.get("pattern") {
+                    found.push(pattern);
+                }
+                map.values().for_each(|v| patterns(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| patterns(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    patterns(&doc, &mut found);
+    let unexpanded: Vec<_> = found.iter().filter(|p| p.starts_with('{')).collect();
+    assert!(unexpanded.is_empty(), "named patterns left unexpanded: {unexpanded:?}");
+    use services::validate::patterns::{USERNAME, VISIBLE_TEXT};
+    assert_eq!(schemas["NewTask"]["properties"]["description"]["pattern"], VISIBLE_TEXT);
+    assert_eq!(schemas["NewUser"]["properties"]["username"]["pattern"], USERNAME);
+    assert!(found.iter().filter(|p| **p == VISIBLE_TEXT).count() >= 13, "every free-text field: {found:?}");
 }

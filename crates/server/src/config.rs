@@ -1,4 +1,4 @@
-//! Configuration: environment variables of the contract (section 1), mirrored by flags.
+//! Configuration: the environment variables of `docs/protocol.md` §1, mirrored by flags.
 
 use std::net::SocketAddr;
 

@@ -10,7 +10,7 @@ use domain_events::model::{Actor, Approval, ApprovalStats, ApprovalStatus, Decis
 use domain_events::{DomainEvent, EventPublisher};
 use serde::Deserialize;
 
-use crate::db::{Database, exists, read};
+use crate::db::{Conn, Database, db_run};
 use crate::error::{ServiceError, ServiceResult, ValidationError};
 use crate::outbox::{commit_and_announce, now, record_events, utc};
 use crate::schema::approvals;
@@ -22,22 +22,10 @@ use crate::validate::{self, Page, PageRequest, limits};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApproval {
     /// What kind of request (`refund`, `upgrade`, …).
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 64,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{visible_text}"))]
     pub kind: String,
     /// One line for the approver.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 1000,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000, pattern = "{visible_text}"))]
     pub summary: String,
     /// Any JSON to keep with the request (at most 32 KiB serialized).
     #[serde(default)]
@@ -100,30 +88,33 @@ struct NewApprovalRow<'a> {
     updated_at: NaiveDateTime,
 }
 
-/// A guarded update of approval `$id`, allowed only from `$from`; evaluates to the updated
-/// approval, or returns the 404/409 that explains why nothing changed.
-macro_rules! transition {
-    ($conn:expr, $id:expr, $from:expr, $set:expr, $action:literal) => {{
-        let updated: Option<ApprovalRow> =
-            diesel::update(approvals::table.find($id).filter(approvals::status.eq($from.as_str())))
-                .set($set)
-                .returning(ApprovalRow::as_returning())
-                .get_result($conn)
-                .await
-                .optional()?;
-        match updated {
-            Some(row) => Approval::try_from(row)?,
-            None if exists!($conn, approvals, $id) => {
-                let status: String =
-                    approvals::table.find($id).select(approvals::status).first($conn).await?;
-                return Err(ServiceError::Conflict(format!(
-                    concat!("cannot ", $action, " approval {}: it is {}"),
-                    $id, status
-                )));
-            }
-            None => return Err(ServiceError::not_found("approval", $id)),
+/// What a decision or an execution writes; `None` leaves a column as it is.
+#[derive(AsChangeset)]
+#[diesel(table_name = approvals)]
+struct ApprovalChange<'a> {
+    status: &'static str,
+    decided_by: Option<&'a str>,
+    /// `Some(None)` writes NULL: a decision without a reason.
+    decision_reason: Option<Option<&'a str>>,
+    decided_at: Option<NaiveDateTime>,
+    executed_by: Option<&'a str>,
+    executed_at: Option<NaiveDateTime>,
+    updated_at: NaiveDateTime,
+}
+
+impl ApprovalChange<'_> {
+    /// A move to `status` at `at`, nothing else.
+    fn to_status(status: ApprovalStatus, at: NaiveDateTime) -> Self {
+        Self {
+            status: status.as_str(),
+            decided_by: None,
+            decision_reason: None,
+            decided_at: None,
+            executed_by: None,
+            executed_at: None,
+            updated_at: at,
         }
-    }};
+    }
 }
 
 /// Queues, decides and executes approvals.
@@ -167,28 +158,32 @@ impl ApprovalQueue {
             created_at: at,
             updated_at: at,
         };
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let approval = Approval::try_from(
-                diesel::insert_into(approvals::table)
-                    .values(&row)
-                    .returning(ApprovalRow::as_returning())
-                    .get_result(conn)
-                    .await?,
-            )?;
-            let events = record_events!(conn, actor, at, [DomainEvent::ApprovalQueued(approval.clone())]);
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let approval = Approval::try_from(db_run!(conn, |c| diesel::insert_into(approvals::table)
+                .values(&row)
+                .returning(ApprovalRow::as_returning())
+                .get_result(c)
+                .await)?)?;
+            let events =
+                record_events(conn, actor, at, [DomainEvent::ApprovalQueued(approval.clone())]).await?;
             Ok((approval, events))
         })
+        .await
     }
 
     /// One approval.
     pub async fn get(&self, id: i64) -> ServiceResult<Approval> {
-        let row: Option<ApprovalRow> = read!(self.db, |conn| approvals::table
-            .find(id)
-            .select(ApprovalRow::as_select())
-            .first(conn)
-            .await
-            .optional()
-            .map_err(ServiceError::from))?;
+        let row: Option<ApprovalRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| approvals::table
+                    .find(id)
+                    .select(ApprovalRow::as_select())
+                    .first(c)
+                    .await
+                    .optional())
+            })
+            .await?;
         row.ok_or(ServiceError::not_found("approval", id))?.try_into()
     }
 
@@ -199,80 +194,115 @@ impl ApprovalQueue {
         page: PageRequest,
     ) -> ServiceResult<Page<Approval>> {
         let (limit, cursor) = page.validated()?;
-        let rows: Vec<ApprovalRow> = read!(self.db, |conn| {
-            let mut query =
-                approvals::table.select(ApprovalRow::as_select()).order(approvals::id.desc()).into_boxed();
-            if let Some(status) = status {
-                query = query.filter(approvals::status.eq(status.as_str()));
-            }
-            if let Some(cursor) = cursor {
-                query = query.filter(approvals::id.lt(cursor));
-            }
-            query.limit(limit + 1).load(conn).await.map_err(ServiceError::from)
-        })?;
+        let rows: Vec<ApprovalRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| {
+                    let mut query = approvals::table
+                        .select(ApprovalRow::as_select())
+                        .order(approvals::id.desc())
+                        .into_boxed();
+                    if let Some(status) = status {
+                        query = query.filter(approvals::status.eq(status.as_str()));
+                    }
+                    if let Some(cursor) = cursor {
+                        query = query.filter(approvals::id.lt(cursor));
+                    }
+                    query.limit(limit + 1).load(c).await
+                })
+            })
+            .await?;
         let items = rows.into_iter().map(Approval::try_from).collect::<ServiceResult<Vec<_>>>()?;
         Ok(Page::from_overfetch(items, limit, |a| a.id))
     }
 
-    /// Approves or rejects a pending request (managers and admins). Emits `approval.decided`.
+    /// Approves or rejects a pending request (managers and admins): `decision` is `approved`
+    /// or `rejected`. The role is checked before anything else, so staff learn nothing about
+    /// approvals they may not decide. Emits `approval.decided`.
     pub async fn decide(
         &self,
         actor: &Actor,
         id: i64,
-        decision: Decision,
+        decision: &str,
         reason: Option<&str>,
     ) -> ServiceResult<Approval> {
         ensure_approver(actor, "decide")?;
+        let decision: Decision = validate::enum_value("decision", decision)?;
         let reason = validate::optional_text("reason", reason, limits::LINE)?;
         let status = match decision {
             Decision::Approved => ApprovalStatus::Approved,
             Decision::Rejected => ApprovalStatus::Rejected,
         };
         let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let approval = transition!(
-                conn,
-                id,
-                ApprovalStatus::Pending,
-                (
-                    approvals::status.eq(status.as_str()),
-                    approvals::decided_by.eq(Some(&actor.username)),
-                    approvals::decision_reason.eq(reason.as_deref()),
-                    approvals::decided_at.eq(Some(at)),
-                    approvals::updated_at.eq(at),
-                ),
-                "decide"
-            );
-            let events = record_events!(conn, actor, at, [DomainEvent::ApprovalDecided(approval.clone())]);
-            Ok((approval, events))
-        })
+        let change = ApprovalChange {
+            decided_by: Some(&actor.username),
+            decision_reason: Some(reason.as_deref()),
+            decided_at: Some(at),
+            ..ApprovalChange::to_status(status, at)
+        };
+        self.apply(actor, id, ApprovalStatus::Pending, change, "decide", DomainEvent::ApprovalDecided).await
     }
 
     /// Carries out an approved request (managers and admins). Emits `approval.executed`.
     pub async fn execute(&self, actor: &Actor, id: i64) -> ServiceResult<Approval> {
         ensure_approver(actor, "execute")?;
         let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let approval = transition!(
-                conn,
-                id,
-                ApprovalStatus::Approved,
-                (
-                    approvals::status.eq(ApprovalStatus::Executed.as_str()),
-                    approvals::executed_by.eq(Some(&actor.username)),
-                    approvals::executed_at.eq(Some(at)),
-                    approvals::updated_at.eq(at),
-                ),
-                "execute"
-            );
-            let events = record_events!(conn, actor, at, [DomainEvent::ApprovalExecuted(approval.clone())]);
+        let change = ApprovalChange {
+            executed_by: Some(&actor.username),
+            executed_at: Some(at),
+            ..ApprovalChange::to_status(ApprovalStatus::Executed, at)
+        };
+        self.apply(actor, id, ApprovalStatus::Approved, change, "execute", DomainEvent::ApprovalExecuted)
+            .await
+    }
+
+    /// Applies `change` to approval `id` if it is `from` (a guarded update), records the event
+    /// `announce` makes of the result, commits and announces; `action` names it in a refusal.
+    async fn apply(
+        &self,
+        actor: &Actor,
+        id: i64,
+        from: ApprovalStatus,
+        change: ApprovalChange<'_>,
+        action: &str,
+        announce: fn(Approval) -> DomainEvent,
+    ) -> ServiceResult<Approval> {
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let updated: Option<ApprovalRow> = db_run!(conn, |c| diesel::update(
+                approvals::table.find(id).filter(approvals::status.eq(from.as_str()))
+            )
+            .set(&change)
+            .returning(ApprovalRow::as_returning())
+            .get_result(c)
+            .await
+            .optional())?;
+            let Some(row) = updated else { return Err(refusal(conn, id, action).await) };
+            let approval = Approval::try_from(row)?;
+            let events = record_events(conn, actor, change.updated_at, [announce(approval.clone())]).await?;
             Ok((approval, events))
         })
+        .await
     }
 
     /// Counts by status.
     pub async fn stats(&self) -> ServiceResult<ApprovalStats> {
         crate::stats::approval_stats(&self.db).await
+    }
+}
+
+/// Why a guarded update of approval `id` touched nothing: it is missing, or not in the
+/// status the action starts from.
+async fn refusal(conn: &mut Conn<'_>, id: i64, action: &str) -> ServiceError {
+    let status = db_run!(conn, |c| approvals::table
+        .find(id)
+        .select(approvals::status)
+        .first::<String>(c)
+        .await
+        .optional());
+    match status {
+        Ok(None) => ServiceError::not_found("approval", id),
+        Ok(Some(status)) => ServiceError::Conflict(format!("cannot {action} approval {id}: it is {status}")),
+        Err(error) => error,
     }
 }
 

@@ -9,7 +9,7 @@ use domain_events::model::{Actor, Conversation, ConversationState, ConversationS
 use domain_events::{DomainEvent, EventPublisher};
 use serde::Deserialize;
 
-use crate::db::{Database, exists, read};
+use crate::db::{Conn, Database, db_run};
 use crate::error::{ServiceError, ServiceResult, ValidationError};
 use crate::outbox::{commit_and_announce, now, record_events, utc};
 use crate::schema::conversations;
@@ -21,31 +21,13 @@ use crate::validate::{self, Page, PageRequest, limits};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewConversation {
     /// The guest's name.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 200,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200, pattern = "{visible_text}"))]
     pub guest_name: String,
     /// Where it happens (`email`, `phone`, `chat`, …).
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 64,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{visible_text}"))]
     pub channel: String,
     /// What it is about.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 1000,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000, pattern = "{visible_text}"))]
     pub subject: String,
 }
 
@@ -56,33 +38,15 @@ pub struct NewConversation {
 pub struct ConversationChanges {
     /// New subject.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 1000,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000, pattern = "{visible_text}"))]
     pub subject: Option<String>,
     /// New guest name.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 200,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200, pattern = "{visible_text}"))]
     pub guest_name: Option<String>,
     /// New channel.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 64,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{visible_text}"))]
     pub channel: Option<String>,
 }
 
@@ -131,47 +95,69 @@ struct NewConversationRow<'a> {
     updated_at: NaiveDateTime,
 }
 
+/// What a change of a conversation writes; `None` leaves a column as it is.
 #[derive(AsChangeset)]
 #[diesel(table_name = conversations)]
-struct ConversationChangeset {
+struct ConversationChange {
+    state: Option<&'static str>,
     subject: Option<String>,
     guest_name: Option<String>,
     channel: Option<String>,
+    escalation_reason: Option<String>,
     updated_at: NaiveDateTime,
+    resolved_at: Option<NaiveDateTime>,
 }
+
+impl ConversationChange {
+    /// A move to `state` at `at`, nothing else.
+    fn to_state(state: ConversationState, at: NaiveDateTime) -> Self {
+        Self {
+            state: Some(state.as_str()),
+            subject: None,
+            guest_name: None,
+            channel: None,
+            escalation_reason: None,
+            updated_at: at,
+            resolved_at: None,
+        }
+    }
+}
+
+/// A move in the life cycle: the states it starts from, its name in a refusal, and the event
+/// that announces it.
+#[derive(Clone, Copy)]
+struct Transition {
+    from: &'static [ConversationState],
+    action: &'static str,
+    announce: fn(Conversation) -> DomainEvent,
+}
+
+const UPDATE: Transition = Transition {
+    from: &[ConversationState::Active, ConversationState::Escalated],
+    action: "update",
+    announce: DomainEvent::ConversationUpdated,
+};
+const ESCALATE: Transition = Transition {
+    from: &[ConversationState::Active],
+    action: "escalate",
+    announce: DomainEvent::ConversationEscalated,
+};
+const DEESCALATE: Transition = Transition {
+    from: &[ConversationState::Escalated],
+    action: "de-escalate",
+    announce: DomainEvent::ConversationUpdated,
+};
+const RESOLVE: Transition = Transition {
+    from: &[ConversationState::Active, ConversationState::Escalated],
+    action: "resolve",
+    announce: DomainEvent::ConversationResolved,
+};
 
 /// Opens, edits, escalates and resolves guest conversations.
 #[derive(Clone)]
 pub struct ConversationService {
     db: Database,
     publisher: Arc<dyn EventPublisher>,
-}
-
-/// A guarded update of conversation `$id` allowed only from `$from` states; evaluates to
-/// the updated conversation, or returns the 404/409 that explains why nothing changed.
-macro_rules! transition {
-    ($conn:expr, $id:expr, $from:expr, $set:expr, $action:literal) => {{
-        let from: Vec<&str> = $from.iter().map(|s: &ConversationState| s.as_str()).collect();
-        let updated: Option<ConversationRow> =
-            diesel::update(conversations::table.find($id).filter(conversations::state.eq_any(from)))
-                .set($set)
-                .returning(ConversationRow::as_returning())
-                .get_result($conn)
-                .await
-                .optional()?;
-        match updated {
-            Some(row) => Conversation::try_from(row)?,
-            None if exists!($conn, conversations, $id) => {
-                let state: String =
-                    conversations::table.find($id).select(conversations::state).first($conn).await?;
-                return Err(ServiceError::Conflict(format!(
-                    concat!("cannot ", $action, " conversation {}: it is {}"),
-                    $id, state
-                )));
-            }
-            None => return Err(ServiceError::not_found("conversation", $id)),
-        }
-    }};
 }
 
 impl ConversationService {
@@ -195,29 +181,34 @@ impl ConversationService {
             created_at: at,
             updated_at: at,
         };
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = Conversation::try_from(
-                diesel::insert_into(conversations::table)
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let conversation =
+                Conversation::try_from(db_run!(conn, |c| diesel::insert_into(conversations::table)
                     .values(&row)
                     .returning(ConversationRow::as_returning())
-                    .get_result(conn)
-                    .await?,
-            )?;
+                    .get_result(c)
+                    .await)?)?;
             let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationCreated(conversation.clone())]);
+                record_events(conn, actor, at, [DomainEvent::ConversationCreated(conversation.clone())])
+                    .await?;
             Ok((conversation, events))
         })
+        .await
     }
 
     /// One conversation.
     pub async fn get(&self, id: i64) -> ServiceResult<Conversation> {
-        let row: Option<ConversationRow> = read!(self.db, |conn| conversations::table
-            .find(id)
-            .select(ConversationRow::as_select())
-            .first(conn)
-            .await
-            .optional()
-            .map_err(ServiceError::from))?;
+        let row: Option<ConversationRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| conversations::table
+                    .find(id)
+                    .select(ConversationRow::as_select())
+                    .first(c)
+                    .await
+                    .optional())
+            })
+            .await?;
         row.ok_or(ServiceError::not_found("conversation", id))?.try_into()
     }
 
@@ -228,19 +219,24 @@ impl ConversationService {
         page: PageRequest,
     ) -> ServiceResult<Page<Conversation>> {
         let (limit, cursor) = page.validated()?;
-        let rows: Vec<ConversationRow> = read!(self.db, |conn| {
-            let mut query = conversations::table
-                .select(ConversationRow::as_select())
-                .order(conversations::id.desc())
-                .into_boxed();
-            if let Some(state) = state {
-                query = query.filter(conversations::state.eq(state.as_str()));
-            }
-            if let Some(cursor) = cursor {
-                query = query.filter(conversations::id.lt(cursor));
-            }
-            query.limit(limit + 1).load(conn).await.map_err(ServiceError::from)
-        })?;
+        let rows: Vec<ConversationRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| {
+                    let mut query = conversations::table
+                        .select(ConversationRow::as_select())
+                        .order(conversations::id.desc())
+                        .into_boxed();
+                    if let Some(state) = state {
+                        query = query.filter(conversations::state.eq(state.as_str()));
+                    }
+                    if let Some(cursor) = cursor {
+                        query = query.filter(conversations::id.lt(cursor));
+                    }
+                    query.limit(limit + 1).load(c).await
+                })
+            })
+            .await?;
         let items = rows.into_iter().map(Conversation::try_from).collect::<ServiceResult<Vec<_>>>()?;
         Ok(Page::from_overfetch(items, limit, |c| c.id))
     }
@@ -254,7 +250,10 @@ impl ConversationService {
         changes: ConversationChanges,
     ) -> ServiceResult<Conversation> {
         let at = now();
-        let set = ConversationChangeset {
+        let set = ConversationChange {
+            state: None,
+            escalation_reason: None,
+            resolved_at: None,
             subject: validate::optional_text("subject", changes.subject.as_deref(), limits::LINE)?,
             guest_name: validate::optional_text("guestName", changes.guest_name.as_deref(), limits::NAME)?,
             channel: validate::optional_text("channel", changes.channel.as_deref(), limits::SHORT_TEXT)?,
@@ -265,86 +264,85 @@ impl ConversationService {
                 ValidationError::new("body", "give at least one of subject, guestName, channel").into()
             );
         }
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = transition!(
-                conn,
-                id,
-                [ConversationState::Active, ConversationState::Escalated],
-                &set,
-                "update"
-            );
-            let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())]);
-            Ok((conversation, events))
-        })
+        self.apply(actor, id, &UPDATE, set).await
     }
 
     /// Escalates an active conversation to a manager, with a reason. Emits `conversation.escalated`.
     pub async fn escalate(&self, actor: &Actor, id: i64, reason: &str) -> ServiceResult<Conversation> {
         let reason = validate::required_text("reason", reason, limits::LINE)?;
-        let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = transition!(
-                conn,
-                id,
-                [ConversationState::Active],
-                (
-                    conversations::state.eq(ConversationState::Escalated.as_str()),
-                    conversations::escalation_reason.eq(Some(&reason)),
-                    conversations::updated_at.eq(at),
-                ),
-                "escalate"
-            );
-            let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationEscalated(conversation.clone())]);
-            Ok((conversation, events))
-        })
+        let change = ConversationChange {
+            escalation_reason: Some(reason),
+            ..ConversationChange::to_state(ConversationState::Escalated, now())
+        };
+        self.apply(actor, id, &ESCALATE, change).await
     }
 
     /// Takes an escalated conversation back to `active` (the `⇄` of the life cycle).
     /// Emits `conversation.updated`.
     pub async fn deescalate(&self, actor: &Actor, id: i64) -> ServiceResult<Conversation> {
-        let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = transition!(
-                conn,
-                id,
-                [ConversationState::Escalated],
-                (
-                    conversations::state.eq(ConversationState::Active.as_str()),
-                    conversations::updated_at.eq(at)
-                ),
-                "de-escalate"
-            );
-            let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationUpdated(conversation.clone())]);
-            Ok((conversation, events))
-        })
+        let change = ConversationChange::to_state(ConversationState::Active, now());
+        self.apply(actor, id, &DEESCALATE, change).await
     }
 
     /// Resolves an active or escalated conversation. Emits `conversation.resolved`.
     pub async fn resolve(&self, actor: &Actor, id: i64) -> ServiceResult<Conversation> {
         let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let conversation = transition!(
-                conn,
-                id,
-                [ConversationState::Active, ConversationState::Escalated],
-                (
-                    conversations::state.eq(ConversationState::Resolved.as_str()),
-                    conversations::updated_at.eq(at),
-                    conversations::resolved_at.eq(Some(at)),
-                ),
-                "resolve"
-            );
+        let change = ConversationChange {
+            resolved_at: Some(at),
+            ..ConversationChange::to_state(ConversationState::Resolved, at)
+        };
+        self.apply(actor, id, &RESOLVE, change).await
+    }
+
+    /// Applies `change` to conversation `id` if it is in a state `transition` starts from (a
+    /// guarded update), records the event that announces it, commits and announces.
+    async fn apply(
+        &self,
+        actor: &Actor,
+        id: i64,
+        transition: &Transition,
+        change: ConversationChange,
+    ) -> ServiceResult<Conversation> {
+        let Transition { from, action, announce } = *transition;
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let updated: Option<ConversationRow> = db_run!(conn, |c| diesel::update(
+                conversations::table.find(id).filter(conversations::state.eq_any(&from))
+            )
+            .set(&change)
+            .returning(ConversationRow::as_returning())
+            .get_result(c)
+            .await
+            .optional())?;
+            let Some(row) = updated else { return Err(refusal(conn, id, action).await) };
+            let conversation = Conversation::try_from(row)?;
             let events =
-                record_events!(conn, actor, at, [DomainEvent::ConversationResolved(conversation.clone())]);
+                record_events(conn, actor, change.updated_at, [announce(conversation.clone())]).await?;
             Ok((conversation, events))
         })
+        .await
     }
 
     /// Counts by state.
     pub async fn stats(&self) -> ServiceResult<ConversationStats> {
         crate::stats::conversation_stats(&self.db).await
+    }
+}
+
+/// Why a guarded update of conversation `id` touched nothing: it is missing, or not in a
+/// state the action starts from.
+async fn refusal(conn: &mut Conn<'_>, id: i64, action: &str) -> ServiceError {
+    let state = db_run!(conn, |c| conversations::table
+        .find(id)
+        .select(conversations::state)
+        .first::<String>(c)
+        .await
+        .optional());
+    match state {
+        Ok(None) => ServiceError::not_found("conversation", id),
+        Ok(Some(state)) => {
+            ServiceError::Conflict(format!("cannot {action} conversation {id}: it is {state}"))
+        }
+        Err(error) => error,
     }
 }

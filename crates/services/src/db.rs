@@ -1,8 +1,10 @@
-//! Connecting to SQLite or PostgreSQL, migrating, and running one query body on either.
+//! Connecting to SQLite or PostgreSQL, migrating, and running queries on either.
 //!
-//! Business logic is written once: the [`read!`] and [`write_tx!`] macros expand a body
-//! for each backend's connection type, so the same diesel DSL serves both (the approach
-//! of vaultwarden's `db_run!`). Only connecting and migrating differ per backend.
+//! Business logic is written once. [`Database::read`] and [`Database::write`] hand a body a
+//! [`Conn`], a connection of either backend; inside it, [`db_run!`] — the one macro that
+//! knows there are two backends — runs a diesel statement on whichever it is, compiling the
+//! statement once per connection type (vaultwarden's `db_run!`; diesel's `MultiConnection`
+//! has no async form yet). Only connecting and migrating differ per backend.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,53 +21,48 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::error::{ServiceError, ServiceResult};
 
-/// Runs `$body` with `$conn` bound to a pooled read connection of whichever backend `$db`
-/// uses, within [`DB_CALL_DEADLINE`]. The body is written once and compiled for both
-/// connection types.
-macro_rules! read {
-    ($db:expr, |$conn:ident| $body:expr) => {{
-        match &*$db.backend {
-            $crate::db::Backend::Sqlite { readers, .. } => {
-                let mut guard = readers.get().await.map_err($crate::error::ServiceError::from)?;
-                $crate::db::within_deadline(&mut *guard, async |$conn| $body).await
-            }
-            $crate::db::Backend::Postgres { pool, .. } => {
-                let mut guard = pool.get().await.map_err($crate::error::ServiceError::from)?;
-                $crate::db::within_deadline(&mut *guard, async |$conn| $body).await
-            }
-        }
-    }};
+/// A connection of either backend, lent to a body by [`Database::read`] or
+/// [`Database::write`] (then inside the transaction).
+pub(crate) enum Conn<'c> {
+    Sqlite(&'c mut SqliteConn),
+    Postgres(&'c mut AsyncPgConnection),
 }
 
-/// Runs `$body` inside a write transaction (`BEGIN IMMEDIATE` on SQLite), with `$conn`
-/// bound to the transaction's connection, within [`DB_CALL_DEADLINE`]. An `Err` from the
-/// body rolls back.
-macro_rules! write_tx {
-    ($db:expr, |$conn:ident| $body:expr) => {{
-        match &*$db.backend {
-            $crate::db::Backend::Sqlite { writer, .. } => {
-                let mut guard = writer.get().await.map_err($crate::error::ServiceError::from)?;
-                $crate::db::within_deadline(&mut *guard, async |connection| {
-                    connection
-                        .immediate_transaction(async |$conn| -> Result<_, $crate::error::ServiceError> {
-                            $body
-                        })
-                        .await
-                })
-                .await
+/// Runs `$body` with `$c` bound to the connection inside `$conn` (a `&mut Conn`), whichever
+/// backend it is: the body is written once and compiled for both connection types. Its
+/// diesel errors become [`ServiceError`]s.
+macro_rules! db_run {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::Conn::Sqlite($c) => {
+                let $c: &mut $crate::db::SqliteConn = $c;
+                $body.map_err($crate::error::ServiceError::from)
             }
-            $crate::db::Backend::Postgres { pool, .. } => {
-                use diesel_async::AsyncConnection as _;
-                let mut guard = pool.get().await.map_err($crate::error::ServiceError::from)?;
-                $crate::db::within_deadline(&mut *guard, async |connection| {
-                    connection
-                        .transaction(async |$conn| -> Result<_, $crate::error::ServiceError> { $body })
-                        .await
-                })
-                .await
+            $crate::db::Conn::Postgres($c) => {
+                let $c: &mut diesel_async::AsyncPgConnection = $c;
+                $body.map_err($crate::error::ServiceError::from)
             }
         }
-    }};
+    };
+}
+
+pub(crate) use db_run;
+
+/// A body for [`Database::read`] and [`Database::write`]: an async closure on a [`Conn`]
+/// whose future may move between threads (the bound diesel-async's transactions need,
+/// spelled the way diesel-async spells it: an async closure's future has no name).
+pub(crate) trait Work<'r, T>:
+    AsyncFnOnce(&'r mut Conn<'r>) -> ServiceResult<T> + FnOnce(&'r mut Conn<'r>) -> <Self as Work<'r, T>>::Fut
+{
+    type Fut: Future<Output = ServiceResult<T>> + Send;
+}
+
+impl<'r, T, F, Fut> Work<'r, T> for F
+where
+    F: AsyncFnOnce(&'r mut Conn<'r>) -> ServiceResult<T> + FnOnce(&'r mut Conn<'r>) -> Fut,
+    Fut: Future<Output = ServiceResult<T>> + Send,
+{
+    type Fut = Fut;
 }
 
 /// The longest one database call (a read, or a whole write transaction, once it has a
@@ -96,15 +93,6 @@ where
         }
     }
 }
-
-/// Whether row `$id` of `$table` exists (after a guarded update touched nothing).
-macro_rules! exists {
-    ($conn:expr, $table:ident, $id:expr) => {
-        $crate::schema::$table::table.find($id).count().get_result::<i64>($conn).await? > 0
-    };
-}
-
-pub(crate) use {exists, read, write_tx};
 
 /// An async SQLite connection: diesel's sync connection, run on the blocking pool.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
@@ -297,7 +285,42 @@ impl Database {
 
     /// Checks that the database answers (for `/readyz`).
     pub async fn ping(&self) -> ServiceResult<()> {
-        read!(self, |conn| conn.batch_execute("SELECT 1").await.map_err(ServiceError::from))
+        self.read(async |conn| db_run!(conn, |c| c.batch_execute("SELECT 1").await)).await
+    }
+
+    /// Runs `work` on a pooled read connection, within [`DB_CALL_DEADLINE`].
+    pub(crate) async fn read<T: Send>(&self, work: impl for<'r> Work<'r, T> + Send) -> ServiceResult<T> {
+        match &*self.backend {
+            Backend::Sqlite { readers, .. } => {
+                let mut guard = readers.get().await?;
+                within_deadline(&mut *guard, async |c| work(&mut Conn::Sqlite(c)).await).await
+            }
+            Backend::Postgres { pool, .. } => {
+                let mut guard = pool.get().await?;
+                within_deadline(&mut *guard, async |c| work(&mut Conn::Postgres(c)).await).await
+            }
+        }
+    }
+
+    /// Runs `work` in a write transaction (`BEGIN IMMEDIATE` on SQLite's one writer), within
+    /// [`DB_CALL_DEADLINE`]. An `Err` from `work` rolls back.
+    pub(crate) async fn write<T: Send>(&self, work: impl for<'r> Work<'r, T> + Send) -> ServiceResult<T> {
+        match &*self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let mut guard = writer.get().await?;
+                within_deadline(&mut *guard, async |c| {
+                    c.immediate_transaction(async |tx| work(&mut Conn::Sqlite(tx)).await).await
+                })
+                .await
+            }
+            Backend::Postgres { pool, .. } => {
+                let mut guard = pool.get().await?;
+                within_deadline(&mut *guard, async |c| {
+                    c.transaction(async |tx| work(&mut Conn::Postgres(tx)).await).await
+                })
+                .await
+            }
+        }
     }
 }
 

@@ -6,8 +6,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use domain_events::model::Actor;
-use domain_events::{DomainEvent, EventEnvelope};
+use domain_events::{DomainEvent, EventEnvelope, EventPublisher};
 
+use crate::db::{Conn, Database, Work, db_run};
 use crate::error::{ServiceError, ServiceResult};
 use crate::schema::events;
 
@@ -43,7 +44,7 @@ pub(crate) struct EventRow {
 
 impl EventRow {
     /// Reads a logged event back into an envelope.
-    pub(crate) fn into_envelope(self) -> Result<EventEnvelope, ServiceError> {
+    fn into_envelope(self) -> Result<EventEnvelope, ServiceError> {
         Ok(EventEnvelope {
             seq: self.seq,
             at: utc(self.created_at),
@@ -53,11 +54,7 @@ impl EventRow {
     }
 }
 
-pub(crate) fn new_event_row(
-    actor: &Actor,
-    event: &DomainEvent,
-    at: NaiveDateTime,
-) -> Result<NewEventRow, ServiceError> {
+fn new_event_row(actor: &Actor, event: &DomainEvent, at: NaiveDateTime) -> Result<NewEventRow, ServiceError> {
     Ok(NewEventRow {
         name: event.name(),
         actor: serde_json::to_string(actor).map_err(|e| ServiceError::Internal(Box::new(e)))?,
@@ -66,73 +63,68 @@ pub(crate) fn new_event_row(
     })
 }
 
-/// Appends `$events` (a `Vec<DomainEvent>`) to the log on `$conn`, inside the current
-/// transaction, and evaluates to the envelopes to publish once it commits.
-macro_rules! record_events {
-    ($conn:expr, $actor:expr, $at:expr, $events:expr) => {{
-        let mut envelopes = Vec::new();
-        for event in $events {
-            let row = $crate::outbox::new_event_row($actor, &event, $at)?;
-            let seq: i64 = diesel::insert_into($crate::schema::events::table)
-                .values(&row)
-                .returning($crate::schema::events::seq)
-                .get_result($conn)
-                .await?;
-            envelopes.push(domain_events::EventEnvelope {
-                seq,
-                at: $crate::outbox::utc($at),
-                actor: $actor.clone(),
-                event,
-            });
-        }
-        envelopes
-    }};
+/// Appends `events` to the log on `conn`, inside the current transaction, and returns the
+/// envelopes to publish once it commits.
+pub(crate) async fn record_events(
+    conn: &mut Conn<'_>,
+    actor: &Actor,
+    at: NaiveDateTime,
+    events: impl IntoIterator<Item = DomainEvent>,
+) -> ServiceResult<Vec<EventEnvelope>> {
+    let mut envelopes = Vec::new();
+    for event in events {
+        let row = new_event_row(actor, &event, at)?;
+        let seq: i64 = db_run!(conn, |c| diesel::insert_into(events::table)
+            .values(&row)
+            .returning(events::seq)
+            .get_result(c)
+            .await)?;
+        envelopes.push(EventEnvelope { seq, at: utc(at), actor: actor.clone(), event });
+    }
+    Ok(envelopes)
 }
 
-/// Runs `$body` — a change whose value is `Ok((record, envelopes))`, the envelopes from
-/// [`record_events!`] — in a write transaction, then announces the envelopes on
-/// `$publisher` and evaluates to `Ok(record)`. The one way a service commits and announces:
+/// Runs `change` — whose value is the record and the envelopes from [`record_events`] — in
+/// a write transaction, then announces the envelopes on `publisher` and returns the record.
+/// The one way a service commits and announces:
 ///
 /// - committed and acknowledged: the envelopes are published;
-/// - refused or rolled back (an `Err` from the body): nothing is announced;
+/// - refused or rolled back (an `Err` from `change`): nothing is announced;
 /// - ready to commit, but the commit's acknowledgement never came (the connection died
 ///   during `COMMIT`): the change may have committed, and the caller gets the error (503).
 ///   The publisher is told the numbers of the rows in doubt
 ///   ([`domain_events::EventPublisher::commit_unknown`]) so a fan-out that reads the outbox
 ///   announces them if they are there, on this instance too.
-macro_rules! commit_and_announce {
-    ($db:expr, $publisher:expr, |$conn:ident| $body:expr) => {{
-        let mut ready_to_commit: Option<Vec<i64>> = None;
-        let ready = &mut ready_to_commit;
-        let result = $crate::db::write_tx!($db, |$conn| {
-            let (record, events) = $crate::outbox::change_result($body)?;
-            *ready = Some(events.iter().map(|e: &domain_events::EventEnvelope| e.seq).collect());
+pub(crate) async fn commit_and_announce<T: Send>(
+    db: &Database,
+    publisher: &dyn EventPublisher,
+    change: impl for<'r> Work<'r, (T, Vec<EventEnvelope>)> + Send,
+) -> ServiceResult<T> {
+    let mut ready_to_commit: Option<Vec<i64>> = None;
+    let ready = &mut ready_to_commit;
+    let result = db
+        .write(async |conn| {
+            let (record, events) = change(conn).await?;
+            *ready = Some(events.iter().map(|e| e.seq).collect());
             Ok((record, events))
-        });
-        match result {
-            Ok((record, events)) => {
-                $publisher.publish(events);
-                Ok(record)
+        })
+        .await;
+    match result {
+        Ok((record, events)) => {
+            if !events.is_empty() {
+                publisher.publish(events);
             }
-            Err(error) => {
-                if let Some(seqs) = ready_to_commit {
-                    tracing::warn!(%error, ?seqs, "a commit's outcome is unknown; its events are announced if it committed");
-                    $publisher.commit_unknown(&seqs);
-                }
-                Err(error)
-            }
+            Ok(record)
         }
-    }};
+        Err(error) => {
+            if let Some(seqs) = ready_to_commit.filter(|seqs| !seqs.is_empty()) {
+                tracing::warn!(%error, ?seqs, "a commit's outcome is unknown; its events are announced if it committed");
+                publisher.commit_unknown(&seqs);
+            }
+            Err(error)
+        }
+    }
 }
-
-/// Pins a change body's error type (see [`commit_and_announce!`]).
-pub(crate) fn change_result<T>(
-    result: Result<(T, Vec<EventEnvelope>), ServiceError>,
-) -> Result<(T, Vec<EventEnvelope>), ServiceError> {
-    result
-}
-
-pub(crate) use {commit_and_announce, record_events};
 
 /// Where pruning stands between two runs: the oldest transaction still running when the
 /// previous run began (PostgreSQL); see [`EventLog::prune`].
@@ -153,14 +145,18 @@ impl EventLog {
 
     /// Up to `limit` logged events with `seq` above `after`, oldest first.
     pub async fn after(&self, after: i64, limit: i64) -> ServiceResult<Vec<EventEnvelope>> {
-        let rows: Vec<EventRow> = crate::db::read!(self.db, |conn| events::table
-            .filter(events::seq.gt(after))
-            .order(events::seq)
-            .limit(limit)
-            .select(EventRow::as_select())
-            .load(conn)
-            .await
-            .map_err(ServiceError::from))?;
+        let rows: Vec<EventRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| events::table
+                    .filter(events::seq.gt(after))
+                    .order(events::seq)
+                    .limit(limit)
+                    .select(EventRow::as_select())
+                    .load(c)
+                    .await)
+            })
+            .await?;
         rows.into_iter().map(EventRow::into_envelope).collect()
     }
 

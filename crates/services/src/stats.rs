@@ -6,18 +6,21 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use domain_events::model::{ApprovalStats, ConversationStats, TaskStats};
 
-use crate::db::{Database, read};
+use crate::db::{Database, db_run};
 use crate::error::ServiceResult;
 use crate::schema::stats_counters;
 
 /// Counts per bucket for one topic, summed over shards.
 async fn counts(db: &Database, topic: &'static str) -> ServiceResult<Vec<(String, u64)>> {
-    let rows: Vec<(String, i64)> = read!(db, |conn| stats_counters::table
-        .filter(stats_counters::topic.eq(topic))
-        .select((stats_counters::bucket, stats_counters::n))
-        .load(conn)
-        .await
-        .map_err(crate::error::ServiceError::from))?;
+    let rows: Vec<(String, i64)> = db
+        .read(async |conn| {
+            db_run!(conn, |c| stats_counters::table
+                .filter(stats_counters::topic.eq(topic))
+                .select((stats_counters::bucket, stats_counters::n))
+                .load(c)
+                .await)
+        })
+        .await?;
     let mut sums: Vec<(String, i64)> = Vec::new();
     for (bucket, n) in rows {
         match sums.iter_mut().find(|(b, _)| *b == bucket) {

@@ -9,7 +9,7 @@ use domain_events::model::{Actor, Task, TaskStats, TaskStatus};
 use domain_events::{DomainEvent, EventPublisher};
 use serde::Deserialize;
 
-use crate::db::{Database, exists, read};
+use crate::db::{Conn, Database, db_run};
 use crate::error::{ServiceError, ServiceResult, ValidationError};
 use crate::outbox::{commit_and_announce, now, record_events, utc};
 use crate::schema::{tasks, users};
@@ -22,35 +22,17 @@ use crate::validate::{self, Page, PageRequest, limits};
 pub struct NewTask {
     /// What kind of work.
     #[serde(rename = "type")]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 64,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{visible_text}"))]
     pub kind: String,
     /// Which department does it.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 64,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{visible_text}"))]
     pub department: String,
     /// Free text.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            max_length = 4000,
-            pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4000, pattern = "{visible_text}"))]
     pub description: String,
     /// Username to assign it to at once (the task starts `in_progress`).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = r"^[A-Za-z0-9._-]{3,64}$"))]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, pattern = "{username}"))]
     pub assignee: Option<String>,
 }
 
@@ -118,24 +100,6 @@ pub struct TaskService {
     publisher: Arc<dyn EventPublisher>,
 }
 
-/// Fails unless `username` names an active user (a task is assigned to someone who can log
-/// in; a deactivated user cannot be made an assignee).
-macro_rules! ensure_user_exists {
-    ($conn:expr, $username:expr) => {{
-        let found: i64 = users::table
-            .filter(users::username.eq($username))
-            .filter(users::active.eq(true))
-            .count()
-            .get_result($conn)
-            .await?;
-        if found == 0 {
-            return Err(
-                ValidationError::new("assignee", format!("no active user named {:?}", $username)).into()
-            );
-        }
-    }};
-}
-
 impl TaskService {
     /// A service writing to `db` and announcing on `publisher`.
     pub fn new(db: Database, publisher: Arc<dyn EventPublisher>) -> Self {
@@ -161,57 +125,66 @@ impl TaskService {
             created_at: at,
             updated_at: at,
         };
-        commit_and_announce!(self.db, self.publisher, |conn| {
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
             if let Some(assignee) = &assignee {
-                ensure_user_exists!(conn, assignee);
+                ensure_active_user(conn, assignee).await?;
             }
-            let task = Task::try_from(
-                diesel::insert_into(tasks::table)
-                    .values(&row)
-                    .returning(TaskRow::as_returning())
-                    .get_result(conn)
-                    .await?,
-            )?;
+            let task = Task::try_from(db_run!(conn, |c| diesel::insert_into(tasks::table)
+                .values(&row)
+                .returning(TaskRow::as_returning())
+                .get_result(c)
+                .await)?)?;
             let mut events = vec![DomainEvent::TaskCreated(task.clone())];
             if task.assignee.is_some() {
                 events.push(DomainEvent::TaskAssigned(task.clone()));
             }
-            let events = record_events!(conn, actor, at, events);
+            let events = record_events(conn, actor, at, events).await?;
             Ok((task, events))
         })
+        .await
     }
 
     /// One task.
     pub async fn get(&self, id: i64) -> ServiceResult<Task> {
-        let row: Option<TaskRow> = read!(self.db, |conn| tasks::table
-            .find(id)
-            .select(TaskRow::as_select())
-            .first(conn)
-            .await
-            .optional()
-            .map_err(ServiceError::from))?;
+        let row: Option<TaskRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| tasks::table
+                    .find(id)
+                    .select(TaskRow::as_select())
+                    .first(c)
+                    .await
+                    .optional())
+            })
+            .await?;
         row.ok_or(ServiceError::not_found("task", id))?.try_into()
     }
 
     /// Tasks matching `filter`, newest first.
     pub async fn list(&self, filter: &TaskFilter, page: PageRequest) -> ServiceResult<Page<Task>> {
         let (limit, cursor) = page.validated()?;
-        let rows: Vec<TaskRow> = read!(self.db, |conn| {
-            let mut query = tasks::table.select(TaskRow::as_select()).order(tasks::id.desc()).into_boxed();
-            if let Some(status) = filter.status {
-                query = query.filter(tasks::status.eq(status.as_str()));
-            }
-            if let Some(department) = &filter.department {
-                query = query.filter(tasks::department.eq(department));
-            }
-            if let Some(assignee) = &filter.assignee {
-                query = query.filter(tasks::assignee.eq(assignee));
-            }
-            if let Some(cursor) = cursor {
-                query = query.filter(tasks::id.lt(cursor));
-            }
-            query.limit(limit + 1).load(conn).await.map_err(ServiceError::from)
-        })?;
+        let rows: Vec<TaskRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| {
+                    let mut query =
+                        tasks::table.select(TaskRow::as_select()).order(tasks::id.desc()).into_boxed();
+                    if let Some(status) = filter.status {
+                        query = query.filter(tasks::status.eq(status.as_str()));
+                    }
+                    if let Some(department) = &filter.department {
+                        query = query.filter(tasks::department.eq(department));
+                    }
+                    if let Some(assignee) = &filter.assignee {
+                        query = query.filter(tasks::assignee.eq(assignee));
+                    }
+                    if let Some(cursor) = cursor {
+                        query = query.filter(tasks::id.lt(cursor));
+                    }
+                    query.limit(limit + 1).load(c).await
+                })
+            })
+            .await?;
         let items = rows.into_iter().map(Task::try_from).collect::<ServiceResult<Vec<_>>>()?;
         Ok(Page::from_overfetch(items, limit, |t| t.id))
     }
@@ -221,9 +194,9 @@ impl TaskService {
     pub async fn assign(&self, actor: &Actor, id: i64, assignee: &str) -> ServiceResult<Task> {
         let assignee = validate::username("assignee", assignee)?;
         let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            ensure_user_exists!(conn, &assignee);
-            let updated: Option<TaskRow> = diesel::update(
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            ensure_active_user(conn, &assignee).await?;
+            let updated: Option<TaskRow> = db_run!(conn, |c| diesel::update(
                 tasks::table.find(id).filter(tasks::status.ne(TaskStatus::Completed.as_str())),
             )
             .set((
@@ -232,23 +205,22 @@ impl TaskService {
                 tasks::updated_at.eq(at),
             ))
             .returning(TaskRow::as_returning())
-            .get_result(conn)
+            .get_result(c)
             .await
-            .optional()?;
-            let Some(row) = updated else {
-                return Err(refusal(exists!(conn, tasks, id), id, "assign"));
-            };
+            .optional())?;
+            let Some(row) = updated else { return Err(refusal(conn, id, "assign").await) };
             let task = Task::try_from(row)?;
-            let events = record_events!(conn, actor, at, [DomainEvent::TaskAssigned(task.clone())]);
+            let events = record_events(conn, actor, at, [DomainEvent::TaskAssigned(task.clone())]).await?;
             Ok((task, events))
         })
+        .await
     }
 
     /// Completes a task (from `pending` or `in_progress`). Emits `task.completed`.
     pub async fn complete(&self, actor: &Actor, id: i64) -> ServiceResult<Task> {
         let at = now();
-        commit_and_announce!(self.db, self.publisher, |conn| {
-            let updated: Option<TaskRow> = diesel::update(
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let updated: Option<TaskRow> = db_run!(conn, |c| diesel::update(
                 tasks::table.find(id).filter(tasks::status.ne(TaskStatus::Completed.as_str())),
             )
             .set((
@@ -257,16 +229,15 @@ impl TaskService {
                 tasks::completed_at.eq(Some(at)),
             ))
             .returning(TaskRow::as_returning())
-            .get_result(conn)
+            .get_result(c)
             .await
-            .optional()?;
-            let Some(row) = updated else {
-                return Err(refusal(exists!(conn, tasks, id), id, "complete"));
-            };
+            .optional())?;
+            let Some(row) = updated else { return Err(refusal(conn, id, "complete").await) };
             let task = Task::try_from(row)?;
-            let events = record_events!(conn, actor, at, [DomainEvent::TaskCompleted(task.clone())]);
+            let events = record_events(conn, actor, at, [DomainEvent::TaskCompleted(task.clone())]).await?;
             Ok((task, events))
         })
+        .await
     }
 
     /// Counts by status.
@@ -275,11 +246,27 @@ impl TaskService {
     }
 }
 
-/// Why a guarded update touched nothing: the task is missing, or completed already.
-fn refusal(exists: bool, id: i64, action: &str) -> ServiceError {
-    if exists {
-        ServiceError::Conflict(format!("cannot {action} task {id}: it is already completed"))
-    } else {
-        ServiceError::not_found("task", id)
+/// Fails unless `username` names an active user (a task is assigned to someone who can log
+/// in; a deactivated user cannot be made an assignee).
+async fn ensure_active_user(conn: &mut Conn<'_>, username: &str) -> ServiceResult<()> {
+    let found: i64 = db_run!(conn, |c| users::table
+        .filter(users::username.eq(username))
+        .filter(users::active.eq(true))
+        .count()
+        .get_result(c)
+        .await)?;
+    if found == 0 {
+        return Err(ValidationError::new("assignee", format!("no active user named {username:?}")).into());
+    }
+    Ok(())
+}
+
+/// Why a guarded update of task `id` touched nothing: it is missing, or completed already.
+async fn refusal(conn: &mut Conn<'_>, id: i64, action: &str) -> ServiceError {
+    let found = db_run!(conn, |c| tasks::table.find(id).count().get_result::<i64>(c).await);
+    match found {
+        Ok(0) => ServiceError::not_found("task", id),
+        Ok(_) => ServiceError::Conflict(format!("cannot {action} task {id}: it is already completed")),
+        Err(error) => error,
     }
 }

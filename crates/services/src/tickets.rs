@@ -10,7 +10,7 @@ use domain_events::model::Actor;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::db::{Database, read, write_tx};
+use crate::db::{Database, db_run};
 use crate::error::{ServiceError, ServiceResult};
 use crate::outbox::{now, utc};
 use crate::schema::ws_tickets;
@@ -85,11 +85,16 @@ impl TicketService {
             expires_at,
             token_issued_at_ms,
         };
-        write_tx!(self.db, |conn| {
-            diesel::delete(ws_tickets::table.filter(ws_tickets::expires_at.lt(at))).execute(conn).await?;
-            diesel::insert_into(ws_tickets::table).values(&row).execute(conn).await?;
-            Ok(())
-        })?;
+        self.db
+            .write(async |conn| {
+                db_run!(conn, |c| {
+                    diesel::delete(ws_tickets::table.filter(ws_tickets::expires_at.lt(at)))
+                        .execute(c)
+                        .await?;
+                    diesel::insert_into(ws_tickets::table).values(&row).execute(c).await
+                })
+            })
+            .await?;
         Ok((ticket, utc(expires_at)))
     }
 
@@ -101,14 +106,18 @@ impl TicketService {
         }
         let hash = digest(ticket);
         let at = now();
-        let row: Option<GrantRow> = read!(self.db, |conn| ws_tickets::table
-            .filter(ws_tickets::ticket_hash.eq(&hash))
-            .filter(ws_tickets::expires_at.gt(at))
-            .select(GRANT_COLUMNS)
-            .first(conn)
-            .await
-            .optional()
-            .map_err(ServiceError::from))?;
+        let row: Option<GrantRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| ws_tickets::table
+                    .filter(ws_tickets::ticket_hash.eq(&hash))
+                    .filter(ws_tickets::expires_at.gt(at))
+                    .select(GRANT_COLUMNS)
+                    .first(c)
+                    .await
+                    .optional())
+            })
+            .await?;
         row.map(grant).transpose()
     }
 
@@ -120,17 +129,20 @@ impl TicketService {
         }
         let hash = digest(ticket);
         let at = now();
-        let row: Option<GrantRow> = write_tx!(self.db, |conn| {
-            Ok(diesel::delete(
-                ws_tickets::table
-                    .filter(ws_tickets::ticket_hash.eq(&hash))
-                    .filter(ws_tickets::expires_at.gt(at)),
-            )
-            .returning(GRANT_COLUMNS)
-            .get_result(conn)
-            .await
-            .optional()?)
-        })?;
+        let row: Option<GrantRow> = self
+            .db
+            .write(async |conn| {
+                db_run!(conn, |c| diesel::delete(
+                    ws_tickets::table
+                        .filter(ws_tickets::ticket_hash.eq(&hash))
+                        .filter(ws_tickets::expires_at.gt(at)),
+                )
+                .returning(GRANT_COLUMNS)
+                .get_result(c)
+                .await
+                .optional())
+            })
+            .await?;
         row.map(grant).transpose()
     }
 }

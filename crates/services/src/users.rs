@@ -18,9 +18,9 @@ use domain_events::model::{Actor, Role, User, UserUpdate};
 use domain_events::{DomainEvent, EventPublisher};
 use serde::Deserialize;
 
-use crate::db::{Database, read, write_tx};
+use crate::db::{Conn, Database, db_run};
 use crate::error::{ServiceError, ServiceResult, ValidationError};
-use crate::outbox::{now, record_events, utc};
+use crate::outbox::{commit_and_announce, now, record_events, utc};
 use crate::passwords::{PasswordGate, PasswordPermit};
 use crate::schema::{users, ws_tickets};
 use crate::validate::{self, limits};
@@ -30,7 +30,7 @@ use crate::validate::{self, limits};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewUser {
     /// Login name: 3–64 letters, digits, `.`, `_`, `-`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{3,64}$"))]
+    #[cfg_attr(feature = "openapi", schema(pattern = "{username}"))]
     pub username: String,
     /// 8–256 characters; only its hash is kept.
     #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 256, format = Password))]
@@ -160,22 +160,16 @@ struct UserChangeset<'a> {
 
 /// Serializes the transactions that may change who the active admins are, so two admins
 /// demoting or deactivating each other at the same moment cannot both succeed.
-trait UserChangeLock {
-    async fn lock_user_changes(&mut self) -> QueryResult<()>;
-}
-
-impl UserChangeLock for crate::db::SqliteConn {
-    async fn lock_user_changes(&mut self) -> QueryResult<()> {
+async fn lock_user_changes(conn: &mut Conn<'_>) -> ServiceResult<()> {
+    match conn {
         // Write transactions are `BEGIN IMMEDIATE` on the one writer: already serialized.
-        Ok(())
-    }
-}
-
-impl UserChangeLock for diesel_async::AsyncPgConnection {
-    async fn lock_user_changes(&mut self) -> QueryResult<()> {
+        Conn::Sqlite(_) => Ok(()),
         // Held until the transaction ends. Under READ COMMITTED each statement after it sees
         // every change committed before it was granted.
-        diesel::sql_query("SELECT pg_advisory_xact_lock(7316900213)").execute(self).await.map(drop)
+        Conn::Postgres(c) => {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(7316900213)").execute(*c).await?;
+            Ok(())
+        }
     }
 }
 
@@ -208,7 +202,7 @@ impl UserService {
     /// Creates the first admin when there is no user at all; returns `None` otherwise.
     pub async fn bootstrap_admin(&self, username: &str, password: &str) -> ServiceResult<Option<User>> {
         let count: i64 =
-            read!(self.db, |conn| users::table.count().get_result(conn).await.map_err(ServiceError::from))?;
+            self.db.read(async |conn| db_run!(conn, |c| users::table.count().get_result(c).await)).await?;
         if count > 0 {
             return Ok(None);
         }
@@ -223,13 +217,16 @@ impl UserService {
         let hash = self.gate.hash(input.password).await?;
         let row =
             NewUserRow { username: &username, password_hash: &hash, role: role.as_str(), created_at: now() };
-        let inserted: ServiceResult<UserRow> = write_tx!(self.db, |conn| {
-            Ok(diesel::insert_into(users::table)
-                .values(&row)
-                .returning(UserRow::as_returning())
-                .get_result(conn)
-                .await?)
-        });
+        let inserted: ServiceResult<UserRow> = self
+            .db
+            .write(async |conn| {
+                db_run!(conn, |c| diesel::insert_into(users::table)
+                    .values(&row)
+                    .returning(UserRow::as_returning())
+                    .get_result(c)
+                    .await)
+            })
+            .await;
         match inserted {
             Ok(row) => row.try_into(),
             Err(ServiceError::Conflict(_)) => {
@@ -258,13 +255,17 @@ impl UserService {
         if password.len() > limits::PASSWORD_MAX * 4 || username.len() > limits::USERNAME * 4 {
             return Err(ServiceError::InvalidCredentials);
         }
-        let row: Option<UserRow> = read!(self.db, |conn| users::table
-            .filter(users::username.eq(username))
-            .select(UserRow::as_select())
-            .first(conn)
-            .await
-            .optional()
-            .map_err(ServiceError::from))?;
+        let row: Option<UserRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| users::table
+                    .filter(users::username.eq(username))
+                    .select(UserRow::as_select())
+                    .first(c)
+                    .await
+                    .optional())
+            })
+            .await?;
         let hash = row.as_ref().map(|r| r.password_hash.clone());
         let password = password.to_owned();
         let matches = permit.run(move |h| h.verify(&password, hash.as_deref())).await?;
@@ -280,13 +281,16 @@ impl UserService {
     }
 
     async fn row(&self, id: i64) -> ServiceResult<Option<UserRow>> {
-        read!(self.db, |conn| users::table
-            .find(id)
-            .select(UserRow::as_select())
-            .first(conn)
+        self.db
+            .read(async |conn| {
+                db_run!(conn, |c| users::table
+                    .find(id)
+                    .select(UserRow::as_select())
+                    .first(c)
+                    .await
+                    .optional())
+            })
             .await
-            .optional()
-            .map_err(ServiceError::from))
     }
 
     /// What a request authenticated as user `id` must be checked against; `None` when there
@@ -304,12 +308,12 @@ impl UserService {
     /// Every user, by id (admins only).
     pub async fn list(&self, actor: &Actor) -> ServiceResult<Vec<User>> {
         require_admin(actor)?;
-        let rows: Vec<UserRow> = read!(self.db, |conn| users::table
-            .select(UserRow::as_select())
-            .order(users::id)
-            .load(conn)
-            .await
-            .map_err(ServiceError::from))?;
+        let rows: Vec<UserRow> = self
+            .db
+            .read(async |conn| {
+                db_run!(conn, |c| users::table.select(UserRow::as_select()).order(users::id).load(c).await)
+            })
+            .await?;
         rows.into_iter().map(User::try_from).collect()
     }
 
@@ -335,10 +339,9 @@ impl UserService {
         };
         let at = now();
         let at_ms = utc(at).timestamp_millis();
-        let (user, events) = write_tx!(self.db, |conn| {
-            conn.lock_user_changes().await?;
-            let current: Option<UserRow> =
-                users::table.find(id).select(UserRow::as_select()).first(conn).await.optional()?;
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            lock_user_changes(conn).await?;
+            let current = user_row(conn, id).await?;
             let Some(current) = current else { return Err(ServiceError::not_found("user", id)) };
             let role_now = current.role()?;
             let new_role = role.unwrap_or(role_now);
@@ -349,13 +352,13 @@ impl UserService {
                 return Ok((User::try_from(current)?, Vec::new()));
             }
             if role_now == Role::Admin && current.active && (new_role != Role::Admin || !new_active) {
-                let other_admins: i64 = users::table
+                let other_admins: i64 = db_run!(conn, |c| users::table
                     .filter(users::role.eq(Role::Admin.as_str()))
                     .filter(users::active.eq(true))
                     .filter(users::id.ne(id))
                     .count()
-                    .get_result(conn)
-                    .await?;
+                    .get_result(c)
+                    .await)?;
                 if other_admins == 0 {
                     return Err(ServiceError::Conflict(format!(
                         "{} is the last active admin: make another user admin first",
@@ -372,34 +375,25 @@ impl UserService {
                 tokens_valid_after_ms: valid_after,
                 password_hash: hash.as_deref(),
             };
-            let row: UserRow = diesel::update(users::table.find(id))
+            let row: UserRow = db_run!(conn, |c| diesel::update(users::table.find(id))
                 .set(&changeset)
                 .returning(UserRow::as_returning())
-                .get_result(conn)
-                .await?;
+                .get_result(c)
+                .await)?;
             if !new_active {
-                diesel::delete(ws_tickets::table.filter(ws_tickets::user_id.eq(id))).execute(conn).await?;
+                delete_tickets(conn, id, i64::MAX).await?;
             } else if retire {
-                diesel::delete(
-                    ws_tickets::table
-                        .filter(ws_tickets::user_id.eq(id))
-                        .filter(ws_tickets::token_issued_at_ms.lt(valid_after)),
-                )
-                .execute(conn)
-                .await?;
+                delete_tickets(conn, id, valid_after).await?;
             }
             let user = User::try_from(row)?;
             let event = DomainEvent::UserUpdated(UserUpdate {
                 user: user.clone(),
                 tokens_valid_after: millis_to_utc(valid_after),
             });
-            let events = record_events!(conn, actor, at, [event]);
+            let events = record_events(conn, actor, at, [event]).await?;
             Ok((user, events))
-        })?;
-        if !events.is_empty() {
-            self.publisher.publish(events);
-        }
-        Ok(user)
+        })
+        .await
     }
 
     /// Changes the actor's own password, given the current one (wrong: [`ServiceError::WrongPassword`]).
@@ -430,31 +424,41 @@ impl UserService {
         let at = now();
         let at_ms = utc(at).timestamp_millis();
         let id = actor.user_id;
-        let events = write_tx!(self.db, |conn| {
-            let current: Option<UserRow> =
-                users::table.find(id).select(UserRow::as_select()).first(conn).await.optional()?;
+        commit_and_announce(&self.db, &*self.publisher, async |conn| {
+            let current = user_row(conn, id).await?;
             let Some(current) = current.filter(|r| r.active) else { return Err(ServiceError::WrongPassword) };
             let valid_after = at_ms.max(current.tokens_valid_after_ms);
-            let row: UserRow = diesel::update(users::table.find(id))
+            let row: UserRow = db_run!(conn, |c| diesel::update(users::table.find(id))
                 .set((users::password_hash.eq(&hash), users::tokens_valid_after_ms.eq(valid_after)))
                 .returning(UserRow::as_returning())
-                .get_result(conn)
-                .await?;
-            diesel::delete(
-                ws_tickets::table
-                    .filter(ws_tickets::user_id.eq(id))
-                    .filter(ws_tickets::token_issued_at_ms.lt(valid_after)),
-            )
-            .execute(conn)
-            .await?;
+                .get_result(c)
+                .await)?;
+            delete_tickets(conn, id, valid_after).await?;
             let user = User::try_from(row)?;
             let event =
                 DomainEvent::UserUpdated(UserUpdate { user, tokens_valid_after: millis_to_utc(valid_after) });
-            Ok(record_events!(conn, actor, at, [event]))
-        })?;
-        self.publisher.publish(events);
-        Ok(())
+            Ok(((), record_events(conn, actor, at, [event]).await?))
+        })
+        .await
     }
+}
+
+/// User `id`'s row, if there is one.
+async fn user_row(conn: &mut Conn<'_>, id: i64) -> ServiceResult<Option<UserRow>> {
+    db_run!(conn, |c| users::table.find(id).select(UserRow::as_select()).first(c).await.optional())
+}
+
+/// Deletes user `id`'s unredeemed tickets issued by tokens from before `issued_before_ms`
+/// (`i64::MAX`: all of them).
+async fn delete_tickets(conn: &mut Conn<'_>, id: i64, issued_before_ms: i64) -> ServiceResult<()> {
+    db_run!(conn, |c| diesel::delete(
+        ws_tickets::table
+            .filter(ws_tickets::user_id.eq(id))
+            .filter(ws_tickets::token_issued_at_ms.lt(issued_before_ms)),
+    )
+    .execute(c)
+    .await)?;
+    Ok(())
 }
 
 fn require_admin(actor: &Actor) -> ServiceResult<()> {

@@ -30,6 +30,26 @@ pub mod limits {
     pub const PAGE_DEFAULT: i64 = 50;
 }
 
+/// The OpenAPI `pattern` of each rule here, named once. A schema attribute takes only a
+/// string literal, so a field writes the name in braces (`pattern = "{visible_text}"`) and the
+/// gateway puts the expression in its place when it builds the document ([`patterns::named`]).
+pub mod patterns {
+    /// [`super::required_text`]: at least one visible character, and no control characters
+    /// other than tab, line feed and carriage return.
+    pub const VISIBLE_TEXT: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
+    /// [`super::username`]: 3 to 64 letters, digits, `.`, `_` or `-`.
+    pub const USERNAME: &str = r"^[A-Za-z0-9._-]{3,64}$";
+
+    /// The expression a named pattern (`{visible_text}`, `{username}`) stands for.
+    pub fn named(pattern: &str) -> Option<&'static str> {
+        match pattern {
+            "{visible_text}" => Some(VISIBLE_TEXT),
+            "{username}" => Some(USERNAME),
+            _ => None,
+        }
+    }
+}
+
 /// A required text field: trimmed, non-empty, at most `max` characters, no control characters
 /// other than line breaks and tabs.
 pub fn required_text(field: &'static str, value: &str, max: usize) -> Result<String, ValidationError> {

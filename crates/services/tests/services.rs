@@ -270,21 +270,26 @@ async fn approval_life_cycle_roles_and_refusals(w: World) {
 
     // Staff may not decide or execute; nothing changes.
     assert!(matches!(
-        queue.decide(&w.staff, a.id, Decision::Approved, None).await,
+        queue.decide(&w.staff, a.id, Decision::Approved.as_str(), None).await,
         Err(ServiceError::Forbidden(_))
     ));
     assert!(matches!(queue.execute(&w.staff, a.id).await, Err(ServiceError::Forbidden(_))));
+    // The role is checked first: staff learn nothing from a bad decision or a missing id.
+    assert!(matches!(queue.decide(&w.staff, a.id, "maybe", None).await, Err(ServiceError::Forbidden(_))));
+    assert!(matches!(queue.decide(&w.staff, 777, "approved", None).await, Err(ServiceError::Forbidden(_))));
+    assert_validation(queue.decide(&w.manager, a.id, "maybe", None).await, "decision");
     // Executing a pending approval is refused.
     assert_conflict(queue.execute(&w.manager, a.id).await);
     assert_eq!(queue.get(a.id).await.expect("get").status, ApprovalStatus::Pending);
     assert!(w.events.take_names().is_empty());
 
-    let approved = queue.decide(&w.manager, a.id, Decision::Approved, Some("fair")).await.expect("decide");
+    let approved =
+        queue.decide(&w.manager, a.id, Decision::Approved.as_str(), Some("fair")).await.expect("decide");
     assert_eq!(approved.status, ApprovalStatus::Approved);
     assert_eq!(approved.decided_by.as_deref(), Some("maria"));
     assert_eq!(approved.decision_reason.as_deref(), Some("fair"));
     assert_eq!(w.events.take_names(), ["approval.decided"]);
-    assert_conflict(queue.decide(&w.admin, a.id, Decision::Rejected, None).await);
+    assert_conflict(queue.decide(&w.admin, a.id, Decision::Rejected.as_str(), None).await);
 
     let executed = queue.execute(&w.admin, a.id).await.expect("execute");
     assert_eq!(executed.status, ApprovalStatus::Executed);
@@ -294,7 +299,7 @@ async fn approval_life_cycle_roles_and_refusals(w: World) {
 
     let b = queue.queue(&w.staff, NewApproval { payload: None, ..approval() }).await.expect("queue");
     assert_eq!(b.payload, None);
-    let rejected = queue.decide(&w.admin, b.id, Decision::Rejected, None).await.expect("reject");
+    let rejected = queue.decide(&w.admin, b.id, Decision::Rejected.as_str(), None).await.expect("reject");
     assert_eq!(rejected.status, ApprovalStatus::Rejected);
     assert_conflict(queue.execute(&w.admin, b.id).await);
     w.events.take();
@@ -304,7 +309,7 @@ async fn approval_life_cycle_roles_and_refusals(w: World) {
         queue.queue(&w.staff, NewApproval { payload: Some(json!("x".repeat(40_000))), ..approval() }).await,
         "payload",
     );
-    assert_not_found(queue.decide(&w.admin, 777, Decision::Approved, None).await);
+    assert_not_found(queue.decide(&w.admin, 777, Decision::Approved.as_str(), None).await);
     assert_not_found(queue.execute(&w.admin, 777).await);
     assert!(w.events.take_names().is_empty());
 }
@@ -346,10 +351,10 @@ async fn stats_follow_a_mix_of_operations(w: World) {
     for _ in 0..4 {
         aids.push(s.approvals.queue(&w.staff, approval()).await.expect("queue").id);
     }
-    s.approvals.decide(&w.manager, aids[0], Decision::Approved, None).await.expect("decide");
-    s.approvals.decide(&w.manager, aids[1], Decision::Approved, None).await.expect("decide");
+    s.approvals.decide(&w.manager, aids[0], Decision::Approved.as_str(), None).await.expect("decide");
+    s.approvals.decide(&w.manager, aids[1], Decision::Approved.as_str(), None).await.expect("decide");
     s.approvals.execute(&w.manager, aids[1]).await.expect("execute");
-    s.approvals.decide(&w.manager, aids[2], Decision::Rejected, None).await.expect("decide");
+    s.approvals.decide(&w.manager, aids[2], Decision::Rejected.as_str(), None).await.expect("decide");
     assert_eq!(
         s.approvals.stats().await.expect("stats"),
         ApprovalStats { pending: 1, approved: 1, rejected: 1, executed: 1, total: 4 }

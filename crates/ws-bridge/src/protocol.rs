@@ -1,4 +1,4 @@
-//! Messages between client and server (`docs/protocol.md`, the contract's sections 5 and 6):
+//! Messages between client and server (`docs/protocol.md` §5 and §6):
 //! the client's messages parsed, the server's built and serialized once as a [`Frame`].
 //!
 //! Architecture invariant: knows the wire format only — nothing of connections, the hub

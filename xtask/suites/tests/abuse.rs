@@ -1,4 +1,4 @@
-//! The abuse suite: what a flood of bad logins does to one server (contract section 7,
+//! The abuse suite: what a flood of bad logins does to one server (`docs/protocol.md` §7,
 //! issue 13). 2,000 logins with wrong passwords are sent at once while a logged-in client
 //! goes on with ordinary requests (reading stats, creating tasks) and a WebSocket client
 //! follows the pushes. The server must refuse what is over its password bound at once

@@ -1,4 +1,4 @@
-//! The fault suite of issue 12: the cluster guarantees of contract sections 5 and 6, tried
+//! The fault suite of issue 12: the cluster guarantees of `docs/protocol.md` §5 and §6, tried
 //! against real server processes on real PostgreSQL while things break underneath them.
 //!
 //! Each scenario starts its own instances on its own database (on the shared PostgreSQL, or on
@@ -46,7 +46,7 @@ use suites::{
 };
 use tokio_postgres::NoTls;
 
-/// The bound of contract section 6: every client holds the final values this soon.
+/// The bound of `docs/protocol.md` §6: every client holds the final values this soon.
 const CONVERGE: Duration = Duration::from_secs(5);
 /// Every instance's pool size, so that a few instances fit the shared server's connections.
 const POOL: usize = 8;
@@ -497,7 +497,7 @@ async fn all_backends_terminated_then_20_creations() {
     assert_converged("all_backends_terminated", &mut fleet, &c, 1, recovery, last_write).await;
     assert!(
         statuses.keys().all(|s| [201, 503].contains(s)),
-        "contract section 3: a request that loses its database answers 503 unavailable; the creations \
+        "docs/protocol.md §3: a request that loses its database answers 503 unavailable; the creations \
          answered {statuses:?}"
     );
 }
@@ -567,7 +567,7 @@ async fn postgres_restarted() {
     assert_converged("postgres_restarted", &mut fleet, &c, 1, recovery, last_write).await;
     assert!(
         writes.only(&[201, 503]),
-        "contract section 3: a request that loses its database answers 503 unavailable; the creations \
+        "docs/protocol.md §3: a request that loses its database answers 503 unavailable; the creations \
          answered {}",
         writes.summary()
     );

@@ -1,4 +1,4 @@
-//! Black-box tests of the edge (contract sections 2, 3 and 7), against the real server:
+//! Black-box tests of the edge (`docs/protocol.md` §2, §3 and §7), against the real server:
 //!
 //! - a `/ws` ticket is spent only after every other check of the upgrade passed, and never
 //!   outlives the token it was issued with;
@@ -24,28 +24,7 @@ use suites::{
     refused_status, server_bin,
 };
 
-macro_rules! both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(suites::TestDatabase::sqlite().expect("creating a SQLite database")).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(suites::TestDatabase::postgres().expect("creating a PostgreSQL database")).await;
-                }
-            )*
-        }
-    };
-}
-
-both_databases!(
+suites::both_databases!(
     a_refused_upgrade_leaves_its_ticket_usable,
     a_taken_username_does_not_repeat_the_database_text
 );

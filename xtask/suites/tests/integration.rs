@@ -1,5 +1,4 @@
-//! Black-box integration tests of the Pulse server, against contract sections 1–5
-//! (`shared/spec/CONTRACT.md`).
+//! Black-box integration tests of the Pulse server, against `docs/protocol.md` §1–5.
 //!
 //! Every case in `both_databases!` runs twice, on SQLite and on PostgreSQL, each time on its
 //! own server process and its own fresh database; `postgres_only` and `config` hold the few
@@ -14,31 +13,7 @@
 #[path = "integration/cases.rs"]
 mod cases;
 
-macro_rules! both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    crate::cases::$name(suites::TestDatabase::sqlite().expect("creating a SQLite database")).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    crate::cases::$name(
-                        suites::TestDatabase::postgres().expect("creating a PostgreSQL database"),
-                    )
-                    .await;
-                }
-            )*
-        }
-    };
-}
-
-both_databases!(
+suites::both_databases!(cases =>
     bootstrap_admin_only_when_there_are_no_users,
     login_returns_token_expiry_and_user,
     bad_credentials_are_401_and_indistinguishable,

@@ -1,4 +1,4 @@
-//! Black-box tests of contract section 6 (`shared/spec/CONTRACT.md`): WebSocket topics
+//! Black-box tests of `docs/protocol.md` §6: WebSocket topics
 //! (`?topics=` on the URL, `subscribe` / `unsubscribe`), the personal `task:assigned` event,
 //! presence and typing.
 //!
@@ -914,31 +914,7 @@ async fn typing_is_relayed_to_the_conversation_subscribers(db: TestDatabase) {
     tokio::join!(a.quiet(QUIET), b.none_of("typing", QUIET), c.none_of("typing", QUIET), d.quiet(QUIET));
 }
 
-macro_rules! both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    crate::$name(suites::TestDatabase::sqlite().expect("creating a SQLite database")).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    crate::$name(
-                        suites::TestDatabase::postgres().expect("creating a PostgreSQL database"),
-                    )
-                    .await;
-                }
-            )*
-        }
-    };
-}
-
-both_databases!(
+suites::both_databases!(
     url_topics_choose_the_starting_subscriptions,
     subscribe_and_unsubscribe,
     stats_sent_on_subscribe_include_a_change_just_made,

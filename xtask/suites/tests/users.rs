@@ -1,4 +1,4 @@
-//! Black-box tests of the user lifecycle (contract section 2): admins list users, change a
+//! Black-box tests of the user lifecycle (`docs/protocol.md` §2): admins list users, change a
 //! role, reset a password, deactivate and reactivate; users change their own password. A
 //! deactivated user cannot log in and their tokens and tickets are refused (401) and their
 //! sockets closed with 4403; a role or password change retires older tokens (401, sockets
@@ -24,28 +24,7 @@ const AT_ONCE: Duration = Duration::from_secs(1);
 /// How long another instance may take (contract: within 5 s).
 const ELSEWHERE: Duration = Duration::from_secs(5);
 
-macro_rules! both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(suites::TestDatabase::sqlite().expect("creating a SQLite database")).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(suites::TestDatabase::postgres().expect("creating a PostgreSQL database")).await;
-                }
-            )*
-        }
-    };
-}
-
-both_databases!(
+suites::both_databases!(
     admins_list_and_change_users_and_bad_changes_change_nothing,
     deactivation_refuses_everything_and_closes_sockets_with_4403,
     a_role_change_retires_older_tokens_and_closes_their_sockets_with_4401,

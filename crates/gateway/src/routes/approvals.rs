@@ -1,11 +1,11 @@
 //! `/api/v1/approvals`.
 
 use actix_web::{HttpResponse, web};
-use domain_events::model::{Approval, ApprovalStats, ApprovalStatus, Decision, Role};
+use domain_events::model::{Approval, ApprovalStats, ApprovalStatus, Decision};
 use serde::{Deserialize, Serialize};
 use services::{NewApproval, Page};
 
-use super::parse_filter;
+use super::{Authenticated, JsonBody, parse_filter};
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -40,10 +40,8 @@ impl ListQuery {
     responses(
         (status = 201, description = "The new approval", body = Approval),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, payload over 32 KiB", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -66,8 +64,7 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "One page of approvals", body = Page<Approval>),
         (status = 400, description = "Unknown status, bad `limit` or `cursor`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -90,9 +87,8 @@ pub(crate) async fn list(
     params(("id" = i64, Path, description = "The approval's id")),
     responses(
         (status = 200, description = "The approval", body = Approval),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No approval with this id", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -114,10 +110,7 @@ pub(crate) struct Decide {
     decision: String,
     /// Why.
     #[serde(default)]
-    #[schema(
-        max_length = 1000,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-    )]
+    #[schema(max_length = 1000, pattern = "{visible_text}")]
     reason: Option<String>,
 }
 
@@ -131,13 +124,11 @@ pub(crate) struct Decide {
     responses(
         (status = 200, description = "The approval, `approved` or `rejected`", body = Approval),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown decision", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "Staff may not decide or execute approvals", body = ErrorBody),
         (status = 404, description = "No approval with this id", body = ErrorBody),
         (status = 409, description = "The approval is not `pending`", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -147,13 +138,9 @@ pub(crate) async fn decide(
     id: web::Path<i64>,
     body: web::Json<Decide>,
 ) -> Result<HttpResponse, ApiError> {
-    // Role before anything else: staff learn nothing about approvals they may not decide.
-    auth.require(&[Role::Admin, Role::Manager], "decide approvals")?;
-    let decision: Decision = services::validate::enum_value("decision", &body.decision)
-        .map_err(|e| ApiError::validation(e.to_string()))?;
-    let (actor, id, reason) = (auth.actor, id.into_inner(), body.into_inner().reason);
+    let (actor, id, Decide { decision, reason }) = (auth.actor, id.into_inner(), body.into_inner());
     let approval =
-        state.db(async move |s| s.approvals.decide(&actor, id, decision, reason.as_deref()).await).await?;
+        state.db(async move |s| s.approvals.decide(&actor, id, &decision, reason.as_deref()).await).await?;
     Ok(HttpResponse::Ok().json(approval))
 }
 
@@ -165,11 +152,10 @@ pub(crate) async fn decide(
     params(("id" = i64, Path, description = "The approval's id")),
     responses(
         (status = 200, description = "The approval, `executed`", body = Approval),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "Staff may not decide or execute approvals", body = ErrorBody),
         (status = 404, description = "No approval with this id", body = ErrorBody),
         (status = 409, description = "The approval is not `approved`", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -178,7 +164,6 @@ pub(crate) async fn execute(
     auth: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(&[Role::Admin, Role::Manager], "execute approvals")?;
     let (actor, id) = (auth.actor, id.into_inner());
     let approval = state.db(async move |s| s.approvals.execute(&actor, id).await).await?;
     Ok(HttpResponse::Ok().json(approval))
@@ -198,8 +183,7 @@ pub(crate) struct WrappedApprovalStats {
     tag = "approvals",
     responses(
         (status = 200, description = "Approval counts", body = WrappedApprovalStats),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use domain_events::model::User;
 use serde::{Deserialize, Serialize};
 
+use super::{Authenticated, JsonBody};
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -40,11 +41,10 @@ pub(crate) struct LoginAnswer {
     responses(
         (status = 200, description = "Logged in", body = LoginAnswer),
         (status = 400, description = "Malformed JSON, wrong types, missing or empty fields, a username no user can have, a password over 256 characters", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
         (status = 401, description = "Wrong username or password, or a deactivated user (the same answer for all)", body = ErrorBody),
         (status = 429, description = "Too many failed attempts for this username or address, or too many password checks at once", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        JsonBody,
     )
 )]
 pub(crate) async fn login(
@@ -118,8 +118,7 @@ pub(crate) struct Ticket {
     tag = "auth",
     responses(
         (status = 200, description = "A ticket", body = Ticket),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]

@@ -5,7 +5,7 @@ use domain_events::model::{Conversation, ConversationState, ConversationStats};
 use serde::Deserialize;
 use services::{ConversationChanges, NewConversation, Page};
 
-use super::parse_filter;
+use super::{Authenticated, JsonBody, parse_filter};
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -40,10 +40,8 @@ impl ListQuery {
     responses(
         (status = 201, description = "The new conversation", body = Conversation),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -66,8 +64,7 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "One page of conversations", body = Page<Conversation>),
         (status = 400, description = "Unknown state, bad `limit` or `cursor`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -90,9 +87,8 @@ pub(crate) async fn list(
     params(("id" = i64, Path, description = "The conversation's id")),
     responses(
         (status = 200, description = "The conversation", body = Conversation),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -116,12 +112,10 @@ pub(crate) async fn get(
     responses(
         (status = 200, description = "The updated conversation", body = Conversation),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, no field to change", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
         (status = 409, description = "The conversation is resolved", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -140,10 +134,7 @@ pub(crate) async fn update(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Escalate {
     /// Why a manager is needed.
-    #[schema(
-        max_length = 1000,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-    )]
+    #[schema(max_length = 1000, pattern = "{visible_text}")]
     reason: String,
 }
 
@@ -157,12 +148,10 @@ pub(crate) struct Escalate {
     responses(
         (status = 200, description = "The conversation, `escalated`", body = Conversation),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
         (status = 409, description = "The conversation is not `active`", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -185,10 +174,9 @@ pub(crate) async fn escalate(
     params(("id" = i64, Path, description = "The conversation's id")),
     responses(
         (status = 200, description = "The conversation, `active`", body = Conversation),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
         (status = 409, description = "The conversation is not `escalated`", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -210,10 +198,9 @@ pub(crate) async fn deescalate(
     params(("id" = i64, Path, description = "The conversation's id")),
     responses(
         (status = 200, description = "The conversation, `resolved`", body = Conversation),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No conversation with this id", body = ErrorBody),
         (status = 409, description = "The conversation is already resolved", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -234,8 +221,7 @@ pub(crate) async fn resolve(
     tag = "conversations",
     responses(
         (status = 200, description = "Conversation counts", body = ConversationStats),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]

@@ -5,7 +5,7 @@ use domain_events::model::{Task, TaskStats, TaskStatus};
 use serde::Deserialize;
 use services::{NewTask, Page, TaskFilter};
 
-use super::parse_filter;
+use super::{Authenticated, JsonBody, parse_filter};
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -44,10 +44,8 @@ impl ListQuery {
     responses(
         (status = 201, description = "The new task", body = Task),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown assignee", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -70,8 +68,7 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "One page of tasks", body = Page<Task>),
         (status = 400, description = "Unknown status, bad `limit` or `cursor`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -98,9 +95,8 @@ pub(crate) async fn list(
     params(("id" = i64, Path, description = "The task's id")),
     responses(
         (status = 200, description = "The task", body = Task),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No task with this id", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -118,7 +114,7 @@ pub(crate) async fn get(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Assign {
     /// An existing username.
-    #[schema(max_length = 64, pattern = r"^[A-Za-z0-9._-]{3,64}$")]
+    #[schema(max_length = 64, pattern = "{username}")]
     assignee: String,
 }
 
@@ -132,12 +128,10 @@ pub(crate) struct Assign {
     responses(
         (status = 200, description = "The task, `in_progress`", body = Task),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, unknown assignee", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No task with this id", body = ErrorBody),
         (status = 409, description = "The task is completed", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -160,10 +154,9 @@ pub(crate) async fn assign(
     params(("id" = i64, Path, description = "The task's id")),
     responses(
         (status = 200, description = "The task, `completed`", body = Task),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No task with this id", body = ErrorBody),
         (status = 409, description = "The task is already completed", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -184,8 +177,7 @@ pub(crate) async fn complete(
     tag = "tasks",
     responses(
         (status = 200, description = "Task counts", body = TaskStats),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]

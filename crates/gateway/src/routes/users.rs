@@ -8,6 +8,7 @@ use domain_events::model::User;
 use serde::Serialize;
 use services::{NewUser, PasswordChange, UserChanges};
 
+use super::{Authenticated, JsonBody};
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -26,9 +27,8 @@ pub(crate) struct UserList {
     tag = "users",
     responses(
         (status = 200, description = "Every user, by id", body = UserList),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "Only admins manage users", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
     ),
     security(("bearer" = []))
 )]
@@ -47,13 +47,11 @@ pub(crate) async fn list_users(state: web::Data<AppState>, auth: AuthUser) -> Re
     responses(
         (status = 201, description = "The new user", body = User),
         (status = 400, description = "Malformed JSON, wrong types, missing, empty or over-long fields, bad username, password or role", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "Only admins manage users", body = ErrorBody),
         (status = 409, description = "The username is taken", body = ErrorBody),
         (status = 429, description = "Too many password checks at once, or too many failed attempts from this admin or address", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -87,14 +85,12 @@ pub(crate) async fn create_user(
     responses(
         (status = 200, description = "The user after the change", body = User),
         (status = 400, description = "Malformed JSON, wrong types, no field given, unknown role, bad password", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "Only admins manage users", body = ErrorBody),
         (status = 404, description = "No user with this id", body = ErrorBody),
         (status = 409, description = "The change would leave no active admin", body = ErrorBody),
         (status = 429, description = "Too many password checks at once, or too many failed attempts from this admin or address", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -134,12 +130,10 @@ pub(crate) async fn update_user(
     responses(
         (status = 204, description = "Changed; log in again with the new password"),
         (status = 400, description = "Malformed JSON, wrong types, missing fields, a new password that is not 8–256 characters", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 403, description = "The current password is wrong", body = ErrorBody),
         (status = 429, description = "Too many failed attempts for this user or address, or too many password checks at once", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The database cannot be reached", body = ErrorBody),
+        Authenticated,
+        JsonBody,
     ),
     security(("bearer" = []))
 )]

@@ -262,7 +262,7 @@ pub(crate) async fn login_returns_token_expiry_and_user(db: TestDatabase) {
     assert_eq!(claims["sub"], json!(id.to_string()), "sub must be the user id as a string: {claims}");
     assert_eq!(claims["username"], "admin", "{claims}");
     assert_eq!(claims["role"], "admin", "{claims}");
-    // A NumericDate with millisecond precision (contract section 2): fractional seconds.
+    // A NumericDate with millisecond precision (`docs/protocol.md` §2): fractional seconds.
     let iat = claims["iat"].as_f64().unwrap_or_else(|| panic!("no numeric iat: {claims}"));
     assert!((iat - now_secs() as f64).abs() <= 60.0, "iat {iat} is not now: {claims}");
     assert!(claims["iat"].is_f64(), "iat is not written with its milliseconds: {claims}");
