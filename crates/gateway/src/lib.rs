@@ -1,5 +1,5 @@
-//! Pulse's HTTP and WebSocket edge, on actix-web: the REST API, JWT auth, `/ws`, health
-//! checks and the dashboard's files.
+//! Pulse's HTTP and WebSocket edge, on actix-web: the REST API, JWT auth, `/ws` and `/sse`,
+//! health checks and the dashboard's files.
 //!
 //! Errors become HTTP here and only here ([`error`]). [`Pulse::start`] wires the
 //! libraries (bus, services, bridge, hub) on a database; [`configure`] mounts the routes
@@ -18,7 +18,9 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 mod openapi;
+pub mod realtime;
 mod routes;
+mod sse;
 pub mod topics;
 mod ws;
 
@@ -67,8 +69,10 @@ pub struct AppState {
     pub metrics_public: bool,
     /// Edge limits.
     pub limits: limits::Limits,
-    /// WebSocket connections per user on this process.
+    /// Realtime connections (WebSocket and SSE) per user on this process.
     pub connections: limits::ConnectionCounter,
+    /// This process's SSE connections, reachable from any instance by their id.
+    pub inboxes: Arc<realtime::Inboxes>,
     /// Password attempts (logins, password changes, users created with a password).
     pub logins: limits::LoginThrottle,
     /// Each user's current role, activity and credential cut-off, for every authentication.
@@ -188,8 +192,12 @@ impl Pulse {
     pub async fn start(db: Database, options: PulseOptions) -> Result<Self, StartError> {
         let bus = options.bus.unwrap_or_default();
         let topics = Arc::new(Topics::new(topics::pulse_topics(&db).into_iter().chain(options.topics))?);
+        let inboxes = Arc::new(realtime::Inboxes::new(options.cluster.is_some()));
         let hub = match options.cluster {
-            Some(cluster) => Hub::with_cluster(topics, cluster),
+            Some(cluster) => {
+                realtime::spawn_relay(inboxes.clone(), cluster.clone());
+                Hub::with_cluster(topics, cluster)
+            }
             None => Hub::new(topics),
         };
         hub.spawn_worker();
@@ -218,6 +226,7 @@ impl Pulse {
             metrics_public: options.metrics_public,
             limits: options.limits,
             connections: limits::ConnectionCounter::default(),
+            inboxes,
             logins: limits::LoginThrottle::default(),
             accounts,
             runtime: tokio::runtime::Handle::current(),
@@ -293,6 +302,7 @@ pub fn configure(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
         .service(resource("/healthz").route(get().to(health::healthz)))
         .service(resource("/readyz").route(get().to(health::readyz)))
         .service(resource("/ws").route(get().to(ws::upgrade)))
+        .service(resource("/sse").route(get().to(sse::open)))
         .service(resource("/metrics").route(get().to(metrics::metrics)))
         .service(
             web::scope("/api/v1")
@@ -301,6 +311,7 @@ pub fn configure(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                 .service(resource("/me").route(get().to(auth_routes::me)))
                 .service(resource("/me/password").route(post().to(users::change_password)))
                 .service(resource("/ws-ticket").route(post().to(auth_routes::ws_ticket)))
+                .service(resource("/realtime/{connection_id}").route(post().to(sse::post_message)))
                 .service(
                     resource("/users")
                         .route(get().to(users::list_users))

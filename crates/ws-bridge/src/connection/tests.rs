@@ -61,7 +61,12 @@ fn connect_as(
     buffer: usize,
 ) -> Client {
     let credential = Credential { expires_at: expires, issued_at_ms: None };
-    start(hub, ConnectionRequest { user, topics: topics.to_vec(), credential }, config, buffer)
+    start(
+        hub,
+        ConnectionRequest { user, topics: topics.to_vec(), credential, connection_id: None },
+        config,
+        buffer,
+    )
 }
 
 fn start(hub: &Hub, request: ConnectionRequest, config: ConnectionConfig, buffer: usize) -> Client {
@@ -419,7 +424,12 @@ fn user_update(user_id: i64, active: bool, valid_after_ms: i64) -> domain_events
 /// A session for user 1 whose credential was issued at `issued_at_ms`.
 fn connect_issued(hub: &Hub, issued_at_ms: i64) -> Client {
     let credential = Credential { expires_at: None, issued_at_ms: Some(issued_at_ms) };
-    let request = ConnectionRequest { user: person(1, "ana"), topics: hub.topics().defaults(), credential };
+    let request = ConnectionRequest {
+        user: person(1, "ana"),
+        topics: hub.topics().defaults(),
+        credential,
+        connection_id: None,
+    };
     start(hub, request, ConnectionConfig::default(), 16)
 }
 
