@@ -200,6 +200,34 @@ async fn pings_every_interval_and_drops_a_silent_client() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_session_whose_client_cannot_answer_pings_announces_its_id_and_is_never_dropped_for_silence() {
+    let hub = primed_hub();
+    let config = ConnectionConfig {
+        heartbeat_interval: Duration::from_secs(25),
+        missed_heartbeats: None,
+        ..Default::default()
+    };
+    let request = ConnectionRequest {
+        user: person(1, "ana"),
+        topics: hub.topics().defaults(),
+        credential: Credential::default(),
+        connection_id: Some("node.c1".into()),
+    };
+    let mut client = start(&hub, request, config, 16);
+    let connected = client.recv_json().await;
+    assert_eq!(connected["payload"]["connectionId"], "node.c1");
+    for _ in 0..3 {
+        client.recv().await;
+    }
+    // A silent client through ten intervals: still only keep-alives.
+    for _ in 0..10 {
+        assert_eq!(client.recv().await, Outgoing::Ping);
+    }
+    client.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("ping");
+    assert_eq!(client.recv_json().await, serde_json::json!({"type": "pong"}));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_gets_the_newest_value_not_a_backlog() {
     let hub = primed_hub();
     // Room for four frames in the socket, and the client does not read for a while.
