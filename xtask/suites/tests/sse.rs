@@ -25,6 +25,7 @@ both_databases!(
     refused_streams_keep_their_ticket_and_count_toward_the_limits,
     personal_events_presence_and_typing_reach_a_stream,
     closes_are_events_and_idle_streams_get_comments,
+    posts_count_toward_the_sessions_rate_limit,
 );
 
 struct Pulse {
@@ -331,6 +332,21 @@ async fn closes_are_events_and_idle_streams_get_comments(db: TestDatabase) {
     assert_eq!(idle.until("close", WAIT).await.expect("close")["payload"]["code"], 1001);
     assert!(idle.ends_within(WAIT).await.expect("the end"));
     stopping.await.expect("stopped");
+}
+
+async fn posts_count_toward_the_sessions_rate_limit(db: TestDatabase) {
+    // 5 messages a second, a burst of 10: 30 POSTs at once are a flood.
+    let p = Pulse::start(&db, ServerOptions::default().env("WS_MESSAGES_PER_SECOND", "5")).await;
+    let base = p.server.base_url();
+    let (ana, _) = p.user("ana", "staff").await;
+    let (mut stream, id) = live(&base, &ana).await;
+    for _ in 0..30 {
+        let status = post(&ana, &id, json!({"type": "ping"})).await.status;
+        assert!(status == 202 || status == 404, "HTTP {status}");
+    }
+    let close = stream.until("close", WAIT).await.expect("close");
+    assert_eq!(close["payload"]["code"], 1008);
+    assert!(stream.ends_within(WAIT).await.expect("the end"));
 }
 
 // ---------------------------------------------------------------------------------------------
