@@ -140,3 +140,21 @@ pub(crate) async fn post_message(
         RelayOutcome::Unknown => Err(ApiError::not_found("no such realtime connection of yours")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keepalive_is_at_most_25_s_and_silence_never_ends_a_stream() {
+        let slow =
+            ConnectionConfig { heartbeat_interval: Duration::from_secs(60), ..ConnectionConfig::default() };
+        let config = session_config(&slow);
+        assert_eq!(config.heartbeat_interval, MAX_KEEPALIVE);
+        assert_eq!(config.missed_heartbeats, None);
+        assert_eq!(config.messages_per_second, slow.messages_per_second);
+        let fast =
+            ConnectionConfig { heartbeat_interval: Duration::from_secs(1), ..ConnectionConfig::default() };
+        assert_eq!(session_config(&fast).heartbeat_interval, Duration::from_secs(1));
+    }
+}
