@@ -311,7 +311,7 @@ pub fn configure(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                 .service(resource("/me").route(get().to(auth_routes::me)))
                 .service(resource("/me/password").route(post().to(users::change_password)))
                 .service(resource("/ws-ticket").route(post().to(auth_routes::ws_ticket)))
-                .service(resource("/realtime/{connection_id}").route(post().to(sse::post_message)))
+                .service(resource("/realtime/{connectionId}").route(post().to(sse::realtime_message)))
                 .service(
                     resource("/users")
                         .route(get().to(users::list_users))

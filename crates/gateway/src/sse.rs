@@ -24,7 +24,7 @@ use ws_bridge::protocol::server;
 use ws_bridge::{ConnectionConfig, Encoding, Outgoing, session};
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::realtime::{self, RealtimeQuery, SlotGuard};
 use crate::{AppState, MAX_BODY_BYTES};
 
@@ -104,8 +104,28 @@ impl<S: Stream<Item = Outgoing>> Stream for EventStreamBody<S> {
 /// caller's, delivered wherever it lives. `202` once queued for the session (whose replies
 /// come on the stream); `400` if it is not a JSON object with a string `type`; `413` over
 /// 64 KiB; `404` if no instance holds a connection of the caller's with that id; `429`
-/// (`Retry-After: 1`) if the connection has [`realtime::INBOX_CAPACITY`] messages waiting.
-pub(crate) async fn post_message(
+/// (`Retry-After: 1`) if the connection already has 32 messages waiting.
+#[utoipa::path(
+    post,
+    path = "/api/v1/realtime/{connectionId}",
+    tag = "realtime",
+    params(("connectionId" = String, Path, description = "The `connectionId` of the stream's `connected` message")),
+    request_body(
+        content = Object,
+        content_type = "application/json",
+        description = "A client message as a WebSocket client would send it: a JSON object with a string `type` (`ping`, `subscribe`, `unsubscribe`, `viewing`, `typing`); replies come on the stream"
+    ),
+    responses(
+        (status = 202, description = "Queued for the connection (an unknown type or a bad payload is answered on the stream with `error`)"),
+        (status = 400, description = "Not a JSON object with a string `type`", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
+        (status = 404, description = "No instance holds a connection of the caller's with this id", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 429, description = "The connection has too many messages waiting", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn realtime_message(
     user: AuthUser,
     path: web::Path<String>,
     mut payload: web::Payload,
