@@ -102,7 +102,7 @@ impl<S: Stream<Item = Outgoing>> Stream for EventStreamBody<S> {
 
 /// `POST /api/v1/realtime/{connectionId}`: one client message for an SSE connection of the
 /// caller's, delivered wherever it lives. `202` once queued for the session (whose replies
-/// come on the stream); `400` if it is not a JSON object with a string `type`; `413` over
+/// come on the stream); `415` unless sent as `application/json`; `400` if it is not a JSON object with a string `type`; `413` over
 /// 64 KiB; `404` if no instance holds a connection of the caller's with that id; `429`
 /// (`Retry-After: 1`) if the connection already has 32 messages waiting.
 #[utoipa::path(
@@ -121,16 +121,25 @@ impl<S: Stream<Item = Outgoing>> Stream for EventStreamBody<S> {
         (status = 401, description = "Missing, malformed, expired, retired or badly signed token, or a deactivated user", body = ErrorBody),
         (status = 404, description = "No instance holds a connection of the caller's with this id", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
         (status = 429, description = "The connection has too many messages waiting", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn realtime_message(
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<String>,
     mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    if req.content_type() != "application/json" {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be sent as application/json",
+        ));
+    }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;

@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str, Access, &[u16])] = &[
     ("get", "/api/v1/me", Bearer, &[200, 503]),
     ("post", "/api/v1/me/password", Bearer, &[204, 403, 429, 503]),
     ("post", "/api/v1/ws-ticket", Bearer, &[200, 503]),
+    ("post", "/api/v1/realtime/{connectionId}", Bearer, &[202, 404, 429]),
     ("get", "/api/v1/users", Bearer, &[200, 403, 503]),
     ("post", "/api/v1/users", Bearer, &[201, 403, 409, 429, 503]),
     ("patch", "/api/v1/users/{id}", Bearer, &[200, 403, 409, 429, 503]),
@@ -166,7 +167,7 @@ async fn the_document_covers_every_route_with_its_statuses() {
         }
 
         // The route is mounted, and its answer to a call without a token is documented.
-        let uri = path.replace("{id}", "1");
+        let uri = path.replace("{id}", "1").replace("{connectionId}", "c");
         let request = match *method {
             "get" => test::TestRequest::get(),
             "post" => test::TestRequest::post(),
@@ -183,7 +184,7 @@ async fn the_document_covers_every_route_with_its_statuses() {
 
     // An undocumented method: 405 with `Allow` listing the documented ones.
     for (path, item) in doc["paths"].as_object().expect("paths") {
-        let uri = path.replace("{id}", "1");
+        let uri = path.replace("{id}", "1").replace("{connectionId}", "c");
         let request = test::TestRequest::default().method(actix_web::http::Method::TRACE).uri(&uri);
         let response = test::call_service(&app, request.to_request()).await;
         assert_eq!(response.status(), 405, "TRACE {path}");

@@ -162,6 +162,16 @@ async fn bad_posts_are_refused_and_change_nothing(db: TestDatabase) {
     for body in [&b"not json"[..], b"[1,2]", b"\"ping\"", b"{}", b"{\"type\": 3}", b"{\"type\": null}"] {
         post_raw(&ana, &id, body.to_vec()).await.expect_error(400, &["bad_request"]);
     }
+    let as_text = ana
+        .request(
+            Method::POST,
+            &format!("/api/v1/realtime/{id}"),
+            Body::Raw { content_type: Some("text/plain".into()), bytes: br#"{"type":"ping"}"#.to_vec() },
+            None,
+        )
+        .await
+        .expect("request");
+    as_text.expect_error(415, &["unsupported_media_type"]);
     let huge = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(70 * 1024));
     post_raw(&ana, &id, huge.into_bytes()).await.expect_error(413, &["payload_too_large"]);
     // Someone else's connection, and ids nobody holds.

@@ -277,7 +277,7 @@ export interface paths {
         /**
          * `POST /api/v1/realtime/{connectionId}`: one client message for an SSE connection of the
          *     caller's, delivered wherever it lives. `202` once queued for the session (whose replies
-         *     come on the stream); `400` if it is not a JSON object with a string `type`; `413` over
+         *     come on the stream); `415` unless sent as `application/json`; `400` if it is not a JSON object with a string `type`; `413` over
          *     64 KiB; `404` if no instance holds a connection of the caller's with that id; `429`
          *     (`Retry-After: 1`) if the connection already has 32 messages waiting.
          */
@@ -2176,6 +2176,15 @@ export interface operations {
             };
             /** @description Body over 64 KiB */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
