@@ -40,6 +40,42 @@ pub enum ClusterSignal {
     Typing(Typing),
     /// The users online on every *other* live instance (one entry per user and instance).
     RemotePresence(Vec<PresenceEntry>),
+    /// A client message for a connection that some instance holds (an SSE client's POST
+    /// that reached another instance); the holder delivers it and answers.
+    Relayed(RelayedMessage),
+    /// The holder's answer to a [`ClusterSignal::Relayed`].
+    RelayAnswered {
+        /// The relayed message's `request_id`.
+        request_id: String,
+        /// What became of it.
+        outcome: RelayOutcome,
+    },
+}
+
+/// A client message on its way to the instance holding its connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayedMessage {
+    /// Unique across instances; the answer names it.
+    pub request_id: String,
+    /// The connection (opaque; it names the instance holding it).
+    pub connection_id: String,
+    /// Who sent it: only that user's own connection takes it.
+    pub user_id: i64,
+    /// The message as the client sent it.
+    pub text: String,
+}
+
+/// What became of a relayed client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayOutcome {
+    /// Queued for the connection.
+    Delivered,
+    /// The connection's queue is full: try again shortly.
+    Busy,
+    /// No such connection of that user here.
+    Unknown,
 }
 
 /// The link between instances for ephemeral signals.
@@ -50,6 +86,11 @@ pub trait Cluster: Send + Sync + 'static {
     fn share_presence(&self, local: &[PresenceEntry]);
     /// What the other instances say from now on.
     fn subscribe(&self) -> broadcast::Receiver<ClusterSignal>;
+    /// Sends a client message to every instance; the one holding its connection answers
+    /// with [`Cluster::answer_relay`]. A single instance has no one to send it to.
+    fn relay(&self, _message: &RelayedMessage) {}
+    /// Answers a [`ClusterSignal::Relayed`] this instance took.
+    fn answer_relay(&self, _request_id: &str, _outcome: RelayOutcome) {}
 }
 
 /// A single instance: nothing to share, nothing to hear.

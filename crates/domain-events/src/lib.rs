@@ -16,5 +16,7 @@ pub mod event;
 pub mod model;
 
 pub use bus::{BusMessage, EventPublisher, EventStream, EventSubscriber, InProcessBus};
-pub use cluster::{Cluster, ClusterSignal, PresenceEntry, SingleInstance, Typing};
+pub use cluster::{
+    Cluster, ClusterSignal, PresenceEntry, RelayOutcome, RelayedMessage, SingleInstance, Typing,
+};
 pub use event::{Aggregate, DomainEvent, EventEnvelope};

@@ -1,5 +1,5 @@
-//! Pulse's HTTP and WebSocket edge, on actix-web: the REST API, JWT auth, `/ws`, health
-//! checks and the dashboard's files.
+//! Pulse's HTTP and WebSocket edge, on actix-web: the REST API, JWT auth, `/ws` and `/sse`,
+//! health checks and the dashboard's files.
 //!
 //! Errors become HTTP here and only here ([`error`]). [`Pulse::start`] wires the
 //! libraries (bus, services, bridge, hub) on a database; [`configure`] mounts the routes
@@ -18,7 +18,9 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 mod openapi;
+pub mod realtime;
 mod routes;
+mod sse;
 pub mod topics;
 mod ws;
 
@@ -68,6 +70,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Realtime connections (every transport) per user on this process.
     pub connections: Arc<limits::ConnectionCounter>,
+    /// This process's SSE connections, reachable from any instance by their id.
+    pub inboxes: Arc<realtime::Inboxes>,
     /// Password attempts (logins, password changes, users created with a password).
     pub logins: Arc<limits::LoginThrottle>,
     /// Each user's current role, activity and credential cut-off, for every authentication.
@@ -188,8 +192,12 @@ impl Pulse {
     pub async fn start(db: Database, options: PulseOptions) -> Result<Self, StartError> {
         let bus = options.bus.unwrap_or_default();
         let topics = Arc::new(Topics::new(topics::pulse_topics(&db).into_iter().chain(options.topics))?);
+        let inboxes = Arc::new(realtime::Inboxes::new(options.cluster.is_some()));
         let hub = match options.cluster {
-            Some(cluster) => Hub::with_cluster(topics, cluster),
+            Some(cluster) => {
+                realtime::spawn_relay(inboxes.clone(), cluster.clone());
+                Hub::with_cluster(topics, cluster)
+            }
             None => Hub::new(topics),
         };
         hub.spawn_worker();
@@ -229,6 +237,7 @@ impl Pulse {
             metrics_public: options.metrics_public,
             limits: options.limits,
             connections,
+            inboxes,
             logins,
             accounts,
             runtime: tokio::runtime::Handle::current(),

@@ -2,8 +2,9 @@
 //! utoipa from the `#[utoipa::path]` attributes of the handlers in the route table
 //! ([`crate::routes::table`]), the same table that mounts them.
 //!
-//! `/ws` (a WebSocket upgrade, see `docs/protocol.md`) and `/metrics` (Prometheus text)
-//! are not REST resources and are left out.
+//! `/ws` (a WebSocket upgrade), `/sse` (an event stream; see `docs/protocol.md`) and
+//! `/metrics` (Prometheus text) are not REST resources and are left out;
+//! `POST /api/v1/realtime/{connectionId}` (an SSE client's messages) is in.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -40,6 +41,7 @@ pub const BEARER: &str = "bearer";
         (name = "tasks", description = "Tasks: pending → in_progress → completed"),
         (name = "conversations", description = "Guest conversations: active ⇄ escalated → resolved"),
         (name = "approvals", description = "Approvals: pending → approved | rejected; approved → executed"),
+        (name = "realtime", description = "Client messages of a Server-Sent Events connection (contract section 8)"),
         (name = "health", description = "Liveness, readiness and this document"),
     )
 )]

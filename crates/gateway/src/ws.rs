@@ -1,5 +1,6 @@
-//! `GET /ws`: authenticate before the upgrade (a token, or a single-use ticket spent only
-//! once every other check has passed), then serve ws-bridge's session as the response body.
+//! `GET /ws`: admitted as every realtime connection is ([`crate::realtime::admit`]: the
+//! ticket spent only once the upgrade is valid too), then ws-bridge's session served as the
+//! response body in WebSocket frames.
 //!
 //! No task and no channel per connection: the HTTP dispatcher polls the session whenever the
 //! socket can take more, writes every frame that is ready with one syscall, and drops the
@@ -7,78 +8,35 @@
 //! clients ([`ws_bridge::Encoding::WebSocket`]); the client's frames are decoded here.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use actix_codec::Decoder;
 use actix_http::ws::{Codec, Frame as WsFrame, ProtocolError};
 use actix_web::body::{BodyStream, MessageBody};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
-use domain_events::model::Actor;
 use futures_util::Stream;
-use serde::Deserialize;
-use ws_bridge::connection::{MAX_SUBSCRIPTIONS, parse_topics};
 use ws_bridge::protocol::wire;
-use ws_bridge::{ConnectionRequest, Credential, Encoding, Incoming, Outgoing, session};
+use ws_bridge::{Encoding, Incoming, Outgoing, session};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::limits::TransportKind;
+use crate::realtime::{self, RealtimeQuery, SlotGuard};
 
 /// Largest accepted client frame (contract: 64 KiB, else close 1009).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
-
-#[derive(Deserialize)]
-pub(crate) struct WsQuery {
-    token: Option<String>,
-    /// A single-use ticket from `POST /api/v1/ws-ticket`, instead of a token.
-    ticket: Option<String>,
-    /// `a,b`: the topics to start with (default: the three stats topics).
-    topics: Option<String>,
-}
 
 pub(crate) async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-    query: web::Query<WsQuery>,
+    query: web::Query<RealtimeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    // Order: a browser from a foreign site learns nothing (403), then who it is (401),
-    // then what it asks for (400), then whether there is room (503). A ticket is only looked
-    // at until every check has passed and the handshake is valid; then it is spent, so a
-    // refused upgrade leaves it usable.
-    crate::limits::check_origin(&req, &state.limits)?;
-    let caller = authenticate(&state, &query).await?;
-    let topics = match query.topics.as_deref() {
-        None => state.hub.topics().defaults(),
-        Some(list) => {
-            let names: Vec<&str> = list.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
-            if names.len() > MAX_SUBSCRIPTIONS {
-                return Err(ApiError::validation(format!("at most {MAX_SUBSCRIPTIONS} topics")));
-            }
-            parse_topics(&names, state.hub.topics())
-                .map_err(|e| ApiError::validation(format!("topics: {e}")))?
-        }
-    };
-    if state.hub.is_shutting_down() {
-        return Err(ApiError::unavailable("the server is shutting down"));
-    }
-    let slot = state.connections.acquire(caller.actor.user_id, &state.limits)?;
-    let slot = SlotGuard { counter: state.connections.clone(), slot: Some(slot), started: false, end: None };
+    let admission = realtime::admit(&req, &state, &query, TransportKind::WebSocket).await?;
     let handshake = actix_http::ws::handshake(req.head())
         .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
-    if let Some(ticket) = caller.ticket {
-        // Spent last; of two upgrades racing with one ticket, one wins.
-        let spent = state.db(async move |s| s.tickets.redeem(&ticket).await).await;
-        if !matches!(spent, Ok(Some(_))) {
-            spent?;
-            return Err(ApiError::unauthorized("the ticket is unknown, used or expired"));
-        }
-    }
-    let credential =
-        Credential { expires_at: Some(caller.expires_at), issued_at_ms: Some(caller.issued_at_ms) };
-    let request = ConnectionRequest { user: caller.actor, topics, credential };
+    let (request, slot) = admission.spend_ticket(&state).await?;
     let request_id =
         req.extensions().get::<crate::access_log::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let span = tracing::info_span!("ws", id = %request_id, user = %request.user.username);
@@ -90,36 +48,6 @@ pub(crate) async fn upgrade(
         ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     })?;
     Ok(response.into())
-}
-
-/// Gives the connection's place back when the connection ends, however it ends, and counts
-/// the end by its reason.
-struct SlotGuard {
-    counter: Arc<crate::limits::ConnectionCounter>,
-    slot: Option<crate::limits::OwnedSlot>,
-    /// Whether a session was started; `end` says how it ended (`None`: the socket went away).
-    started: bool,
-    end: Option<ws_bridge::ConnectionEnd>,
-}
-
-impl SlotGuard {
-    fn started(mut self) -> Self {
-        self.started = true;
-        self
-    }
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            if self.started {
-                let end = self.end.unwrap_or(ws_bridge::ConnectionEnd::SocketGone);
-                self.counter.finish(slot, end);
-            } else {
-                self.counter.release_slot(slot);
-            }
-        }
-    }
 }
 
 /// The session's messages as WebSocket bytes: the response body the dispatcher polls.
@@ -149,7 +77,7 @@ impl<S: Stream<Item = Outgoing>> Stream for PushBody<S> {
             }
             Some(Outgoing::End(end)) => {
                 tracing::debug!(?end, "websocket closed");
-                this.slot.end = Some(end);
+                this.slot.ended(end);
                 None
             }
             None => None,
@@ -209,52 +137,6 @@ impl Stream for ClientFrames {
             }
         }
     }
-}
-
-/// Who opens a socket, from what, and until when.
-struct Caller {
-    actor: Actor,
-    /// When the session must end (the token's expiry).
-    expires_at: SystemTime,
-    /// The token's `iat` (for a ticket, its token's), in milliseconds.
-    issued_at_ms: i64,
-    /// The ticket to spend once every other check has passed.
-    ticket: Option<String>,
-}
-
-/// The caller of an upgrade, from `?ticket=` (looked at, not yet spent) or `?token=` (a
-/// JWT), checked against the user's current state: a deactivated user, or a credential
-/// issued before a role or password change, is refused with 401.
-async fn authenticate(state: &AppState, query: &WsQuery) -> Result<Caller, ApiError> {
-    let caller = if let Some(ticket) = query.ticket.clone() {
-        let looked_up = ticket.clone();
-        let Some(grant) = state.db(async move |s| s.tickets.peek(&looked_up).await).await? else {
-            return Err(ApiError::unauthorized("the ticket is unknown, used or expired"));
-        };
-        Caller {
-            actor: grant.actor,
-            expires_at: SystemTime::from(grant.session_expires_at),
-            issued_at_ms: grant.token_issued_at_ms,
-            ticket: Some(ticket),
-        }
-    } else {
-        let token = query
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("missing token"))?;
-        let claims = state.jwt.verify(token)?;
-        Caller {
-            actor: claims.actor()?,
-            expires_at: claims.expires_at(),
-            issued_at_ms: claims.iat.millis(),
-            ticket: None,
-        }
-    };
-    let actor =
-        crate::auth::current_actor(state, caller.actor.user_id, caller.actor.role, caller.issued_at_ms)
-            .await?;
-    Ok(Caller { actor, ..caller })
 }
 
 fn incoming(frame: WsFrame) -> Incoming {

@@ -131,7 +131,7 @@ async fn the_document_covers_every_route_with_its_statuses() {
         }
 
         // The route is mounted, and its answer to a call without a token is documented.
-        let uri = path.replace("{id}", "1");
+        let uri = path.replace("{id}", "1").replace("{connectionId}", "c");
         let request = match method.as_str() {
             "get" => test::TestRequest::get(),
             "post" => test::TestRequest::post(),
@@ -148,7 +148,7 @@ async fn the_document_covers_every_route_with_its_statuses() {
 
     // An undocumented method: 405 with `Allow` listing the documented ones.
     for (path, item) in doc["paths"].as_object().expect("paths") {
-        let uri = path.replace("{id}", "1");
+        let uri = path.replace("{id}", "1").replace("{connectionId}", "c");
         let request = test::TestRequest::default().method(actix_web::http::Method::TRACE).uri(&uri);
         let response = test::call_service(&app, request.to_request()).await;
         assert_eq!(response.status(), 405, "TRACE {path}");

@@ -19,7 +19,9 @@
 //! pruned unread asks the subscribers to resync.
 //!
 //! Presence and typing travel the same way ([`PgCluster`]): typing as `NOTIFY pulse_typing`,
-//! presence as a row per instance, written when it changes and refreshed as a heartbeat.
+//! presence as a row per instance, written when it changes and refreshed as a heartbeat;
+//! client messages relayed to the instance holding their SSE connection, and the answers,
+//! as `NOTIFY pulse_relay` ([`relay`]).
 //!
 //! Architecture invariant: depends on `domain-events` and diesel-async's PostgreSQL
 //! driver only; services and ws-bridge know nothing of it (the bus trait is the seam).
@@ -37,6 +39,7 @@ pub mod cursor;
 mod listener;
 mod outbound;
 mod own;
+mod relay;
 
 pub use outbound::{
     DOORBELL_MIN_INTERVAL, DoorbellPublisher, PRESENCE_HEARTBEAT, PRESENCE_TTL_SECS, PgCluster,
@@ -48,6 +51,9 @@ pub const CHANNEL: &str = "pulse_events";
 pub const TYPING_CHANNEL: &str = "pulse_typing";
 /// The NOTIFY channel rung when an instance's presence changes (payload: the instance).
 pub const PRESENCE_CHANNEL: &str = "pulse_presence";
+/// The NOTIFY channel of client messages relayed to the instance holding their connection,
+/// and of the answers (see [`relay`]).
+pub const RELAY_CHANNEL: &str = "pulse_relay";
 
 /// Timings and bounds of the listener.
 #[derive(Debug, Clone)]
@@ -161,6 +167,7 @@ impl PgFanout {
             metrics: metrics.clone(),
             signals: signals.clone(),
             writer: writer.clone(),
+            relay: relay::Reassembly::default(),
         };
         let task = tokio::spawn(async move { listener.run(conn).await });
         Ok(Self {
@@ -190,6 +197,7 @@ impl PgFanout {
     pub fn cluster(&self) -> Arc<dyn Cluster> {
         Arc::new(PgCluster {
             instance: self.instance.clone(),
+            relay_sequence: std::sync::atomic::AtomicU64::new(0),
             outbound: self.outbound.clone(),
             signals: self.signals.clone(),
         })

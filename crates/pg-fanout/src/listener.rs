@@ -23,11 +23,14 @@ use tokio::time::MissedTickBehavior;
 
 use crate::cursor::{Cursor, Read, Seq, Snapshot};
 use crate::own::OwnCommits;
-use crate::{FanoutConfig, FanoutError, FanoutMetrics, PRESENCE_CHANNEL, TYPING_CHANNEL, outbound};
+use crate::{
+    FanoutConfig, FanoutError, FanoutMetrics, PRESENCE_CHANNEL, RELAY_CHANNEL, TYPING_CHANNEL, outbound,
+    relay,
+};
 
 /// Every channel the listener follows. Its own transactions (fences) need no durability.
-const LISTEN: &str =
-    "SET synchronous_commit = off; LISTEN pulse_events; LISTEN pulse_typing; LISTEN pulse_presence";
+const LISTEN: &str = "SET synchronous_commit = off; LISTEN pulse_events; LISTEN pulse_typing; LISTEN pulse_presence; \
+     LISTEN pulse_relay";
 /// Rows read per query while catching up.
 const READ_BATCH: i64 = 1_000;
 const COLUMNS: &str = "seq, tx_id::text AS tx_id, origin, actor, event, created_at";
@@ -169,6 +172,7 @@ pub(crate) struct Listener {
     pub(crate) metrics: Arc<FanoutMetrics>,
     pub(crate) signals: broadcast::Sender<ClusterSignal>,
     pub(crate) writer: Arc<LocalWriter>,
+    pub(crate) relay: relay::Reassembly,
 }
 
 /// Opens the listener's connection and fixes the cursor's start: rows committed before
@@ -317,6 +321,11 @@ impl Listener {
                         for notification in std::iter::once(first).chain(rest) {
                             match notification.channel.as_str() {
                                 TYPING_CHANNEL => self.typing(&notification.payload),
+                                RELAY_CHANNEL => {
+                                    if let Some(notice) = self.relay.take(&notification.payload) {
+                                        let _ = self.signals.send(notice.into_signal());
+                                    }
+                                }
                                 // Our own rings and presence changes: nothing new for us.
                                 _ if notification.payload == self.instance => {}
                                 PRESENCE_CHANNEL => presence = true,

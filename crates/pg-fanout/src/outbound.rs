@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use domain_events::{Cluster, ClusterSignal, EventEnvelope, EventPublisher, PresenceEntry, Typing};
+use domain_events::{
+    Cluster, ClusterSignal, EventEnvelope, EventPublisher, PresenceEntry, RelayOutcome, RelayedMessage,
+    Typing,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::{CHANNEL, PRESENCE_CHANNEL, TYPING_CHANNEL};
+use crate::relay::{RelayNotice, split};
+use crate::{CHANNEL, PRESENCE_CHANNEL, RELAY_CHANNEL, TYPING_CHANNEL};
 
 /// How often an instance refreshes its presence row; rows older than
 /// [`PRESENCE_TTL_SECS`] are ignored, so a dead instance's users leave within that.
@@ -26,6 +30,9 @@ pub const DOORBELL_MIN_INTERVAL: Duration = Duration::from_millis(5);
 /// See [`PRESENCE_HEARTBEAT`].
 pub const PRESENCE_TTL_SECS: i64 = 30;
 const MAX_QUEUED_TYPING: usize = 256;
+/// Relay notification parts waiting to be sent; beyond it a notice is dropped (its sender
+/// times out).
+const MAX_QUEUED_RELAY: usize = 1_024;
 /// Presence changes are written at most this often (the heartbeat and the last change
 /// always are).
 const PRESENCE_MIN_WRITE_INTERVAL: Duration = Duration::from_millis(200);
@@ -44,6 +51,9 @@ struct Pending {
     /// A ring every listener answers, this instance's too (a commit in doubt).
     anonymous_ring: bool,
     typing: VecDeque<String>,
+    /// Relay notices, each as its notification payloads (sent in one statement).
+    relay: VecDeque<Vec<String>>,
+    relay_parts: usize,
     /// This instance's users as last reported, and whether that differs from what the
     /// table holds (shared only when it changed; the heartbeat keeps the row fresh).
     presence: Option<String>,
@@ -65,13 +75,18 @@ struct Batch {
     doorbell: bool,
     anonymous_ring: bool,
     typing: VecDeque<String>,
+    relay: VecDeque<Vec<String>>,
     /// The snapshot to write, and whether other instances must be told it changed.
     presence: Option<(String, bool)>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        !self.doorbell && !self.anonymous_ring && self.typing.is_empty() && self.presence.is_none()
+        !self.doorbell
+            && !self.anonymous_ring
+            && self.typing.is_empty()
+            && self.relay.is_empty()
+            && self.presence.is_none()
     }
 }
 
@@ -102,6 +117,18 @@ impl Outbound {
         self.wake.notify_one();
     }
 
+    fn relay(&self, parts: Vec<String>) {
+        let mut pending = lock(&self.pending);
+        if pending.relay_parts + parts.len() > MAX_QUEUED_RELAY {
+            tracing::warn!("too many relayed client messages queued; dropping one");
+            return;
+        }
+        pending.relay_parts += parts.len();
+        pending.relay.push_back(parts);
+        drop(pending);
+        self.wake.notify_one();
+    }
+
     fn presence(&self, snapshot: String) {
         let mut pending = lock(&self.pending);
         if pending.presence.as_deref() == Some(snapshot.as_str()) {
@@ -124,6 +151,10 @@ impl Outbound {
             doorbell: std::mem::take(&mut pending.doorbell),
             anonymous_ring: std::mem::take(&mut pending.anonymous_ring),
             typing: std::mem::take(&mut pending.typing),
+            relay: {
+                pending.relay_parts = 0;
+                std::mem::take(&mut pending.relay)
+            },
             presence,
         }
     }
@@ -136,6 +167,11 @@ impl Outbound {
         pending.anonymous_ring |= batch.anonymous_ring;
         if let Some((_, changed)) = batch.presence {
             pending.presence_changed |= changed;
+        }
+        // A relayed message waits for the connection too (its sender waits ~2 s at most).
+        for parts in batch.relay.into_iter().rev() {
+            pending.relay_parts += parts.len();
+            pending.relay.push_front(parts);
         }
     }
 
@@ -217,6 +253,15 @@ async fn send(
         .execute(conn)
         .await?;
     }
+    for parts in &batch.relay {
+        // One statement per notice: its parts are delivered together, in order.
+        diesel::sql_query(format!(
+            "SELECT pg_notify('{RELAY_CHANNEL}', part) FROM unnest($1::text[]) WITH ORDINALITY AS p (part, n) ORDER BY n"
+        ))
+        .bind::<diesel::sql_types::Array<Text>, _>(parts)
+        .execute(conn)
+        .await?;
+    }
     if let Some((snapshot, changed)) = &batch.presence {
         // One statement: the upsert, the clean-up of long-dead rows and, when the content
         // changed, the notice (whose payload lets this instance's listener skip it).
@@ -267,6 +312,8 @@ impl EventPublisher for DoorbellPublisher {
 /// and refreshed every [`PRESENCE_HEARTBEAT`] (one write, no notice).
 pub struct PgCluster {
     pub(crate) instance: String,
+    /// Numbers this instance's relay notices.
+    pub(crate) relay_sequence: std::sync::atomic::AtomicU64,
     pub(crate) outbound: Arc<Outbound>,
     pub(crate) signals: broadcast::Sender<ClusterSignal>,
 }
@@ -287,5 +334,22 @@ impl Cluster for PgCluster {
 
     fn subscribe(&self) -> broadcast::Receiver<ClusterSignal> {
         self.signals.subscribe()
+    }
+
+    fn relay(&self, message: &RelayedMessage) {
+        self.send_relay(&RelayNotice::Message(message.clone()));
+    }
+
+    fn answer_relay(&self, request_id: &str, outcome: RelayOutcome) {
+        self.send_relay(&RelayNotice::Answer { request_id: request_id.to_owned(), outcome });
+    }
+}
+
+impl PgCluster {
+    fn send_relay(&self, notice: &RelayNotice) {
+        let n = self.relay_sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(json) = serde_json::to_string(notice) {
+            self.outbound.relay(split(&format!("{}:{n}", self.instance), &json));
+        }
     }
 }

@@ -37,7 +37,8 @@ pub struct Config {
     #[arg(long, env = "TOKEN_TTL_MINUTES", default_value_t = 12 * 60)]
     pub token_ttl_minutes: u64,
 
-    /// Seconds between WebSocket pings; two unanswered pings close the connection.
+    /// Seconds between WebSocket pings (two unanswered pings close the connection) and
+    /// between Server-Sent Events keep-alive comments (at most 25).
     #[arg(long, env = "WS_HEARTBEAT_SECS", default_value_t = 25)]
     pub ws_heartbeat_secs: u64,
 
@@ -63,11 +64,12 @@ pub struct Config {
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// WebSocket connections this process accepts.
+    /// Realtime connections (WebSocket and Server-Sent Events) this process accepts.
     #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 15_000)]
     pub ws_max_connections: usize,
 
-    /// WebSocket connections one user may hold on this process.
+    /// Realtime connections (WebSocket and Server-Sent Events) one user may hold on this
+    /// process.
     #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", default_value_t = 50)]
     pub ws_max_connections_per_user: usize,
 

@@ -119,6 +119,10 @@ fn serve_http(config: &Config, pulse: &Pulse) -> anyhow::Result<actix_web::dev::
             .configure(|cfg| gateway::configure(cfg, state))
     })
     .on_connect(gateway::limits::tune_socket)
+    // A client that closes its side has left: end the response at once. An event stream
+    // writes nothing for up to 25 s, so without this a vanished SSE client would hold its
+    // connection slot and session until the next write failed.
+    .h1_allow_half_closed(false)
     .disable_signals()
     .shutdown_timeout(5)
     .backlog(4096)

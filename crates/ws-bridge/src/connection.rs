@@ -50,6 +50,9 @@ pub struct ConnectionRequest {
     pub topics: Vec<Topic>,
     /// Its credential.
     pub credential: Credential,
+    /// The id a client posts its messages to, announced in `connected` (Server-Sent
+    /// Events); `None` for a transport that carries client messages itself.
+    pub connection_id: Option<String>,
 }
 
 /// What the socket delivered.
@@ -309,7 +312,8 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
     fn start(&mut self, request: ConnectionRequest) -> Live {
         let hub = &self.hub;
         let registration = hub.register(&request.user, request.credential.issued_at_ms);
-        self.pending.push_back(Outgoing::Text(server::connected(&request.user)));
+        self.pending
+            .push_back(Outgoing::Text(server::connected(&request.user, request.connection_id.as_deref())));
         let subscriptions = Subscriptions { topics: BTreeSet::new(), feed: hub.feed() };
         let interval = self.config.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);

@@ -92,6 +92,11 @@ impl Hub {
         tokio::spawn(async move { hub.work(&mut signals).await })
     }
 
+    /// The link to the other instances (a transport relays client messages through it).
+    pub fn cluster(&self) -> Arc<dyn Cluster> {
+        self.inner.cluster.clone()
+    }
+
     async fn work(&self, signals: &mut broadcast::Receiver<ClusterSignal>) {
         let mut shutdown = self.inner.shutdown.subscribe();
         let mut presence_due: Option<Instant> = None;
@@ -120,6 +125,8 @@ impl Hub {
                             self.inner.presence_dirty.notify_one();
                         }
                     }
+                    // Client messages relayed between instances are the transport's.
+                    Ok(ClusterSignal::Relayed(_) | ClusterSignal::RelayAnswered { .. }) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 },

@@ -297,8 +297,24 @@ pub mod server {
     use super::*;
 
     /// `{"type": "connected", "payload": {"userId", "username", "role"}}`
-    pub fn connected(user: &Actor) -> Frame {
-        Frame::json(&Message { kind: "connected", payload: user })
+    ///
+    /// With a `connection_id` (Server-Sent Events) the payload also has `"connectionId"`.
+    pub fn connected(user: &Actor, connection_id: Option<&str>) -> Frame {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Connected<'a> {
+            #[serde(flatten)]
+            user: &'a Actor,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            connection_id: Option<&'a str>,
+        }
+        Frame::json(&Message { kind: "connected", payload: Connected { user, connection_id } })
+    }
+
+    /// `{"type": "close", "payload": {"code": n}}`: how a Server-Sent Events stream says what
+    /// a WebSocket says with a close frame, before it ends.
+    pub fn close(code: u16) -> Frame {
+        Frame::from_text(ByteString::from(format!(r#"{{"type":"close","payload":{{"code":{code}}}}}"#)))
     }
 
     /// `{"type": <topic>, "seq": n, "payload": <payload>}`: a whole value of a topic, its
@@ -464,10 +480,20 @@ mod tests {
     #[test]
     fn server_messages_have_the_contract_shape() {
         let user = Actor { user_id: 4, username: "ana".into(), role: domain_events::model::Role::Staff };
-        let json: Value = serde_json::from_str(server::connected(&user).as_str()).expect("json");
+        let json: Value = serde_json::from_str(server::connected(&user, None).as_str()).expect("json");
         assert_eq!(
             json,
             serde_json::json!({"type":"connected","payload":{"userId":4,"username":"ana","role":"staff"}})
+        );
+        let json: Value = serde_json::from_str(server::connected(&user, Some("c-1")).as_str()).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"connected","payload":{"userId":4,"username":"ana","role":"staff","connectionId":"c-1"}})
+        );
+        assert_eq!(server::close(4403).as_str(), r#"{"type":"close","payload":{"code":4403}}"#);
+        assert_eq!(
+            &server::close(1001).encoded(Encoding::EventStream)[..],
+            b"data: {\"type\":\"close\",\"payload\":{\"code\":1001}}\n\n"
         );
         let error: Value =
             serde_json::from_str(server::error(&BadMessage::unknown_topic("x")).as_str()).expect("json");

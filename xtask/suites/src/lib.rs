@@ -47,12 +47,14 @@ mod cluster;
 pub mod nginx;
 pub mod pgcluster;
 pub mod pgproxy;
+pub mod sse;
 mod watcher;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use nginx::Nginx;
 pub use pgcluster::{PgCluster, StopMode};
 pub use pgproxy::{Filter, PgProxy, ProxyStats};
+pub use sse::{SseClient, SseItem};
 pub use watcher::{STATS_TOPICS, Watcher, matches};
 
 /// Environment variable that names the server binary under test.

@@ -265,6 +265,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/realtime/{connectionId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * `POST /api/v1/realtime/{connectionId}`: one client message for an SSE connection of the
+         *     caller's, delivered wherever it lives. `202` once queued for the session (whose replies
+         *     come on the stream); `415` unless sent as `application/json`; `400` if it is not a JSON object with a string `type`; `413` over
+         *     64 KiB; `404` if no instance holds a connection of the caller's with that id; `429`
+         *     (`Retry-After: 1`) if the connection already has 32 messages waiting.
+         */
+        post: operations["realtime_message"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tasks": {
         parameters: {
             query?: never;
@@ -2096,6 +2119,97 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>;
+                };
+            };
+        };
+    };
+    realtime_message: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The `connectionId` of the stream's `connected` message */
+                connectionId: string;
+            };
+            cookie?: never;
+        };
+        /** @description A client message as a WebSocket client would send it: a JSON object with a string `type` (`ping`, `subscribe`, `unsubscribe`, `viewing`, `typing`); replies come on the stream */
+        requestBody: {
+            content: {
+                "application/json": Record<string, never>;
+            };
+        };
+        responses: {
+            /** @description Queued for the connection (an unknown type or a bad payload is answered on the stream with `error`) */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not a JSON object with a string `type` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No instance holds a connection of the caller's with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The connection has too many messages waiting */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

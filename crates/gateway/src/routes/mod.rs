@@ -17,7 +17,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use utoipa::OpenApi;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::{metrics, openapi, ws};
+use crate::{metrics, openapi, sse, ws};
 
 /// A REST route: the handler's `#[utoipa::path]` says where it is mounted and how it is
 /// documented; the handler answers.
@@ -46,12 +46,14 @@ pub(crate) fn table() -> Vec<Entry> {
         rest!(health::healthz),
         rest!(health::readyz),
         undocumented!(GET "/ws" => ws::upgrade),
+        undocumented!(GET "/sse" => sse::open),
         undocumented!(GET "/metrics" => metrics::metrics),
         rest!(openapi::openapi_json),
         rest!(auth::login),
         rest!(auth::me),
         rest!(users::change_password),
         rest!(auth::ws_ticket),
+        rest!(sse::realtime_message),
         rest!(users::list_users),
         rest!(users::create_user),
         rest!(users::update_user),

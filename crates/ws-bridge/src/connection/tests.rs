@@ -61,7 +61,12 @@ fn connect_as(
     buffer: usize,
 ) -> Client {
     let credential = Credential { expires_at: expires, issued_at_ms: None };
-    start(hub, ConnectionRequest { user, topics: topics.to_vec(), credential }, config, buffer)
+    start(
+        hub,
+        ConnectionRequest { user, topics: topics.to_vec(), credential, connection_id: None },
+        config,
+        buffer,
+    )
 }
 
 fn start(hub: &Hub, request: ConnectionRequest, config: ConnectionConfig, buffer: usize) -> Client {
@@ -192,6 +197,34 @@ async fn pings_every_interval_and_drops_a_silent_client() {
     assert_eq!(client.recv().await, Outgoing::Ping);
     assert_eq!(client.recv().await, Outgoing::Close { code: 1001, reason: "heartbeat timeout" });
     assert_eq!(client.task.await.expect("join"), ConnectionEnd::HeartbeatTimeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_whose_client_cannot_answer_pings_announces_its_id_and_is_never_dropped_for_silence() {
+    let hub = primed_hub();
+    let config = ConnectionConfig {
+        heartbeat_interval: Duration::from_secs(25),
+        missed_heartbeats: None,
+        ..Default::default()
+    };
+    let request = ConnectionRequest {
+        user: person(1, "ana"),
+        topics: hub.topics().defaults(),
+        credential: Credential::default(),
+        connection_id: Some("node.c1".into()),
+    };
+    let mut client = start(&hub, request, config, 16);
+    let connected = client.recv_json().await;
+    assert_eq!(connected["payload"]["connectionId"], "node.c1");
+    for _ in 0..3 {
+        client.recv().await;
+    }
+    // A silent client through ten intervals: still only keep-alives.
+    for _ in 0..10 {
+        assert_eq!(client.recv().await, Outgoing::Ping);
+    }
+    client.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("ping");
+    assert_eq!(client.recv_json().await, serde_json::json!({"type": "pong"}));
 }
 
 #[tokio::test(start_paused = true)]
@@ -419,7 +452,12 @@ fn user_update(user_id: i64, active: bool, valid_after_ms: i64) -> domain_events
 /// A session for user 1 whose credential was issued at `issued_at_ms`.
 fn connect_issued(hub: &Hub, issued_at_ms: i64) -> Client {
     let credential = Credential { expires_at: None, issued_at_ms: Some(issued_at_ms) };
-    let request = ConnectionRequest { user: person(1, "ana"), topics: hub.topics().defaults(), credential };
+    let request = ConnectionRequest {
+        user: person(1, "ana"),
+        topics: hub.topics().defaults(),
+        credential,
+        connection_id: None,
+    };
     start(hub, request, ConnectionConfig::default(), 16)
 }
 
