@@ -12,7 +12,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{approvals, auth, conversations, health, tasks, users};
+use crate::routes::{approvals, auth, conversations, health, insight, tasks, users};
 
 /// The name of the bearer-JWT security scheme in the document.
 pub const BEARER: &str = "bearer";
@@ -55,6 +55,9 @@ pub const BEARER: &str = "bearer";
         approvals::get,
         approvals::decide,
         approvals::execute,
+        insight::departments,
+        insight::sla,
+        insight::history,
     ),
     components(schemas(
         crate::error::ErrorBody,
@@ -71,6 +74,7 @@ pub const BEARER: &str = "bearer";
         (name = "tasks", description = "Tasks: pending → in_progress → completed"),
         (name = "conversations", description = "Guest conversations: active ⇄ escalated → resolved"),
         (name = "approvals", description = "Approvals: pending → approved | rejected; approved → executed"),
+        (name = "stats", description = "Live operations insight: what is overdue, and each stats topic's history"),
         (name = "health", description = "Liveness, readiness and this document"),
     )
 )]

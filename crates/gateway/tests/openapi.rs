@@ -53,6 +53,9 @@ const ROUTES: &[(&str, &str, Access, &[u16])] = &[
     ("get", "/api/v1/approvals/{id}", Bearer, &[200, 503]),
     ("post", "/api/v1/approvals/{id}/decide", Bearer, &[200, 403, 409, 503]),
     ("post", "/api/v1/approvals/{id}/execute", Bearer, &[200, 403, 409, 503]),
+    ("get", "/api/v1/tasks/stats/departments", Bearer, &[200, 503]),
+    ("get", "/api/v1/stats/sla", Bearer, &[200, 503]),
+    ("get", "/api/v1/stats/history", Bearer, &[200, 400, 503]),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];

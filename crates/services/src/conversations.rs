@@ -99,6 +99,7 @@ struct ConversationRow {
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     resolved_at: Option<NaiveDateTime>,
+    escalated_at: Option<NaiveDateTime>,
 }
 
 impl TryFrom<ConversationRow> for Conversation {
@@ -115,6 +116,7 @@ impl TryFrom<ConversationRow> for Conversation {
             created_at: utc(row.created_at),
             updated_at: utc(row.updated_at),
             resolved_at: row.resolved_at.map(utc),
+            escalated_at: row.escalated_at.map(utc),
         })
     }
 }
@@ -292,6 +294,7 @@ impl ConversationService {
                     conversations::state.eq(ConversationState::Escalated.as_str()),
                     conversations::escalation_reason.eq(Some(&reason)),
                     conversations::updated_at.eq(at),
+                    conversations::escalated_at.eq(Some(at)),
                 ),
                 "escalate"
             );

@@ -1,9 +1,10 @@
-//! The REST routes of the contract (sections 2 and 4) and health checks.
+//! The REST routes of the contract (sections 2, 4 and 9) and health checks.
 
 pub mod approvals;
 pub mod auth;
 pub mod conversations;
 pub mod health;
+pub mod insight;
 pub mod tasks;
 pub mod users;
 
