@@ -210,12 +210,14 @@ impl Pulse {
         let publisher: Arc<dyn EventPublisher> = Arc::new(ws_bridge::MarkStale::new(publisher, hub.clone()));
         let gate =
             options.password_checks.map_or_else(services::PasswordGate::default, services::PasswordGate::new);
-        let services = Services { insight: insight.clone(), ..Services::with_password_gate(db, publisher, gate) };
+        let services =
+            Services { insight: insight.clone(), ..Services::with_password_gate(db, publisher, gate) };
         let accounts = Arc::new(accounts::AccountCache::default());
         spawn_account_invalidation(bus.subscribe(), accounts.clone());
         // Subscribe before the first read, so a change committed in between is not missed.
         let bridge = ws_bridge::start_bridge(bus.subscribe(), hub.clone()).await?;
-        let history = options.history.map(|bucket| history::spawn_recorder(hub.topics().clone(), insight, bucket));
+        let history =
+            options.history.map(|bucket| history::spawn_recorder(hub.topics().clone(), insight, bucket));
         let state = web::Data::new(AppState {
             services,
             hub,

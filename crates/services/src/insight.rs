@@ -267,7 +267,12 @@ impl InsightService {
     /// Writes `topic`'s value at the end of the minute ending at `minute`, unless it equals
     /// the last point before it (the value did not change in that minute) or another
     /// instance wrote that minute first. Returns whether a point was added.
-    pub async fn record_history(&self, topic: &str, minute: DateTime<Utc>, payload: &str) -> ServiceResult<bool> {
+    pub async fn record_history(
+        &self,
+        topic: &str,
+        minute: DateTime<Utc>,
+        payload: &str,
+    ) -> ServiceResult<bool> {
         let minute = minute.naive_utc();
         let last: Option<String> = read!(self.db, |conn| stats_history::table
             .filter(stats_history::topic.eq(topic))

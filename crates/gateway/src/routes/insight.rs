@@ -38,7 +38,10 @@ pub(crate) fn mount(cfg: &mut web::ServiceConfig) {
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn departments(state: web::Data<AppState>, _auth: AuthUser) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn departments(
+    state: web::Data<AppState>,
+    _auth: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     let stats = state.db(async move |s| s.insight.department_stats().await).await?;
     Ok(HttpResponse::Ok().json(stats))
 }
@@ -121,19 +124,25 @@ pub(crate) async fn history(
         None => return Err(ApiError::validation(format!("topic: required; one of {}", known()))),
         Some(topic) if topics.get(&topic).is_none() => {
             let shown: String = topic.chars().take(64).collect();
-            return Err(ApiError::validation(format!("topic: unknown stats topic {shown:?}; one of {}", known())));
+            return Err(ApiError::validation(format!(
+                "topic: unknown stats topic {shown:?}; one of {}",
+                known()
+            )));
         }
         Some(topic) => topic,
     };
     let since = match since.filter(|s| !s.is_empty()) {
-        None => return Err(ApiError::validation("since: required (an RFC 3339 time, e.g. 2026-12-06T00:00:00Z)")),
+        None => {
+            return Err(ApiError::validation("since: required (an RFC 3339 time, e.g. 2026-12-06T00:00:00Z)"));
+        }
         Some(since) => DateTime::parse_from_rfc3339(&since)
             .map_err(|_| ApiError::validation("since: not an RFC 3339 time (e.g. 2026-12-06T00:00:00Z)"))?
             .with_timezone(&Utc),
     };
     let history = state.db(async move |s| s.insight.history(&topic, since).await).await?;
     // The payloads are stored as the JSON the topic published: spliced in, not re-parsed.
-    let mut body = String::with_capacity(32 + history.points.iter().map(|p| p.payload.len() + 48).sum::<usize>());
+    let mut body =
+        String::with_capacity(32 + history.points.iter().map(|p| p.payload.len() + 48).sum::<usize>());
     body.push_str("{\"points\":[");
     for (i, point) in history.points.iter().enumerate() {
         if i > 0 {

@@ -93,7 +93,11 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
 
 /// When `stats:sla` changes by itself: when the oldest open task still younger than the
 /// deadline at `now` (`oldest_young`) crosses it.
-pub fn sla_changes_in(now: NaiveDateTime, sla: TaskSla, oldest_young: Option<NaiveDateTime>) -> Option<Duration> {
+pub fn sla_changes_in(
+    now: NaiveDateTime,
+    sla: TaskSla,
+    oldest_young: Option<NaiveDateTime>,
+) -> Option<Duration> {
     let oldest_young = oldest_young?;
     let deadline = oldest_young + TimeDelta::from_std(sla.duration()).ok()?;
     let left = (deadline - now).to_std().unwrap_or(Duration::ZERO);
