@@ -294,7 +294,7 @@ pub struct DepartmentCounts {
 }
 
 /// Task counts per department (`GET /api/v1/tasks/stats/departments`, `stats:departments`):
-/// sorted by name in code-point order, at most [`DepartmentStats::MAX_DEPARTMENTS`].
+/// sorted by name in code-point order, at most 200 (`DepartmentStats::MAX_DEPARTMENTS`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -83,8 +83,7 @@ pub(crate) struct HistoryPoint {
     /// The end of a minute in which the value changed (`…:00Z`).
     at: DateTime<Utc>,
     /// The topic's value at that moment, as the topic's messages carry it.
-    #[schema(value_type = Object)]
-    payload: serde_json::Value,
+    payload: std::collections::HashMap<String, serde_json::Value>,
 }
 
 /// `GET /api/v1/stats/history`'s answer (documentation of its shape).
@@ -94,8 +93,9 @@ pub(crate) struct StatsHistory {
     points: Vec<HistoryPoint>,
     /// Present (`true`) when the answer stopped at its size limit (8 MiB of payloads): ask
     /// again with `since` set to the last point's `at`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     #[schema(required = false)]
-    truncated: Option<bool>,
+    truncated: bool,
 }
 
 /// A stats topic's value at the end of every minute in which it changed, kept 7 days.
@@ -133,7 +133,9 @@ pub(crate) async fn history(
     };
     let since = match since.filter(|s| !s.is_empty()) {
         None => {
-            return Err(ApiError::validation("since: required (an RFC 3339 time, e.g. 2026-12-06T00:00:00Z)"));
+            return Err(ApiError::validation(
+                "since: required (an RFC 3339 time, e.g. 2026-12-06T00:00:00Z)",
+            ));
         }
         Some(since) => DateTime::parse_from_rfc3339(&since)
             .map_err(|_| ApiError::validation("since: not an RFC 3339 time (e.g. 2026-12-06T00:00:00Z)"))?
