@@ -104,6 +104,23 @@ pub fn sla_changes_in(
     Some(left + DEADLINE_MARGIN)
 }
 
+/// How many open tasks on each side of the deadline the first SLA read counts at most.
+pub const FIRST_COUNT_CAP: i64 = 256;
+
+/// The overdue count from one SLA read that counted, up to `cap` each, the open tasks younger
+/// than the deadline (`young`) and the others (`overdue`), beside the open count the counters
+/// keep: exact when either side is under the cap (the open count minus the young, or the
+/// overdue counted), `None` when both reached it (read again with a larger cap).
+pub fn overdue(open: i64, young: i64, overdue: i64, cap: i64) -> Option<u64> {
+    if overdue < cap {
+        Some(u64::try_from(overdue).unwrap_or(0))
+    } else if young < cap {
+        Some(u64::try_from(open.saturating_sub(young)).unwrap_or(0))
+    } else {
+        None
+    }
+}
+
 /// `stats:departments` from `(department, status, count)` rows: sorted by name in code-point
 /// order, the first [`DepartmentStats::MAX_DEPARTMENTS`] with any task, `truncated` if
 /// there are more.
@@ -181,6 +198,19 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the split, the capped counts give the exact overdue count or ask again,
+        /// and a cap above the smaller side always answers.
+        #[test]
+        fn capped_counts_give_the_overdue_count(young in 0i64..100_000, late in 0i64..100_000, cap in 1i64..200_000) {
+            let open = young + late;
+            match overdue(open, young.min(cap), late.min(cap), cap) {
+                Some(n) => prop_assert_eq!(n, late as u64),
+                None => prop_assert!(young >= cap && late >= cap),
+            }
+            let enough = young.min(late) + 1;
+            prop_assert_eq!(overdue(open, young.min(enough), late.min(enough), enough), Some(late as u64));
+        }
+
         /// A bucket's end is after `now`, at most one bucket later, on a whole multiple of
         /// the bucket (so on a whole minute for 60 s).
         #[test]
