@@ -251,8 +251,8 @@ fn integration() -> anyhow::Result<()> {
 }
 
 /// The contract sections whose browser tests must run (a "not run" fails CI): those the server
-/// has: 2 (users) and 8 (SSE). Section 9 (insight) joins once it is built.
-const E2E_REQUIRED_SECTIONS: &str = "2,8";
+/// has: 2 (users), 8 (SSE) and 9 (insight).
+const E2E_REQUIRED_SECTIONS: &str = "2,8,9";
 
 fn e2e() -> anyhow::Result<()> {
     let bin = server_binary()?;

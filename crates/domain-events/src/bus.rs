@@ -161,6 +161,7 @@ mod tests {
                 created_at: now,
                 updated_at: now,
                 resolved_at: None,
+                escalated_at: None,
             }),
         }
     }

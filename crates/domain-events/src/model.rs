@@ -183,6 +183,11 @@ pub struct Conversation {
     /// When it was resolved.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub resolved_at: Option<DateTime<Utc>>,
+    /// When it was last escalated (kept after it is de-escalated or resolved), or never.
+    /// Absent from events written before it existed.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub escalated_at: Option<DateTime<Utc>>,
 }
 
 /// A request that a manager must approve before it is carried out.
@@ -269,6 +274,59 @@ pub struct ApprovalStats {
     pub executed: u64,
     /// All approvals.
     pub total: u64,
+}
+
+/// One department's task counts (an entry of `stats:departments`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DepartmentCounts {
+    /// The department's name, as tasks give it.
+    pub department: String,
+    /// Tasks waiting for someone.
+    pub pending: u64,
+    /// Tasks being done.
+    pub in_progress: u64,
+    /// Tasks done.
+    pub completed: u64,
+    /// All the department's tasks.
+    pub total: u64,
+}
+
+/// Task counts per department (`GET /api/v1/tasks/stats/departments`, `stats:departments`):
+/// sorted by name in code-point order, at most 200 (`DepartmentStats::MAX_DEPARTMENTS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DepartmentStats {
+    /// The first departments by name.
+    pub departments: Vec<DepartmentCounts>,
+    /// Present (`true`) when there are more departments than listed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
+    pub truncated: bool,
+}
+
+impl DepartmentStats {
+    /// How many departments a value lists at most.
+    pub const MAX_DEPARTMENTS: usize = 200;
+}
+
+/// What is overdue and the oldest open items (`GET /api/v1/stats/sla`, `stats:sla`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SlaStats {
+    /// Tasks not completed `TASK_SLA_SECONDS` after their creation.
+    pub overdue_tasks: u64,
+    /// When the oldest task that is not completed was created.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub oldest_open_task_created_at: Option<DateTime<Utc>>,
+    /// Conversations escalated now (equals `stats:conversations.escalated`).
+    pub escalated_conversations: u64,
+    /// The earliest `escalatedAt` among conversations escalated now.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub oldest_escalation_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

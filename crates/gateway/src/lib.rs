@@ -15,6 +15,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod dashboard;
 pub mod error;
+pub mod history;
 pub mod limits;
 pub mod metrics;
 mod openapi;
@@ -146,6 +147,11 @@ pub struct PulseOptions {
     /// Password checks and hashes run at once; more are refused with 429 (`None`: the
     /// services' default, see [`services::PasswordGate::default_concurrency`]).
     pub password_checks: Option<usize>,
+    /// When an open task becomes overdue (`TASK_SLA_SECONDS`).
+    pub task_sla: services::TaskSla,
+    /// How long a history "minute" lasts (60 s; shorter in tests); `None` records no
+    /// history.
+    pub history: Option<services::insight::HistoryBucket>,
 }
 
 impl PulseOptions {
@@ -164,6 +170,8 @@ impl PulseOptions {
             metrics_public: false,
             limits: limits::Limits::default(),
             password_checks: None,
+            task_sla: services::TaskSla::default(),
+            history: Some(services::insight::HistoryBucket::default()),
         }
     }
 }
@@ -184,6 +192,7 @@ pub struct Pulse {
     state: web::Data<AppState>,
     bridge: BridgeHandle,
     bus: InProcessBus,
+    history: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Pulse {
@@ -191,7 +200,9 @@ impl Pulse {
     /// first client gets a snapshot.
     pub async fn start(db: Database, options: PulseOptions) -> Result<Self, StartError> {
         let bus = options.bus.unwrap_or_default();
-        let topics = Arc::new(Topics::new(topics::pulse_topics(&db).into_iter().chain(options.topics))?);
+        let insight = services::InsightService::new(db.clone(), options.task_sla);
+        let topics =
+            Arc::new(Topics::new(topics::pulse_topics(&db, &insight).into_iter().chain(options.topics))?);
         let inboxes = Arc::new(realtime::Inboxes::new(options.cluster.is_some()));
         let hub = match options.cluster {
             Some(cluster) => {
@@ -207,7 +218,10 @@ impl Pulse {
         let publisher: Arc<dyn EventPublisher> = Arc::new(ws_bridge::MarkStale::new(publisher, hub.clone()));
         let gate =
             options.password_checks.map_or_else(services::PasswordGate::default, services::PasswordGate::new);
-        let services = Services::with_password_gate(db, publisher, gate.clone());
+        let services = Services {
+            insight: insight.clone(),
+            ..Services::with_password_gate(db, publisher, gate.clone())
+        };
         let accounts = Arc::new(accounts::AccountCache::default());
         spawn_account_invalidation(bus.subscribe(), accounts.clone());
         // Subscribe before the first read, so a change committed in between is not missed.
@@ -223,6 +237,8 @@ impl Pulse {
             connections: connections.clone(),
         };
         let metrics = metrics::Metrics::new(sources, &http, options.metrics_collectors);
+        let history =
+            options.history.map(|bucket| history::spawn_recorder(hub.topics().clone(), insight, bucket));
         let state = web::Data::new(AppState {
             services,
             hub,
@@ -242,7 +258,7 @@ impl Pulse {
             accounts,
             runtime: tokio::runtime::Handle::current(),
         });
-        Ok(Self { state, bridge, bus })
+        Ok(Self { state, bridge, bus, history })
     }
 
     /// The shared state, for [`configure`].
@@ -265,9 +281,12 @@ impl Pulse {
         &self.bridge
     }
 
-    /// Closes every WebSocket with 1001 and refuses new ones.
+    /// Closes every WebSocket with 1001 and refuses new ones; stops recording history.
     pub fn shutdown(&self) {
         self.state.hub.shutdown();
+        if let Some(history) = &self.history {
+            history.abort();
+        }
     }
 }
 

@@ -42,6 +42,7 @@ pub const BEARER: &str = "bearer";
         (name = "conversations", description = "Guest conversations: active ⇄ escalated → resolved"),
         (name = "approvals", description = "Approvals: pending → approved | rejected; approved → executed"),
         (name = "realtime", description = "Client messages of a Server-Sent Events connection (contract section 8)"),
+        (name = "stats", description = "Live operations insight: what is overdue, and each stats topic's history"),
         (name = "health", description = "Liveness, readiness and this document"),
     )
 )]

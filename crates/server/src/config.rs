@@ -86,6 +86,18 @@ pub struct Config {
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: gateway::client_ip::TrustedProxies,
 
+    /// When an open task becomes overdue, in seconds after its creation (1 to 2592000).
+    /// Instances on one PostgreSQL database must agree: the first stores it, one configured
+    /// with another refuses to start.
+    #[arg(long, env = "TASK_SLA_SECONDS", default_value_t = services::TaskSla::DEFAULT_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=services::TaskSla::MAX_SECONDS))]
+    pub task_sla_seconds: u64,
+
+    /// How long one history "minute" lasts, in seconds: 60 in production; a divisor of 60
+    /// shortens it for tests. 0 records no history (for measuring its cost).
+    #[arg(long, env = "PULSE_HISTORY_BUCKET_SECONDS", default_value_t = 60, hide = true)]
+    pub history_bucket_seconds: u32,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "WORKERS")]
     pub workers: Option<usize>,

@@ -34,6 +34,13 @@ async fn main() -> anyhow::Result<()> {
     let startup = db.startup_lock().await.context("taking the startup lock")?;
     db.migrate().await?;
     tracing::info!(kind = ?db.kind(), "database ready");
+    let task_sla = services::TaskSla::from_secs(config.task_sla_seconds)?;
+    let history = match config.history_bucket_seconds {
+        0 => None,
+        seconds => Some(services::insight::HistoryBucket::from_secs(seconds)?),
+    };
+    // A cluster uses one SLA: the first instance stores it, one configured otherwise stops here.
+    services::InsightService::new(db.clone(), task_sla).agree_on_task_sla().await?;
     let jwt = JwtKeys::new(
         &secrets::jwt_secret(config.jwt_secret.as_deref(), &config.data_dir())?,
         Duration::from_secs(config.token_ttl_minutes * 60),
@@ -70,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
                 ..Limits::default()
             },
             password_checks: None,
+            task_sla,
+            history,
         },
     )
     .await?;

@@ -63,6 +63,7 @@ struct ConversationRow {
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     resolved_at: Option<NaiveDateTime>,
+    escalated_at: Option<NaiveDateTime>,
 }
 
 impl TryFrom<ConversationRow> for Conversation {
@@ -79,6 +80,7 @@ impl TryFrom<ConversationRow> for Conversation {
             created_at: utc(row.created_at),
             updated_at: utc(row.updated_at),
             resolved_at: row.resolved_at.map(utc),
+            escalated_at: row.escalated_at.map(utc),
         })
     }
 }
@@ -106,6 +108,8 @@ struct ConversationChange {
     escalation_reason: Option<String>,
     updated_at: NaiveDateTime,
     resolved_at: Option<NaiveDateTime>,
+    /// Set by an escalation only (`escalatedAt`: when it was last escalated).
+    escalated_at: Option<NaiveDateTime>,
 }
 
 impl ConversationChange {
@@ -119,6 +123,7 @@ impl ConversationChange {
             escalation_reason: None,
             updated_at: at,
             resolved_at: None,
+            escalated_at: None,
         }
     }
 }
@@ -254,6 +259,7 @@ impl ConversationService {
             state: None,
             escalation_reason: None,
             resolved_at: None,
+            escalated_at: None,
             subject: validate::optional_text("subject", changes.subject.as_deref(), limits::LINE)?,
             guest_name: validate::optional_text("guestName", changes.guest_name.as_deref(), limits::NAME)?,
             channel: validate::optional_text("channel", changes.channel.as_deref(), limits::SHORT_TEXT)?,
@@ -270,9 +276,11 @@ impl ConversationService {
     /// Escalates an active conversation to a manager, with a reason. Emits `conversation.escalated`.
     pub async fn escalate(&self, actor: &Actor, id: i64, reason: &str) -> ServiceResult<Conversation> {
         let reason = validate::required_text("reason", reason, limits::LINE)?;
+        let at = now();
         let change = ConversationChange {
             escalation_reason: Some(reason),
-            ..ConversationChange::to_state(ConversationState::Escalated, now())
+            escalated_at: Some(at),
+            ..ConversationChange::to_state(ConversationState::Escalated, at)
         };
         self.apply(actor, id, &ESCALATE, change).await
     }

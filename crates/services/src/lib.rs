@@ -28,6 +28,7 @@ mod schema;
 
 pub mod approvals;
 pub mod conversations;
+pub mod insight;
 pub mod passwords;
 pub mod stats;
 pub mod tasks;
@@ -43,6 +44,7 @@ pub use approvals::{ApprovalQueue, NewApproval};
 pub use conversations::{ConversationChanges, ConversationService, NewConversation};
 pub use db::{ConnectError, Database, DatabaseKind, PoolOptions, StartupLock};
 pub use error::{ServiceError, ServiceResult, ValidationError};
+pub use insight::{InsightService, TaskSla};
 pub use outbox::{EventLog, PruneHorizon};
 pub use passwords::{PasswordGate, PasswordPermit};
 pub use tasks::{NewTask, TaskFilter, TaskService};
@@ -63,6 +65,8 @@ pub struct Services {
     pub users: UserService,
     /// Single-use WebSocket tickets.
     pub tickets: TicketService,
+    /// Live operations insight: departments, SLA, history (default SLA unless replaced).
+    pub insight: InsightService,
     /// The database they share.
     pub db: Database,
 }
@@ -82,6 +86,7 @@ impl Services {
             approvals: ApprovalQueue::new(db.clone(), publisher.clone()),
             users: UserService::new(db.clone(), publisher, gate),
             tickets: TicketService::new(db.clone()),
+            insight: InsightService::new(db.clone(), TaskSla::default()),
             db,
         }
     }

@@ -39,6 +39,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         resolved_at -> Nullable<Timestamp>,
+        escalated_at -> Nullable<Timestamp>,
     }
 }
 
@@ -91,6 +92,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    department_counters (department, status, shard) {
+        department -> Text,
+        status -> Text,
+        shard -> Integer,
+        n -> BigInt,
+    }
+}
+
+diesel::table! {
+    stats_history (topic, minute) {
+        topic -> Text,
+        minute -> Timestamp,
+        payload -> Text,
+    }
+}
+
+diesel::table! {
+    cluster_settings (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     tasks,
@@ -98,5 +123,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     approvals,
     events,
     stats_counters,
-    ws_tickets
+    ws_tickets,
+    department_counters,
+    stats_history,
+    cluster_settings
 );

@@ -3,9 +3,7 @@
  * generated from the server's OpenAPI document (`cargo xtask api-types`; CI fails when the
  * committed file differs from what the server documents), so they cannot drift from the server.
  *
- * Reason to change: the app needs another REST type. Never write a REST shape by hand here —
- * except the few below that the contract defines and the server's document does not carry yet
- * (section 9).
+ * Reason to change: the app needs another REST type. Never write a REST shape by hand here.
  */
 import type { components } from './openapi.gen';
 
@@ -58,30 +56,13 @@ export type PagesMatch = [
 ];
 
 // ------------------------------------------------------------------ live operations insight (contract section 9)
-// Not in the server's OpenAPI document yet (issue 17, server side). The socket's payloads are
-// asserted (messages.ts) to equal these, as the contract says they do.
+// The socket's payloads are asserted (messages.ts) to equal these, as the contract says they do.
 
 /** One department's task counts. */
-export interface DepartmentCounts {
-  department: string;
-  pending: number;
-  inProgress: number;
-  completed: number;
-  total: number;
-}
+export type DepartmentCounts = Schemas['DepartmentCounts'];
 /** `GET /api/v1/tasks/stats/departments`, and the `stats:departments` payload: sorted by name, at most 200. */
-export interface DepartmentStats {
-  departments: DepartmentCounts[];
-  truncated?: boolean;
-}
+export type DepartmentStats = Schemas['DepartmentStats'];
 /** `GET /api/v1/stats/sla`, and the `stats:sla` payload (times RFC 3339, or null). */
-export interface SlaStats {
-  overdueTasks: number;
-  oldestOpenTaskCreatedAt: string | null;
-  escalatedConversations: number;
-  oldestEscalationAt: string | null;
-}
+export type SlaStats = Schemas['SlaStats'];
 /** `GET /api/v1/stats/history?topic=&since=`: the topic's value at the end of every minute in which it changed. */
-export interface StatsHistoryAnswer {
-  points: { at: string; payload: Record<string, unknown> }[];
-}
+export type StatsHistoryAnswer = Schemas['StatsHistory'];

@@ -288,6 +288,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/stats/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A stats topic's value at the end of every minute in which it changed, kept 7 days. */
+        get: operations["history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/stats/sla": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Overdue tasks (not completed `TASK_SLA_SECONDS` after creation, by the database's clock)
+         *     and the oldest open task and escalation.
+         */
+        get: operations["sla"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tasks": {
         parameters: {
             query?: never;
@@ -315,6 +352,23 @@ export interface paths {
         };
         /** Task counts by status. */
         get: operations["tasks_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks/stats/departments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Task counts per department, sorted by name (code-point order), at most 200. */
+        get: operations["departments"];
         put?: never;
         post?: never;
         delete?: never;
@@ -564,6 +618,12 @@ export interface components {
             createdAt: string;
             /** @description Username of its creator. */
             createdBy: string;
+            /**
+             * Format: date-time
+             * @description When it was last escalated (kept after it is de-escalated or resolved), or never.
+             *     Absent from events written before it existed.
+             */
+            escalatedAt: string | null;
             /** @description Why it was last escalated. */
             escalationReason: string | null;
             /** @description The guest's name. */
@@ -637,6 +697,41 @@ export interface components {
          * @enum {string}
          */
         Decision: "approved" | "rejected";
+        /** @description One department's task counts (an entry of `stats:departments`). */
+        DepartmentCounts: {
+            /**
+             * Format: int64
+             * @description Tasks done.
+             */
+            completed: number;
+            /** @description The department's name, as tasks give it. */
+            department: string;
+            /**
+             * Format: int64
+             * @description Tasks being done.
+             */
+            inProgress: number;
+            /**
+             * Format: int64
+             * @description Tasks waiting for someone.
+             */
+            pending: number;
+            /**
+             * Format: int64
+             * @description All the department's tasks.
+             */
+            total: number;
+        };
+        /**
+         * @description Task counts per department (`GET /api/v1/tasks/stats/departments`, `stats:departments`):
+         *     sorted by name in code-point order, at most 200 (`DepartmentStats::MAX_DEPARTMENTS`).
+         */
+        DepartmentStats: {
+            /** @description The first departments by name. */
+            departments: components["schemas"]["DepartmentCounts"][];
+            /** @description Present (`true`) when there are more departments than listed. */
+            truncated?: boolean;
+        };
         /** @description The JSON body of every error answer: `{"error": {"code", "message"}}`. */
         ErrorBody: {
             /** @description What went wrong. */
@@ -666,6 +761,18 @@ export interface components {
              * @example ok
              */
             status: string;
+        };
+        /** @description One point of a topic's history (documentation of the answer's shape). */
+        HistoryPoint: {
+            /**
+             * Format: date-time
+             * @description The end of a minute in which the value changed (`…:00Z`).
+             */
+            at: string;
+            /** @description The topic's value at that moment, as the topic's messages carry it. */
+            payload: {
+                [key: string]: unknown;
+            };
         };
         /** @description `POST /api/v1/auth/login`. */
         Login: {
@@ -795,6 +902,12 @@ export interface components {
                 createdAt: string;
                 /** @description Username of its creator. */
                 createdBy: string;
+                /**
+                 * Format: date-time
+                 * @description When it was last escalated (kept after it is de-escalated or resolved), or never.
+                 *     Absent from events written before it existed.
+                 */
+                escalatedAt: string | null;
                 /** @description Why it was last escalated. */
                 escalationReason: string | null;
                 /** @description The guest's name. */
@@ -886,6 +999,39 @@ export interface components {
          * @enum {string}
          */
         Role: "admin" | "manager" | "staff";
+        /** @description What is overdue and the oldest open items (`GET /api/v1/stats/sla`, `stats:sla`). */
+        SlaStats: {
+            /**
+             * Format: int64
+             * @description Conversations escalated now (equals `stats:conversations.escalated`).
+             */
+            escalatedConversations: number;
+            /**
+             * Format: date-time
+             * @description The earliest `escalatedAt` among conversations escalated now.
+             */
+            oldestEscalationAt: string | null;
+            /**
+             * Format: date-time
+             * @description When the oldest task that is not completed was created.
+             */
+            oldestOpenTaskCreatedAt: string | null;
+            /**
+             * Format: int64
+             * @description Tasks not completed `TASK_SLA_SECONDS` after their creation.
+             */
+            overdueTasks: number;
+        };
+        /** @description `GET /api/v1/stats/history`'s answer (documentation of its shape). */
+        StatsHistory: {
+            /** @description Oldest first: the last point at or before `since`, then every later one. */
+            points: components["schemas"]["HistoryPoint"][];
+            /**
+             * @description Present (`true`) when the answer stopped at its size limit (8 MiB of payloads): ask
+             *     again with `since` set to the last point's `at`.
+             */
+            truncated?: boolean;
+        };
         /** @description A piece of work for a department. */
         Task: {
             /** @description Username of the person doing it, once assigned. */
@@ -2214,6 +2360,99 @@ export interface operations {
             };
         };
     };
+    history: {
+        parameters: {
+            query: {
+                /**
+                 * @description A stats topic (`stats:tasks`, `stats:approvals`, `stats:conversations`,
+                 *     `stats:departments`, `stats:sla`).
+                 */
+                topic: string;
+                /** @description RFC 3339: the answer starts with the last point at or before it. */
+                since: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The points, oldest first: the last point at or before `since`, then every point after it */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StatsHistory"];
+                };
+            };
+            /** @description `topic` or `since` missing, an unknown topic, or `since` not an RFC 3339 time */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    sla: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What is overdue, and the oldest open items */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SlaStats"];
+                };
+            };
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     tasks_list: {
         parameters: {
             query?: {
@@ -2357,6 +2596,44 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TaskStats"];
+                };
+            };
+            /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    departments: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Task counts per department: the first 200 by name, then `truncated: true` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DepartmentStats"];
                 };
             };
             /** @description Missing, malformed, expired, retired or badly signed token, or a deactivated user */

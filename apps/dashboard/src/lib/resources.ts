@@ -432,6 +432,7 @@ export const useCreateConversation = () =>
         createdAt: now(),
         updatedAt: now(),
         resolvedAt: null,
+        escalatedAt: null,
       };
       return [
         insertCached<Conversation>(qc, queryKeys.conversations, item, matchConversation),
@@ -455,6 +456,7 @@ export const useEscalateConversation = () =>
           ...c,
           state: 'escalated',
           escalationReason: reason,
+          escalatedAt: now(),
         })),
         prev?.state === 'active' ? bumpConversationStats(qc, { active: -1, escalated: 1 }) : () => {},
       ];

@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod auth;
 pub mod conversations;
 pub mod health;
+pub mod insight;
 pub mod tasks;
 pub mod users;
 
@@ -60,6 +61,7 @@ pub(crate) fn table() -> Vec<Entry> {
         rest!(tasks::list),
         rest!(tasks::create),
         rest!(tasks::stats),
+        rest!(insight::departments),
         rest!(tasks::get),
         rest!(tasks::assign),
         rest!(tasks::complete),
@@ -77,6 +79,8 @@ pub(crate) fn table() -> Vec<Entry> {
         rest!(approvals::get),
         rest!(approvals::decide),
         rest!(approvals::execute),
+        rest!(insight::sla),
+        rest!(insight::history),
     ]
 }
 
