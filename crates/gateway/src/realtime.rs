@@ -194,8 +194,14 @@ pub struct Inboxes {
     clustered: bool,
     open: Mutex<HashMap<String, Inbox>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<RelayOutcome>>>,
+    /// Relays in flight per user: each costs every instance a notification to read, so one
+    /// user (with made-up ids, say) gets at most [`MAX_RELAYS_PER_USER`] at once.
+    relaying: Mutex<HashMap<i64, u32>>,
     requests: AtomicU64,
 }
+
+/// Relays one user may have waiting for an answer at once; more are answered `Busy` (429).
+pub const MAX_RELAYS_PER_USER: u32 = 4;
 
 struct Inbox {
     user_id: i64,
@@ -214,6 +220,7 @@ impl Inboxes {
             clustered,
             open: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
+            relaying: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
         }
     }
@@ -267,10 +274,18 @@ impl Inboxes {
         if !self.clustered || node.len() != self.node.len() {
             return RelayOutcome::Unknown;
         }
+        {
+            let mut relaying = lock(&self.relaying);
+            let in_flight = relaying.entry(user_id).or_insert(0);
+            if *in_flight >= MAX_RELAYS_PER_USER {
+                return RelayOutcome::Busy;
+            }
+            *in_flight += 1;
+        }
         let request_id = format!("{}-{}", self.node, self.requests.fetch_add(1, Ordering::Relaxed));
         let (answer, answered) = oneshot::channel();
         lock(&self.waiting).insert(request_id.clone(), answer);
-        let waiting = Waiting { inboxes: self, request_id: &request_id };
+        let waiting = Waiting { inboxes: self, request_id: &request_id, user_id };
         cluster.relay(&RelayedMessage {
             request_id: request_id.clone(),
             connection_id: id.to_owned(),
@@ -310,11 +325,19 @@ impl Inboxes {
 struct Waiting<'a> {
     inboxes: &'a Inboxes,
     request_id: &'a str,
+    user_id: i64,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         lock(&self.inboxes.waiting).remove(self.request_id);
+        let mut relaying = lock(&self.inboxes.relaying);
+        if let Some(in_flight) = relaying.get_mut(&self.user_id) {
+            *in_flight = in_flight.saturating_sub(1);
+            if *in_flight == 0 {
+                relaying.remove(&self.user_id);
+            }
+        }
     }
 }
 
@@ -387,6 +410,40 @@ mod tests {
         drop(stream);
         assert!(inboxes.is_empty());
         assert_eq!(inboxes.deliver(&cluster, &id, 7, "x".into()).await, RelayOutcome::Unknown);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_user_has_at_most_four_relays_in_flight_and_gets_room_back_when_they_end() {
+        // A cluster that relays into the void: nobody answers, every relay waits its 2 s.
+        let inboxes = Arc::new(Inboxes::new(true));
+        let cluster = Arc::new(SingleInstance::default());
+        let foreign = |i: u32| format!("ffffffffffffffff.{i}");
+        let mut waits = Vec::new();
+        for i in 0..MAX_RELAYS_PER_USER {
+            let (inboxes, cluster) = (inboxes.clone(), cluster.clone());
+            waits.push(tokio::spawn(async move {
+                inboxes.deliver(cluster.as_ref(), &foreign(i), 7, "{}".into()).await
+            }));
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(
+            inboxes.deliver(cluster.as_ref(), &foreign(99), 7, "{}".into()).await,
+            RelayOutcome::Busy,
+            "a fifth relay of the same user waits for nothing"
+        );
+        let other_user = tokio::spawn({
+            let (inboxes, cluster) = (inboxes.clone(), cluster.clone());
+            async move { inboxes.deliver(cluster.as_ref(), &foreign(5), 8, "{}".into()).await }
+        });
+        for wait in waits {
+            assert_eq!(wait.await.expect("join"), RelayOutcome::Unknown, "no holder answered");
+        }
+        assert_eq!(other_user.await.expect("join"), RelayOutcome::Unknown, "another user was not held back");
+        assert!(lock(&inboxes.relaying).is_empty(), "every slot given back");
+        assert_eq!(
+            inboxes.deliver(cluster.as_ref(), &foreign(1), 7, "{}".into()).await,
+            RelayOutcome::Unknown
+        );
     }
 
     #[tokio::test]

@@ -339,18 +339,27 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
             return Ok(());
         }
         while pending.is_empty() {
+            // Biased, in this order: an expired token and a close order (4401, 4403, 1013)
+            // win over anything still to send — a deactivated user gets nothing more.
             tokio::select! {
-                event = live.subscriptions.feed.next() => match event {
-                    FeedEvent::Frame(frame) => pending.push_back(Outgoing::Text(frame)),
-                    FeedEvent::Shutdown => return Err(ConnectionEnd::Shutdown),
-                },
+                biased;
+                _ = &mut live.expiry => return Err(ConnectionEnd::TokenExpired),
                 _ = live.registration.mailbox().ready() => {
                     let frames = live.registration.mailbox().take().map_err(ConnectionEnd::from_closing)?;
                     pending.extend(frames.into_iter().map(Outgoing::Text));
                 }
+                event = live.subscriptions.feed.next() => match event {
+                    FeedEvent::Frame(frame) => pending.push_back(Outgoing::Text(frame)),
+                    FeedEvent::Shutdown => return Err(ConnectionEnd::Shutdown),
+                },
                 message = self.incoming.next() => {
                     live.last_heard = Instant::now();
-                    let counted = matches!(message, Some(Incoming::Text(_) | Incoming::Binary | Incoming::Ping(_)));
+                    // Pongs count too: one answers each ping, so only a client sending them unasked
+                    // (each one a wake-up) reaches the limit.
+                    let counted = matches!(
+                        message,
+                        Some(Incoming::Text(_) | Incoming::Binary | Incoming::Ping(_) | Incoming::Pong)
+                    );
                     if counted && !live.rate.allow() {
                         return Err(ConnectionEnd::Flooding);
                     }
@@ -385,7 +394,6 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
                     }
                     pending.push_back(Outgoing::Ping);
                 }
-                _ = &mut live.expiry => return Err(ConnectionEnd::TokenExpired),
             }
         }
         Ok(())

@@ -502,3 +502,32 @@ async fn a_deactivated_user_is_closed_with_4403_and_a_retired_credential_with_44
     back.to_server.send(Incoming::Text(r#"{"type":"ping"}"#.into())).await.expect("send");
     assert_eq!(back.recv_json().await["type"], "pong");
 }
+
+#[tokio::test]
+async fn a_close_order_wins_over_a_value_that_became_ready_at_the_same_time() {
+    // Twenty tries: with the branches polled in random order, a value would go out before
+    // the 4403 about half the time.
+    for attempt in 0..20 {
+        let hub = primed_hub();
+        let credential = Credential { expires_at: None, issued_at_ms: Some(1_000) };
+        let request = ConnectionRequest {
+            user: person(1, "ana"),
+            topics: hub.topics().defaults(),
+            credential,
+            connection_id: None,
+        };
+        // Room for `connected` and the three snapshot values only: the session then waits.
+        let mut client = start(&hub, request, ConnectionConfig::default(), 4);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        hub.publish(TASKS, &n(100 + attempt));
+        hub.user_updated(&user_update(1, false, 0));
+        for _ in 0..4 {
+            assert!(matches!(client.recv().await, Outgoing::Text(_)), "connected and the snapshot");
+        }
+        assert_eq!(
+            client.recv().await,
+            Outgoing::Close { code: 4403, reason: "user deactivated" },
+            "attempt {attempt}: nothing goes out after the deactivation"
+        );
+    }
+}
