@@ -12,8 +12,12 @@
 //! - `/metrics` is refused through the proxy (however its path is spelled) though a loopback
 //!   client would be served by Pulse itself, and is served on loopback directly.
 //!
-//! [`Proxied`] holds the setup and the ways in (HTTP, WebSocket); a Server-Sent Events test
-//! goes next to these with [`Nginx::sse_url`] and a ticket from [`Proxied::admin`].
+//! - a Server-Sent Events stream opened through the proxy (nginx's default buffering
+//!   overridden only by the shipped file and the server's `X-Accel-Buffering: no`) gets each
+//!   change at once, uncompressed though the client accepts gzip, and its client messages,
+//!   POSTed through the proxy to whichever instance, are answered on it.
+//!
+//! [`Proxied`] holds the setup and the ways in (HTTP, WebSocket, SSE).
 //!
 //! ```text
 //! PULSE_SERVER_BIN=target/debug/server TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
@@ -24,7 +28,8 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use suites::{
-    Api, Cluster, ClusterOptions, Nginx, ServerOptions, TestDatabase, WAIT, Watcher, random_string,
+    Api, Body, Cluster, ClusterOptions, Method, Nginx, ServerOptions, SseClient, TestDatabase, WAIT, Watcher,
+    random_string,
 };
 
 /// The address nginx connects to the instances from, which they trust as a proxy.
@@ -178,6 +183,60 @@ async fn requests_are_spread_over_both_instances_and_a_websocket_through_the_pro
     };
     assert!(log.contains("GET /ws "), "the upgrade is not in nginx's log:\n{log}");
     assert!(!log.contains(token) && !log.contains("token="), "nginx logged the token:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_through_the_proxy_gets_every_change_at_once_and_its_posts_answered() {
+    let p = Proxied::start().await;
+    let admin = p.admin();
+    let ticket = admin.post_empty("/api/v1/ws-ticket").await.expect("request").expect_status(200).clone();
+    let ticket = ticket["ticket"].as_str().expect("a ticket").to_owned();
+    let path = format!("/sse?ticket={ticket}");
+    let mut stream = SseClient::open(&p.nginx.base_url(), &path, &[("Accept-Encoding", "gzip, deflate, br")])
+        .await
+        .expect("GET /sse through nginx");
+    assert_eq!(stream.status, 200);
+    assert!(stream.header("content-type").is_some_and(|v| v.starts_with("text/event-stream")));
+    assert_ne!(stream.header("content-encoding"), Some("gzip"), "the stream must not be compressed");
+    let connected = stream.next_message(WAIT).await.expect("connected");
+    assert_eq!(connected["type"], "connected", "{connected}");
+    let id = connected["payload"]["connectionId"].as_str().expect("a connectionId").to_owned();
+    let snapshot = stream.until("stats:tasks", WAIT).await.expect("the snapshot");
+    assert_eq!(snapshot["payload"]["total"], 0);
+    // A change made on each instance in turn arrives at once: nothing holds the events back
+    // (a buffering proxy would deliver them only when its buffer fills or the stream ends).
+    for (i, direct) in p.cluster.admins.iter().enumerate() {
+        create_task(direct, i).await;
+        let started = std::time::Instant::now();
+        let value = stream.until("stats:tasks", std::time::Duration::from_secs(2)).await.expect("the change");
+        assert_eq!(value["payload"]["total"], i + 1, "{value}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+    // Client messages through the proxy reach whichever instance; the one that does not hold
+    // the stream relays them. Four pings over round-robin: both ways are taken.
+    for n in 0..4 {
+        let body = serde_json::to_vec(&json!({"type": "ping"})).expect("json");
+        let answer = admin
+            .request(
+                Method::POST,
+                &format!("/api/v1/realtime/{id}"),
+                Body::Raw { content_type: Some("application/json".into()), bytes: body },
+                None,
+            )
+            .await
+            .expect("request");
+        assert_eq!(answer.status, 202, "ping {n}");
+        let pong = stream.until("pong", WAIT).await.expect("the pong");
+        assert_eq!(pong["type"], "pong");
+    }
+    let log = p.nginx.access_log();
+    for upstream in p.upstreams() {
+        let served =
+            log.lines().filter(|l| l.contains("POST /api/v1/realtime/") && l.contains(&upstream)).count();
+        assert!(served > 0, "instance {upstream} received none of the four posts:\n{log}");
+    }
+    let open = r#"pulse_connections{transport="sse"}"#;
+    assert_eq!(p.metric_sum(open).await, 1.0, "SSE connections over both instances");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
