@@ -5,10 +5,13 @@
 --    still in the event log; else, for a conversation escalated now, its last change (the
 --    escalation, unless it was edited since); else unknown.
 ALTER TABLE conversations ADD COLUMN escalated_at TIMESTAMP;
-UPDATE conversations SET escalated_at = (
-    SELECT max(e.created_at) FROM events AS e
-    WHERE e.name = 'conversation.escalated' AND json_extract(e.event, '$.data.id') = conversations.id
-);
+-- One pass over the log, grouped (not one scan of it per conversation).
+UPDATE conversations SET escalated_at = last.at
+FROM (
+    SELECT json_extract(event, '$.data.id') AS id, max(created_at) AS at
+    FROM events WHERE name = 'conversation.escalated' GROUP BY 1
+) AS last
+WHERE conversations.id = last.id;
 UPDATE conversations SET escalated_at = updated_at WHERE state = 'escalated' AND escalated_at IS NULL;
 -- The oldest escalation: the first entry of this index.
 CREATE INDEX conversations_escalated_at ON conversations (escalated_at) WHERE state = 'escalated';

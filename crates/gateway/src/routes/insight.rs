@@ -105,6 +105,9 @@ pub(crate) struct StatsHistory {
     truncated: bool,
 }
 
+/// History answers being built at once in this process; more are answered 429.
+static HISTORY_REQUESTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// A stats topic's value at the end of every minute in which it changed, kept 7 days.
 #[utoipa::path(
     get,
@@ -114,6 +117,7 @@ pub(crate) struct StatsHistory {
     responses(
         (status = 200, description = "The points, oldest first: the last point at or before `since`, then every point after it", body = StatsHistory),
         (status = 400, description = "`topic` or `since` missing, an unknown topic, or `since` not an RFC 3339 time", body = ErrorBody),
+        (status = 429, description = "Too many history requests at once on this instance", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
         Authenticated,
     ),
     security(("bearer" = []))
@@ -146,6 +150,11 @@ pub(crate) async fn history(
         Some(since) => DateTime::parse_from_rfc3339(&since)
             .map_err(|_| ApiError::validation("since: not an RFC 3339 time (e.g. 2026-12-06T00:00:00Z)"))?
             .with_timezone(&Utc),
+    };
+    // An answer can hold up to 8 MiB of payloads (twice, while the body is built): a few at a
+    // time per process keep a burst of far-reaching requests from taking the memory.
+    let Ok(_permit) = HISTORY_REQUESTS.try_acquire() else {
+        return Err(ApiError::too_many_requests("too many history requests at once; try again shortly", 1));
     };
     let history = state.db(async move |s| s.insight.history(&topic, since).await).await?;
     // The payloads are stored as the JSON the topic published: spliced in, not re-parsed.
