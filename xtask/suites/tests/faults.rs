@@ -540,8 +540,11 @@ fn mib(kib: u64) -> f64 {
 ///   small enough for the kernel's socket buffers: no send ever blocks, and what drops it is
 ///   the heartbeat (pings every 25 s, dropped after two unanswered: ~50 s after it connected).
 /// - `assignee-reader` is the assignee of every task, so it also gets a ~4 KB `task:assigned`
-///   per creation (~12 MB in all): more than the kernel buffers hold, so a send blocks, and
-///   the 10 s send timeout drops it within seconds of the changes.
+///   per creation (~12 MB in all): more than the kernel buffers hold. Its socket fills, the
+///   server stops polling its session (nothing more queues for it but the bounded mailbox),
+///   and the kernel drops it 30 s later (`TCP_USER_TIMEOUT`). Before issue 15 a 10 s send
+///   timeout closed it with 1013; ending such a socket sooner is the known gap in
+///   docs/reliability.md.
 ///
 /// Meanwhile the server's RSS must stay bounded and a client that reads must converge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,8 +645,8 @@ async fn clients_that_stop_reading_are_dropped_and_cost_bounded_memory() {
     eprintln!("server log:\n{}", closed_lines.join("\n"));
 
     // The bound. For each slow client the server keeps at most the newest value of each stats
-    // topic, a mailbox of at most 256 personal messages (~1 MB here), 32 frames in the actix-ws
-    // channel and its 32 KiB write buffer — whatever the number of changes; the rest is in the
+    // topic, a mailbox of at most 256 personal messages (~1 MB here) and the HTTP dispatcher's
+    // write buffer — whatever the number of changes; the rest is in the
     // kernel's socket buffers, which RSS does not count. Keeping everything sent to the
     // assignee would cost ~12 MB (3,000 frames of ~4 KB) and grow with the changes. The rest of
     // the growth is the allocator's working set under 32 concurrent requests, already paid by
@@ -689,14 +692,25 @@ async fn clients_that_stop_reading_are_dropped_and_cost_bounded_memory() {
     wait_for_tasks_stats(&mut ws, "healthy client", &mut last, &expected, WAIT).await;
     eprintln!("healthy client: {received} messages, last stats:tasks {last}");
     assert_eq!(server.metric(WS_CONNECTIONS).await.expect("/metrics"), Some(1.0));
-    // On /metrics: both readers that stopped ended, assignee-reader counted as too slow.
+    // On /metrics: both readers that stopped ended. Since the session is the response body
+    // (issue 15), a client whose socket is full is no longer polled, so the kernel ends it
+    // (TCP_USER_TIMEOUT) and it counts as `socket_gone`; `too_slow` when it read again first
+    // and found its mailbox overflowed (docs/reliability.md, the known gap).
     let metrics = server.api().get("/metrics").await.expect("/metrics").text;
     let closed: Vec<&str> =
         metrics.lines().filter(|l| l.starts_with("pulse_connections_closed_total{")).collect();
     let count = |line: &&str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     assert_eq!(closed.iter().map(count).sum::<f64>(), 2.0, "connections counted as ended: {closed:#?}");
-    let too_slow = closed.iter().find(|l| l.contains(r#"transport="ws",reason="too_slow""#)).map(count);
-    assert_eq!(too_slow, Some(1.0), "connections counted as too slow: {closed:#?}");
+    let stalled: f64 = closed
+        .iter()
+        .filter(|l| {
+            l.contains(r#"transport="ws",reason="too_slow""#)
+                || l.contains(r#"transport="ws",reason="socket_gone""#)
+                || l.contains(r#"transport="ws",reason="heartbeat_timeout""#)
+        })
+        .map(count)
+        .sum();
+    assert_eq!(stalled, 2.0, "the readers that stopped were not counted as stalled: {closed:#?}");
 
     assert!(
         !is_established(&stats_state),
