@@ -2,10 +2,16 @@
 //! ticket spent only once the upgrade is valid too), then ws-bridge's session served as the
 //! response body in WebSocket frames.
 //!
-//! No task and no channel per connection: the HTTP dispatcher polls the session whenever the
-//! socket can take more, writes every frame that is ready with one syscall, and drops the
-//! session when the socket goes away. Frames are the hub's shared bytes, framed once for all
-//! clients ([`ws_bridge::Encoding::WebSocket`]); the client's frames are decoded here.
+//! Two ways to carry the session, chosen by how the server was built:
+//! - under [`crate::http_server`], the handler only admits; the upgraded connection then owns
+//!   its socket ([`crate::socket`]): no HTTP dispatcher and none of its buffers remain;
+//! - under any other actix server (an embedding application's `HttpServer`), the session is
+//!   the `101` response's body ([`PushBody`]), polled by the HTTP dispatcher whenever the
+//!   socket can take more.
+//!
+//! Either way there is no task and no channel per connection. Frames are the hub's shared
+//! bytes, framed once for all clients ([`ws_bridge::Encoding::WebSocket`]); the client's
+//! frames are decoded here ([`ClientFrames`]).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -34,20 +40,58 @@ pub(crate) async fn upgrade(
     query: web::Query<RealtimeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let admission = realtime::admit(&req, &state, &query, TransportKind::WebSocket).await?;
-    let handshake = actix_http::ws::handshake(req.head())
+    let mut handshake = actix_http::ws::handshake(req.head())
         .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     let (request, slot) = admission.spend_ticket(&state).await?;
     let request_id =
         req.extensions().get::<crate::access_log::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let span = tracing::info_span!("ws", id = %request_id, user = %request.user.username);
-    let incoming = ClientFrames::new(body.into_inner());
+    if req.extensions().contains::<SocketHandover>() {
+        let accepted = Accepted { hub: state.hub.clone(), config: state.ws.clone(), request, slot, span };
+        let mut response: HttpResponse = handshake.finish().map_into_boxed_body().into();
+        response.extensions_mut().insert(AcceptedCell(std::cell::Cell::new(Some(accepted))));
+        return Ok(response);
+    }
+    let incoming = ClientFrames::new(body.into_inner(), BytesMut::new());
     let outgoing = session(state.hub.clone(), state.ws.clone(), request, incoming);
     let body = PushBody { outgoing: Box::pin(outgoing), span, slot: slot.started() };
-    let mut handshake = handshake;
     let response = handshake.message_body(BodyStream::new(body).boxed()).map_err(|e| {
         ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     })?;
     Ok(response.into())
+}
+
+/// Set on an upgrade request by [`crate::http_server`]: the connection will be handed over
+/// after a `101`, so the handler answers with [`Accepted`] instead of a body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SocketHandover;
+
+/// A session admitted and waiting for its socket (in the `101` response's extensions).
+pub(crate) struct Accepted {
+    pub(crate) hub: ws_bridge::Hub,
+    pub(crate) config: ws_bridge::ConnectionConfig,
+    pub(crate) request: ws_bridge::ConnectionRequest,
+    pub(crate) slot: SlotGuard,
+    pub(crate) span: tracing::Span,
+}
+
+/// Extensions hold `Clone`-free values behind a shared borrow: the cell lets the upgrade
+/// service take the session out.
+pub(crate) struct AcceptedCell(pub(crate) std::cell::Cell<Option<Accepted>>);
+
+/// The bytes of a session's message on a WebSocket; `None` for [`Outgoing::End`].
+pub(crate) fn websocket_bytes(message: &Outgoing) -> Option<Bytes> {
+    Some(match message {
+        Outgoing::Text(frame) => frame.encoded(Encoding::WebSocket),
+        Outgoing::Ping => Bytes::from_static(PING),
+        Outgoing::Pong(payload) => wire::websocket(0xA, payload),
+        Outgoing::Close { code, reason } => {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice(reason.as_bytes());
+            wire::websocket(0x8, &payload)
+        }
+        Outgoing::End(_) => return None,
+    })
 }
 
 /// The session's messages as WebSocket bytes: the response body the dispatcher polls.
@@ -67,19 +111,31 @@ impl<S: Stream<Item = Outgoing>> Stream for PushBody<S> {
         let this = &mut *self;
         let _entered = this.span.enter();
         Poll::Ready(match std::task::ready!(this.outgoing.as_mut().poll_next(cx)) {
-            Some(Outgoing::Text(frame)) => Some(Ok(frame.encoded(Encoding::WebSocket))),
-            Some(Outgoing::Ping) => Some(Ok(Bytes::from_static(PING))),
-            Some(Outgoing::Pong(payload)) => Some(Ok(wire::websocket(0xA, &payload))),
-            Some(Outgoing::Close { code, reason }) => {
-                let mut payload = code.to_be_bytes().to_vec();
-                payload.extend_from_slice(reason.as_bytes());
-                Some(Ok(wire::websocket(0x8, &payload)))
-            }
             Some(Outgoing::End(end)) => {
                 tracing::debug!(?end, "websocket closed");
                 this.slot.ended(end);
                 None
             }
+            Some(message) => websocket_bytes(&message).map(Ok),
+            None => None,
+        })
+    }
+}
+
+/// Where a client's bytes come from: the dispatcher's payload, or the socket itself.
+pub(crate) trait ClientBytes {
+    /// Appends what arrived to `buffer`: `Some(Ok)` when something did, `None` at the end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, buffer: &mut BytesMut) -> Poll<Option<Result<(), String>>>;
+}
+
+impl ClientBytes for actix_http::Payload {
+    fn poll_fill(&mut self, cx: &mut Context<'_>, buffer: &mut BytesMut) -> Poll<Option<Result<(), String>>> {
+        Poll::Ready(match std::task::ready!(Pin::new(self).poll_next(cx)) {
+            Some(Ok(bytes)) => {
+                buffer.extend_from_slice(&bytes);
+                Some(Ok(()))
+            }
+            Some(Err(e)) => Some(Err(e.to_string())),
             None => None,
         })
     }
@@ -87,20 +143,21 @@ impl<S: Stream<Item = Outgoing>> Stream for PushBody<S> {
 
 /// The client's frames, decoded from the upgraded connection's bytes (masked, at most
 /// [`MAX_FRAME_BYTES`] each). Holds no buffer until the client sends something.
-struct ClientFrames {
-    payload: actix_http::Payload,
+pub(crate) struct ClientFrames<B> {
+    source: B,
     buffer: BytesMut,
     codec: Codec,
     ended: bool,
 }
 
-impl ClientFrames {
-    fn new(payload: actix_http::Payload) -> Self {
-        Self { payload, buffer: BytesMut::new(), codec: Codec::new().max_size(MAX_FRAME_BYTES), ended: false }
+impl<B: ClientBytes> ClientFrames<B> {
+    /// Frames from `source`, after those in `received` (bytes read with the handshake).
+    pub(crate) fn new(source: B, received: BytesMut) -> Self {
+        Self { source, buffer: received, codec: Codec::new().max_size(MAX_FRAME_BYTES), ended: false }
     }
 }
 
-impl Stream for ClientFrames {
+impl<B: ClientBytes + Unpin> Stream for ClientFrames<B> {
     type Item = Incoming;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
@@ -127,11 +184,11 @@ impl Stream for ClientFrames {
             if this.ended {
                 return Poll::Ready(None);
             }
-            match std::task::ready!(Pin::new(&mut this.payload).poll_next(cx)) {
-                Some(Ok(bytes)) => this.buffer.extend_from_slice(&bytes),
+            match std::task::ready!(this.source.poll_fill(cx, &mut this.buffer)) {
+                Some(Ok(())) => {}
                 Some(Err(e)) => {
                     this.ended = true;
-                    return Poll::Ready(Some(Incoming::Error(e.to_string())));
+                    return Poll::Ready(Some(Incoming::Error(e)));
                 }
                 None => this.ended = true,
             }

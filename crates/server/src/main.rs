@@ -10,7 +10,7 @@ mod telemetry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, middleware};
+use actix_web::{App, middleware};
 use anyhow::Context;
 use clap::Parser;
 use domain_events::InProcessBus;
@@ -120,26 +120,19 @@ async fn open_database(config: &Config, instance: &Instance) -> anyhow::Result<D
 
 fn serve_http(config: &Config, pulse: &Pulse) -> anyhow::Result<actix_web::dev::Server> {
     let state = pulse.state();
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         let state = state.clone();
         App::new()
             .wrap(middleware::Compress::default())
             .wrap(middleware::from_fn(gateway::access_log))
             .configure(|cfg| gateway::configure(cfg, state))
-    })
-    .on_connect(gateway::limits::tune_socket)
-    // A client that closes its side has left: end the response at once. An event stream
-    // writes nothing for up to 25 s, so without this a vanished SSE client would hold its
-    // connection slot and session until the next write failed.
-    .h1_allow_half_closed(false)
-    .disable_signals()
-    .shutdown_timeout(5)
-    .backlog(4096)
-    .max_connections(50_000);
-    if let Some(workers) = config.workers {
-        server = server.workers(workers);
-    }
-    Ok(server.bind(config.bind_addr).with_context(|| format!("binding {}", config.bind_addr))?.run())
+    };
+    let options = gateway::ServerOptions {
+        bind: config.bind_addr,
+        workers: config.workers,
+        ..gateway::ServerOptions::default()
+    };
+    gateway::http_server(app, &options).with_context(|| format!("binding {}", config.bind_addr))
 }
 
 async fn shutdown_signal() {
