@@ -4,6 +4,12 @@
 //! while a frame is arriving. No HTTP dispatcher — and none of its two 8 KiB buffers — stays
 //! behind an open dashboard.
 //!
+//! Stats and presence values do not even wake the connection: each worker thread has one
+//! [`WorkerFanout`] task that, when the hub's board changes, writes the newer values to every
+//! idle connection of that worker ([`ws_bridge::direct_session`]) — one wake-up per change
+//! and worker, then one `write` per socket, as the kernel's floor does. A connection that is
+//! busy (its session has something to send, or its socket is full) takes them itself later.
+//!
 //! Backpressure is the socket's: while the kernel will not take more, the session is not
 //! polled (stats conflate on the hub's board, personal messages wait in the bounded mailbox)
 //! and nothing more queues here than the one batch the socket refused. A socket that takes
@@ -13,19 +19,21 @@
 //! Architecture invariant: moves bytes; what to send is the session's (ws-bridge) and how
 //! a connection is admitted is [`crate::ws`]'s.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io::{ErrorKind, IoSlice};
 use std::pin::{Pin, pin};
-use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use actix_web::rt::net::TcpStream;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use tracing::Instrument;
-use ws_bridge::{ConnectionEnd, Outgoing, session};
+use ws_bridge::{BoardChanges, ConnectionEnd, DirectFeed, Encoding, Frame, Hub, Outgoing, direct_session};
 
 use crate::ws::{Accepted, ClientBytes, ClientFrames, websocket_bytes};
 
@@ -46,24 +54,185 @@ const READ_CHUNK: usize = 4096;
 pub(crate) async fn serve(io: TcpStream, received: BytesMut, accepted: Accepted) {
     let Accepted { hub, config, request, slot, span } = accepted;
     let mut slot = slot.started();
+    let fanout = WorkerFanout::of(&hub);
     let io = Rc::new(io);
-    let end = {
+    let (end, connection) = {
         let incoming = ClientFrames::new(SocketReader(io.clone()), received);
-        let mut outgoing = pin!(session(hub, config, request, incoming));
-        let mut pump = Pump { outbox: Outbox::default(), stalled: None, end: None };
-        poll_fn(|cx| pump.poll(cx, &io, outgoing.as_mut())).instrument(span.clone()).await
+        let (outgoing, direct) = direct_session(hub, config, request, incoming);
+        let connection = Rc::new(Connection {
+            io,
+            outbox: RefCell::new(Outbox::default()),
+            direct,
+            waker: RefCell::new(None),
+            failed: Cell::new(false),
+            index: Cell::new(usize::MAX),
+        });
+        let _member = fanout.join(connection.clone());
+        let mut outgoing = pin!(outgoing);
+        let mut pump = Pump { stalled: None, end: None };
+        let end = poll_fn(|cx| pump.poll(cx, &connection, outgoing.as_mut())).instrument(span.clone()).await;
+        (end, connection)
     };
     span.in_scope(|| tracing::debug!(?end, "websocket closed"));
     slot.ended(end);
     drop(slot);
     if end.close_frame().is_some() {
-        linger(&io).await;
+        linger(&connection.io).await;
+    }
+}
+
+/// One WebSocket, shared by its own task (the [`Pump`]) and its worker's [`WorkerFanout`].
+struct Connection {
+    /// Shared with the session's reader ([`SocketReader`]).
+    io: Rc<TcpStream>,
+    /// What the socket has not taken yet, in order. Only an empty outbox lets the fan-out
+    /// write directly (order is kept).
+    outbox: RefCell<Outbox>,
+    direct: DirectFeed,
+    /// The connection's task, for the fan-out to wake.
+    waker: RefCell<Option<Waker>>,
+    /// A direct write failed: the socket is gone.
+    failed: Cell<bool>,
+    /// Its place in the worker's list.
+    index: Cell<usize>,
+}
+
+impl Connection {
+    fn wake(&self) {
+        if let Some(waker) = self.waker.borrow().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Writes the board's newer values if the connection is idle; returns how many frames
+    /// it handed on (written or queued).
+    fn deliver(&self, frames: &mut Vec<Frame>, wire: &mut Vec<Bytes>) -> u64 {
+        if self.failed.get() || !self.direct.is_idle() {
+            // Busy: its session takes the newer values before it waits again.
+            return 0;
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        if !outbox.is_empty() {
+            // Its socket is full: the session takes them once the outbox has drained.
+            self.direct.poke();
+            return 0;
+        }
+        frames.clear();
+        if !self.direct.take_newer(frames) {
+            // Shutting down: the session sends the close.
+            self.direct.poke();
+            self.wake();
+            return 0;
+        }
+        if frames.is_empty() {
+            return 0;
+        }
+        wire.clear();
+        wire.extend(frames.iter().map(|frame| frame.encoded(Encoding::WebSocket)));
+        let written = match wire.as_slice() {
+            [one] => self.io.try_write(one),
+            many => {
+                let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+                let count = many.len().min(MAX_BATCH);
+                for (slice, bytes) in slices.iter_mut().zip(many) {
+                    *slice = IoSlice::new(bytes);
+                }
+                self.io.try_write_vectored(&slices[..count])
+            }
+        };
+        let total: usize = wire.iter().map(Bytes::len).sum();
+        match written {
+            Ok(n) if n == total => {}
+            Ok(n) => {
+                outbox.frames.extend(wire.drain(..));
+                outbox.advance(n);
+                self.wake();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                outbox.frames.extend(wire.drain(..));
+                self.wake();
+            }
+            Err(_) => {
+                self.failed.set(true);
+                self.wake();
+            }
+        }
+        frames.len() as u64
+    }
+}
+
+/// The WebSocket connections of one worker thread on one hub, and the task that writes the
+/// board's changes to them.
+struct WorkerFanout {
+    hub: Hub,
+    connections: RefCell<Vec<Rc<Connection>>>,
+}
+
+thread_local! {
+    /// This worker's fan-outs (one per hub; a server has one hub).
+    static FANOUTS: RefCell<Vec<Rc<WorkerFanout>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl WorkerFanout {
+    /// This worker's fan-out for `hub`, started on first use.
+    fn of(hub: &Hub) -> Rc<Self> {
+        FANOUTS.with_borrow_mut(|fanouts| {
+            if let Some(fanout) = fanouts.iter().find(|f| f.hub.is(hub)) {
+                return fanout.clone();
+            }
+            let fanout = Rc::new(WorkerFanout { hub: hub.clone(), connections: RefCell::new(Vec::new()) });
+            actix_web::rt::spawn(fan_out(Rc::downgrade(&fanout), hub.board_changes()));
+            fanouts.push(fanout.clone());
+            fanout
+        })
+    }
+
+    fn join(self: &Rc<Self>, connection: Rc<Connection>) -> Membership {
+        let mut connections = self.connections.borrow_mut();
+        connection.index.set(connections.len());
+        connections.push(connection.clone());
+        Membership { fanout: self.clone(), connection }
+    }
+}
+
+/// A connection's place in its worker's fan-out, given back when it ends.
+struct Membership {
+    fanout: Rc<WorkerFanout>,
+    connection: Rc<Connection>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut connections = self.fanout.connections.borrow_mut();
+        let index = self.connection.index.get();
+        if index < connections.len() && Rc::ptr_eq(&connections[index], &self.connection) {
+            connections.swap_remove(index);
+            if let Some(moved) = connections.get(index) {
+                moved.index.set(index);
+            }
+        }
+    }
+}
+
+/// The worker's fan-out task: on every board change, the newer values to every idle
+/// connection of the worker.
+async fn fan_out(fanout: Weak<WorkerFanout>, mut changes: BoardChanges) {
+    let mut frames = Vec::new();
+    let mut wire = Vec::new();
+    while changes.changed().await {
+        let Some(fanout) = fanout.upgrade() else { return };
+        let mut handed_on = 0;
+        for connection in fanout.connections.borrow().iter() {
+            handed_on += connection.deliver(&mut frames, &mut wire);
+        }
+        fanout.hub.metrics().frames_sent.fetch_add(handed_on, Ordering::Relaxed);
+        frames.clear();
+        wire.clear();
     }
 }
 
 /// The session's frames on their way to the socket.
 struct Pump {
-    outbox: Outbox,
     /// Since the socket last took something while frames waited; `None` when it is not full.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
     /// How the session ended, once it has; its last frames may still be waiting.
@@ -76,18 +245,32 @@ impl Pump {
     fn poll<S: Stream<Item = Outgoing>>(
         &mut self,
         cx: &mut Context<'_>,
-        io: &TcpStream,
+        connection: &Connection,
         mut session: Pin<&mut S>,
     ) -> Poll<ConnectionEnd> {
+        {
+            let mut waker = connection.waker.borrow_mut();
+            match waker.as_ref() {
+                Some(known) if known.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
         loop {
+            if connection.failed.get() {
+                return Poll::Ready(ConnectionEnd::SocketGone);
+            }
             // Only an empty outbox takes more: what the socket refuses waits on the board
             // (conflated) or in the mailbox (bounded), not here.
             let mut session_pending = false;
-            if self.outbox.is_empty() {
-                while self.end.is_none() && self.outbox.frames.len() < MAX_BATCH {
-                    match session.as_mut().poll_next(cx) {
+            if connection.outbox.borrow().is_empty() {
+                while self.end.is_none() && connection.outbox.borrow().frames.len() < MAX_BATCH {
+                    // Not borrowed while the session runs: it may end, which drops nothing
+                    // here, but the fan-out never runs in between (one thread).
+                    let next = session.as_mut().poll_next(cx);
+                    let mut outbox = connection.outbox.borrow_mut();
+                    match next {
                         Poll::Ready(Some(Outgoing::End(end))) => self.end = Some(end),
-                        Poll::Ready(Some(message)) => self.outbox.extend(websocket_bytes(&message)),
+                        Poll::Ready(Some(message)) => outbox.extend(websocket_bytes(&message)),
                         Poll::Ready(None) => self.end = Some(ConnectionEnd::SocketGone),
                         Poll::Pending => {
                             session_pending = true;
@@ -96,12 +279,13 @@ impl Pump {
                     }
                 }
             }
-            match self.outbox.flush(cx, io) {
+            let mut outbox = connection.outbox.borrow_mut();
+            match outbox.flush(cx, &connection.io) {
                 Err(()) => return Poll::Ready(ConnectionEnd::SocketGone),
                 Ok(true) => self.stalled = None,
                 Ok(false) => {}
             }
-            if self.outbox.is_empty() {
+            if outbox.is_empty() {
                 if let Some(end) = self.end {
                     return Poll::Ready(end);
                 }

@@ -95,6 +95,10 @@ impl BoardWriter {
         self.board.send_modify(|board| board.shutdown = true);
     }
 
+    pub(crate) fn changes(&self) -> BoardChanges {
+        BoardChanges { board: self.board.subscribe() }
+    }
+
     pub(crate) fn feed(&self) -> ClientFeed {
         let board = self.board.subscribe();
         let topics = board.borrow().values.len();
@@ -167,26 +171,64 @@ impl ClientFeed {
                 if board.shutdown {
                     return FeedEvent::Shutdown;
                 }
-                for (sent, current) in self.sent.iter_mut().zip(&board.values) {
-                    if let (Some(sent), Some(current)) = (sent.as_mut(), current)
-                        && current.seq > *sent
-                    {
-                        *sent = current.seq;
-                        self.pending.push_back(current.frame.clone());
-                    }
-                }
-                if let Some(sent) = self.presence_sent.as_mut()
-                    && board.presence.0 > *sent
-                {
-                    *sent = board.presence.0;
-                    self.pending.push_back(board.presence.1.clone());
-                }
+                let pending = &mut self.pending;
+                mark_newer(&mut self.sent, &mut self.presence_sent, &board, |frame| pending.push_back(frame));
             }
             if self.pending.is_empty() && self.board.changed().await.is_err() {
                 // The hub is gone: nothing more will come.
                 return FeedEvent::Shutdown;
             }
         }
+    }
+
+    /// Without waiting: appends to `out` the followed values not yet given (only the newest
+    /// of each) and marks them given. `false` once the server is shutting down (nothing is
+    /// appended then).
+    pub fn take_newer(&mut self, out: &mut Vec<Frame>) -> bool {
+        let board = self.board.borrow();
+        if board.shutdown {
+            return false;
+        }
+        out.extend(self.pending.drain(..));
+        mark_newer(&mut self.sent, &mut self.presence_sent, &board, |frame| out.push(frame));
+        true
+    }
+}
+
+/// Hands every followed value newer than the one given to `give`, marking it given.
+fn mark_newer(
+    sent: &mut [Option<u64>],
+    presence_sent: &mut Option<u64>,
+    board: &Board,
+    mut give: impl FnMut(Frame),
+) {
+    for (sent, current) in sent.iter_mut().zip(&board.values) {
+        if let (Some(sent), Some(current)) = (sent.as_mut(), current)
+            && current.seq > *sent
+        {
+            *sent = current.seq;
+            give(current.frame.clone());
+        }
+    }
+    if let Some(sent) = presence_sent.as_mut()
+        && board.presence.0 > *sent
+    {
+        *sent = board.presence.0;
+        give(board.presence.1.clone());
+    }
+}
+
+/// Tells a transport that delivers many feeds itself when the board changed: one waiter for
+/// all of them, instead of one per connection ([`crate::connection::DirectFeed`]).
+#[derive(Debug)]
+pub struct BoardChanges {
+    board: watch::Receiver<Board>,
+}
+
+impl BoardChanges {
+    /// Waits for a change after the last one seen; `false` once the hub is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.board.changed().await.is_ok()
     }
 }
 

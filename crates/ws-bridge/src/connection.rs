@@ -18,6 +18,8 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use domain_events::model::Actor;
@@ -227,12 +229,132 @@ pub fn session<S>(
 where
     S: Stream<Item = Incoming> + Unpin + 'static,
 {
-    let session =
-        Session { hub, config, incoming, pending: VecDeque::new(), state: State::Starting(request) };
+    stream(Session {
+        hub,
+        config,
+        incoming,
+        pending: VecDeque::new(),
+        state: State::Starting(request),
+        direct: None,
+    })
+}
+
+/// A session whose board values (stats and presence) the transport writes itself, for many
+/// connections at once: one wake-up per change and worker instead of one per connection.
+/// Everything else — `connected`, snapshots, replies, personal messages, pings, the close —
+/// still comes from the stream, which the transport must keep polling as for [`session`].
+///
+/// The transport, when the board changes ([`Hub::board_changes`]), for each connection:
+/// if [`DirectFeed::is_idle`] and nothing of the stream's is still unwritten, writes what
+/// [`DirectFeed::take_newer`] gives; otherwise it calls [`DirectFeed::poke`] (and, for an
+/// idle one, wakes the task polling the stream), and the session takes the newer values
+/// itself, after everything it already sent.
+pub fn direct_session<S>(
+    hub: Hub,
+    config: ConnectionConfig,
+    request: ConnectionRequest,
+    incoming: S,
+) -> (impl Stream<Item = Outgoing> + 'static, DirectFeed)
+where
+    S: Stream<Item = Incoming> + Unpin + 'static,
+{
+    let shared = Arc::new(DirectShared {
+        feed: Mutex::new(hub.feed()),
+        idle: AtomicBool::new(false),
+        poked: AtomicBool::new(false),
+    });
+    let session = Session {
+        hub,
+        config,
+        incoming,
+        pending: VecDeque::new(),
+        state: State::Starting(request),
+        direct: Some(shared.clone()),
+    };
+    (stream(session), DirectFeed(shared))
+}
+
+fn stream<S>(session: Session<S>) -> impl Stream<Item = Outgoing> + 'static
+where
+    S: Stream<Item = Incoming> + Unpin + 'static,
+{
     futures_util::stream::unfold(session, |mut session| async move {
         let item = session.next().await?;
         Some((item, session))
     })
+}
+
+/// The board side of a [`direct_session`], for the transport.
+#[derive(Debug, Clone)]
+pub struct DirectFeed(Arc<DirectShared>);
+
+#[derive(Debug)]
+struct DirectShared {
+    feed: Mutex<ClientFeed>,
+    /// The session waits with nothing to send: newer values may be written by the transport.
+    idle: AtomicBool,
+    /// The transport could not write newer values: the session takes them when next polled.
+    poked: AtomicBool,
+}
+
+impl DirectShared {
+    fn feed(&self) -> MutexGuard<'_, ClientFeed> {
+        self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl DirectFeed {
+    /// Whether the session waits with nothing to send: only then may the transport write
+    /// newer values itself (they come after everything the session sent).
+    pub fn is_idle(&self) -> bool {
+        self.0.idle.load(Ordering::Acquire)
+    }
+
+    /// Appends the followed values not yet given (the newest of each) to `out`, marking them
+    /// given; `false` once the server is shutting down (poke the session: it closes).
+    pub fn take_newer(&self, out: &mut Vec<Frame>) -> bool {
+        self.0.feed().take_newer(out)
+    }
+
+    /// Asks the session to take the newer values itself the next time it is polled.
+    pub fn poke(&self) {
+        self.0.poked.store(true, Ordering::Release);
+    }
+}
+
+/// Marks a direct session idle while it waits, and busy again however the wait ends.
+struct IdleWhileWaiting<'a>(&'a DirectShared);
+
+impl<'a> IdleWhileWaiting<'a> {
+    fn new(shared: &'a DirectShared) -> Self {
+        shared.idle.store(true, Ordering::Release);
+        Self(shared)
+    }
+}
+
+impl Drop for IdleWhileWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.idle.store(false, Ordering::Release);
+    }
+}
+
+/// The board's next values for a session that waits on the board itself; never, for a
+/// direct session (the transport delivers them, or pokes).
+async fn next_from_board(feed: &mut Feed) -> FeedEvent {
+    match feed {
+        Feed::Own(feed) => feed.next().await,
+        Feed::Direct(_) => std::future::pending().await,
+    }
+}
+
+/// Ready when the transport poked a direct session. Registers no waker: the transport wakes
+/// the task that polls the session itself.
+async fn poked(direct: Option<&DirectShared>) {
+    std::future::poll_fn(|_| match direct {
+        Some(shared) if shared.poked.swap(false, Ordering::AcqRel) => std::task::Poll::Ready(()),
+        _ => std::task::Poll::Pending,
+    })
+    .await;
 }
 
 /// Where a session is.
@@ -260,6 +382,8 @@ struct Live {
 
 struct Session<S> {
     hub: Hub,
+    /// For a [`direct_session`]: its board side, shared with the transport.
+    direct: Option<Arc<DirectShared>>,
     config: ConnectionConfig,
     incoming: S,
     /// What one step produced and is not yet sent (bounded by one step: a snapshot, a
@@ -314,7 +438,11 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
         let registration = hub.register(&request.user, request.credential.issued_at_ms);
         self.pending
             .push_back(Outgoing::Text(server::connected(&request.user, request.connection_id.as_deref())));
-        let subscriptions = Subscriptions { topics: BTreeSet::new(), feed: hub.feed() };
+        let feed = match &self.direct {
+            Some(shared) => Feed::Direct(shared.clone()),
+            None => Feed::Own(hub.feed()),
+        };
+        let subscriptions = Subscriptions { topics: BTreeSet::new(), feed };
         let interval = self.config.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -338,7 +466,21 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
             pending.extend(frames.into_iter().map(Outgoing::Text));
             return Ok(());
         }
+        let direct = self.direct.as_deref();
         while pending.is_empty() {
+            // A direct session takes what the transport could not write before it waits.
+            let mut newer = Vec::new();
+            if let Some(shared) = direct {
+                shared.poked.store(false, Ordering::Release);
+                if !shared.feed().take_newer(&mut newer) {
+                    return Err(ConnectionEnd::Shutdown);
+                }
+                if !newer.is_empty() {
+                    pending.extend(newer.into_iter().map(Outgoing::Text));
+                    break;
+                }
+            }
+            let _idle = direct.map(IdleWhileWaiting::new);
             // Biased, in this order: an expired token and a close order (4401, 4403, 1013)
             // win over anything still to send — a deactivated user gets nothing more.
             tokio::select! {
@@ -348,10 +490,11 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
                     let frames = live.registration.mailbox().take().map_err(ConnectionEnd::from_closing)?;
                     pending.extend(frames.into_iter().map(Outgoing::Text));
                 }
-                event = live.subscriptions.feed.next() => match event {
+                event = next_from_board(&mut live.subscriptions.feed) => match event {
                     FeedEvent::Frame(frame) => pending.push_back(Outgoing::Text(frame)),
                     FeedEvent::Shutdown => return Err(ConnectionEnd::Shutdown),
                 },
+                () = poked(direct) => {}
                 message = self.incoming.next() => {
                     live.last_heard = Instant::now();
                     // Pongs count too: one answers each ping, so only a client sending them unasked
@@ -403,7 +546,22 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
 /// What a connection follows, and the feed that delivers it.
 struct Subscriptions {
     topics: BTreeSet<Topic>,
-    feed: ClientFeed,
+    feed: Feed,
+}
+
+/// A session's feed: its own, or shared with the transport ([`direct_session`]).
+enum Feed {
+    Own(ClientFeed),
+    Direct(Arc<DirectShared>),
+}
+
+impl Feed {
+    fn with<R>(&mut self, f: impl FnOnce(&mut ClientFeed) -> R) -> R {
+        match self {
+            Feed::Own(feed) => f(feed),
+            Feed::Direct(shared) => f(&mut shared.feed()),
+        }
+    }
 }
 
 impl Subscriptions {
@@ -422,8 +580,8 @@ impl Subscriptions {
         let mut frames = Vec::new();
         for topic in &new {
             match topic {
-                Topic::Value(id) => frames.extend(self.feed.follow(*id)),
-                Topic::Presence => frames.push(self.feed.follow_presence()),
+                Topic::Value(id) => frames.extend(self.feed.with(|f| f.follow(*id))),
+                Topic::Presence => frames.push(self.feed.with(ClientFeed::follow_presence)),
                 Topic::Conversation(_) => {}
             }
         }
@@ -440,8 +598,8 @@ impl Subscriptions {
                 continue;
             }
             match topic {
-                Topic::Value(id) => self.feed.unfollow(*id),
-                Topic::Presence => self.feed.unfollow_presence(),
+                Topic::Value(id) => self.feed.with(|f| f.unfollow(*id)),
+                Topic::Presence => self.feed.with(ClientFeed::unfollow_presence),
                 Topic::Conversation(_) => conversations_changed = true,
             }
         }

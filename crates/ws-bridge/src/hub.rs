@@ -172,6 +172,16 @@ impl Hub {
         self.inner.freshness.wait(topic, limit).await;
     }
 
+    /// Whether `other` is this hub (a clone of it).
+    pub fn is(&self, other: &Hub) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Board changes, for a transport that delivers many connections' feeds at once.
+    pub fn board_changes(&self) -> crate::board::BoardChanges {
+        self.inner.board.changes()
+    }
+
     /// A feed for a new connection, following nothing yet.
     pub fn feed(&self) -> ClientFeed {
         self.inner.board.feed()

@@ -37,10 +37,11 @@ pub mod metrics;
 pub mod protocol;
 pub mod topic;
 
-pub use board::{ClientFeed, FeedEvent};
+pub use board::{BoardChanges, ClientFeed, FeedEvent};
 pub use bridge::{BridgeHandle, BridgeMetrics, MarkStale, start_bridge};
 pub use connection::{
-    ConnectionConfig, ConnectionEnd, ConnectionRequest, Credential, Incoming, Outgoing, session,
+    ConnectionConfig, ConnectionEnd, ConnectionRequest, Credential, DirectFeed, Incoming, Outgoing,
+    direct_session, session,
 };
 pub use hub::{Hub, Registration};
 pub use metrics::HubMetrics;
