@@ -531,3 +531,197 @@ async fn a_close_order_wins_over_a_value_that_became_ready_at_the_same_time() {
         );
     }
 }
+
+/// A direct session against a model of its transport (the worker's fan-out writing the
+/// board's values itself, a socket that takes frames when it likes), in every order proptest
+/// finds: per topic a client never sees a value twice or an older one after a newer, sees
+/// nothing of a topic between its unsubscribe and its next subscribe, and once things settle
+/// holds the board's newest value of every topic it follows.
+mod direct {
+    use std::collections::BTreeMap;
+    use std::task::{Context, Poll};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Publish(usize),
+        FanOut,
+        /// The transport takes at most this many messages before the socket is full.
+        PollSession(usize),
+        SocketTakes,
+        Subscribe(usize),
+        Unsubscribe(usize),
+    }
+
+    const NAMES: [&str; 3] = ["stats:tasks", "stats:approvals", "stats:conversations"];
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0..3_usize).prop_map(Step::Publish),
+            3 => Just(Step::FanOut),
+            3 => (1..4_usize).prop_map(Step::PollSession),
+            3 => Just(Step::SocketTakes),
+            1 => (0..3_usize).prop_map(Step::Subscribe),
+            1 => (0..3_usize).prop_map(Step::Unsubscribe),
+        ]
+    }
+
+    /// The transport: what the session handed over and the socket has not taken, and what
+    /// the client received.
+    struct Model {
+        outbox: Vec<Value>,
+        received: Vec<Value>,
+        /// The board changed since the fan-out last ran (it runs once per change).
+        board_changed: bool,
+    }
+
+    impl Model {
+        fn fan_out(&mut self, direct: &DirectFeed) {
+            if !std::mem::take(&mut self.board_changed) {
+                return;
+            }
+            if !direct.is_idle() {
+                return;
+            }
+            if !self.outbox.is_empty() {
+                direct.poke();
+                return;
+            }
+            let mut frames = Vec::new();
+            assert!(direct.take_newer(&mut frames), "not shutting down");
+            self.received
+                .extend(frames.iter().map(|f| serde_json::from_str::<Value>(f.as_str()).expect("json")));
+        }
+
+        fn poll(&mut self, session: Pin<&mut impl Stream<Item = Outgoing>>, at_most: usize) {
+            let mut session = session;
+            if !self.outbox.is_empty() {
+                return;
+            }
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            while self.outbox.len() < at_most
+                && let Poll::Ready(Some(item)) = session.as_mut().poll_next(&mut cx)
+            {
+                match item {
+                    Outgoing::Text(frame) => {
+                        self.outbox.push(serde_json::from_str(frame.as_str()).expect("json"))
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Checks the client's view message by message; returns the last value per topic.
+    fn check(received: &[Value]) -> BTreeMap<String, (u64, Value)> {
+        let mut following: BTreeMap<String, bool> = NAMES.iter().map(|n| ((*n).to_owned(), true)).collect();
+        // Per topic: the last seq seen, and whether a re-subscription allows it again.
+        let mut last: BTreeMap<String, (u64, Value)> = BTreeMap::new();
+        let mut resubscribed: BTreeMap<String, bool> = BTreeMap::new();
+        for message in received {
+            let kind = message["type"].as_str().expect("type").to_owned();
+            if kind == "subscribed" {
+                let now: Vec<String> = message["payload"]["topics"]
+                    .as_array()
+                    .expect("topics")
+                    .iter()
+                    .map(|t| t.as_str().expect("name").to_owned())
+                    .collect();
+                for name in NAMES {
+                    let follows = now.iter().any(|t| t == name);
+                    if follows && !following[name] {
+                        resubscribed.insert(name.to_owned(), true);
+                    }
+                    following.insert(name.to_owned(), follows);
+                }
+                continue;
+            }
+            if !kind.starts_with("stats:") {
+                continue;
+            }
+            assert!(following[&kind], "{kind} arrived while not followed: {received:#?}");
+            let seq = message["seq"].as_u64().expect("seq");
+            if let Some((previous, _)) = last.get(&kind) {
+                let again = resubscribed.remove(&kind).unwrap_or(false);
+                assert!(
+                    seq > *previous || (again && seq >= *previous),
+                    "{kind}: seq {seq} after {previous}: {received:#?}"
+                );
+            }
+            last.insert(kind, (seq, message["payload"].clone()));
+        }
+        last.retain(|name, _| following[name]);
+        last
+    }
+
+    fn run(steps: Vec<Step>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("rt");
+        runtime.block_on(async move {
+            let hub = primed_hub();
+            let (to_server, incoming) = mpsc::channel(64);
+            let credential = Credential::default();
+            let request = ConnectionRequest {
+                user: person(1, "ana"),
+                topics: hub.topics().defaults(),
+                credential,
+                connection_id: None,
+            };
+            let (session, direct) =
+                direct_session(hub.clone(), ConnectionConfig::default(), request, ReceiverStream(incoming));
+            let mut session = std::pin::pin!(session);
+            let mut model = Model { outbox: Vec::new(), received: Vec::new(), board_changed: false };
+            let mut values = [0_u64; 3];
+            let mut following = [true; 3];
+            for step in steps {
+                match step {
+                    Step::Publish(topic) => {
+                        values[topic] += 1;
+                        hub.publish(TopicId(topic), &n(values[topic]));
+                        model.board_changed = true;
+                    }
+                    Step::FanOut => model.fan_out(&direct),
+                    Step::PollSession(at_most) => model.poll(session.as_mut(), at_most),
+                    Step::SocketTakes => model.received.append(&mut model.outbox),
+                    Step::Subscribe(topic) | Step::Unsubscribe(topic) => {
+                        let kind =
+                            if matches!(step, Step::Subscribe(_)) { "subscribe" } else { "unsubscribe" };
+                        following[topic] = kind == "subscribe";
+                        let text = serde_json::json!({"type": kind, "topics": [NAMES[topic]]}).to_string();
+                        to_server.try_send(Incoming::Text(text)).expect("room");
+                    }
+                }
+            }
+            // Settle: the transport keeps going until nothing moves.
+            for _ in 0..20 {
+                model.poll(session.as_mut(), usize::MAX);
+                model.received.append(&mut model.outbox);
+                model.fan_out(&direct);
+            }
+            let last = check(&model.received);
+            for (topic, name) in NAMES.iter().enumerate() {
+                if following[topic] {
+                    let (_, payload) = last.get(*name).unwrap_or_else(|| panic!("{name} never arrived"));
+                    assert_eq!(payload["pending"], values[topic], "{name} is not the newest value");
+                } else {
+                    assert!(!last.contains_key(*name), "{name} still followed");
+                }
+            }
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #[test]
+        fn a_direct_session_delivers_each_newest_value_once_and_in_order(steps in proptest::collection::vec(step(), 0..60)) {
+            run(steps);
+        }
+    }
+}
