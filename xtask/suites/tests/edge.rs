@@ -248,3 +248,86 @@ async fn a_username_is_limited_from_any_address_and_impossible_names_never_count
     p.admin.create_user("sam", "long-enough", "staff").await.expect("user");
     elsewhere.login("sam", "long-enough").await.expect("another username");
 }
+
+/// Writes `request` on a fresh connection and reads until the server closes it (at most 5 s).
+async fn raw_exchange(addr: &str, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection within 5 s")
+        .expect("read");
+    answer
+}
+
+/// An upgrade request anywhere but `/ws` (`Upgrade: h2c` on a health check, `Upgrade:
+/// websocket` on the API, `CONNECT`) is answered as the route answers any request, then the
+/// connection is closed: taking a socket over is for an admitted `/ws` only.
+#[tokio::test]
+async fn an_upgrade_request_elsewhere_gets_the_routes_answer_and_a_closed_connection() {
+    let p = Pulse::start(TestDatabase::sqlite().expect("SQLite")).await.expect("starting the server");
+    let addr = p.server.base_url().trim_start_matches("http://").to_owned();
+    let health = raw_exchange(
+        &addr,
+        b"GET /healthz HTTP/1.1\r\nHost: pulse\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .await;
+    let health = String::from_utf8_lossy(&health);
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let me = raw_exchange(
+        &addr,
+        b"GET /api/v1/me HTTP/1.1\r\nHost: pulse\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    let me = String::from_utf8_lossy(&me);
+    assert!(me.starts_with("HTTP/1.1 401"), "{me}");
+    assert!(me.to_ascii_lowercase().contains("connection: close"), "{me}");
+    assert!(me.contains("\"error\""), "a JSON error body: {me}");
+    let connect = raw_exchange(&addr, b"CONNECT pulse:443 HTTP/1.1\r\nHost: pulse:443\r\n\r\n").await;
+    let connect = String::from_utf8_lossy(&connect);
+    assert!(connect.starts_with("HTTP/1.1 4"), "{connect}");
+}
+
+/// A client may send its first frame in the same packet as its handshake: the server reads
+/// it from what arrived with the handshake, and answers it after the snapshot.
+#[tokio::test]
+async fn a_frame_sent_with_the_handshake_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = Pulse::start(TestDatabase::sqlite().expect("SQLite")).await.expect("starting the server");
+    let addr = p.server.base_url().trim_start_matches("http://").to_owned();
+    let token = p.admin.token().expect("token");
+    let mut request = format!(
+        "GET /ws?token={token} HTTP/1.1\r\nHost: pulse\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .into_bytes();
+    // A masked text frame: {"type":"ping"}.
+    let payload = br#"{"type":"ping"}"#;
+    let mask = [0x1f, 0x2e, 0x3d, 0x4c];
+    request.extend_from_slice(&[0x81, 0x80 | u8::try_from(payload.len()).expect("short")]);
+    request.extend_from_slice(&mask);
+    request.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    socket.write_all(&request).await.expect("write");
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if text.contains(r#"{"type":"pong"}"#) {
+            assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+            let connected = text.find(r#""type":"connected""#).expect("connected");
+            let pong = text.find(r#"{"type":"pong"}"#).expect("pong");
+            assert!(connected < pong, "connected first: {text}");
+            break;
+        }
+        let mut chunk = [0_u8; 4096];
+        let n = tokio::time::timeout_at(deadline, socket.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no pong within 10 s; received: {text}"))
+            .expect("read");
+        assert!(n > 0, "closed before the pong; received: {text}");
+        received.extend_from_slice(&chunk[..n]);
+    }
+}
