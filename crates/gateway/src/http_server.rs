@@ -7,6 +7,11 @@
 //! carrying an admitted session takes the socket, any other answer is written as it is and
 //! the connection closed.
 //!
+//! The app's configuration is `AppConfig::default()` (host `localhost:8080`): actix-web
+//! offers no public way to build the one `HttpServer` builds from the bound address, and it
+//! only matters for a request without a `Host` header and for `url_for`, neither of which
+//! Pulse uses.
+//!
 //! Architecture invariant: wiring only — no route, no check, no protocol.
 
 use std::any::Any;
@@ -22,7 +27,7 @@ use actix_web::dev::{
     AppConfig, Server, Service, ServiceFactory, ServiceRequest, ServiceResponse, fn_factory, fn_service,
 };
 use actix_web::rt::net::TcpStream;
-use actix_web::{App, HttpMessage};
+use actix_web::{App, HttpMessage, ResponseError};
 use bytes::BytesMut;
 use futures_util::SinkExt;
 
@@ -127,12 +132,28 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 }
 
 /// An upgrade request: through the app, then either the socket goes to the admitted
-/// session or the answer is written and the connection closed.
+/// session or the answer is written and the connection closed. A failure here is the
+/// client's connection going away, not the server's: it is logged at debug level only.
 async fn upgraded<S, B>(
     app: Rc<S>,
     req: Request,
-    mut framed: Framed<TcpStream, h1::Codec>,
+    framed: Framed<TcpStream, h1::Codec>,
 ) -> Result<(), actix_web::Error>
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    if let Err(error) = answer_upgrade(app, req, framed).await {
+        tracing::debug!(%error, "an upgrade request's connection failed");
+    }
+    Ok(())
+}
+
+async fn answer_upgrade<S, B>(
+    app: Rc<S>,
+    req: Request,
+    mut framed: Framed<TcpStream, h1::Codec>,
+) -> io::Result<()>
 where
     S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody + 'static,
@@ -145,30 +166,39 @@ where
         Err(error) => error.into(),
     };
     let accepted = response.extensions().get::<AcceptedCell>().and_then(|cell| cell.0.take());
-    let (mut head, body) = response.into_parts();
-    if accepted.is_none() {
-        head.head_mut().set_connection_type(ConnectionType::Close);
+    if let Some(accepted) = accepted {
+        let (head, _) = response.into_parts();
+        framed.send(h1::Message::Item((head, BodySize::None))).await?;
+        // The dispatcher's two 8 KiB buffers are dropped here; what the client sent after
+        // its handshake is kept in a buffer of its own size.
+        let FramedParts { io, read_buf, .. } = framed.into_parts();
+        let received = if read_buf.is_empty() { BytesMut::new() } else { BytesMut::from(&read_buf[..]) };
+        drop(read_buf);
+        crate::socket::serve(io, received, accepted).await;
+        return Ok(());
     }
+    // Anything else is answered once, then the connection closes. Not a stream (`/sse` asked
+    // with upgrade headers): nothing would notice the client leaving while it lasts.
+    let response = if response.body().size() == BodySize::Stream {
+        drop(response);
+        crate::error::ApiError::bad_request("an upgrade request gets no stream: ask without `Upgrade`")
+            .error_response()
+            .into()
+    } else {
+        response
+    };
+    let (mut head, body) = response.into_parts();
+    head.head_mut().set_connection_type(ConnectionType::Close);
     let size = body.size();
     framed.send(h1::Message::Item((head, size))).await?;
-    match accepted {
-        Some(accepted) => {
-            // The dispatcher's two 8 KiB buffers are dropped here; what the client sent after
-            // its handshake is kept in a buffer of its own size.
-            let FramedParts { io, read_buf, .. } = framed.into_parts();
-            let received = if read_buf.is_empty() { BytesMut::new() } else { BytesMut::from(&read_buf[..]) };
-            drop(read_buf);
-            crate::socket::serve(io, received, accepted).await;
+    if size != BodySize::None {
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+            framed
+                .send(h1::Message::Chunk(Some(chunk.map_err(|e| io::Error::other(e.to_string()))?)))
+                .await?;
         }
-        None if size != BodySize::None => {
-            let mut body = std::pin::pin!(body);
-            while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-                let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
-                framed.send(h1::Message::Chunk(Some(chunk))).await?;
-            }
-            framed.send(h1::Message::Chunk(None)).await?;
-        }
-        None => {}
+        framed.send(h1::Message::Chunk(None)).await?;
     }
     Ok(())
 }

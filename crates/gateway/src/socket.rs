@@ -106,9 +106,10 @@ impl Connection {
 
     /// Writes the board's newer values if the connection is idle; returns how many frames
     /// it handed on (written or queued).
-    fn deliver(&self, frames: &mut Vec<Frame>, wire: &mut Vec<Bytes>) -> u64 {
-        if self.failed.get() || !self.direct.is_idle() {
-            // Busy: its session takes the newer values before it waits again.
+    fn deliver(&self, now: tokio::time::Instant, frames: &mut Vec<Frame>, wire: &mut Vec<Bytes>) -> u64 {
+        if self.failed.get() || !self.direct.may_write(now) {
+            // Busy: its session takes the newer values before it waits again. Or closing:
+            // its session is about to send the close, and nothing goes before it.
             return 0;
         }
         let mut outbox = self.outbox.borrow_mut();
@@ -155,6 +156,7 @@ impl Connection {
             Err(_) => {
                 self.failed.set(true);
                 self.wake();
+                return 0;
             }
         }
         frames.len() as u64
@@ -211,6 +213,10 @@ impl Drop for Membership {
                 moved.index.set(index);
             }
         }
+        if connections.is_empty() {
+            // The last one here: the fan-out (its task, its hold on the hub) goes too.
+            FANOUTS.with_borrow_mut(|fanouts| fanouts.retain(|f| !Rc::ptr_eq(f, &self.fanout)));
+        }
     }
 }
 
@@ -221,13 +227,19 @@ async fn fan_out(fanout: Weak<WorkerFanout>, mut changes: BoardChanges) {
     let mut wire = Vec::new();
     while changes.changed().await {
         let Some(fanout) = fanout.upgrade() else { return };
+        let now = tokio::time::Instant::now();
         let mut handed_on = 0;
         for connection in fanout.connections.borrow().iter() {
-            handed_on += connection.deliver(&mut frames, &mut wire);
+            handed_on += connection.deliver(now, &mut frames, &mut wire);
         }
         fanout.hub.metrics().frames_sent.fetch_add(handed_on, Ordering::Relaxed);
         frames.clear();
         wire.clear();
+        drop(fanout);
+        // A pass over thousands of sockets takes milliseconds, and `changed` hardly spends
+        // the task's budget: let the worker's requests, handshakes and close orders run
+        // between passes (the board keeps only the newest values, so nothing is lost).
+        tokio::task::yield_now().await;
     }
 }
 

@@ -19,7 +19,7 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use domain_events::model::Actor;
@@ -245,7 +245,7 @@ where
 /// still comes from the stream, which the transport must keep polling as for [`session`].
 ///
 /// The transport, when the board changes ([`Hub::board_changes`]), for each connection:
-/// if [`DirectFeed::is_idle`] and nothing of the stream's is still unwritten, writes what
+/// if [`DirectFeed::may_write`] and nothing of the stream's is still unwritten, writes what
 /// [`DirectFeed::take_newer`] gives; otherwise it calls [`DirectFeed::poke`] (and, for an
 /// idle one, wakes the task polling the stream), and the session takes the newer values
 /// itself, after everything it already sent.
@@ -262,6 +262,8 @@ where
         feed: Mutex::new(hub.feed()),
         idle: AtomicBool::new(false),
         poked: AtomicBool::new(false),
+        mailbox: OnceLock::new(),
+        expires_at: deadline(request.credential.expires_at),
     });
     let session = Session {
         hub,
@@ -295,6 +297,11 @@ struct DirectShared {
     idle: AtomicBool,
     /// The transport could not write newer values: the session takes them when next polled.
     poked: AtomicBool,
+    /// The session's mailbox once registered: a close order in it stops direct writes at
+    /// once, before the session has run to send the close.
+    mailbox: OnceLock<Arc<crate::mailbox::Mailbox>>,
+    /// When the credential expires: from then on, nothing but the close (4401).
+    expires_at: Instant,
 }
 
 impl DirectShared {
@@ -304,10 +311,14 @@ impl DirectShared {
 }
 
 impl DirectFeed {
-    /// Whether the session waits with nothing to send: only then may the transport write
-    /// newer values itself (they come after everything the session sent).
-    pub fn is_idle(&self) -> bool {
+    /// Whether the transport may write newer values itself at `now`: the session waits with
+    /// nothing to send (so they come after everything it sent), and no close is due — a
+    /// close order or an expired credential wins over any value, as in the session itself.
+    /// When it may not, the session's own wait has what it needs to run.
+    pub fn may_write(&self, now: Instant) -> bool {
         self.0.idle.load(Ordering::Acquire)
+            && now < self.0.expires_at
+            && !self.0.mailbox.get().is_some_and(|mailbox| mailbox.is_closing())
     }
 
     /// Appends the followed values not yet given (the newest of each) to `out`, marking them
@@ -436,6 +447,9 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
     fn start(&mut self, request: ConnectionRequest) -> Live {
         let hub = &self.hub;
         let registration = hub.register(&request.user, request.credential.issued_at_ms);
+        if let Some(shared) = &self.direct {
+            let _ = shared.mailbox.set(registration.mailbox_handle());
+        }
         self.pending
             .push_back(Outgoing::Text(server::connected(&request.user, request.connection_id.as_deref())));
         let feed = match &self.direct {

@@ -278,6 +278,11 @@ impl Registration {
         &self.mailbox
     }
 
+    /// The mailbox, shared (a transport checks it for a close order).
+    pub(crate) fn mailbox_handle(&self) -> Arc<Mailbox> {
+        self.mailbox.clone()
+    }
+
     /// Records what the user is looking at (presence).
     pub fn viewing(&self, path: String) {
         if self.hub.directory().set_viewing(self.user.user_id, path) {

@@ -83,6 +83,12 @@ impl Mailbox {
         }
     }
 
+    /// Whether the connection is to close (an order, or an overflow): nothing more may be
+    /// written to it but the close.
+    pub fn is_closing(&self) -> bool {
+        self.close_code.load(Ordering::SeqCst) != 0 || self.overflowed.load(Ordering::Relaxed)
+    }
+
     /// Waits until something is waiting (or the connection must close). Cancel-safe.
     pub async fn ready(&self) {
         self.ready.notified().await;

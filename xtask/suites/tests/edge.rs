@@ -264,7 +264,8 @@ async fn raw_exchange(addr: &str, request: &[u8]) -> Vec<u8> {
 
 /// An upgrade request anywhere but `/ws` (`Upgrade: h2c` on a health check, `Upgrade:
 /// websocket` on the API, `CONNECT`) is answered as the route answers any request, then the
-/// connection is closed: taking a socket over is for an admitted `/ws` only.
+/// connection is closed: taking a socket over is for an admitted `/ws` only. An answer that
+/// would be a stream (`/sse`) is refused instead.
 #[tokio::test]
 async fn an_upgrade_request_elsewhere_gets_the_routes_answer_and_a_closed_connection() {
     let p = Pulse::start(TestDatabase::sqlite().expect("SQLite")).await.expect("starting the server");
@@ -285,6 +286,20 @@ async fn an_upgrade_request_elsewhere_gets_the_routes_answer_and_a_closed_connec
     assert!(me.starts_with("HTTP/1.1 401"), "{me}");
     assert!(me.to_ascii_lowercase().contains("connection: close"), "{me}");
     assert!(me.contains("\"error\""), "a JSON error body: {me}");
+    // An event stream asked with upgrade headers would not notice its client leaving.
+    let token = p.admin.token().expect("token");
+    let sse = raw_exchange(
+        &addr,
+        format!(
+            "GET /sse?token={token} HTTP/1.1\r\nHost: pulse\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let sse = String::from_utf8_lossy(&sse);
+    assert!(sse.starts_with("HTTP/1.1 400"), "{sse}");
+    assert!(sse.contains("no stream"), "{sse}");
     let connect = raw_exchange(&addr, b"CONNECT pulse:443 HTTP/1.1\r\nHost: pulse:443\r\n\r\n").await;
     let connect = String::from_utf8_lossy(&connect);
     assert!(connect.starts_with("HTTP/1.1 4"), "{connect}");

@@ -554,6 +554,8 @@ mod direct {
         SocketTakes,
         Subscribe(usize),
         Unsubscribe(usize),
+        /// The user is deactivated: a close order in the mailbox.
+        Deactivate,
     }
 
     const NAMES: [&str; 3] = ["stats:tasks", "stats:approvals", "stats:conversations"];
@@ -566,6 +568,7 @@ mod direct {
             3 => Just(Step::SocketTakes),
             1 => (0..3_usize).prop_map(Step::Subscribe),
             1 => (0..3_usize).prop_map(Step::Unsubscribe),
+            1 => Just(Step::Deactivate),
         ]
     }
 
@@ -576,6 +579,10 @@ mod direct {
         received: Vec<Value>,
         /// The board changed since the fan-out last ran (it runs once per change).
         board_changed: bool,
+        /// A close order was given: the fan-out must write nothing more.
+        close_ordered: bool,
+        /// The session ended.
+        ended: bool,
     }
 
     impl Model {
@@ -583,7 +590,7 @@ mod direct {
             if !std::mem::take(&mut self.board_changed) {
                 return;
             }
-            if !direct.is_idle() {
+            if !direct.may_write(tokio::time::Instant::now()) {
                 return;
             }
             if !self.outbox.is_empty() {
@@ -592,24 +599,33 @@ mod direct {
             }
             let mut frames = Vec::new();
             assert!(direct.take_newer(&mut frames), "not shutting down");
+            assert!(
+                !(self.close_ordered && !frames.is_empty()),
+                "the fan-out wrote after a close order: {frames:?}"
+            );
             self.received
                 .extend(frames.iter().map(|f| serde_json::from_str::<Value>(f.as_str()).expect("json")));
         }
 
         fn poll(&mut self, session: Pin<&mut impl Stream<Item = Outgoing>>, at_most: usize) {
             let mut session = session;
-            if !self.outbox.is_empty() {
+            if self.ended || !self.outbox.is_empty() {
                 return;
             }
             let waker = futures_util::task::noop_waker();
             let mut cx = Context::from_waker(&waker);
-            while self.outbox.len() < at_most
+            while !self.ended
+                && self.outbox.len() < at_most
                 && let Poll::Ready(Some(item)) = session.as_mut().poll_next(&mut cx)
             {
                 match item {
                     Outgoing::Text(frame) => {
                         self.outbox.push(serde_json::from_str(frame.as_str()).expect("json"))
                     }
+                    Outgoing::Close { code, .. } => {
+                        self.outbox.push(serde_json::json!({"type": "close", "code": code}))
+                    }
+                    Outgoing::End(_) => self.ended = true,
                     other => panic!("unexpected {other:?}"),
                 }
             }
@@ -677,7 +693,13 @@ mod direct {
             let (session, direct) =
                 direct_session(hub.clone(), ConnectionConfig::default(), request, ReceiverStream(incoming));
             let mut session = std::pin::pin!(session);
-            let mut model = Model { outbox: Vec::new(), received: Vec::new(), board_changed: false };
+            let mut model = Model {
+                outbox: Vec::new(),
+                received: Vec::new(),
+                board_changed: false,
+                close_ordered: false,
+                ended: false,
+            };
             let mut values = [0_u64; 3];
             let mut following = [true; 3];
             for step in steps {
@@ -690,12 +712,17 @@ mod direct {
                     Step::FanOut => model.fan_out(&direct),
                     Step::PollSession(at_most) => model.poll(session.as_mut(), at_most),
                     Step::SocketTakes => model.received.append(&mut model.outbox),
+                    Step::Deactivate => {
+                        hub.user_updated(&user_update(1, false, 0));
+                        model.close_ordered = true;
+                    }
                     Step::Subscribe(topic) | Step::Unsubscribe(topic) => {
                         let kind =
                             if matches!(step, Step::Subscribe(_)) { "subscribe" } else { "unsubscribe" };
                         following[topic] = kind == "subscribe";
                         let text = serde_json::json!({"type": kind, "topics": [NAMES[topic]]}).to_string();
-                        to_server.try_send(Incoming::Text(text)).expect("room");
+                        // Once the session has ended, nobody reads what the client sends.
+                        let _ = to_server.try_send(Incoming::Text(text));
                     }
                 }
             }
@@ -704,6 +731,17 @@ mod direct {
                 model.poll(session.as_mut(), usize::MAX);
                 model.received.append(&mut model.outbox);
                 model.fan_out(&direct);
+            }
+            if model.close_ordered {
+                // Whatever was queued before the order, then the close, and nothing after it.
+                let close = model.received.iter().position(|m| m["type"] == "close");
+                let close =
+                    close.unwrap_or_else(|| panic!("no close after the deactivation: {:#?}", model.received));
+                assert_eq!(model.received[close]["code"], 4403);
+                assert_eq!(close, model.received.len() - 1, "nothing after the close: {:#?}", model.received);
+                assert!(model.ended, "the session ended");
+                check(&model.received);
+                return;
             }
             let last = check(&model.received);
             for (topic, name) in NAMES.iter().enumerate() {
@@ -715,6 +753,37 @@ mod direct {
                 }
             }
         });
+    }
+
+    /// An expired credential stops direct writes at once: the session's timer, not a value,
+    /// has the next word (4401).
+    #[tokio::test(start_paused = true)]
+    async fn a_direct_session_takes_no_value_once_its_credential_has_expired() {
+        let hub = primed_hub();
+        let (_to_server, incoming) = mpsc::channel(4);
+        let credential =
+            Credential { expires_at: Some(SystemTime::now() + Duration::from_secs(10)), issued_at_ms: None };
+        let request = ConnectionRequest {
+            user: person(1, "ana"),
+            topics: hub.topics().defaults(),
+            credential,
+            connection_id: None,
+        };
+        let (session, direct) =
+            direct_session(hub.clone(), ConnectionConfig::default(), request, ReceiverStream(incoming));
+        let mut model = Model {
+            outbox: Vec::new(),
+            received: Vec::new(),
+            board_changed: false,
+            close_ordered: false,
+            ended: false,
+        };
+        let mut session = std::pin::pin!(session);
+        model.poll(session.as_mut(), usize::MAX);
+        assert_eq!(model.outbox.len(), 4, "connected and the snapshot: {:?}", model.outbox);
+        let now = tokio::time::Instant::now();
+        assert!(direct.may_write(now), "idle, credential valid");
+        assert!(!direct.may_write(now + Duration::from_secs(11)), "the credential has expired by then");
     }
 
     proptest! {
