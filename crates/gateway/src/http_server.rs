@@ -61,13 +61,14 @@ impl Default for ServerOptions {
 }
 
 /// Binds and builds the server for the app `app` makes (once per worker, twice: one for
-/// plain requests, one for upgrades). Signals are left to the caller; the returned server
-/// runs once awaited or spawned.
+/// plain requests, one for upgrades), and says where it listens (a port 0 is chosen by the
+/// system). Signals are left to the caller; the returned server runs once awaited or
+/// spawned.
 ///
 /// Every accepted socket is tuned ([`crate::limits::tune_socket`]); a client that closes its
 /// side has left (no half-closed connections: an event stream writes nothing for up to 25 s,
 /// and a vanished client would otherwise hold its slot until then).
-pub fn http_server<F, T, B>(app: F, options: &ServerOptions) -> io::Result<Server>
+pub fn http_server<F, T, B>(app: F, options: &ServerOptions) -> io::Result<(Server, SocketAddr)>
 where
     F: Fn() -> App<T> + Send + Clone + 'static,
     T: ServiceFactory<
@@ -118,7 +119,7 @@ where
             .finish(actix_service::map_config(app().into_factory(), |()| AppConfig::default()))
             .tcp()
     })?;
-    Ok(builder.run())
+    Ok((builder.run(), addr))
 }
 
 /// A listening socket as `HttpServer` makes one: address reuse, the given backlog.

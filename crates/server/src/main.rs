@@ -132,7 +132,9 @@ fn serve_http(config: &Config, pulse: &Pulse) -> anyhow::Result<actix_web::dev::
         workers: config.workers,
         ..gateway::ServerOptions::default()
     };
-    gateway::http_server(app, &options).with_context(|| format!("binding {}", config.bind_addr))
+    let (server, _) =
+        gateway::http_server(app, &options).with_context(|| format!("binding {}", config.bind_addr))?;
+    Ok(server)
 }
 
 async fn shutdown_signal() {
