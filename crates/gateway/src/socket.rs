@@ -14,7 +14,8 @@
 //! polled (stats conflate on the hub's board, personal messages wait in the bounded mailbox)
 //! and nothing more queues here than the one batch the socket refused. A socket that takes
 //! nothing for [`STALLED_WRITE_TIMEOUT`] is closed and counted as too slow, so a close
-//! ordered for it (deactivation, expiry, shutdown) waits at most that long.
+//! ordered for a client that reads nothing (deactivation, expiry, shutdown) waits at most
+//! that long; one that reads slowly gets what was queued before the close, then the close.
 //!
 //! Architecture invariant: moves bytes; what to send is the session's (ws-bridge) and how
 //! a connection is admitted is [`crate::ws`]'s.
@@ -168,6 +169,14 @@ impl Connection {
 struct WorkerFanout {
     hub: Hub,
     connections: RefCell<Vec<Rc<Connection>>>,
+    /// Ends the task once the fan-out is gone (its worker's last connection left).
+    retired: Rc<tokio::sync::Notify>,
+}
+
+impl Drop for WorkerFanout {
+    fn drop(&mut self) {
+        self.retired.notify_one();
+    }
 }
 
 thread_local! {
@@ -182,8 +191,15 @@ impl WorkerFanout {
             if let Some(fanout) = fanouts.iter().find(|f| f.hub.is(hub)) {
                 return fanout.clone();
             }
-            let fanout = Rc::new(WorkerFanout { hub: hub.clone(), connections: RefCell::new(Vec::new()) });
-            actix_web::rt::spawn(fan_out(Rc::downgrade(&fanout), hub.board_changes()));
+            let retired = Rc::new(tokio::sync::Notify::new());
+            let fanout = Rc::new(WorkerFanout {
+                hub: hub.clone(),
+                connections: RefCell::new(Vec::new()),
+                retired: retired.clone(),
+            });
+            // Changes are watched from now on, before any connection of this fan-out
+            // registers: none can fall between its snapshot and the first pass.
+            actix_web::rt::spawn(fan_out(Rc::downgrade(&fanout), hub.clone(), hub.board_changes(), retired));
             fanouts.push(fanout.clone());
             fanout
         })
@@ -220,26 +236,40 @@ impl Drop for Membership {
     }
 }
 
+/// Connections written between two yields of a pass.
+const PASS_CHUNK: usize = 256;
+
 /// The worker's fan-out task: on every board change, the newer values to every idle
 /// connection of the worker.
-async fn fan_out(fanout: Weak<WorkerFanout>, mut changes: BoardChanges) {
+async fn fan_out(
+    fanout: Weak<WorkerFanout>,
+    hub: Hub,
+    mut changes: BoardChanges,
+    retired: Rc<tokio::sync::Notify>,
+) {
     let mut frames = Vec::new();
     let mut wire = Vec::new();
-    while changes.changed().await {
-        let Some(fanout) = fanout.upgrade() else { return };
-        let now = tokio::time::Instant::now();
-        let mut handed_on = 0;
-        for connection in fanout.connections.borrow().iter() {
-            handed_on += connection.deliver(now, &mut frames, &mut wire);
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if !changed { return },
+            () = retired.notified() => return,
         }
-        fanout.hub.metrics().frames_sent.fetch_add(handed_on, Ordering::Relaxed);
+        // This pass's connections. One that leaves during the pass is skipped (its session is
+        // gone, so it may not be written); one that joins takes the newest values itself.
+        let Some(connections) = fanout.upgrade().map(|f| f.connections.borrow().clone()) else { return };
+        let mut handed_on = 0;
+        // A pass over thousands of sockets takes milliseconds: the worker's requests,
+        // handshakes and close orders run between chunks.
+        for chunk in connections.chunks(PASS_CHUNK) {
+            let now = tokio::time::Instant::now();
+            for connection in chunk {
+                handed_on += connection.deliver(now, &mut frames, &mut wire);
+            }
+            tokio::task::yield_now().await;
+        }
+        hub.metrics().frames_sent.fetch_add(handed_on, Ordering::Relaxed);
         frames.clear();
         wire.clear();
-        drop(fanout);
-        // A pass over thousands of sockets takes milliseconds, and `changed` hardly spends
-        // the task's budget: let the worker's requests, handshakes and close orders run
-        // between passes (the board keeps only the newest values, so nothing is lost).
-        tokio::task::yield_now().await;
     }
 }
 

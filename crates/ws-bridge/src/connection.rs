@@ -475,16 +475,25 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
     async fn live_step(&mut self, live: &mut Live) -> Result<(), ConnectionEnd> {
         let hub = &self.hub;
         let pending = &mut self.pending;
-        if let Some(topics) = live.initial_topics.take() {
+        // A connection closed as it registers (its user was deactivated a moment ago) gets
+        // no snapshot: the wait below sends the close.
+        if let Some(topics) = live.initial_topics.take()
+            && !live.registration.mailbox().is_closing()
+        {
             let frames = live.subscriptions.add(&topics, &live.registration, hub).await;
             pending.extend(frames.into_iter().map(Outgoing::Text));
             return Ok(());
         }
         let direct = self.direct.as_deref();
         while pending.is_empty() {
-            // A direct session takes what the transport could not write before it waits.
+            // A direct session takes what the transport could not write before it waits —
+            // unless a close is due: then the wait below sends it, and nothing before it.
             let mut newer = Vec::new();
-            if let Some(shared) = direct {
+            let closing =
+                || live.registration.mailbox().is_closing() || Instant::now() >= live.expiry.deadline();
+            if let Some(shared) = direct
+                && !closing()
+            {
                 shared.poked.store(false, Ordering::Release);
                 if !shared.feed().take_newer(&mut newer) {
                     return Err(ConnectionEnd::Shutdown);

@@ -701,6 +701,8 @@ mod direct {
                 ended: false,
             };
             let mut values = [0_u64; 3];
+            // Each topic's newest value when the user was deactivated: nothing newer may follow.
+            let mut newest_at_close: Option<[u64; 3]> = None;
             let mut following = [true; 3];
             for step in steps {
                 match step {
@@ -713,6 +715,9 @@ mod direct {
                     Step::PollSession(at_most) => model.poll(session.as_mut(), at_most),
                     Step::SocketTakes => model.received.append(&mut model.outbox),
                     Step::Deactivate => {
+                        if !model.close_ordered {
+                            newest_at_close = Some(values);
+                        }
                         hub.user_updated(&user_update(1, false, 0));
                         model.close_ordered = true;
                     }
@@ -741,6 +746,19 @@ mod direct {
                 assert_eq!(close, model.received.len() - 1, "nothing after the close: {:#?}", model.received);
                 assert!(model.ended, "the session ended");
                 check(&model.received);
+                let newest = newest_at_close.expect("recorded");
+                for message in &model.received {
+                    if let Some(topic) = NAMES.iter().position(|n| message["type"] == *n) {
+                        let value = message["payload"]["pending"].as_u64().expect("a value");
+                        assert!(
+                            value <= newest[topic],
+                            "{} {value} was published after the deactivation (then {}), yet sent: {:#?}",
+                            NAMES[topic],
+                            newest[topic],
+                            model.received
+                        );
+                    }
+                }
                 return;
             }
             let last = check(&model.received);
