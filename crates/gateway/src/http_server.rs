@@ -191,15 +191,17 @@ where
     let (mut head, body) = response.into_parts();
     head.head_mut().set_connection_type(ConnectionType::Close);
     let size = body.size();
-    framed.send(h1::Message::Item((head, size))).await?;
+    // Head and body queued, then written together: a client that reads the answer to its
+    // refused upgrade in one read (as WebSocket clients do) gets the whole error.
+    framed.feed(h1::Message::Item((head, size))).await?;
     if size != BodySize::None {
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-            framed
-                .send(h1::Message::Chunk(Some(chunk.map_err(|e| io::Error::other(e.to_string()))?)))
-                .await?;
+            let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
+            framed.feed(h1::Message::Chunk(Some(chunk))).await?;
         }
-        framed.send(h1::Message::Chunk(None)).await?;
+        framed.feed(h1::Message::Chunk(None)).await?;
     }
+    framed.flush().await?;
     Ok(())
 }
