@@ -31,7 +31,7 @@ use actix_web::{App, HttpMessage, ResponseError};
 use bytes::BytesMut;
 use futures_util::SinkExt;
 
-use crate::ws::{AcceptedCell, SocketHandover};
+use crate::ws::{Accepted, SocketHandover};
 
 /// How the server listens.
 #[derive(Debug, Clone)]
@@ -162,11 +162,11 @@ where
     req.extensions_mut().insert(SocketHandover);
     // Boxed: the app's future is large and done with once answered, and whatever this future
     // holds stays with the connection for as long as it is open.
-    let response: Response<BoxBody> = match Box::pin(app.call(req)).await {
+    let mut response: Response<BoxBody> = match Box::pin(app.call(req)).await {
         Ok(response) => response.map_into_boxed_body().into(),
         Err(error) => error.into(),
     };
-    let accepted = response.extensions().get::<AcceptedCell>().and_then(|cell| cell.0.take());
+    let accepted = response.extensions_mut().remove::<Accepted>();
     if let Some(accepted) = accepted {
         let (head, _) = response.into_parts();
         framed.send(h1::Message::Item((head, BodySize::None))).await?;

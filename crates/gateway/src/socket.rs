@@ -131,17 +131,7 @@ impl Connection {
         }
         wire.clear();
         wire.extend(frames.iter().map(|frame| frame.encoded(Encoding::WebSocket)));
-        let written = match wire.as_slice() {
-            [one] => self.io.try_write(one),
-            many => {
-                let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-                let count = many.len().min(MAX_BATCH);
-                for (slice, bytes) in slices.iter_mut().zip(many) {
-                    *slice = IoSlice::new(bytes);
-                }
-                self.io.try_write_vectored(&slices[..count])
-            }
-        };
+        let written = try_writev(&self.io, wire.iter());
         let total: usize = wire.iter().map(Bytes::len).sum();
         match written {
             Ok(n) if n == total => {}
@@ -375,13 +365,7 @@ impl Outbox {
                 Poll::Ready(Err(_)) => return Err(()),
                 Poll::Ready(Ok(())) => {}
             }
-            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-            let mut count = 0;
-            for (slice, frame) in slices.iter_mut().zip(&self.frames) {
-                *slice = IoSlice::new(frame);
-                count += 1;
-            }
-            match io.try_write_vectored(&slices[..count]) {
+            match try_writev(io, &self.frames) {
                 Ok(0) => return Err(()),
                 Ok(written) => {
                     self.advance(written);
@@ -407,6 +391,18 @@ impl Outbox {
             self.frames.pop_front();
         }
     }
+}
+
+/// Offers the first [`MAX_BATCH`] of `frames` to the socket with one `writev`, without
+/// waiting; returns how many bytes it took.
+fn try_writev<'a>(io: &TcpStream, frames: impl IntoIterator<Item = &'a Bytes>) -> std::io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+    let mut count = 0;
+    for (slice, frame) in slices.iter_mut().zip(frames) {
+        *slice = IoSlice::new(frame);
+        count += 1;
+    }
+    io.try_write_vectored(&slices[..count])
 }
 
 /// The client's bytes, read from the socket the writer shares.

@@ -49,7 +49,7 @@ pub(crate) async fn upgrade(
     if req.extensions().contains::<SocketHandover>() {
         let accepted = Accepted { hub: state.hub.clone(), config: state.ws.clone(), request, slot, span };
         let mut response: HttpResponse = handshake.finish().map_into_boxed_body().into();
-        response.extensions_mut().insert(AcceptedCell(std::cell::Cell::new(Some(accepted))));
+        response.extensions_mut().insert(accepted);
         return Ok(response);
     }
     let incoming = ClientFrames::new(body.into_inner(), BytesMut::new());
@@ -74,10 +74,6 @@ pub(crate) struct Accepted {
     pub(crate) slot: SlotGuard,
     pub(crate) span: tracing::Span,
 }
-
-/// Extensions hold `Clone`-free values behind a shared borrow: the cell lets the upgrade
-/// service take the session out.
-pub(crate) struct AcceptedCell(pub(crate) std::cell::Cell<Option<Accepted>>);
 
 /// The bytes of a session's message on a WebSocket; `None` for [`Outgoing::End`].
 pub(crate) fn websocket_bytes(message: &Outgoing) -> Option<Bytes> {

@@ -574,6 +574,24 @@ mod direct {
 
     /// The transport: what the session handed over and the socket has not taken, and what
     /// the client received.
+    /// A direct session of ana on `hub`'s default topics, and the client's sending side.
+    fn open(
+        hub: &Hub,
+        credential: Credential,
+    ) -> (impl Stream<Item = Outgoing> + use<>, DirectFeed, mpsc::Sender<Incoming>) {
+        let (to_server, incoming) = mpsc::channel(64);
+        let request = ConnectionRequest {
+            user: person(1, "ana"),
+            topics: hub.topics().defaults(),
+            credential,
+            connection_id: None,
+        };
+        let (session, direct) =
+            direct_session(hub.clone(), ConnectionConfig::default(), request, ReceiverStream(incoming));
+        (session, direct, to_server)
+    }
+
+    #[derive(Default)]
     struct Model {
         outbox: Vec<Value>,
         received: Vec<Value>,
@@ -682,24 +700,9 @@ mod direct {
             .expect("rt");
         runtime.block_on(async move {
             let hub = primed_hub();
-            let (to_server, incoming) = mpsc::channel(64);
-            let credential = Credential::default();
-            let request = ConnectionRequest {
-                user: person(1, "ana"),
-                topics: hub.topics().defaults(),
-                credential,
-                connection_id: None,
-            };
-            let (session, direct) =
-                direct_session(hub.clone(), ConnectionConfig::default(), request, ReceiverStream(incoming));
+            let (session, direct, to_server) = open(&hub, Credential::default());
             let mut session = std::pin::pin!(session);
-            let mut model = Model {
-                outbox: Vec::new(),
-                received: Vec::new(),
-                board_changed: false,
-                close_ordered: false,
-                ended: false,
-            };
+            let mut model = Model::default();
             let mut values = [0_u64; 3];
             // Each topic's newest value when the user was deactivated: nothing newer may follow.
             let mut newest_at_close: Option<[u64; 3]> = None;
@@ -778,24 +781,10 @@ mod direct {
     #[tokio::test(start_paused = true)]
     async fn a_direct_session_takes_no_value_once_its_credential_has_expired() {
         let hub = primed_hub();
-        let (_to_server, incoming) = mpsc::channel(4);
         let credential =
             Credential { expires_at: Some(SystemTime::now() + Duration::from_secs(10)), issued_at_ms: None };
-        let request = ConnectionRequest {
-            user: person(1, "ana"),
-            topics: hub.topics().defaults(),
-            credential,
-            connection_id: None,
-        };
-        let (session, direct) =
-            direct_session(hub.clone(), ConnectionConfig::default(), request, ReceiverStream(incoming));
-        let mut model = Model {
-            outbox: Vec::new(),
-            received: Vec::new(),
-            board_changed: false,
-            close_ordered: false,
-            ended: false,
-        };
+        let (session, direct, _to_server) = open(&hub, credential);
+        let mut model = Model::default();
         let mut session = std::pin::pin!(session);
         model.poll(session.as_mut(), usize::MAX);
         assert_eq!(model.outbox.len(), 4, "connected and the snapshot: {:?}", model.outbox);
