@@ -1,6 +1,6 @@
 //! A WebSocket that owns its TCP socket once upgraded (under [`crate::http_server`]): the
 //! session's frames go straight from the hub's shared bytes to the socket, several with one
-//! `writev`, and the client's frames are read from the socket into a buffer that exists only
+//! `send`, and the client's frames are read from the socket into a buffer that exists only
 //! while a frame is arriving. No HTTP dispatcher — and none of its two 8 KiB buffers — stays
 //! behind an open dashboard.
 //!
@@ -33,6 +33,7 @@ use std::time::Duration;
 use actix_web::rt::net::TcpStream;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
+use tokio::io::Interest;
 use tracing::Instrument;
 use ws_bridge::{BoardChanges, ConnectionEnd, DirectFeed, Encoding, Frame, Hub, Outgoing, direct_session};
 
@@ -45,7 +46,7 @@ pub const STALLED_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// handshake) before the socket is dropped.
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Most frames gathered for one `writev`.
+/// Most frames gathered for one `send`.
 const MAX_BATCH: usize = 64;
 
 /// Bytes read from the socket at a time (a client sends little: subscriptions and pongs).
@@ -56,18 +57,8 @@ pub(crate) async fn serve(io: TcpStream, received: BytesMut, accepted: Accepted)
     let Accepted { hub, config, request, slot, span } = accepted;
     let mut slot = slot.started();
     let fanout = WorkerFanout::of(&hub);
-    let io = Rc::new(io);
     let (end, connection) = {
-        let incoming = ClientFrames::new(SocketReader(io.clone()), received);
-        let (outgoing, direct) = direct_session(hub, config, request, incoming);
-        let connection = Rc::new(Connection {
-            io,
-            outbox: RefCell::new(Outbox::default()),
-            direct,
-            waker: RefCell::new(None),
-            failed: Cell::new(false),
-            index: Cell::new(usize::MAX),
-        });
+        let (connection, outgoing) = Connection::open(io, received, hub, config, request);
         let _member = fanout.join(connection.clone());
         let mut outgoing = pin!(outgoing);
         let mut pump = Pump { stalled: None, end: None };
@@ -84,8 +75,9 @@ pub(crate) async fn serve(io: TcpStream, received: BytesMut, accepted: Accepted)
 
 /// One WebSocket, shared by its own task (the [`Pump`]) and its worker's [`WorkerFanout`].
 struct Connection {
-    /// Shared with the session's reader ([`SocketReader`]).
-    io: Rc<TcpStream>,
+    /// Inline, not behind another pointer: the fan-out writes to thousands of these per
+    /// change, and each pointer followed is a cache miss.
+    io: TcpStream,
     /// What the socket has not taken yet, in order. Only an empty outbox lets the fan-out
     /// write directly (order is kept).
     outbox: RefCell<Outbox>,
@@ -99,40 +91,72 @@ struct Connection {
 }
 
 impl Connection {
+    /// The connection and its session, which reads from the connection (its reader refers
+    /// back to it). Not inlined into [`serve`]'s future: what it builds with would be kept
+    /// there for the connection's life.
+    #[inline(never)]
+    fn open(
+        io: TcpStream,
+        received: BytesMut,
+        hub: Hub,
+        config: ws_bridge::ConnectionConfig,
+        request: ws_bridge::ConnectionRequest,
+    ) -> (Rc<Connection>, impl Stream<Item = Outgoing> + use<>) {
+        let mut outgoing = None;
+        let connection = Rc::new_cyclic(|this: &Weak<Connection>| {
+            let incoming = ClientFrames::new(SocketReader(this.clone()), received);
+            let (stream, direct) = direct_session(hub, config, request, incoming);
+            outgoing = Some(stream);
+            Connection {
+                io,
+                outbox: RefCell::new(Outbox::default()),
+                direct,
+                waker: RefCell::new(None),
+                failed: Cell::new(false),
+                index: Cell::new(usize::MAX),
+            }
+        });
+        let Some(outgoing) = outgoing else { unreachable!("`Rc::new_cyclic` calls its closure once") };
+        (connection, outgoing)
+    }
+
     fn wake(&self) {
         if let Some(waker) = self.waker.borrow().as_ref() {
             waker.wake_by_ref();
         }
     }
 
-    /// Writes the board's newer values if the connection is idle; returns how many frames
-    /// it handed on (written or queued).
-    fn deliver(&self, now: tokio::time::Instant, frames: &mut Vec<Frame>, wire: &mut Vec<Bytes>) -> u64 {
+    /// Takes the board's newer values into `frames` if the connection is idle, for
+    /// [`Connection::write_direct`] to write before anything else runs on this thread;
+    /// otherwise leaves them to its session (poked).
+    fn take_direct(&self, now: tokio::time::Instant, frames: &mut Vec<Frame>) {
         if self.failed.get() || !self.direct.may_write(now) {
             // Busy: its session takes the newer values before it waits again. Or closing:
             // its session is about to send the close, and nothing goes before it.
-            return 0;
+            return;
         }
-        let mut outbox = self.outbox.borrow_mut();
-        if !outbox.is_empty() {
+        if !self.outbox.borrow().is_empty() {
             // Its socket is full: the session takes them once the outbox has drained.
             self.direct.poke();
-            return 0;
+            return;
         }
-        frames.clear();
         if !self.direct.take_newer(frames) {
             // Shutting down: the session sends the close.
             self.direct.poke();
             self.wake();
-            return 0;
         }
-        if frames.is_empty() {
-            return 0;
-        }
+    }
+
+    /// Writes `frames`, taken by [`Connection::take_direct`] with nothing run on this
+    /// thread since (so the outbox is still empty); returns how many it handed on (written
+    /// or queued).
+    fn write_direct(&self, frames: &[Frame], wire: &mut Vec<Bytes>) -> u64 {
         wire.clear();
         wire.extend(frames.iter().map(|frame| frame.encoded(Encoding::WebSocket)));
-        let written = try_writev(&self.io, wire.iter());
+        // Bare: the outbox is empty, so the socket is not known to be full.
+        let written = send_frames(&self.io, wire.iter());
         let total: usize = wire.iter().map(Bytes::len).sum();
+        let mut outbox = self.outbox.borrow_mut();
         match written {
             Ok(n) if n == total => {}
             Ok(n) => {
@@ -238,6 +262,7 @@ async fn fan_out(
     retired: Rc<tokio::sync::Notify>,
 ) {
     let mut frames = Vec::new();
+    let mut taken: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
     let mut wire = Vec::new();
     loop {
         tokio::select! {
@@ -251,9 +276,21 @@ async fn fan_out(
         // A pass over thousands of sockets takes milliseconds: the worker's requests,
         // handshakes and close orders run between chunks.
         for chunk in connections.chunks(PASS_CHUNK) {
+            // In two rounds: first what each connection is to get (its state, read from
+            // memory that is cold by now: these reads overlap, as no system call sits between
+            // them), then one `send` each.
             let now = tokio::time::Instant::now();
-            for connection in chunk {
-                handed_on += connection.deliver(now, &mut frames, &mut wire);
+            frames.clear();
+            taken.clear();
+            for (index, connection) in chunk.iter().enumerate() {
+                let start = frames.len();
+                connection.take_direct(now, &mut frames);
+                if frames.len() > start {
+                    taken.push((index, start..frames.len()));
+                }
+            }
+            for (index, range) in taken.drain(..) {
+                handed_on += chunk[index].write_direct(&frames[range], &mut wire);
             }
             tokio::task::yield_now().await;
         }
@@ -355,7 +392,7 @@ impl Outbox {
         }
     }
 
-    /// Writes as much as the socket takes, with one `writev` per round. `Ok(true)` when it
+    /// Writes as much as the socket takes, with one `send` per round. `Ok(true)` when it
     /// took something; when it is full, its readiness is registered with `cx`.
     fn flush(&mut self, cx: &mut Context<'_>, io: &TcpStream) -> Result<bool, ()> {
         let mut progressed = false;
@@ -365,7 +402,7 @@ impl Outbox {
                 Poll::Ready(Err(_)) => return Err(()),
                 Poll::Ready(Ok(())) => {}
             }
-            match try_writev(io, &self.frames) {
+            match io.try_io(Interest::WRITABLE, || send_frames(io, &self.frames)) {
                 Ok(0) => return Err(()),
                 Ok(written) => {
                     self.advance(written);
@@ -393,29 +430,40 @@ impl Outbox {
     }
 }
 
-/// Offers the first [`MAX_BATCH`] of `frames` to the socket with one `writev`, without
-/// waiting; returns how many bytes it took.
-fn try_writev<'a>(io: &TcpStream, frames: impl IntoIterator<Item = &'a Bytes>) -> std::io::Result<usize> {
+/// Offers the first [`MAX_BATCH`] of `frames` to the socket without waiting, with one
+/// `send` (one frame) or `sendmsg` (several); returns how many bytes it took. A socket's
+/// `send` skips the file layer that `write`/`writev` go through (the floor writes with `send`
+/// too). Called bare, it skips tokio's readiness check as well: a `WouldBlock` then leaves
+/// tokio's readiness stale, which the next [`Outbox::flush`] corrects.
+fn send_frames<'a>(io: &TcpStream, frames: impl IntoIterator<Item = &'a Bytes>) -> std::io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); MAX_BATCH];
     let mut count = 0;
     for (slice, frame) in slices.iter_mut().zip(frames) {
         *slice = IoSlice::new(frame);
         count += 1;
     }
-    io.try_write_vectored(&slices[..count])
+    let socket = socket2::SockRef::from(io);
+    // No SIGPIPE for a peer that has gone: the error says so.
+    match &slices[..count] {
+        [one] => socket.send_with_flags(one, libc::MSG_NOSIGNAL),
+        several => socket.send_vectored_with_flags(several, libc::MSG_NOSIGNAL),
+    }
 }
 
-/// The client's bytes, read from the socket the writer shares.
-struct SocketReader(Rc<TcpStream>);
+/// The client's bytes, read from the connection's socket.
+struct SocketReader(Weak<Connection>);
 
 impl ClientBytes for SocketReader {
     fn poll_fill(&mut self, cx: &mut Context<'_>, buffer: &mut BytesMut) -> Poll<Option<Result<(), String>>> {
+        // The connection outlives its session (it owns nothing of it); gone, it reads as closed.
+        let Some(connection) = self.0.upgrade() else { return Poll::Ready(None) };
+        let io = &connection.io;
         loop {
-            if let Err(e) = std::task::ready!(self.0.poll_read_ready(cx)) {
+            if let Err(e) = std::task::ready!(io.poll_read_ready(cx)) {
                 return Poll::Ready(Some(Err(e.to_string())));
             }
             buffer.reserve(READ_CHUNK);
-            match self.0.try_read_buf(buffer) {
+            match io.try_read_buf(buffer) {
                 Ok(0) => return Poll::Ready(None),
                 Ok(_) => return Poll::Ready(Some(Ok(()))),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 
+use smallvec::SmallVec;
 use tokio::sync::watch;
 
 use crate::protocol::{Frame, server};
@@ -104,7 +105,7 @@ impl BoardWriter {
         let topics = board.borrow().values.len();
         ClientFeed {
             board,
-            sent: vec![None; topics].into_boxed_slice(),
+            sent: SmallVec::from_elem(None, topics),
             presence_sent: None,
             pending: VecDeque::new(),
         }
@@ -125,8 +126,9 @@ pub enum FeedEvent {
 #[derive(Debug)]
 pub struct ClientFeed {
     board: watch::Receiver<Board>,
-    /// Per topic: `None` when not followed, else the `seq` last given (0: none yet).
-    sent: Box<[Option<u64>]>,
+    /// Per topic: `None` when not followed, else the `seq` last given (0: none yet). Inline
+    /// for a few topics: a fan-out reads it for every connection on every change.
+    sent: SmallVec<[Option<u64>; 4]>,
     /// `None` when presence is not followed, else the version last given.
     presence_sent: Option<u64>,
     /// Frames found newer than what was given, not yet handed out.

@@ -18,8 +18,7 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use domain_events::model::Actor;
@@ -258,22 +257,20 @@ pub fn direct_session<S>(
 where
     S: Stream<Item = Incoming> + Unpin + 'static,
 {
-    let shared = Arc::new(DirectShared {
-        feed: Mutex::new(hub.feed()),
-        idle: AtomicBool::new(false),
-        poked: AtomicBool::new(false),
-        mailbox: OnceLock::new(),
+    let direct = DirectFeed {
+        mailbox: Arc::default(),
+        feed: Arc::new(Mutex::new(hub.feed())),
         expires_at: deadline(request.credential.expires_at),
-    });
+    };
     let session = Session {
         hub,
         config,
         incoming,
         pending: VecDeque::new(),
         state: State::Starting(request),
-        direct: Some(shared.clone()),
+        direct: Some(direct.clone()),
     };
-    (stream(session), DirectFeed(shared))
+    (stream(session), direct)
 }
 
 fn stream<S>(session: Session<S>) -> impl Stream<Item = Outgoing> + 'static
@@ -286,28 +283,22 @@ where
     })
 }
 
-/// The board side of a [`direct_session`], for the transport.
+/// The board side of a [`direct_session`], for the transport. What its check per change
+/// reads is in the mailbox's one-word gate and here (the expiry), not behind more pointers.
 #[derive(Debug, Clone)]
-pub struct DirectFeed(Arc<DirectShared>);
-
-#[derive(Debug)]
-struct DirectShared {
-    feed: Mutex<ClientFeed>,
-    /// The session waits with nothing to send: newer values may be written by the transport.
-    idle: AtomicBool,
-    /// The transport could not write newer values: the session takes them when next polled.
-    poked: AtomicBool,
-    /// The session's mailbox once registered: a close order in it stops direct writes at
-    /// once, before the session has run to send the close.
-    mailbox: OnceLock<Arc<crate::mailbox::Mailbox>>,
+pub struct DirectFeed {
+    /// The session's mailbox, made before it registers: its gate says whether the session
+    /// waits idle, was poked, or has a close due (an order stops direct writes at once,
+    /// before the session has run to send the close).
+    mailbox: Arc<crate::mailbox::Mailbox>,
+    feed: Arc<Mutex<ClientFeed>>,
     /// When the credential expires: from then on, nothing but the close (4401).
     expires_at: Instant,
 }
 
-impl DirectShared {
-    fn feed(&self) -> MutexGuard<'_, ClientFeed> {
-        self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+/// The session's feed, shared with its transport.
+fn lock(feed: &Mutex<ClientFeed>) -> MutexGuard<'_, ClientFeed> {
+    feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl DirectFeed {
@@ -316,36 +307,34 @@ impl DirectFeed {
     /// close order or an expired credential wins over any value, as in the session itself.
     /// When it may not, the session's own wait has what it needs to run.
     pub fn may_write(&self, now: Instant) -> bool {
-        self.0.idle.load(Ordering::Acquire)
-            && now < self.0.expires_at
-            && !self.0.mailbox.get().is_some_and(|mailbox| mailbox.is_closing())
+        now < self.expires_at && self.mailbox.open_to_direct_writes()
     }
 
     /// Appends the followed values not yet given (the newest of each) to `out`, marking them
     /// given; `false` once the server is shutting down (poke the session: it closes).
     pub fn take_newer(&self, out: &mut Vec<Frame>) -> bool {
-        self.0.feed().take_newer(out)
+        lock(&self.feed).take_newer(out)
     }
 
     /// Asks the session to take the newer values itself the next time it is polled.
     pub fn poke(&self) {
-        self.0.poked.store(true, Ordering::Release);
+        self.mailbox.poke();
     }
 }
 
 /// Marks a direct session idle while it waits, and busy again however the wait ends.
-struct IdleWhileWaiting<'a>(&'a DirectShared);
+struct IdleWhileWaiting<'a>(&'a crate::mailbox::Mailbox);
 
 impl<'a> IdleWhileWaiting<'a> {
-    fn new(shared: &'a DirectShared) -> Self {
-        shared.idle.store(true, Ordering::Release);
-        Self(shared)
+    fn new(direct: &'a DirectFeed) -> Self {
+        direct.mailbox.set_idle(true);
+        Self(&direct.mailbox)
     }
 }
 
 impl Drop for IdleWhileWaiting<'_> {
     fn drop(&mut self) {
-        self.0.idle.store(false, Ordering::Release);
+        self.0.set_idle(false);
     }
 }
 
@@ -360,9 +349,9 @@ async fn next_from_board(feed: &mut Feed) -> FeedEvent {
 
 /// Ready when the transport poked a direct session. Registers no waker: the transport wakes
 /// the task that polls the session itself.
-async fn poked(direct: Option<&DirectShared>) {
+async fn poked(direct: Option<&DirectFeed>) {
     std::future::poll_fn(|_| match direct {
-        Some(shared) if shared.poked.swap(false, Ordering::AcqRel) => std::task::Poll::Ready(()),
+        Some(direct) if direct.mailbox.take_poke() => std::task::Poll::Ready(()),
         _ => std::task::Poll::Pending,
     })
     .await;
@@ -394,7 +383,7 @@ struct Live {
 struct Session<S> {
     hub: Hub,
     /// For a [`direct_session`]: its board side, shared with the transport.
-    direct: Option<Arc<DirectShared>>,
+    direct: Option<DirectFeed>,
     config: ConnectionConfig,
     incoming: S,
     /// What one step produced and is not yet sent (bounded by one step: a snapshot, a
@@ -446,14 +435,15 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
     /// Registers and sends `connected` (the snapshot is the next step).
     fn start(&mut self, request: ConnectionRequest) -> Live {
         let hub = &self.hub;
-        let registration = hub.register(&request.user, request.credential.issued_at_ms);
-        if let Some(shared) = &self.direct {
-            let _ = shared.mailbox.set(registration.mailbox_handle());
-        }
+        let issued_at_ms = request.credential.issued_at_ms;
+        let registration = match &self.direct {
+            Some(direct) => hub.register_with(&request.user, issued_at_ms, direct.mailbox.clone()),
+            None => hub.register(&request.user, issued_at_ms),
+        };
         self.pending
             .push_back(Outgoing::Text(server::connected(&request.user, request.connection_id.as_deref())));
         let feed = match &self.direct {
-            Some(shared) => Feed::Direct(shared.clone()),
+            Some(direct) => Feed::Direct(direct.feed.clone()),
             None => Feed::Own(hub.feed()),
         };
         let subscriptions = Subscriptions { topics: BTreeSet::new(), feed };
@@ -484,18 +474,18 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
             pending.extend(frames.into_iter().map(Outgoing::Text));
             return Ok(());
         }
-        let direct = self.direct.as_deref();
+        let direct = self.direct.as_ref();
         while pending.is_empty() {
             // A direct session takes what the transport could not write before it waits —
             // unless a close is due: then the wait below sends it, and nothing before it.
             let mut newer = Vec::new();
             let closing =
                 || live.registration.mailbox().is_closing() || Instant::now() >= live.expiry.deadline();
-            if let Some(shared) = direct
+            if let Some(direct) = direct
                 && !closing()
             {
-                shared.poked.store(false, Ordering::Release);
-                if !shared.feed().take_newer(&mut newer) {
+                direct.mailbox.take_poke();
+                if !direct.take_newer(&mut newer) {
                     return Err(ConnectionEnd::Shutdown);
                 }
                 if !newer.is_empty() {
@@ -575,14 +565,14 @@ struct Subscriptions {
 /// A session's feed: its own, or shared with the transport ([`direct_session`]).
 enum Feed {
     Own(ClientFeed),
-    Direct(Arc<DirectShared>),
+    Direct(Arc<Mutex<ClientFeed>>),
 }
 
 impl Feed {
     fn with<R>(&mut self, f: impl FnOnce(&mut ClientFeed) -> R) -> R {
         match self {
             Feed::Own(feed) => f(feed),
-            Feed::Direct(shared) => f(&mut shared.feed()),
+            Feed::Direct(feed) => f(&mut lock(feed)),
         }
     }
 }

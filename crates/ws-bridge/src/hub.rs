@@ -191,7 +191,17 @@ impl Hub {
     /// credential was issued at `issued_at_ms` (a user change retiring older credentials
     /// closes it only if it is older; unknown: any does). Online until the handle drops.
     pub fn register(&self, user: &Actor, issued_at_ms: Option<i64>) -> Registration {
-        let mailbox = Arc::new(Mailbox::default());
+        self.register_with(user, issued_at_ms, Arc::default())
+    }
+
+    /// [`Hub::register`] with a mailbox made beforehand (a direct session's transport holds
+    /// it from the start).
+    pub(crate) fn register_with(
+        &self,
+        user: &Actor,
+        issued_at_ms: Option<i64>,
+        mailbox: Arc<Mailbox>,
+    ) -> Registration {
         let id = self.directory().register(user, issued_at_ms, mailbox.clone());
         self.inner.metrics.connections.fetch_add(1, Ordering::Relaxed);
         self.inner.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
@@ -276,11 +286,6 @@ impl Registration {
     /// The connection's mailbox: personal and typing messages, and the order to close.
     pub fn mailbox(&self) -> &Mailbox {
         &self.mailbox
-    }
-
-    /// The mailbox, shared (a transport checks it for a close order).
-    pub(crate) fn mailbox_handle(&self) -> Arc<Mailbox> {
-        self.mailbox.clone()
     }
 
     /// Records what the user is looking at (presence).

@@ -6,10 +6,15 @@
 //! ([`MailKey`]), and a client that lets more than [`MAILBOX_CAPACITY`] things pile up
 //! counts as too slow instead of growing the queue.
 //!
-//! Architecture invariant: a queue and a signal; knows nothing of users, topics or sockets.
+//! It also holds the connection's *gate* for a transport that writes board values itself
+//! ([`crate::direct_session`]): one word saying whether the session waits with nothing to
+//! send, whether it was poked, and whether a close is due — so the transport's check per
+//! connection and per change reads one cache line.
+//!
+//! Architecture invariant: a queue and signals; knows nothing of users, topics or sockets.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 
 use tokio::sync::Notify;
 
@@ -48,7 +53,16 @@ pub struct Mailbox {
     ready: Notify,
     overflowed: AtomicBool,
     close_code: AtomicU16,
+    /// [`GATE_CLOSING`], [`GATE_IDLE`], [`GATE_POKED`].
+    gate: AtomicU8,
 }
+
+/// A close is due (an order, or an overflow): nothing but the close may be written.
+const GATE_CLOSING: u8 = 1;
+/// The session waits with nothing to send.
+const GATE_IDLE: u8 = 2;
+/// The transport could not write newer board values: the session takes them itself.
+const GATE_POKED: u8 = 4;
 
 /// Whether [`Mailbox::put`] replaced a waiting message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +80,7 @@ impl Mailbox {
             Put::Replaced
         } else if entries.len() >= MAILBOX_CAPACITY {
             self.overflowed.store(true, Ordering::Relaxed);
+            self.gate.fetch_or(GATE_CLOSING, Ordering::SeqCst);
             Put::Overflowed
         } else {
             entries.push((key, frame));
@@ -79,6 +94,7 @@ impl Mailbox {
     /// Orders the connection closed with `code` (the first order wins).
     pub(crate) fn close(&self, code: u16) {
         if self.close_code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.gate.fetch_or(GATE_CLOSING, Ordering::SeqCst);
             self.ready.notify_one();
         }
     }
@@ -86,7 +102,33 @@ impl Mailbox {
     /// Whether the connection is to close (an order, or an overflow): nothing more may be
     /// written to it but the close.
     pub fn is_closing(&self) -> bool {
-        self.close_code.load(Ordering::SeqCst) != 0 || self.overflowed.load(Ordering::Relaxed)
+        self.gate.load(Ordering::SeqCst) & GATE_CLOSING != 0
+    }
+
+    /// Whether the session waits with nothing to send and no close is due: a transport may
+    /// then write board values to the connection itself.
+    pub(crate) fn open_to_direct_writes(&self) -> bool {
+        self.gate.load(Ordering::Acquire) & (GATE_IDLE | GATE_CLOSING) == GATE_IDLE
+    }
+
+    /// Marks the session as waiting with nothing to send, or not.
+    pub(crate) fn set_idle(&self, idle: bool) {
+        if idle {
+            self.gate.fetch_or(GATE_IDLE, Ordering::AcqRel);
+        } else {
+            self.gate.fetch_and(!GATE_IDLE, Ordering::AcqRel);
+        }
+    }
+
+    /// Asks the session to take the newer board values itself.
+    pub(crate) fn poke(&self) {
+        self.gate.fetch_or(GATE_POKED, Ordering::AcqRel);
+    }
+
+    /// Whether the session was poked since the last call (and clears it).
+    pub(crate) fn take_poke(&self) -> bool {
+        self.gate.load(Ordering::Acquire) & GATE_POKED != 0
+            && self.gate.fetch_and(!GATE_POKED, Ordering::AcqRel) & GATE_POKED != 0
     }
 
     /// Waits until something is waiting (or the connection must close). Cancel-safe.
@@ -125,7 +167,9 @@ mod tests {
         for i in 0..MAILBOX_CAPACITY as i64 {
             assert_eq!(mailbox.put(MailKey::TaskAssigned(i), Frame::from_static("x")), Put::Added);
         }
+        assert!(!mailbox.is_closing());
         assert_eq!(mailbox.put(MailKey::TaskAssigned(-1), Frame::from_static("x")), Put::Overflowed);
+        assert!(mailbox.is_closing());
         assert_eq!(mailbox.take(), Err(Closing::TooSlow));
     }
 
@@ -135,9 +179,31 @@ mod tests {
         mailbox.put(MailKey::TaskAssigned(1), Frame::from_static("x"));
         mailbox.take().expect("taken");
         mailbox.close(4403);
+        assert!(mailbox.is_closing());
         mailbox.close(4401);
         tokio::time::timeout(Duration::from_millis(50), mailbox.ready()).await.expect("woken");
         mailbox.put(MailKey::TaskAssigned(2), Frame::from_static("y"));
         assert_eq!(mailbox.take(), Err(Closing::Code(4403)), "the first order wins");
+    }
+
+    #[test]
+    fn the_gate_opens_only_for_an_idle_connection_with_no_close_due() {
+        let mailbox = Mailbox::default();
+        assert!(!mailbox.open_to_direct_writes(), "busy until it waits");
+        mailbox.set_idle(true);
+        assert!(mailbox.open_to_direct_writes());
+        mailbox.poke();
+        assert!(mailbox.open_to_direct_writes(), "a poke leaves it idle");
+        assert!(mailbox.take_poke());
+        assert!(!mailbox.take_poke(), "taken once");
+        mailbox.set_idle(false);
+        assert!(!mailbox.open_to_direct_writes());
+        mailbox.set_idle(true);
+        mailbox.close(4403);
+        assert!(!mailbox.open_to_direct_writes(), "a close order shuts it");
+        mailbox.set_idle(false);
+        mailbox.set_idle(true);
+        assert!(!mailbox.open_to_direct_writes(), "for good");
+        assert!(mailbox.is_closing());
     }
 }
