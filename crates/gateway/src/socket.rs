@@ -7,7 +7,7 @@
 //! Stats and presence values do not even wake the connection: each worker thread has one
 //! [`WorkerFanout`] task that, when the hub's board changes, writes the newer values to every
 //! idle connection of that worker ([`ws_bridge::direct_session`]) — one wake-up per change
-//! and worker, then one `write` per socket, as the kernel's floor does. A connection that is
+//! and worker, then one `send` per socket, as the kernel's floor does. A connection that is
 //! busy (its session has something to send, or its socket is full) takes them itself later.
 //!
 //! Backpressure is the socket's: while the kernel will not take more, the session is not
@@ -35,7 +35,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::Interest;
 use tracing::Instrument;
-use ws_bridge::{BoardChanges, ConnectionEnd, DirectFeed, Encoding, Frame, Hub, Outgoing, direct_session};
+use ws_bridge::{
+    BoardChanges, BoardView, ConnectionEnd, DirectFeed, Encoding, Hub, Outgoing, direct_session,
+};
 
 use crate::ws::{Accepted, ClientBytes, ClientFrames, websocket_bytes};
 
@@ -92,9 +94,8 @@ struct Connection {
 
 impl Connection {
     /// The connection and its session, which reads from the connection (its reader refers
-    /// back to it). Not inlined into [`serve`]'s future: what it builds with would be kept
-    /// there for the connection's life.
-    #[inline(never)]
+    /// back to it). A function of its own, not code in [`serve`]: what it builds with would
+    /// otherwise be laid out in `serve`'s future, kept for the connection's life.
     fn open(
         io: TcpStream,
         received: BytesMut,
@@ -126,10 +127,10 @@ impl Connection {
         }
     }
 
-    /// Takes the board's newer values into `frames` if the connection is idle, for
-    /// [`Connection::write_direct`] to write before anything else runs on this thread;
-    /// otherwise leaves them to its session (poked).
-    fn take_direct(&self, now: tokio::time::Instant, frames: &mut Vec<Frame>) {
+    /// Takes the indexes in `view` of the board's newer values into `picks` if the
+    /// connection is idle, for [`Connection::write_direct`] to write before anything else
+    /// runs on this thread; otherwise leaves them to its session (poked).
+    fn take_direct(&self, now: tokio::time::Instant, view: &BoardView, picks: &mut Vec<u32>) {
         if self.failed.get() || !self.direct.may_write(now) {
             // Busy: its session takes the newer values before it waits again. Or closing:
             // its session is about to send the close, and nothing goes before it.
@@ -140,41 +141,46 @@ impl Connection {
             self.direct.poke();
             return;
         }
-        if !self.direct.take_newer(frames) {
-            // Shutting down: the session sends the close.
+        if !self.direct.take_newer_in(view, picks) {
+            // Shutting down (the session sends the close), or values wait in its feed.
             self.direct.poke();
             self.wake();
         }
     }
 
-    /// Writes `frames`, taken by [`Connection::take_direct`] with nothing run on this
-    /// thread since (so the outbox is still empty); returns how many it handed on (written
-    /// or queued).
-    fn write_direct(&self, frames: &[Frame], wire: &mut Vec<Bytes>) -> u64 {
-        wire.clear();
-        wire.extend(frames.iter().map(|frame| frame.encoded(Encoding::WebSocket)));
+    /// Writes the frames `picks` names in `wire` (a view's frames, encoded), taken by
+    /// [`Connection::take_direct`] with nothing run on this thread since (so the outbox is
+    /// still empty); returns how many it handed on (written or queued).
+    fn write_direct(&self, wire: &[Option<Bytes>], picks: &[u32]) -> u64 {
+        if self.direct.is_closing() {
+            // A close was ordered (from another thread) since they were taken: nothing goes
+            // before the close, and the session is about to send it.
+            return 0;
+        }
+        let frames = || picks.iter().filter_map(|&pick| wire.get(pick as usize).and_then(Option::as_ref));
         // Bare: the outbox is empty, so the socket is not known to be full.
-        let written = send_frames(&self.io, wire.iter());
-        let total: usize = wire.iter().map(Bytes::len).sum();
+        let written = send_frames(&self.io, frames());
+        let total: usize = frames().map(Bytes::len).sum();
         let mut outbox = self.outbox.borrow_mut();
         match written {
             Ok(n) if n == total => {}
             Ok(n) => {
-                outbox.frames.extend(wire.drain(..));
+                outbox.frames.extend(frames().cloned());
                 outbox.advance(n);
                 self.wake();
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                outbox.frames.extend(wire.drain(..));
+                outbox.frames.extend(frames().cloned());
                 self.wake();
             }
-            Err(_) => {
+            Err(e) => {
+                log_send_error(&e);
                 self.failed.set(true);
                 self.wake();
                 return 0;
             }
         }
-        frames.len() as u64
+        picks.len() as u64
     }
 }
 
@@ -261,9 +267,8 @@ async fn fan_out(
     mut changes: BoardChanges,
     retired: Rc<tokio::sync::Notify>,
 ) {
-    let mut frames = Vec::new();
+    let mut picks = Vec::new();
     let mut taken: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
-    let mut wire = Vec::new();
     loop {
         tokio::select! {
             changed = changes.changed() => if !changed { return },
@@ -273,6 +278,11 @@ async fn fan_out(
         // gone, so it may not be written); one that joins takes the newest values itself.
         let Some(connections) = fanout.upgrade().map(|f| f.connections.borrow().clone()) else { return };
         let mut handed_on = 0;
+        // The board read once for the pass, its frames encoded once: each connection then
+        // costs no lock and no reference count, only its own state and a `send`.
+        let view = changes.view();
+        let wire: Vec<Option<Bytes>> =
+            view.frames().map(|f| f.map(|f| f.encoded(Encoding::WebSocket))).collect();
         // A pass over thousands of sockets takes milliseconds: the worker's requests,
         // handshakes and close orders run between chunks.
         for chunk in connections.chunks(PASS_CHUNK) {
@@ -280,23 +290,21 @@ async fn fan_out(
             // memory that is cold by now: these reads overlap, as no system call sits between
             // them), then one `send` each.
             let now = tokio::time::Instant::now();
-            frames.clear();
+            picks.clear();
             taken.clear();
             for (index, connection) in chunk.iter().enumerate() {
-                let start = frames.len();
-                connection.take_direct(now, &mut frames);
-                if frames.len() > start {
-                    taken.push((index, start..frames.len()));
+                let start = picks.len();
+                connection.take_direct(now, &view, &mut picks);
+                if picks.len() > start {
+                    taken.push((index, start..picks.len()));
                 }
             }
             for (index, range) in taken.drain(..) {
-                handed_on += chunk[index].write_direct(&frames[range], &mut wire);
+                handed_on += chunk[index].write_direct(&wire, &picks[range]);
             }
             tokio::task::yield_now().await;
         }
         hub.metrics().frames_sent.fetch_add(handed_on, Ordering::Relaxed);
-        frames.clear();
-        wire.clear();
     }
 }
 
@@ -411,7 +419,10 @@ impl Outbox {
                 // Readiness was stale: polling it again registers the waker.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Err(()),
+                Err(e) => {
+                    log_send_error(&e);
+                    return Err(());
+                }
             }
         }
         Ok(progressed)
@@ -443,10 +454,30 @@ fn send_frames<'a>(io: &TcpStream, frames: impl IntoIterator<Item = &'a Bytes>) 
         count += 1;
     }
     let socket = socket2::SockRef::from(io);
-    // No SIGPIPE for a peer that has gone: the error says so.
     match &slices[..count] {
-        [one] => socket.send_with_flags(one, libc::MSG_NOSIGNAL),
-        several => socket.send_vectored_with_flags(several, libc::MSG_NOSIGNAL),
+        [one] => socket.send_with_flags(one, SEND_FLAGS),
+        several => socket.send_vectored_with_flags(several, SEND_FLAGS),
+    }
+}
+
+/// No SIGPIPE for a peer that has gone (the error says so), even in a process that has not
+/// ignored the signal as Rust's runtime does.
+#[cfg(unix)]
+const SEND_FLAGS: std::ffi::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(unix))]
+const SEND_FLAGS: std::ffi::c_int = 0;
+
+/// A failed `send`: a peer that went away is routine; anything else (a refused flag, a
+/// filtered system call) would end every connection, and must be seen.
+fn log_send_error(error: &std::io::Error) {
+    match error.kind() {
+        ErrorKind::BrokenPipe
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::NotConnected => {
+            tracing::debug!(%error, "websocket send failed: the client has gone");
+        }
+        _ => tracing::warn!(%error, "websocket send failed"),
     }
 }
 

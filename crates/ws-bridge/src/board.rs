@@ -105,12 +105,15 @@ impl BoardWriter {
         let topics = board.borrow().values.len();
         ClientFeed {
             board,
-            sent: SmallVec::from_elem(None, topics),
+            sent: SmallVec::from_elem(UNFOLLOWED, topics),
             presence_sent: None,
             pending: VecDeque::new(),
         }
     }
 }
+
+/// A topic's `sent` when it is not followed: no value's seq is greater.
+const UNFOLLOWED: u64 = u64::MAX;
 
 /// What a connection's feed yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,9 +129,10 @@ pub enum FeedEvent {
 #[derive(Debug)]
 pub struct ClientFeed {
     board: watch::Receiver<Board>,
-    /// Per topic: `None` when not followed, else the `seq` last given (0: none yet). Inline
-    /// for a few topics: a fan-out reads it for every connection on every change.
-    sent: SmallVec<[Option<u64>; 4]>,
+    /// Per topic: the `seq` last given (0: none yet), [`UNFOLLOWED`] when not followed.
+    /// Inline (a server has 5 topics): a fan-out reads it for every connection on every
+    /// change, and a pointer to follow would be one more cache miss each.
+    sent: SmallVec<[u64; 8]>,
     /// `None` when presence is not followed, else the version last given.
     presence_sent: Option<u64>,
     /// Frames found newer than what was given, not yet handed out.
@@ -140,13 +144,13 @@ impl ClientFeed {
     pub fn follow(&mut self, topic: TopicId) -> Option<Frame> {
         let board = self.board.borrow();
         let current = board.values[topic.0].as_ref();
-        self.sent[topic.0] = Some(current.map_or(0, |p| p.seq));
+        self.sent[topic.0] = current.map_or(0, |p| p.seq);
         current.map(|p| p.frame.clone())
     }
 
     /// Stops following `topic`.
     pub fn unfollow(&mut self, topic: TopicId) {
-        self.sent[topic.0] = None;
+        self.sent[topic.0] = UNFOLLOWED;
     }
 
     /// Starts following presence; returns the current value, marked as given.
@@ -197,15 +201,61 @@ impl ClientFeed {
     }
 }
 
+impl ClientFeed {
+    /// Like [`ClientFeed::take_newer`], from `view` (the board at one moment, possibly older
+    /// than what this feed has already given — then nothing of it is newer): appends to
+    /// `out` the indexes in `view` ([`BoardView::frames`]) of the followed values not yet
+    /// given, and marks them given. `false` (nothing appended) when the feed's owner must
+    /// take them itself: the server is shutting down, or values it found wait in the feed.
+    pub fn take_newer_in(&mut self, view: &BoardView, out: &mut Vec<u32>) -> bool {
+        if view.shutdown || !self.pending.is_empty() {
+            return false;
+        }
+        for (index, (sent, current)) in self.sent.iter_mut().zip(&view.values).enumerate() {
+            if let Some((seq, _)) = current
+                && *seq > *sent
+            {
+                *sent = *seq;
+                out.push(index as u32);
+            }
+        }
+        if let Some(sent) = self.presence_sent.as_mut()
+            && view.presence.0 > *sent
+        {
+            *sent = view.presence.0;
+            out.push(view.values.len() as u32);
+        }
+        true
+    }
+}
+
+/// The board's values at one moment, read once by a transport that writes them to many
+/// connections ([`BoardChanges::view`]): one read of the shared board per pass, not one per
+/// connection.
+#[derive(Debug, Clone)]
+pub struct BoardView {
+    /// Per topic, the newest value's seq and frame.
+    values: SmallVec<[Option<(u64, Frame)>; 8]>,
+    /// Presence's version and message.
+    presence: (u64, Frame),
+    shutdown: bool,
+}
+
+impl BoardView {
+    /// The frames [`ClientFeed::take_newer_in`] gives indexes of: every topic's newest value
+    /// (`None` before the first), then presence.
+    pub fn frames(&self) -> impl Iterator<Item = Option<&Frame>> {
+        self.values
+            .iter()
+            .map(|value| value.as_ref().map(|(_, frame)| frame))
+            .chain(std::iter::once(Some(&self.presence.1)))
+    }
+}
+
 /// Hands every followed value newer than the one given to `give`, marking it given.
-fn mark_newer(
-    sent: &mut [Option<u64>],
-    presence_sent: &mut Option<u64>,
-    board: &Board,
-    mut give: impl FnMut(Frame),
-) {
+fn mark_newer(sent: &mut [u64], presence_sent: &mut Option<u64>, board: &Board, mut give: impl FnMut(Frame)) {
     for (sent, current) in sent.iter_mut().zip(&board.values) {
-        if let (Some(sent), Some(current)) = (sent.as_mut(), current)
+        if let Some(current) = current
             && current.seq > *sent
         {
             *sent = current.seq;
@@ -231,6 +281,20 @@ impl BoardChanges {
     /// Waits for a change after the last one seen; `false` once the hub is gone.
     pub async fn changed(&mut self) -> bool {
         self.board.changed().await.is_ok()
+    }
+
+    /// The board as it is now.
+    pub fn view(&self) -> BoardView {
+        let board = self.board.borrow();
+        BoardView {
+            values: board
+                .values
+                .iter()
+                .map(|value| value.as_ref().map(|p| (p.seq, p.frame.clone())))
+                .collect(),
+            presence: board.presence.clone(),
+            shutdown: board.shutdown,
+        }
     }
 }
 

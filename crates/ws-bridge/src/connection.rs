@@ -25,7 +25,7 @@ use domain_events::model::Actor;
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::board::{ClientFeed, FeedEvent};
+use crate::board::{BoardView, ClientFeed, FeedEvent};
 use crate::hub::{Hub, Registration};
 use crate::mailbox::Closing;
 use crate::protocol::{BadMessage, ClientMessage, Frame, close_code, server};
@@ -247,7 +247,9 @@ where
 /// if [`DirectFeed::may_write`] and nothing of the stream's is still unwritten, writes what
 /// [`DirectFeed::take_newer`] gives; otherwise it calls [`DirectFeed::poke`] (and, for an
 /// idle one, wakes the task polling the stream), and the session takes the newer values
-/// itself, after everything it already sent.
+/// itself, after everything it already sent. The transport must check, take and write on
+/// the thread that polls the session, with nothing of the session's run in between: that
+/// is what keeps a connection's frames in order.
 pub fn direct_session<S>(
     hub: Hub,
     config: ConnectionConfig,
@@ -314,6 +316,21 @@ impl DirectFeed {
     /// given; `false` once the server is shutting down (poke the session: it closes).
     pub fn take_newer(&self, out: &mut Vec<Frame>) -> bool {
         lock(&self.feed).take_newer(out)
+    }
+
+    /// Like [`DirectFeed::take_newer`], from a view of the board taken once for many
+    /// connections: appends the indexes of the values to write ([`BoardView::frames`]).
+    /// `false` (nothing appended): poke the session and wake it, it takes them itself
+    /// (shutting down, or values wait in its feed).
+    pub fn take_newer_in(&self, view: &BoardView, out: &mut Vec<u32>) -> bool {
+        lock(&self.feed).take_newer_in(view, out)
+    }
+
+    /// Whether a close is due by order (deactivation, a retired credential, an overflowing
+    /// mailbox): checked again just before writing what was taken, as orders come from other
+    /// threads.
+    pub fn is_closing(&self) -> bool {
+        self.mailbox.is_closing()
     }
 
     /// Asks the session to take the newer values itself the next time it is polled.

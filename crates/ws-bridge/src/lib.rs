@@ -37,7 +37,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod topic;
 
-pub use board::{BoardChanges, ClientFeed, FeedEvent};
+pub use board::{BoardChanges, BoardView, ClientFeed, FeedEvent};
 pub use bridge::{BridgeHandle, BridgeMetrics, MarkStale, start_bridge};
 pub use connection::{
     ConnectionConfig, ConnectionEnd, ConnectionRequest, Credential, DirectFeed, Incoming, Outgoing,

@@ -543,12 +543,20 @@ mod direct {
 
     use proptest::prelude::*;
 
+    use crate::board::BoardChanges;
+
     use super::*;
 
     #[derive(Debug, Clone)]
     enum Step {
         Publish(usize),
-        FanOut,
+        /// A pass of the fan-out: with a fresh view of the board, or with the view of an
+        /// earlier pass (a pass reads the board once, then publishes go on during it); a
+        /// deactivation may land between taking a connection's values and writing them.
+        FanOut {
+            fresh: bool,
+            deactivate_between: bool,
+        },
         /// The transport takes at most this many messages before the socket is full.
         PollSession(usize),
         SocketTakes,
@@ -563,7 +571,8 @@ mod direct {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             3 => (0..3_usize).prop_map(Step::Publish),
-            3 => Just(Step::FanOut),
+            3 => (proptest::bool::weighted(0.7), proptest::bool::weighted(0.05))
+                .prop_map(|(fresh, deactivate_between)| Step::FanOut { fresh, deactivate_between }),
             3 => (1..4_usize).prop_map(Step::PollSession),
             3 => Just(Step::SocketTakes),
             1 => (0..3_usize).prop_map(Step::Subscribe),
@@ -595,8 +604,12 @@ mod direct {
     struct Model {
         outbox: Vec<Value>,
         received: Vec<Value>,
-        /// The board changed since the fan-out last ran (it runs once per change).
-        board_changed: bool,
+        /// Publishes so far, and how many the fan-out's last view covered: it runs while
+        /// the board has changed since (once per change, as `BoardChanges::changed` fires).
+        published: u64,
+        fanned_out: u64,
+        /// The fan-out's view of the board and the publishes it covers.
+        view: Option<(BoardView, u64)>,
         /// A close order was given: the fan-out must write nothing more.
         close_ordered: bool,
         /// The session ended.
@@ -604,25 +617,42 @@ mod direct {
     }
 
     impl Model {
-        fn fan_out(&mut self, direct: &DirectFeed) {
-            if !std::mem::take(&mut self.board_changed) {
-                return;
+        /// The fan-out's first round for this connection: the frames to write, if any.
+        fn take(&mut self, direct: &DirectFeed, changes: &BoardChanges, fresh: bool) -> Vec<Frame> {
+            if fresh || self.view.is_none() {
+                self.view = Some((changes.view(), self.published));
             }
+            let Some((view, covers)) = &self.view else { return Vec::new() };
+            if self.published <= self.fanned_out {
+                return Vec::new();
+            }
+            self.fanned_out = self.fanned_out.max(*covers);
             if !direct.may_write(tokio::time::Instant::now()) {
-                return;
+                return Vec::new();
             }
             if !self.outbox.is_empty() {
                 direct.poke();
+                return Vec::new();
+            }
+            let mut picks = Vec::new();
+            assert!(direct.take_newer_in(view, &mut picks), "not shutting down");
+            let frames: Vec<Option<&Frame>> = view.frames().collect();
+            picks.iter().map(|&pick| frames[pick as usize].expect("a value").clone()).collect()
+        }
+
+        /// The fan-out's second round: writes what `take` gave unless a close is due by now.
+        fn write(&mut self, direct: &DirectFeed, frames: Vec<Frame>) {
+            if frames.is_empty() || direct.is_closing() {
                 return;
             }
-            let mut frames = Vec::new();
-            assert!(direct.take_newer(&mut frames), "not shutting down");
-            assert!(
-                !self.close_ordered || frames.is_empty(),
-                "the fan-out wrote after a close order: {frames:?}"
-            );
+            assert!(!self.close_ordered, "the fan-out wrote after a close order: {frames:?}");
             self.received
                 .extend(frames.iter().map(|f| serde_json::from_str::<Value>(f.as_str()).expect("json")));
+        }
+
+        fn fan_out(&mut self, direct: &DirectFeed, changes: &BoardChanges) {
+            let frames = self.take(direct, changes, true);
+            self.write(direct, frames);
         }
 
         fn poll(&mut self, session: Pin<&mut impl Stream<Item = Outgoing>>, at_most: usize) {
@@ -707,23 +737,31 @@ mod direct {
             // Each topic's newest value when the user was deactivated: nothing newer may follow.
             let mut newest_at_close: Option<[u64; 3]> = None;
             let mut following = [true; 3];
+            let changes = hub.board_changes();
+            let deactivate = |model: &mut Model, newest_at_close: &mut Option<[u64; 3]>, values: [u64; 3]| {
+                if !model.close_ordered {
+                    *newest_at_close = Some(values);
+                }
+                hub.user_updated(&user_update(1, false, 0));
+                model.close_ordered = true;
+            };
             for step in steps {
                 match step {
                     Step::Publish(topic) => {
                         values[topic] += 1;
                         hub.publish(TopicId(topic), &n(values[topic]));
-                        model.board_changed = true;
+                        model.published += 1;
                     }
-                    Step::FanOut => model.fan_out(&direct),
+                    Step::FanOut { fresh, deactivate_between } => {
+                        let frames = model.take(&direct, &changes, fresh);
+                        if deactivate_between {
+                            deactivate(&mut model, &mut newest_at_close, values);
+                        }
+                        model.write(&direct, frames);
+                    }
                     Step::PollSession(at_most) => model.poll(session.as_mut(), at_most),
                     Step::SocketTakes => model.received.append(&mut model.outbox),
-                    Step::Deactivate => {
-                        if !model.close_ordered {
-                            newest_at_close = Some(values);
-                        }
-                        hub.user_updated(&user_update(1, false, 0));
-                        model.close_ordered = true;
-                    }
+                    Step::Deactivate => deactivate(&mut model, &mut newest_at_close, values),
                     Step::Subscribe(topic) | Step::Unsubscribe(topic) => {
                         let kind =
                             if matches!(step, Step::Subscribe(_)) { "subscribe" } else { "unsubscribe" };
@@ -738,7 +776,7 @@ mod direct {
             for _ in 0..20 {
                 model.poll(session.as_mut(), usize::MAX);
                 model.received.append(&mut model.outbox);
-                model.fan_out(&direct);
+                model.fan_out(&direct, &changes);
             }
             if model.close_ordered {
                 // Whatever was queued before the order, then the close, and nothing after it.
