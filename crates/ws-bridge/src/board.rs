@@ -387,6 +387,57 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(20), feed.next()).await.is_err());
     }
 
+    /// What a fan-out takes from one view of the board: the followed values newer than
+    /// given (presence too), each once, nothing from a view older than what was given, and
+    /// nothing (the owner takes them) once shutting down or when values wait in the feed.
+    #[tokio::test]
+    async fn a_view_gives_each_newer_followed_value_once() {
+        let (topics, _) = testing::topics();
+        let board = BoardWriter::new(topics.len());
+        let changes = board.changes();
+        let mut feed = board.feed();
+        feed.follow(TASKS);
+        feed.follow_presence();
+        board.publish(&topics, TASKS, &value(1));
+        board.publish(&topics, APPROVALS, &value(1));
+        let first = changes.view();
+        let frames: Vec<Option<&Frame>> = first.frames().collect();
+        assert_eq!(frames.len(), topics.len() + 1, "every topic, then presence");
+        let mut picks = Vec::new();
+        assert!(feed.take_newer_in(&first, &mut picks));
+        assert_eq!(picks, [TASKS.0 as u32], "only the followed topic");
+        assert_eq!(parse(frames[TASKS.0].expect("a value"))["payload"]["n"], 1);
+        picks.clear();
+        assert!(feed.take_newer_in(&first, &mut picks));
+        assert!(picks.is_empty(), "given once");
+
+        board.publish(&topics, TASKS, &value(2));
+        let presence = Frame::from_static(r#"{"type":"presence","payload":{"online":["ana"]}}"#);
+        assert!(board.publish_presence(1, presence.clone()));
+        let second = changes.view();
+        assert!(feed.take_newer_in(&second, &mut picks));
+        assert_eq!(picks, [TASKS.0 as u32, topics.len() as u32], "the newer value and presence");
+        let frames: Vec<Option<&Frame>> = second.frames().collect();
+        assert_eq!(frames[topics.len()], Some(&presence));
+        picks.clear();
+        assert!(feed.take_newer_in(&first, &mut picks));
+        assert!(picks.is_empty(), "an older view gives nothing");
+
+        // Values the feed found itself wait in it: the owner sends them, not the view.
+        feed.follow(APPROVALS);
+        board.publish(&topics, TASKS, &value(3));
+        board.publish(&topics, APPROVALS, &value(3));
+        assert!(matches!(feed.next().await, FeedEvent::Frame(_)));
+        assert!(!feed.take_newer_in(&changes.view(), &mut picks), "one is still pending");
+        assert!(picks.is_empty());
+        assert!(matches!(feed.next().await, FeedEvent::Frame(_)));
+
+        board.publish(&topics, TASKS, &value(4));
+        board.shut_down();
+        assert!(!feed.take_newer_in(&changes.view(), &mut picks), "shutting down");
+        assert!(picks.is_empty());
+    }
+
     #[tokio::test]
     async fn shutdown_reaches_every_feed() {
         let board = BoardWriter::new(1);

@@ -831,6 +831,29 @@ mod direct {
         assert!(!direct.may_write(now + Duration::from_secs(11)), "the credential has expired by then");
     }
 
+    /// A value the fan-out could not write (the socket still held the session's frames)
+    /// reaches the client through the session once the socket has taken them: the poke is
+    /// what makes the idle session take it.
+    #[tokio::test(start_paused = true)]
+    async fn a_poked_session_takes_the_value_the_fan_out_could_not_write() {
+        let hub = primed_hub();
+        let (session, direct, _to_server) = open(&hub, Credential::default());
+        let changes = hub.board_changes();
+        let mut model = Model::default();
+        let mut session = std::pin::pin!(session);
+        model.poll(session.as_mut(), usize::MAX);
+        assert_eq!(model.outbox.len(), 4, "connected and the snapshot: {:?}", model.outbox);
+        assert!(direct.may_write(tokio::time::Instant::now()), "idle");
+        hub.publish(TopicId(0), &n(1));
+        model.published += 1;
+        assert!(model.take(&direct, &changes, true).is_empty(), "the socket is full: poked instead");
+        model.received.append(&mut model.outbox);
+        model.poll(session.as_mut(), usize::MAX);
+        assert_eq!(model.outbox.len(), 1, "the session took it itself: {:?}", model.outbox);
+        assert_eq!(model.outbox[0]["type"], "stats:tasks");
+        assert_eq!(model.outbox[0]["payload"]["pending"], 1);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
         #[test]
