@@ -154,9 +154,15 @@ impl Connection {
     fn write_direct(&self, wire: &[Option<Bytes>], picks: &[u32]) -> u64 {
         if self.direct.is_closing() {
             // A close was ordered (from another thread) since they were taken: nothing goes
-            // before the close, and the session is about to send it.
+            // before the close, and the session is about to send it. (An expiry is checked
+            // once per chunk, as the session's own timer has that slack too: a credential
+            // that expires within the chunk's ~1 ms may see one more value.)
             return 0;
         }
+        debug_assert!(
+            picks.iter().all(|&pick| wire.get(pick as usize).is_some_and(Option::is_some)),
+            "every pick names a value of the view"
+        );
         let frames = || picks.iter().filter_map(|&pick| wire.get(pick as usize).and_then(Option::as_ref));
         // Bare: the outbox is empty, so the socket is not known to be full.
         let written = send_frames(&self.io, frames());
@@ -474,7 +480,11 @@ fn log_send_error(error: &std::io::Error) {
         ErrorKind::BrokenPipe
         | ErrorKind::ConnectionReset
         | ErrorKind::ConnectionAborted
-        | ErrorKind::NotConnected => {
+        | ErrorKind::NotConnected
+        | ErrorKind::TimedOut
+        | ErrorKind::HostUnreachable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::NetworkDown => {
             tracing::debug!(%error, "websocket send failed: the client has gone");
         }
         _ => tracing::warn!(%error, "websocket send failed"),

@@ -505,6 +505,11 @@ impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
                 if !direct.take_newer(&mut newer) {
                     return Err(ConnectionEnd::Shutdown);
                 }
+                // Checked again after reading the board: a close ordered in between (from
+                // another thread) may come with values published after it.
+                if closing() {
+                    newer.clear();
+                }
                 if !newer.is_empty() {
                     pending.extend(newer.into_iter().map(Outgoing::Text));
                     break;
