@@ -211,20 +211,13 @@ impl ClientFeed {
         if view.shutdown || !self.pending.is_empty() {
             return false;
         }
-        for (index, (sent, current)) in self.sent.iter_mut().zip(&view.values).enumerate() {
-            if let Some((seq, _)) = current
-                && *seq > *sent
-            {
-                *sent = *seq;
-                out.push(index as u32);
-            }
-        }
-        if let Some(sent) = self.presence_sent.as_mut()
-            && view.presence.0 > *sent
-        {
-            *sent = view.presence.0;
-            out.push(view.values.len() as u32);
-        }
+        mark_newer_seqs(
+            &mut self.sent,
+            &mut self.presence_sent,
+            view.values.iter().map(|value| value.as_ref().map(|(seq, _)| *seq)),
+            view.presence.0,
+            |index| out.push(index as u32),
+        );
         true
     }
 }
@@ -254,19 +247,42 @@ impl BoardView {
 
 /// Hands every followed value newer than the one given to `give`, marking it given.
 fn mark_newer(sent: &mut [u64], presence_sent: &mut Option<u64>, board: &Board, mut give: impl FnMut(Frame)) {
-    for (sent, current) in sent.iter_mut().zip(&board.values) {
-        if let Some(current) = current
-            && current.seq > *sent
+    let seqs = board.values.iter().map(|value| value.as_ref().map(|p| p.seq));
+    mark_newer_seqs(sent, presence_sent, seqs, board.presence.0, |index| {
+        give(
+            board
+                .values
+                .get(index)
+                .and_then(Option::as_ref)
+                .map_or_else(|| board.presence.1.clone(), |p| p.frame.clone()),
+        )
+    });
+}
+
+/// Marks as given every followed value whose seq (`seqs`, per topic; `presence`, its
+/// version) is newer than the one given, handing `give` its index: the topics in order,
+/// then presence at `seqs.len()`.
+fn mark_newer_seqs(
+    sent: &mut [u64],
+    presence_sent: &mut Option<u64>,
+    seqs: impl ExactSizeIterator<Item = Option<u64>>,
+    presence: u64,
+    mut give: impl FnMut(usize),
+) {
+    let topics = seqs.len();
+    for (index, (sent, current)) in sent.iter_mut().zip(seqs).enumerate() {
+        if let Some(seq) = current
+            && seq > *sent
         {
-            *sent = current.seq;
-            give(current.frame.clone());
+            *sent = seq;
+            give(index);
         }
     }
     if let Some(sent) = presence_sent.as_mut()
-        && board.presence.0 > *sent
+        && presence > *sent
     {
-        *sent = board.presence.0;
-        give(board.presence.1.clone());
+        *sent = presence;
+        give(topics);
     }
 }
 
