@@ -498,18 +498,33 @@ impl ClientBytes for SocketReader {
     fn poll_fill(&mut self, cx: &mut Context<'_>, buffer: &mut BytesMut) -> Poll<Option<Result<(), String>>> {
         // The connection outlives its session (it owns nothing of it); gone, it reads as closed.
         let Some(connection) = self.0.upgrade() else { return Poll::Ready(None) };
-        let io = &connection.io;
-        loop {
-            if let Err(e) = std::task::ready!(io.poll_read_ready(cx)) {
-                return Poll::Ready(Some(Err(e.to_string())));
+        poll_read_into(&connection.io, cx, buffer)
+    }
+}
+
+/// Appends what `io` holds to `buffer`: `Some(Ok)` when something arrived, `None` at the end.
+/// Readiness stays set after a read until one finds nothing, so the wake-up after each frame
+/// (a pong every heartbeat) reads nothing; a buffer reserved for that read is dropped again,
+/// or every idle connection would keep 4 KiB from its first pong on.
+fn poll_read_into(
+    io: &TcpStream,
+    cx: &mut Context<'_>,
+    buffer: &mut BytesMut,
+) -> Poll<Option<Result<(), String>>> {
+    loop {
+        if let Err(e) = std::task::ready!(io.poll_read_ready(cx)) {
+            return Poll::Ready(Some(Err(e.to_string())));
+        }
+        buffer.reserve(READ_CHUNK);
+        match io.try_read_buf(buffer) {
+            Ok(0) => return Poll::Ready(None),
+            Ok(_) => return Poll::Ready(Some(Ok(()))),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                if buffer.is_empty() {
+                    *buffer = BytesMut::new();
+                }
             }
-            buffer.reserve(READ_CHUNK);
-            match io.try_read_buf(buffer) {
-                Ok(0) => return Poll::Ready(None),
-                Ok(_) => return Poll::Ready(Some(Ok(()))),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                Err(e) => return Poll::Ready(Some(Err(e.to_string()))),
-            }
+            Err(e) => return Poll::Ready(Some(Err(e.to_string()))),
         }
     }
 }
@@ -537,4 +552,63 @@ async fn linger(io: &TcpStream) {
         }
     };
     let _ = tokio::time::timeout(CLOSING_TIMEOUT, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use ws_bridge::Incoming;
+
+    use super::*;
+
+    /// Polls `frames` once: `None` while it waits for the socket.
+    async fn poll_once(frames: &mut ClientFrames<Reader>) -> Option<Option<Incoming>> {
+        poll_fn(|cx| {
+            Poll::Ready(match frames.poll_next_unpin(cx) {
+                Poll::Ready(item) => Some(item),
+                Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    /// The socket's bytes, read as a connection's reader reads them.
+    struct Reader(TcpStream);
+
+    impl ClientBytes for Reader {
+        fn poll_fill(
+            &mut self,
+            cx: &mut Context<'_>,
+            buffer: &mut BytesMut,
+        ) -> Poll<Option<Result<(), String>>> {
+            poll_read_into(&self.0, cx, buffer)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeps_no_read_buffer_between_frames() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let mut frames = ClientFrames::new(Reader(server), BytesMut::new());
+        // Masked pongs with an empty payload, as a browser answers each heartbeat.
+        let pong = [0x8A, 0x80, 1, 2, 3, 4];
+        for heartbeat in 0..3 {
+            client.write_all(&pong).await.expect("write");
+            assert_eq!(frames.next().await, Some(Incoming::Pong), "heartbeat {heartbeat}");
+            // The wake-up after the frame finds nothing more to read.
+            assert_eq!(poll_once(&mut frames).await, None, "nothing more was sent");
+            assert_eq!(frames.buffered_capacity(), 0, "an idle connection holds no buffer");
+        }
+        // A frame that arrives in pieces is kept between them.
+        client.write_all(&pong[..3]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(poll_once(&mut frames).await, None, "half a frame");
+        assert!(frames.buffered_capacity() > 0, "the half frame waits in the buffer");
+        client.write_all(&pong[3..]).await.expect("write");
+        assert_eq!(frames.next().await, Some(Incoming::Pong));
+        drop(client);
+        assert_eq!(frames.next().await, None, "the client closed");
+    }
 }

@@ -151,6 +151,12 @@ impl<B: ClientBytes> ClientFrames<B> {
     pub(crate) fn new(source: B, received: BytesMut) -> Self {
         Self { source, buffer: received, codec: Codec::new().max_size(MAX_FRAME_BYTES), ended: false }
     }
+
+    /// Bytes allocated for frames not yet complete.
+    #[cfg(test)]
+    pub(crate) fn buffered_capacity(&self) -> usize {
+        self.buffer.capacity()
+    }
 }
 
 impl<B: ClientBytes + Unpin> Stream for ClientFrames<B> {
