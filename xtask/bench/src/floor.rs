@@ -14,7 +14,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -45,6 +45,60 @@ pub struct FloorArgs {
     /// Pause between rounds, ms.
     #[arg(long, default_value_t = 100)]
     pub pause_ms: u64,
+    /// After the rounds, the floor paced like the load bench's change phase: this many rounds
+    /// per second, started on schedule whether or not the last one is done (0: skip).
+    #[arg(long, default_value_t = 0.0)]
+    pub paced_rate: f64,
+    /// Paced rounds, per series.
+    #[arg(long, default_value_t = 200)]
+    pub paced_rounds: usize,
+    /// One paced series per value: the sockets written to (at most `--sockets`).
+    #[arg(long, value_delimiter = ',')]
+    pub paced_sockets: Vec<usize>,
+}
+
+/// The floor paced like a change phase: a round starts every 1/rate s on schedule; a writer
+/// that is behind writes only the newest round (as a server that conflates would), and a
+/// reader that gets round k holds every round up to k.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PacedFloor {
+    /// Sockets written each round.
+    pub sockets: usize,
+    /// Rounds started per second.
+    pub rate: f64,
+    /// Rounds started.
+    pub rounds: usize,
+    /// Frames written (fewer than rounds × sockets when writers fell behind).
+    pub frames_written: u64,
+    /// Round start → a reader holds it, over every (socket, round) pair, ms.
+    pub latency_p50_ms: f64,
+    /// … p99, ms.
+    pub latency_p99_ms: f64,
+    /// … max, ms.
+    pub latency_max_ms: f64,
+    /// (socket, round) pairs no reader got within the series' wait (none when the floor
+    /// keeps up).
+    pub pairs_missing: u64,
+}
+
+impl PacedFloor {
+    /// One line for the console.
+    pub fn line(&self) -> String {
+        format!(
+            "floor paced at {}/s, {} sockets, {} rounds: round start → reader p50 {:.1} ms, p99 {:.1} ms, \
+             max {:.1} ms; {} frames written of {}, {} pairs missing",
+            self.rate,
+            self.sockets,
+            self.rounds,
+            self.latency_p50_ms,
+            self.latency_p99_ms,
+            self.latency_max_ms,
+            self.frames_written,
+            self.rounds * self.sockets,
+            self.pairs_missing
+        )
+    }
 }
 
 /// What `bench floor` measured.
@@ -65,6 +119,9 @@ pub struct FloorReport {
     pub writer_cpu_us_per_frame: f64,
     /// The rest of the process (readers, runtime) per frame read, µs.
     pub reader_cpu_us_per_frame: f64,
+    /// The paced series, in the order asked for.
+    #[serde(default)]
+    pub paced: Vec<PacedFloor>,
 }
 
 impl FloorReport {
@@ -82,9 +139,9 @@ impl FloorReport {
         self.fan_out_at(0.5)
     }
 
-    /// One line for the console.
+    /// The lines for the console.
     pub fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "floor: {} sockets, {} writers, {}-byte frames, {} rounds: fan-out p50 {:.1} ms, max {:.1} ms; \
              CPU per frame: writers {:.2} µs, readers {:.2} µs",
             self.sockets,
@@ -95,17 +152,41 @@ impl FloorReport {
             self.fan_out_at(1.0),
             self.writer_cpu_us_per_frame,
             self.reader_cpu_us_per_frame
-        )
+        );
+        for p in &self.paced {
+            line.push_str("\nbench: ");
+            line.push_str(&p.line());
+        }
+        line
     }
 }
 
-/// A server → client text frame holding a typical `stats:tasks` message.
-fn frame() -> Vec<u8> {
-    let payload =
-        br#"{"type":"stats:tasks","seq":123456,"payload":{"pending":1234,"inProgress":56,"completed":7890,"total":9180}}"#;
+/// The `seq` of round 0; a round's number is added to it, so every frame has the same length
+/// while rounds stay below 900,000.
+const SEQ_BASE: u32 = 100_000;
+
+/// A server → client text frame holding a typical `stats:tasks` message whose `seq` tells the
+/// round (six digits at [`seq_offset`]).
+fn frame(round: u32) -> Vec<u8> {
+    let payload = format!(
+        r#"{{"type":"stats:tasks","seq":{},"payload":{{"pending":1234,"inProgress":56,"completed":7890,"total":9180}}}}"#,
+        SEQ_BASE + round
+    );
     let mut frame = vec![0x81, u8::try_from(payload.len()).unwrap_or(125)];
-    frame.extend_from_slice(payload);
+    frame.extend_from_slice(payload.as_bytes());
     frame
+}
+
+/// Where a frame's six `seq` digits start.
+fn seq_offset() -> usize {
+    let f = frame(0);
+    f.windows(6).position(|w| w == b"\"seq\":").map_or(0, |i| i + 6)
+}
+
+/// The round a frame is from.
+fn round_of(frame: &[u8], offset: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(frame.get(offset..offset + 6)?).ok()?;
+    digits.parse::<u32>().ok()?.checked_sub(SEQ_BASE)
 }
 
 /// `bench floor`: measures, prints a summary and writes `floor.json` under `out_dir`.
@@ -116,10 +197,54 @@ pub async fn run(args: &FloorArgs, tck: u64, out_dir: &std::path::Path) -> Resul
     Ok(())
 }
 
+/// A writer's order: write round `round` to the first `sockets` sockets of its share.
+#[derive(Debug, Clone, Copy)]
+struct Order {
+    round: u32,
+    sockets: usize,
+}
+
+/// A writer's answer: the round written, its thread CPU for it (s) and frames written.
+type Done = Result<(u32, f64, u64)>;
+
+/// What the readers share with the driver.
+struct Shared {
+    /// When each round started, µs since `base` (0: not yet).
+    started_us: Vec<AtomicU64>,
+    base: Instant,
+    /// Rounds below this are the unpaced ones (counted, not timed).
+    paced_from: u32,
+    /// The last round of the running paced series.
+    series_last: AtomicU32,
+    /// Frames of the unpaced rounds read.
+    read: AtomicUsize,
+    /// Readers that got the running paced series' last round.
+    series_done: AtomicUsize,
+    round_done: Notify,
+    last_read: Mutex<Option<Instant>>,
+}
+
+/// A reader's (round, round start → read in µs) samples of the paced series.
+type Samples = Arc<Mutex<Vec<(u32, u32)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Opens the sockets, runs the rounds and closes everything again.
 pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
-    let frame = frame();
+    let frame_len = frame(0).len();
+    let offset = seq_offset();
     let n = args.sockets;
+    let series: Vec<usize> = if args.paced_rate > 0.0 {
+        args.paced_sockets.iter().map(|s| (*s).min(n)).collect()
+    } else {
+        Vec::new()
+    };
+    let total_rounds = args.rounds + series.len() * args.paced_rounds;
+    if total_rounds >= 900_000 {
+        return Err(anyhow!("at most 899,999 rounds in all"));
+    }
     eprintln!("bench floor: {n} loopback connections, {} writer thread(s)", args.writers);
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
     let addr = listener.local_addr()?;
@@ -135,71 +260,186 @@ pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
         socket.set_nodelay(true)?;
     }
 
-    // Readers: the one that reads the round's last frame records the time.
-    let read = Arc::new(AtomicUsize::new(0));
-    let round_done = Arc::new(Notify::new());
-    let last_read = Arc::new(Mutex::new(None::<Instant>));
+    let shared = Arc::new(Shared {
+        started_us: (0..total_rounds).map(|_| AtomicU64::new(0)).collect(),
+        base: Instant::now(),
+        paced_from: u32::try_from(args.rounds)?,
+        series_last: AtomicU32::new(u32::MAX),
+        read: AtomicUsize::new(0),
+        series_done: AtomicUsize::new(0),
+        round_done: Notify::new(),
+        last_read: Mutex::new(None),
+    });
+    // Readers: in the unpaced rounds, the one that reads a round's last frame records the
+    // time; in a paced series, each notes when it got every round it now holds.
+    let mut samples: Vec<Samples> = Vec::with_capacity(n);
     for mut client in clients {
-        let (read, round_done, last_read, len) =
-            (read.clone(), round_done.clone(), last_read.clone(), frame.len());
+        let (shared, mine) = (shared.clone(), Samples::default());
+        samples.push(mine.clone());
         tokio::spawn(async move {
-            let mut buf = vec![0u8; len];
+            let mut buf = vec![0u8; frame_len];
+            let mut held: Option<u32> = None;
             while client.read_exact(&mut buf).await.is_ok() {
-                if (read.fetch_add(1, Ordering::AcqRel) + 1) % n == 0 {
-                    *last_read.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-                    round_done.notify_one();
+                let Some(round) = round_of(&buf, offset) else { continue };
+                if round < shared.paced_from {
+                    if (shared.read.fetch_add(1, Ordering::AcqRel) + 1) % n == 0 {
+                        *lock(&shared.last_read) = Some(Instant::now());
+                        shared.round_done.notify_one();
+                    }
+                    continue;
+                }
+                let now = u64::try_from(shared.base.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let first = held.map_or(shared.paced_from, |h| (h + 1).max(shared.paced_from));
+                {
+                    let mut mine = lock(&mine);
+                    for r in first..=round {
+                        let started =
+                            shared.started_us.get(r as usize).map_or(0, |s| s.load(Ordering::Acquire));
+                        if started > 0 {
+                            mine.push((r, u32::try_from(now.saturating_sub(started)).unwrap_or(u32::MAX)));
+                        }
+                    }
+                }
+                held = Some(held.map_or(round, |h| h.max(round)));
+                if round == shared.series_last.load(Ordering::Acquire) {
+                    shared.series_done.fetch_add(1, Ordering::AcqRel);
+                    shared.round_done.notify_one();
                 }
             }
         });
     }
 
-    // Writers: plain threads, each owning its share of the sockets.
+    // Writers: plain threads, each owning its share of the sockets; one behind on a paced
+    // series writes only the newest round it was given.
     let share = n.div_ceil(args.writers.max(1));
-    let (done_tx, done_rx) = mpsc::channel::<Result<f64>>();
-    let mut starts = Vec::new();
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let mut orders = Vec::new();
+    let mut shares = Vec::new();
     let mut chunks = servers.into_iter().peekable();
     while chunks.peek().is_some() {
         let mut mine: Vec<std::net::TcpStream> = chunks.by_ref().take(share).collect();
-        let (start_tx, start_rx) = mpsc::channel::<()>();
-        let (done_tx, frame) = (done_tx.clone(), frame.clone());
+        shares.push(mine.len());
+        let (order_tx, order_rx) = mpsc::channel::<Order>();
+        let done_tx = done_tx.clone();
         std::thread::spawn(move || {
-            while start_rx.recv().is_ok() {
+            while let Ok(mut order) = order_rx.recv() {
+                while let Ok(newer) = order_rx.try_recv() {
+                    order = newer;
+                }
                 let result = (|| {
+                    let frame = frame(order.round);
                     let before = procstat::thread_cpu_secs(tck)?;
-                    for socket in &mut mine {
+                    let mut written = 0u64;
+                    for socket in mine.iter_mut().take(order.sockets) {
                         socket.write_all(&frame)?;
+                        written += 1;
                     }
-                    Ok(procstat::thread_cpu_secs(tck)? - before)
+                    Ok((order.round, procstat::thread_cpu_secs(tck)? - before, written))
                 })();
                 if done_tx.send(result).is_err() {
                     return;
                 }
             }
         });
-        starts.push(start_tx);
+        orders.push(order_tx);
     }
+    let start_round = |round: u32| {
+        if let Some(s) = shared.started_us.get(round as usize) {
+            s.store(
+                u64::try_from(shared.base.elapsed().as_micros()).unwrap_or(u64::MAX).max(1),
+                Ordering::Release,
+            );
+        }
+    };
 
     let process_before = procstat::cpu_secs("self", tck)?;
     let mut writer_cpu = 0.0;
     let mut fan_out_ms = Vec::with_capacity(args.rounds);
-    for _ in 0..args.rounds {
+    for round in 0..shared.paced_from {
         let started = Instant::now();
-        for start in &starts {
-            start.send(()).map_err(|_| anyhow!("a writer thread stopped"))?;
+        start_round(round);
+        for (order, sockets) in orders.iter().zip(&shares) {
+            order.send(Order { round, sockets: *sockets }).map_err(|_| anyhow!("a writer thread stopped"))?;
         }
-        for _ in &starts {
-            writer_cpu += done_rx.recv().map_err(|_| anyhow!("a writer thread stopped"))??;
+        for _ in &orders {
+            writer_cpu += done_rx.recv().map_err(|_| anyhow!("a writer thread stopped"))??.1;
         }
-        tokio::time::timeout(Duration::from_secs(30), round_done.notified())
+        tokio::time::timeout(Duration::from_secs(30), shared.round_done.notified())
             .await
             .map_err(|_| anyhow!("a round was not read within 30 s"))?;
-        let finished =
-            last_read.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(Instant::now);
+        let finished = lock(&shared.last_read).take().unwrap_or_else(Instant::now);
         fan_out_ms.push(finished.duration_since(started).as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
     }
     let process_cpu = procstat::cpu_secs("self", tck)? - process_before;
-    drop(starts);
+
+    let mut paced = Vec::with_capacity(series.len());
+    let mut next_round = shared.paced_from;
+    for sockets in series {
+        let first = next_round;
+        let last = first + u32::try_from(args.paced_rounds.max(1))? - 1;
+        next_round = last + 1;
+        let per_writer: Vec<usize> = spread(sockets, &shares);
+        shared.series_done.store(0, Ordering::Release);
+        shared.series_last.store(last, Ordering::Release);
+        let began = Instant::now();
+        for round in first..=last {
+            tokio::time::sleep_until(
+                began + Duration::from_secs_f64(f64::from(round - first) / args.paced_rate),
+            )
+            .await;
+            start_round(round);
+            for (order, sockets) in orders.iter().zip(&per_writer) {
+                order
+                    .send(Order { round, sockets: *sockets })
+                    .map_err(|_| anyhow!("a writer thread stopped"))?;
+            }
+        }
+        // Every reader of the series gets its last round (never skipped: nothing comes after).
+        let wait = tokio::time::Instant::now() + Duration::from_secs(30);
+        while shared.series_done.load(Ordering::Acquire) < sockets {
+            if tokio::time::timeout_at(wait, shared.round_done.notified()).await.is_err() {
+                break;
+            }
+        }
+        let mut frames_written = 0u64;
+        let mut writers_done = 0;
+        while writers_done < orders.len() {
+            match done_rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(done) => {
+                    let (round, _, written) = done?;
+                    frames_written += written;
+                    if round == last {
+                        writers_done += 1;
+                    }
+                }
+                Err(_) => return Err(anyhow!("a writer did not finish the paced series")),
+            }
+        }
+        let mut latencies: Vec<u32> = Vec::with_capacity(sockets * args.paced_rounds);
+        for s in &samples {
+            latencies.extend(lock(s).drain(..).filter(|(r, _)| (first..=last).contains(r)).map(|(_, us)| us));
+        }
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len().max(1) - 1) as f64 * q).round() as usize)
+                .map_or(0.0, |us| f64::from(*us) / 1000.0)
+        };
+        let pairs = (sockets * args.paced_rounds) as u64;
+        paced.push(PacedFloor {
+            sockets,
+            rate: args.paced_rate,
+            rounds: args.paced_rounds,
+            frames_written,
+            latency_p50_ms: at(0.5),
+            latency_p99_ms: at(0.99),
+            latency_max_ms: at(1.0),
+            pairs_missing: pairs.saturating_sub(latencies.len() as u64),
+        });
+        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
+    }
+    drop(orders);
 
     let frames = (n * args.rounds) as f64;
     fan_out_ms.sort_by(f64::total_cmp);
@@ -207,9 +447,49 @@ pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
         sockets: n,
         rounds: args.rounds,
         writers: args.writers,
-        frame_bytes: frame.len(),
+        frame_bytes: frame_len,
         writer_cpu_us_per_frame: writer_cpu / frames * 1e6,
         reader_cpu_us_per_frame: (process_cpu - writer_cpu).max(0.0) / frames * 1e6,
         fan_out_ms,
+        paced,
     })
+}
+
+/// `sockets` spread over writers holding `shares`, in proportion (each writer's first ones).
+fn spread(sockets: usize, shares: &[usize]) -> Vec<usize> {
+    let total: usize = shares.iter().sum();
+    let mut left = sockets.min(total);
+    let mut out = Vec::with_capacity(shares.len());
+    for (i, share) in shares.iter().enumerate() {
+        let take = if i + 1 == shares.len() { left } else { (sockets * share / total.max(1)).min(left) };
+        let take = take.min(*share);
+        out.push(take);
+        left -= take;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_has_the_same_length_and_tells_its_round() {
+        let offset = seq_offset();
+        for round in [0, 1, 42, 899_999] {
+            let f = frame(round);
+            assert_eq!(f.len(), frame(0).len(), "round {round}");
+            assert_eq!(usize::from(f[1]), f.len() - 2, "the header's length");
+            assert_eq!(round_of(&f, offset), Some(round));
+        }
+    }
+
+    #[test]
+    fn a_series_is_spread_over_the_writers_in_proportion() {
+        assert_eq!(spread(5_000, &[4_950, 4_950]), vec![2_500, 2_500]);
+        assert_eq!(spread(10_000, &[4_950, 4_950]), vec![4_950, 4_950]);
+        assert_eq!(spread(3, &[2, 1]), vec![2, 1]);
+        assert_eq!(spread(0, &[5, 5]), vec![0, 0]);
+        assert_eq!(spread(7, &[5, 5]).iter().sum::<usize>(), 7);
+    }
 }

@@ -131,7 +131,9 @@ struct Args {
     #[arg(long)]
     no_peer: bool,
     /// Rounds of the kernel's floor measured before the servers start (0: skip); as many
-    /// sockets as clients, at most half the open-file limit.
+    /// sockets as clients, at most half the open-file limit. The floor is then also paced
+    /// like the change phase (`--rate`, `--mutations` rounds) at the fleet's size and the
+    /// second fleet's.
     #[arg(long, default_value_t = 30)]
     floor_rounds: usize,
     /// The phases' settings.
@@ -339,9 +341,19 @@ async fn measure_floor(args: &Args, ctx: &Context) -> Result<Option<FloorReport>
     let sockets =
         args.load.clients.min(usize::try_from(ctx.nofile.saturating_sub(64) / 2).unwrap_or(usize::MAX));
     progress(&format!("the kernel's floor: {sockets} loopback sockets, {} rounds", args.floor_rounds));
-    let report =
-        floor::measure(&FloorArgs { sockets, rounds: args.floor_rounds, writers: 2, pause_ms: 100 }, ctx.tck)
-            .await?;
+    let load = &args.load;
+    let paced_sockets: Vec<usize> =
+        [load.clients, load.second_fleet].into_iter().filter(|s| *s > 0).map(|s| s.min(sockets)).collect();
+    let floor_args = FloorArgs {
+        sockets,
+        rounds: args.floor_rounds,
+        writers: 2,
+        pause_ms: 100,
+        paced_rate: load.rate,
+        paced_rounds: load.mutations,
+        paced_sockets,
+    };
+    let report = floor::measure(&floor_args, ctx.tck).await?;
     println!("bench: {}", report.line());
     Ok(Some(report))
 }

@@ -201,6 +201,7 @@ async fn connect(run: &mut Run) -> Result<Section> {
     f.connect_secs = report.total_secs;
     f.connect_p99_ms = report.per_client_ms.p99;
     f.rss_per_connection_kib = report.rss_per_connection_kib;
+    run.rss_without_clients_mib = Some(report.rss_before_mib);
     let mut doc = Doc::new();
     doc.heading(2, "Connect");
     connect_markdown(&report, run.target.instances(), &mut doc);
@@ -294,6 +295,11 @@ pub struct IdleReport {
     pub server_cpu_secs: f64,
     /// As % of one core.
     pub server_cpu_pct_of_core: f64,
+    /// Server VmRSS at the end, MiB.
+    pub rss_end_mib: f64,
+    /// (RSS at the end − RSS before the clients connected) / clients, KiB: what an idle
+    /// connection holds once the heartbeats have run, not only right after its snapshot.
+    pub rss_per_connection_kib: Option<f64>,
 }
 
 /// Every client connected, no change: what the heartbeats and the idle sessions cost.
@@ -305,18 +311,31 @@ async fn idle(run: &mut Run) -> Result<Section> {
     let start = run.begin()?;
     sleep(Duration::from_secs(secs)).await;
     let cost = run.end("idle", start)?.cost;
+    let ready = run.figures.clients_ready;
     let report = IdleReport {
         secs: cost.wall_secs,
         server_cpu_secs: cost.server_cpu_secs,
         server_cpu_pct_of_core: cost.server_cpu_pct_of_core,
+        rss_end_mib: cost.rss_end_mib,
+        rss_per_connection_kib: run
+            .rss_without_clients_mib
+            .filter(|_| secs > 0 && ready > 0)
+            .map(|before| (cost.rss_end_mib - before) * 1024.0 / ready as f64),
     };
     run.figures.idle_cpu_pct_of_core = report.server_cpu_pct_of_core;
+    run.figures.rss_per_connection_after_idle_kib = report.rss_per_connection_kib;
     let mut doc = Doc::new();
-    doc.heading(2, format!("Idle ({} clients, no changes, heartbeats included)", run.figures.clients_ready))
-        .para(format!(
-            "{:.3} CPU s over {:.1} s = **{:.2} % of one core**.",
-            report.server_cpu_secs, report.secs, report.server_cpu_pct_of_core
+    doc.heading(2, format!("Idle ({ready} clients, no changes, heartbeats included)")).para(format!(
+        "{:.3} CPU s over {:.1} s = **{:.2} % of one core**.",
+        report.server_cpu_secs, report.secs, report.server_cpu_pct_of_core
+    ));
+    if let Some(kib) = report.rss_per_connection_kib {
+        doc.para(format!(
+            "Server RSS at the end {:.1} MiB: **{kib:.1} KiB per connection** once idle for {:.0} s (the \
+             heartbeats' pings and pongs included when the idle time is longer than their interval).",
+            report.rss_end_mib, report.secs
         ));
+    }
     Ok(Section::new("idle", &report, doc))
 }
 

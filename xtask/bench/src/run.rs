@@ -102,6 +102,8 @@ pub struct Run {
     pub initial_total: i64,
     /// The tasks total the bench expects now.
     pub expected_total: i64,
+    /// Server RSS before the first fleet connected, MiB.
+    pub rss_without_clients_mib: Option<f64>,
 }
 
 /// Two readings of every server process around a phase, and the cost between them.
@@ -133,6 +135,7 @@ impl Run {
             figures: Figures::default(),
             initial_total: 0,
             expected_total: 0,
+            rss_without_clients_mib: None,
         }
     }
 
