@@ -444,8 +444,15 @@ impl Outbox {
             written -= front.len();
             self.frames.pop_front();
         }
+        // A drained outbox that held a large batch gives its room back (idle connections).
+        if self.frames.is_empty() && self.frames.capacity() > OUTBOX_KEPT {
+            self.frames = VecDeque::new();
+        }
     }
 }
+
+/// Frames a drained outbox may keep room for.
+const OUTBOX_KEPT: usize = 8;
 
 /// Offers the first [`MAX_BATCH`] of `frames` to the socket without waiting, with one
 /// `send` (one frame) or `sendmsg` (several); returns how many bytes it took. A socket's
@@ -586,6 +593,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_drained_outbox_gives_back_the_room_of_a_large_batch() {
+        let frame = Bytes::from_static(b"0123456789");
+        let mut outbox = Outbox { frames: VecDeque::new() };
+        for _ in 0..MAX_BATCH {
+            outbox.extend(Some(frame.clone()));
+        }
+        outbox.advance(frame.len() * (MAX_BATCH - 1) + 3);
+        assert_eq!(outbox.frames.len(), 1, "part of the last frame is left");
+        assert_eq!(outbox.frames.front().map(|f| f.len()), Some(frame.len() - 3));
+        outbox.advance(frame.len() - 3);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.frames.capacity(), 0, "an idle connection keeps no room for a batch");
+        outbox.extend(Some(frame.clone()));
+        outbox.advance(frame.len());
+        assert!(outbox.frames.capacity() > 0, "a small outbox keeps its room");
+    }
+
     #[tokio::test]
     async fn a_connection_keeps_no_read_buffer_between_frames() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -601,11 +626,16 @@ mod tests {
             assert_eq!(poll_once(&mut frames).await, None, "nothing more was sent");
             assert_eq!(frames.buffered_capacity(), 0, "an idle connection holds no buffer");
         }
-        // A frame that arrives in pieces is kept between them.
+        // A frame that arrives in pieces is kept between them: wait (woken by the socket) until
+        // the first piece is read.
         client.write_all(&pong[..3]).await.expect("write");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(poll_once(&mut frames).await, None, "half a frame");
-        assert!(frames.buffered_capacity() > 0, "the half frame waits in the buffer");
+        let half_read = poll_fn(|cx| match frames.poll_next_unpin(cx) {
+            Poll::Pending if frames.buffered_capacity() > 0 => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(item) => Poll::Ready(Err(item)),
+        });
+        let half_read = tokio::time::timeout(Duration::from_secs(5), half_read).await.expect("read in time");
+        assert_eq!(half_read, Ok(()), "half a frame is no frame");
         client.write_all(&pong[3..]).await.expect("write");
         assert_eq!(frames.next().await, Some(Incoming::Pong));
         drop(client);

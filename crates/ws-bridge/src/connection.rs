@@ -409,11 +409,25 @@ struct Session<S> {
     state: State,
 }
 
+/// Items a drained step queue may keep room for: a snapshot's worth. One step may queue up
+/// to a whole mailbox (256 messages); an idle connection does not keep room for that.
+const PENDING_KEPT: usize = 16;
+
+/// The front of `queue`; once it is empty, a queue grown past [`PENDING_KEPT`] gives its room
+/// back.
+fn pop_front_shrinking<T>(queue: &mut VecDeque<T>) -> Option<T> {
+    let item = queue.pop_front();
+    if queue.is_empty() && queue.capacity() > PENDING_KEPT {
+        *queue = VecDeque::new();
+    }
+    item
+}
+
 impl<S: Stream<Item = Incoming> + Unpin> Session<S> {
     /// The next message to send; `None` once the end has been sent.
     async fn next(&mut self) -> Option<Outgoing> {
         loop {
-            if let Some(item) = self.pending.pop_front() {
+            if let Some(item) = pop_front_shrinking(&mut self.pending) {
                 if matches!(item, Outgoing::Text(_)) {
                     self.hub.metrics().frames_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }

@@ -862,3 +862,17 @@ mod direct {
         }
     }
 }
+
+#[test]
+fn a_drained_step_queue_gives_back_the_room_of_a_large_step() {
+    let mut queue: VecDeque<u32> = (0..256).collect();
+    for expected in 0..256 {
+        assert_eq!(pop_front_shrinking(&mut queue), Some(expected), "in order");
+    }
+    assert_eq!(queue.capacity(), 0, "an idle connection keeps no room for a mailbox's worth");
+    let mut small: VecDeque<u32> = VecDeque::with_capacity(PENDING_KEPT);
+    small.extend(0..4);
+    while pop_front_shrinking(&mut small).is_some() {}
+    assert_eq!(small.capacity(), PENDING_KEPT, "a snapshot's room is kept: no reallocation per step");
+    assert_eq!(pop_front_shrinking(&mut small), None);
+}
