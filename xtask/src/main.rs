@@ -307,7 +307,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
 /// The bench at smoke size on both databases, against the debug server: it keeps the bench
 /// working and asserts no timing (CI). PostgreSQL runs two instances on its one database, so
 /// the cross-instance path (and the single-instance path, on instance 0) stays covered. The
-/// floor runs 3 rounds in each; the Node peer runs beside the SQLite run only where its
+/// floor runs 3 rounds in each, then paced like the changes; the Node peer runs beside the SQLite run only where its
 /// packages are installed (never installed here: CI does not need it).
 fn bench_smoke() -> anyhow::Result<()> {
     let server = server_binary()?;
@@ -329,6 +329,12 @@ fn bench_smoke() -> anyhow::Result<()> {
         "200",
         "--rounds",
         "3",
+        "--paced-rate",
+        "20",
+        "--paced-rounds",
+        "10",
+        "--paced-sockets",
+        "200,100",
     ]))
 }
 

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::procstat;
+use crate::report::Pcts;
 
 /// `bench floor` options.
 #[derive(Debug, Clone, ClapArgs)]
@@ -120,8 +121,9 @@ pub struct FloorReport {
     /// The rest of the process (readers, runtime) per frame read, µs.
     pub reader_cpu_us_per_frame: f64,
     /// The paced series, in the order asked for.
-    #[serde(default)]
     pub paced: Vec<PacedFloor>,
+    /// Why the paced series are missing, when they failed (the unpaced figures stand).
+    pub paced_error: Option<String>,
 }
 
 impl FloorReport {
@@ -156,6 +158,9 @@ impl FloorReport {
         for p in &self.paced {
             line.push_str("\nbench: ");
             line.push_str(&p.line());
+        }
+        if let Some(e) = &self.paced_error {
+            line.push_str(&format!("\nbench: the paced floor failed: {e}"));
         }
         line
     }
@@ -207,6 +212,10 @@ struct Order {
 /// A writer's answer: the round written, its thread CPU for it (s) and frames written.
 type Done = Result<(u32, f64, u64)>;
 
+/// Paced rounds per series at most: the p99 over 10,000 sockets × 1,000 rounds is stable, and
+/// the samples (8 bytes a pair) stay within ~100 MB.
+pub const MAX_PACED_ROUNDS: usize = 1_000;
+
 /// What the readers share with the driver.
 struct Shared {
     /// When each round started, µs since `base` (0: not yet).
@@ -241,7 +250,11 @@ pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
     } else {
         Vec::new()
     };
-    let total_rounds = args.rounds + series.len() * args.paced_rounds;
+    let paced_rounds = args.paced_rounds.clamp(1, MAX_PACED_ROUNDS);
+    if args.rounds > 10_000 {
+        return Err(anyhow!("at most 10,000 rounds"));
+    }
+    let total_rounds = args.rounds + series.len() * paced_rounds;
     if total_rounds >= 900_000 {
         return Err(anyhow!("at most 899,999 rounds in all"));
     }
@@ -312,7 +325,8 @@ pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
     // Writers: plain threads, each owning its share of the sockets; one behind on a paced
     // series writes only the newest round it was given.
     let share = n.div_ceil(args.writers.max(1));
-    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    // Tokio's channel, so the driver waits for writers without holding a runtime thread.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
     let mut orders = Vec::new();
     let mut shares = Vec::new();
     let mut chunks = servers.into_iter().peekable();
@@ -343,26 +357,18 @@ pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
         });
         orders.push(order_tx);
     }
-    let start_round = |round: u32| {
-        if let Some(s) = shared.started_us.get(round as usize) {
-            s.store(
-                u64::try_from(shared.base.elapsed().as_micros()).unwrap_or(u64::MAX).max(1),
-                Ordering::Release,
-            );
-        }
-    };
 
     let process_before = procstat::cpu_secs("self", tck)?;
     let mut writer_cpu = 0.0;
     let mut fan_out_ms = Vec::with_capacity(args.rounds);
     for round in 0..shared.paced_from {
         let started = Instant::now();
-        start_round(round);
+        start_round(&shared, round);
         for (order, sockets) in orders.iter().zip(&shares) {
             order.send(Order { round, sockets: *sockets }).map_err(|_| anyhow!("a writer thread stopped"))?;
         }
         for _ in &orders {
-            writer_cpu += done_rx.recv().map_err(|_| anyhow!("a writer thread stopped"))??.1;
+            writer_cpu += done_rx.recv().await.ok_or_else(|| anyhow!("a writer thread stopped"))??.1;
         }
         tokio::time::timeout(Duration::from_secs(30), shared.round_done.notified())
             .await
@@ -373,75 +379,15 @@ pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
     }
     let process_cpu = procstat::cpu_secs("self", tck)? - process_before;
 
-    let mut paced = Vec::with_capacity(series.len());
-    let mut next_round = shared.paced_from;
-    for sockets in series {
-        let first = next_round;
-        let last = first + u32::try_from(args.paced_rounds.max(1))? - 1;
-        next_round = last + 1;
-        let per_writer: Vec<usize> = spread(sockets, &shares);
-        shared.series_done.store(0, Ordering::Release);
-        shared.series_last.store(last, Ordering::Release);
-        let began = Instant::now();
-        for round in first..=last {
-            tokio::time::sleep_until(
-                began + Duration::from_secs_f64(f64::from(round - first) / args.paced_rate),
-            )
-            .await;
-            start_round(round);
-            for (order, sockets) in orders.iter().zip(&per_writer) {
-                order
-                    .send(Order { round, sockets: *sockets })
-                    .map_err(|_| anyhow!("a writer thread stopped"))?;
-            }
-        }
-        // Every reader of the series gets its last round (never skipped: nothing comes after).
-        let wait = tokio::time::Instant::now() + Duration::from_secs(30);
-        while shared.series_done.load(Ordering::Acquire) < sockets {
-            if tokio::time::timeout_at(wait, shared.round_done.notified()).await.is_err() {
-                break;
-            }
-        }
-        let mut frames_written = 0u64;
-        let mut writers_done = 0;
-        while writers_done < orders.len() {
-            match done_rx.recv_timeout(Duration::from_secs(5)) {
-                Ok(done) => {
-                    let (round, _, written) = done?;
-                    frames_written += written;
-                    if round == last {
-                        writers_done += 1;
-                    }
-                }
-                Err(_) => return Err(anyhow!("a writer did not finish the paced series")),
-            }
-        }
-        let mut latencies: Vec<u32> = Vec::with_capacity(sockets * args.paced_rounds);
-        for s in &samples {
-            latencies.extend(lock(s).drain(..).filter(|(r, _)| (first..=last).contains(r)).map(|(_, us)| us));
-        }
-        latencies.sort_unstable();
-        let at = |q: f64| {
-            latencies
-                .get(((latencies.len().max(1) - 1) as f64 * q).round() as usize)
-                .map_or(0.0, |us| f64::from(*us) / 1000.0)
-        };
-        let pairs = (sockets * args.paced_rounds) as u64;
-        paced.push(PacedFloor {
-            sockets,
-            rate: args.paced_rate,
-            rounds: args.paced_rounds,
-            frames_written,
-            latency_p50_ms: at(0.5),
-            latency_p99_ms: at(0.99),
-            latency_max_ms: at(1.0),
-            pairs_missing: pairs.saturating_sub(latencies.len() as u64),
-        });
-        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
-    }
+    let pacing =
+        Pacing { orders: &orders, shares: &shares, samples: &samples, shared: &shared, rounds: paced_rounds };
+    let (paced, paced_error) = match pace(&pacing, args, &series, &mut done_rx).await {
+        Ok(paced) => (paced, None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    };
     drop(orders);
 
-    let frames = (n * args.rounds) as f64;
+    let frames = (n * args.rounds).max(1) as f64;
     fan_out_ms.sort_by(f64::total_cmp);
     Ok(FloorReport {
         sockets: n,
@@ -452,19 +398,115 @@ pub async fn measure(args: &FloorArgs, tck: u64) -> Result<FloorReport> {
         reader_cpu_us_per_frame: (process_cpu - writer_cpu).max(0.0) / frames * 1e6,
         fan_out_ms,
         paced,
+        paced_error,
     })
 }
 
-/// `sockets` spread over writers holding `shares`, in proportion (each writer's first ones).
+/// What the paced series share with [`measure`].
+struct Pacing<'a> {
+    orders: &'a [mpsc::Sender<Order>],
+    shares: &'a [usize],
+    samples: &'a [Samples],
+    shared: &'a Shared,
+    rounds: usize,
+}
+
+/// The paced series, one per entry of `series` (sockets written each round).
+async fn pace(
+    p: &Pacing<'_>,
+    args: &FloorArgs,
+    series: &[usize],
+    done_rx: &mut tokio::sync::mpsc::UnboundedReceiver<Done>,
+) -> Result<Vec<PacedFloor>> {
+    let shared = p.shared;
+    let mut paced = Vec::with_capacity(series.len());
+    let mut next_round = shared.paced_from;
+    for &sockets in series {
+        let first = next_round;
+        let last = first + u32::try_from(p.rounds)? - 1;
+        next_round = last + 1;
+        let per_writer = spread(sockets, p.shares);
+        shared.series_done.store(0, Ordering::Release);
+        shared.series_last.store(last, Ordering::Release);
+        let began = Instant::now();
+        for round in first..=last {
+            tokio::time::sleep_until(
+                began + Duration::from_secs_f64(f64::from(round - first) / args.paced_rate),
+            )
+            .await;
+            start_round(shared, round);
+            for (order, sockets) in p.orders.iter().zip(&per_writer) {
+                order
+                    .send(Order { round, sockets: *sockets })
+                    .map_err(|_| anyhow!("a writer thread stopped"))?;
+            }
+        }
+        // Every reader of the series gets its last round (never skipped: nothing comes after).
+        let wait = Instant::now() + Duration::from_secs(30);
+        while shared.series_done.load(Ordering::Acquire) < sockets {
+            if tokio::time::timeout_at(wait, shared.round_done.notified()).await.is_err() {
+                break;
+            }
+        }
+        let mut frames_written = 0u64;
+        let mut writers_done = 0;
+        while writers_done < p.orders.len() {
+            let done = tokio::time::timeout(Duration::from_secs(5), done_rx.recv())
+                .await
+                .map_err(|_| anyhow!("a writer did not finish the paced series"))?
+                .ok_or_else(|| anyhow!("a writer thread stopped"))?;
+            let (round, _, written) = done?;
+            frames_written += written;
+            if round == last {
+                writers_done += 1;
+            }
+        }
+        let mut latencies: Vec<u64> = Vec::with_capacity(sockets * p.rounds);
+        for s in p.samples {
+            latencies.extend(
+                lock(s).drain(..).filter(|(r, _)| (first..=last).contains(r)).map(|(_, us)| u64::from(us)),
+            );
+        }
+        let pairs = (sockets * p.rounds) as u64;
+        let missing = pairs.saturating_sub(latencies.len() as u64);
+        let pcts = Pcts::from_us(&mut latencies);
+        paced.push(PacedFloor {
+            sockets,
+            rate: args.paced_rate,
+            rounds: p.rounds,
+            frames_written,
+            latency_p50_ms: pcts.p50,
+            latency_p99_ms: pcts.p99,
+            latency_max_ms: pcts.max,
+            pairs_missing: missing,
+        });
+        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
+    }
+    Ok(paced)
+}
+
+/// Marks `round` as started now.
+fn start_round(shared: &Shared, round: u32) {
+    if let Some(s) = shared.started_us.get(round as usize) {
+        s.store(
+            u64::try_from(shared.base.elapsed().as_micros()).unwrap_or(u64::MAX).max(1),
+            Ordering::Release,
+        );
+    }
+}
+
+/// `sockets` spread over writers holding `shares`, in proportion (each writer's first ones);
+/// what rounding leaves goes to writers with room.
 fn spread(sockets: usize, shares: &[usize]) -> Vec<usize> {
     let total: usize = shares.iter().sum();
-    let mut left = sockets.min(total);
-    let mut out = Vec::with_capacity(shares.len());
-    for (i, share) in shares.iter().enumerate() {
-        let take = if i + 1 == shares.len() { left } else { (sockets * share / total.max(1)).min(left) };
-        let take = take.min(*share);
-        out.push(take);
-        left -= take;
+    let sockets = sockets.min(total);
+    let mut out: Vec<usize> =
+        shares.iter().map(|share| (sockets * share / total.max(1)).min(*share)).collect();
+    let mut left = sockets - out.iter().sum::<usize>();
+    for (taken, share) in out.iter_mut().zip(shares) {
+        let more = left.min(share - *taken);
+        *taken += more;
+        left -= more;
     }
     out
 }
@@ -491,5 +533,7 @@ mod tests {
         assert_eq!(spread(3, &[2, 1]), vec![2, 1]);
         assert_eq!(spread(0, &[5, 5]), vec![0, 0]);
         assert_eq!(spread(7, &[5, 5]).iter().sum::<usize>(), 7);
+        assert_eq!(spread(9, &[4, 4, 2]), vec![4, 4, 1], "rounding leaves none out");
+        assert_eq!(spread(99, &[4, 4, 2]), vec![4, 4, 2], "at most every socket");
     }
 }

@@ -342,15 +342,17 @@ async fn measure_floor(args: &Args, ctx: &Context) -> Result<Option<FloorReport>
         args.load.clients.min(usize::try_from(ctx.nofile.saturating_sub(64) / 2).unwrap_or(usize::MAX));
     progress(&format!("the kernel's floor: {sockets} loopback sockets, {} rounds", args.floor_rounds));
     let load = &args.load;
+    // The second fleet runs only when smaller than the first (phases::second_fleet).
+    let second = Some(load.second_fleet).filter(|s| *s > 0 && *s < load.clients);
     let paced_sockets: Vec<usize> =
-        [load.clients, load.second_fleet].into_iter().filter(|s| *s > 0).map(|s| s.min(sockets)).collect();
+        std::iter::once(load.clients).chain(second).map(|s| s.min(sockets)).collect();
     let floor_args = FloorArgs {
         sockets,
         rounds: args.floor_rounds,
         writers: 2,
         pause_ms: 100,
         paced_rate: load.rate,
-        paced_rounds: load.mutations,
+        paced_rounds: load.mutations.min(floor::MAX_PACED_ROUNDS),
         paced_sockets,
     };
     let report = floor::measure(&floor_args, ctx.tck).await?;

@@ -330,9 +330,15 @@ async fn idle(run: &mut Run) -> Result<Section> {
         report.server_cpu_secs, report.secs, report.server_cpu_pct_of_core
     ));
     if let Some(kib) = report.rss_per_connection_kib {
+        let heartbeats = if run.target.is_peer() {
+            "the peer's own heartbeat"
+        } else if secs > run.args.heartbeat_secs {
+            "after a heartbeat round: every connection read a pong"
+        } else {
+            "before the first heartbeat: --idle-secs is not above --heartbeat-secs"
+        };
         doc.para(format!(
-            "Server RSS at the end {:.1} MiB: **{kib:.1} KiB per connection** once idle for {:.0} s (the \
-             heartbeats' pings and pongs included when the idle time is longer than their interval).",
+            "Server RSS at the end {:.1} MiB: **{kib:.1} KiB per connection** once idle for {:.0} s ({heartbeats}).",
             report.rss_end_mib, report.secs
         ));
     }
