@@ -430,7 +430,7 @@ async fn paced(run: &mut Run, name: &str, histogram: bool) -> Result<MutationRep
     let before = load::tasks_stats(&api).await?.total;
     let metrics_before = run.target.metrics().await;
     let start = run.begin()?;
-    let muts = load::paced_mutations(&api, n, rate, run.base).await;
+    let muts = load::paced_mutations_apart(&api, n, rate, run.base).await?;
     let ok = muts.iter().filter(|m| m.ok()).count();
     if ok < muts.len() {
         let mut statuses = BTreeMap::<u16, usize>::new();

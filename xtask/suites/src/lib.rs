@@ -676,27 +676,41 @@ pub struct Api {
     token: Option<String>,
     /// Sent with every request (e.g. `X-Forwarded-For`).
     headers: Vec<(String, String)>,
+    /// Where the connections leave from, if bound ([`Api::bound_to`]).
+    local: Option<std::net::IpAddr>,
+}
+
+fn http_client(local: Option<std::net::IpAddr>) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .local_address(local)
+        .build()
+        .context("building an HTTP client")
 }
 
 impl Api {
     /// A client without a token.
     pub fn new(base_url: impl Into<String>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { client, base: base_url.into(), token: None, headers: Vec::new() }
+        let client = http_client(None).unwrap_or_else(|_| reqwest::Client::new());
+        Self { client, base: base_url.into(), token: None, headers: Vec::new(), local: None }
     }
 
     /// A client without a token whose connections leave from `local` (any 127.x.y.z works on
     /// Linux's loopback), so a test can be many clients at once.
     pub fn bound_to(base_url: impl Into<String>, local: std::net::IpAddr) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .local_address(local)
-            .build()
-            .context("building an HTTP client")?;
-        Ok(Self { client, base: base_url.into(), token: None, headers: Vec::new() })
+        Ok(Self {
+            client: http_client(Some(local))?,
+            base: base_url.into(),
+            token: None,
+            headers: Vec::new(),
+            local: Some(local),
+        })
+    }
+
+    /// The same settings with connections of its own: for use on another runtime (a pooled
+    /// connection belongs to the runtime that opened it).
+    pub fn with_own_connections(&self) -> Result<Self> {
+        Ok(Self { client: http_client(self.local)?, ..self.clone() })
     }
 
     /// The same client with `token` as bearer.
