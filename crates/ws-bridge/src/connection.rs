@@ -413,12 +413,12 @@ struct Session<S> {
 /// to a whole mailbox (256 messages); an idle connection does not keep room for that.
 const PENDING_KEPT: usize = 16;
 
-/// The front of `queue`; once it is empty, a queue grown past [`PENDING_KEPT`] gives its room
-/// back.
+/// The front of `queue`; once it is empty, a queue grown past [`PENDING_KEPT`] gives back the
+/// room above that (kept, so the next large step does not grow it from nothing again).
 fn pop_front_shrinking<T>(queue: &mut VecDeque<T>) -> Option<T> {
     let item = queue.pop_front();
     if queue.is_empty() && queue.capacity() > PENDING_KEPT {
-        *queue = VecDeque::new();
+        queue.shrink_to(PENDING_KEPT);
     }
     item
 }

@@ -66,8 +66,11 @@ pub struct FloorArgs {
 pub struct PacedFloor {
     /// Sockets written each round.
     pub sockets: usize,
-    /// Rounds started per second.
+    /// Rounds asked per second.
     pub rate: f64,
+    /// Rounds started per second, first to last (the pacer is a thread of its own, so this
+    /// stays at `rate` unless the machine starves it).
+    pub rate_reached: f64,
     /// Rounds started.
     pub rounds: usize,
     /// Frames written (fewer than rounds × sockets when writers fell behind).
@@ -87,9 +90,10 @@ impl PacedFloor {
     /// One line for the console.
     pub fn line(&self) -> String {
         format!(
-            "floor paced at {}/s, {} sockets, {} rounds: round start → reader p50 {:.1} ms, p99 {:.1} ms, \
-             max {:.1} ms; {} frames written of {}, {} pairs missing",
+            "floor paced at {}/s ({:.1}/s reached), {} sockets, {} rounds: round start → reader p50 {:.1} ms, \
+             p99 {:.1} ms, max {:.1} ms; {} frames written of {}, {} pairs missing",
             self.rate,
+            self.rate_reached,
             self.sockets,
             self.rounds,
             self.latency_p50_ms,
@@ -407,7 +411,7 @@ struct Pacing<'a> {
     orders: &'a [mpsc::Sender<Order>],
     shares: &'a [usize],
     samples: &'a [Samples],
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     rounds: usize,
 }
 
@@ -428,19 +432,33 @@ async fn pace(
         let per_writer = spread(sockets, p.shares);
         shared.series_done.store(0, Ordering::Release);
         shared.series_last.store(last, Ordering::Release);
-        let began = Instant::now();
-        for round in first..=last {
-            tokio::time::sleep_until(
-                began + Duration::from_secs_f64(f64::from(round - first) / args.paced_rate),
-            )
-            .await;
-            start_round(shared, round);
-            for (order, sockets) in p.orders.iter().zip(&per_writer) {
-                order
-                    .send(Order { round, sockets: *sockets })
-                    .map_err(|_| anyhow!("a writer thread stopped"))?;
-            }
-        }
+        // The schedule runs on a thread of its own: on the runtime it would wake late behind the
+        // readers, and the floor would pace itself slower than the changes are paced.
+        let (scheduled, schedule) = tokio::sync::oneshot::channel::<Result<f64>>();
+        let (shared_for_pacer, orders, rate) = (shared.clone(), p.orders.to_vec(), args.paced_rate);
+        std::thread::Builder::new().name("floor-pacer".into()).spawn(move || {
+            let began = std::time::Instant::now();
+            let mut last_start = began;
+            let result = (|| {
+                for round in first..=last {
+                    let due = began + Duration::from_secs_f64(f64::from(round - first) / rate);
+                    if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    last_start = std::time::Instant::now();
+                    start_round(&shared_for_pacer, round);
+                    for (order, sockets) in orders.iter().zip(&per_writer) {
+                        order
+                            .send(Order { round, sockets: *sockets })
+                            .map_err(|_| anyhow!("a writer thread stopped"))?;
+                    }
+                }
+                let span = last_start.duration_since(began).as_secs_f64();
+                Ok(if span > 0.0 { f64::from(last - first) / span } else { rate })
+            })();
+            let _ = scheduled.send(result);
+        })?;
+        let rate_reached = schedule.await.map_err(|_| anyhow!("the floor's pacer stopped"))??;
         // Every reader of the series gets its last round (never skipped: nothing comes after).
         let wait = Instant::now() + Duration::from_secs(30);
         while shared.series_done.load(Ordering::Acquire) < sockets {
@@ -473,6 +491,7 @@ async fn pace(
         paced.push(PacedFloor {
             sockets,
             rate: args.paced_rate,
+            rate_reached,
             rounds: p.rounds,
             frames_written,
             latency_p50_ms: pcts.p50,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -131,10 +131,22 @@ pub async fn paced_mutations_apart(api: &Api, n: usize, rate: f64, base: Instant
     let api = api.with_own_connections()?;
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("bench-changes".into()).spawn(move || {
+        let mut done = done;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        let _ = done.send(runtime.map(|rt| rt.block_on(paced_mutations(&api, n, rate, base))));
+        let outcome = runtime.map(|rt| {
+            rt.block_on(async {
+                // Open the connection before the clock starts; the first change would pay it.
+                let _ = tasks_stats(&api).await;
+                tokio::select! {
+                    muts = paced_mutations(&api, n, rate, base) => muts,
+                    // The run was cancelled (time limit, signal): send nothing more.
+                    () = done.closed() => Vec::new(),
+                }
+            })
+        });
+        let _ = done.send(outcome);
     })?;
-    Ok(result.await??)
+    Ok(result.await.map_err(|_| anyhow!("the paced-changes thread stopped (it panicked)"))??)
 }
 
 /// `n` task creations, one at a time, the i-th sent at `start + i / rate` (or as soon as the

@@ -869,7 +869,7 @@ fn a_drained_step_queue_gives_back_the_room_of_a_large_step() {
     for expected in 0..256 {
         assert_eq!(pop_front_shrinking(&mut queue), Some(expected), "in order");
     }
-    assert_eq!(queue.capacity(), 0, "an idle connection keeps no room for a mailbox's worth");
+    assert!(queue.capacity() <= 2 * PENDING_KEPT, "an idle connection keeps no room for a mailbox's worth");
     let mut small: VecDeque<u32> = VecDeque::with_capacity(PENDING_KEPT);
     small.extend(0..4);
     while pop_front_shrinking(&mut small).is_some() {}
