@@ -275,23 +275,34 @@ async fn fan_out(
 ) {
     let mut picks = Vec::new();
     let mut taken: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+    // A change came during the last pass: the connections it had already written need
+    // another pass, at once.
+    let mut again = false;
     loop {
-        tokio::select! {
-            changed = changes.changed() => if !changed { return },
-            () = retired.notified() => return,
+        if !again {
+            tokio::select! {
+                changed = changes.changed() => if !changed { return },
+                () = retired.notified() => return,
+            }
         }
+        again = false;
         // This pass's connections. One that leaves during the pass is skipped (its session is
         // gone, so it may not be written); one that joins takes the newest values itself.
         let Some(connections) = fanout.upgrade().map(|f| f.connections.borrow().clone()) else { return };
         let mut handed_on = 0;
-        // The board read once for the pass, its frames encoded once: each connection then
+        // The board read once per chunk at most, its frames encoded once: each connection then
         // costs no lock and no reference count, only its own state and a `send`.
-        let view = changes.view();
-        let wire: Vec<Option<Bytes>> =
-            view.frames().map(|f| f.map(|f| f.encoded(Encoding::WebSocket))).collect();
+        let mut view = changes.view();
+        let mut wire: Vec<Option<Bytes>> = wire_frames(&view);
         // A pass over thousands of sockets takes milliseconds: the worker's requests,
         // handshakes and close orders run between chunks.
         for chunk in connections.chunks(PASS_CHUNK) {
+            // A change since the chunk before goes to the rest of this pass now, not after it.
+            if let Some(newer) = changes.newer_view() {
+                view = newer;
+                wire = wire_frames(&view);
+                again = true;
+            }
             // In two rounds: first what each connection is to get (its state, read from
             // memory that is cold by now: these reads overlap, as no system call sits between
             // them), then one `send` each.
@@ -312,6 +323,11 @@ async fn fan_out(
         }
         hub.metrics().frames_sent.fetch_add(handed_on, Ordering::Relaxed);
     }
+}
+
+/// A view's frames, encoded for the socket once per view.
+fn wire_frames(view: &BoardView) -> Vec<Option<Bytes>> {
+    view.frames().map(|f| f.map(|f| f.encoded(Encoding::WebSocket))).collect()
 }
 
 /// The session's frames on their way to the socket.

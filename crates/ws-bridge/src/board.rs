@@ -299,6 +299,17 @@ impl BoardChanges {
         self.board.changed().await.is_ok()
     }
 
+    /// The board as it is now, if it changed since the last change seen; that change is then
+    /// seen (a transport in the middle of a pass writes the rest of it from the newer view, and
+    /// passes once more over what it had already written).
+    pub fn newer_view(&mut self) -> Option<BoardView> {
+        if !self.board.has_changed().unwrap_or(false) {
+            return None;
+        }
+        self.board.mark_unchanged();
+        Some(self.view())
+    }
+
     /// The board as it is now.
     pub fn view(&self) -> BoardView {
         let board = self.board.borrow();
@@ -406,6 +417,28 @@ mod tests {
     /// What a fan-out takes from one view of the board: the followed values newer than
     /// given (presence too), each once, nothing from a view older than what was given, and
     /// nothing (the owner takes them) once shutting down or when values wait in the feed.
+    #[tokio::test]
+    async fn a_newer_view_comes_once_per_change_and_counts_it_as_seen() {
+        use futures_util::FutureExt;
+        let (topics, _) = testing::topics();
+        let board = BoardWriter::new(topics.len());
+        let mut changes = board.changes();
+        assert!(changes.newer_view().is_none(), "nothing published yet");
+        board.publish(&topics, TASKS, &value(1));
+        assert!(changes.changed().await, "a pass starts");
+        assert!(changes.newer_view().is_none(), "the pass's own change is not newer");
+        // A change in the middle of the pass: the rest of it is written from the newer view.
+        board.publish(&topics, TASKS, &value(2));
+        let newer = changes.newer_view().expect("a newer view");
+        let frame = newer.frames().nth(TASKS.0).flatten().expect("a value");
+        assert_eq!(parse(frame)["payload"]["n"], 2);
+        assert!(changes.newer_view().is_none(), "once per change");
+        // It is seen: no pass waits for it (the transport passes again by itself).
+        assert_eq!(changes.changed().now_or_never(), None, "seen");
+        board.publish(&topics, TASKS, &value(3));
+        assert_eq!(changes.changed().now_or_never(), Some(true), "a later change starts a pass");
+    }
+
     #[tokio::test]
     async fn a_view_gives_each_newer_followed_value_once() {
         let (topics, _) = testing::topics();
