@@ -273,8 +273,7 @@ async fn fan_out(
     mut changes: BoardChanges,
     retired: Rc<tokio::sync::Notify>,
 ) {
-    let mut picks = Vec::new();
-    let mut taken: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+    let mut scratch = PassScratch::default();
     // A change came during the last pass: the connections it had already written need
     // another pass, at once.
     let mut again = false;
@@ -285,44 +284,85 @@ async fn fan_out(
                 () = retired.notified() => return,
             }
         }
-        again = false;
         // This pass's connections. One that leaves during the pass is skipped (its session is
         // gone, so it may not be written); one that joins takes the newest values itself.
         let Some(connections) = fanout.upgrade().map(|f| f.connections.borrow().clone()) else { return };
-        let mut handed_on = 0;
-        // The board read once per chunk at most, its frames encoded once: each connection then
-        // costs no lock and no reference count, only its own state and a `send`.
-        let mut view = changes.view();
-        let mut wire: Vec<Option<Bytes>> = wire_frames(&view);
-        // A pass over thousands of sockets takes milliseconds: the worker's requests,
-        // handshakes and close orders run between chunks.
-        for chunk in connections.chunks(PASS_CHUNK) {
-            // A change since the chunk before goes to the rest of this pass now, not after it.
-            if let Some(newer) = changes.newer_view() {
-                view = newer;
-                wire = wire_frames(&view);
-                again = true;
-            }
-            // In two rounds: first what each connection is to get (its state, read from
-            // memory that is cold by now: these reads overlap, as no system call sits between
-            // them), then one `send` each.
-            let now = tokio::time::Instant::now();
-            picks.clear();
-            taken.clear();
-            for (index, connection) in chunk.iter().enumerate() {
-                let start = picks.len();
-                connection.take_direct(now, &view, &mut picks);
-                if picks.len() > start {
-                    taken.push((index, start..picks.len()));
-                }
-            }
-            for (index, range) in taken.drain(..) {
-                handed_on += chunk[index].write_direct(&wire, &picks[range]);
-            }
-            tokio::task::yield_now().await;
-        }
+        let (handed_on, changed_meanwhile) = pass(&connections, &mut changes, &mut scratch).await;
+        again = changed_meanwhile;
         hub.metrics().frames_sent.fetch_add(handed_on, Ordering::Relaxed);
     }
+}
+
+/// What a fan-out pass needs of a connection.
+trait DirectTarget {
+    /// Appends to `picks` the indexes of `view`'s values the connection is to get now.
+    fn take_direct(&self, now: tokio::time::Instant, view: &BoardView, picks: &mut Vec<u32>);
+    /// Writes those values' `wire` bytes; returns how many frames it handed on.
+    fn write_direct(&self, wire: &[Option<Bytes>], picks: &[u32]) -> u64;
+}
+
+impl DirectTarget for Rc<Connection> {
+    fn take_direct(&self, now: tokio::time::Instant, view: &BoardView, picks: &mut Vec<u32>) {
+        Connection::take_direct(self, now, view, picks);
+    }
+
+    fn write_direct(&self, wire: &[Option<Bytes>], picks: &[u32]) -> u64 {
+        Connection::write_direct(self, wire, picks)
+    }
+}
+
+/// A pass's buffers, kept between passes.
+#[derive(Default)]
+struct PassScratch {
+    picks: Vec<u32>,
+    taken: Vec<(usize, std::ops::Range<usize>)>,
+}
+
+/// One pass over `connections`: the frames handed on, and whether the board changed during
+/// it (the connections written before that change then need another pass).
+async fn pass<T: DirectTarget>(
+    connections: &[T],
+    changes: &mut BoardChanges,
+    scratch: &mut PassScratch,
+) -> (u64, bool) {
+    let PassScratch { picks, taken } = scratch;
+    let mut handed_on = 0;
+    let mut changed_meanwhile = false;
+    // The board read at the start and again only when it changed, its frames encoded once
+    // per read: each connection then costs no lock and no reference count, only its own state
+    // and a `send`. Reading it marks what it holds as seen.
+    let mut view = changes.newer_view().unwrap_or_else(|| changes.view());
+    let mut wire = wire_frames(&view);
+    // A pass over thousands of sockets takes milliseconds: the worker's requests,
+    // handshakes and close orders run between chunks.
+    for (number, chunk) in connections.chunks(PASS_CHUNK).enumerate() {
+        // A change since the chunk before goes to the rest of this pass now, not after it.
+        if number > 0
+            && let Some(newer) = changes.newer_view()
+        {
+            view = newer;
+            wire = wire_frames(&view);
+            changed_meanwhile = true;
+        }
+        // In two rounds: first what each connection is to get (its state, read from memory
+        // that is cold by now: these reads overlap, as no system call sits between them),
+        // then one `send` each.
+        let now = tokio::time::Instant::now();
+        picks.clear();
+        taken.clear();
+        for (index, connection) in chunk.iter().enumerate() {
+            let start = picks.len();
+            connection.take_direct(now, &view, picks);
+            if picks.len() > start {
+                taken.push((index, start..picks.len()));
+            }
+        }
+        for (index, range) in taken.drain(..) {
+            handed_on += chunk[index].write_direct(&wire, &picks[range]);
+        }
+        tokio::task::yield_now().await;
+    }
+    (handed_on, changed_meanwhile)
 }
 
 /// A view's frames, encoded for the socket once per view.
@@ -607,6 +647,89 @@ mod tests {
         ) -> Poll<Option<Result<(), String>>> {
             poll_read_into(&self.0, cx, buffer)
         }
+    }
+
+    /// A connection as a pass sees it: the `seq` it holds of the one topic.
+    #[derive(Default)]
+    struct FakeConnection {
+        seq: Cell<u64>,
+        /// Published by this connection's write (a change in the middle of a pass).
+        publishes: Option<(Hub, ws_bridge::TopicId, u64)>,
+    }
+
+    /// The `seq` in a frame's text.
+    fn seq_in(bytes: &[u8]) -> u64 {
+        let text = String::from_utf8_lossy(bytes);
+        let after = text.split("\"seq\":").nth(1).expect("a seq");
+        after.chars().take_while(char::is_ascii_digit).collect::<String>().parse().expect("digits")
+    }
+
+    impl DirectTarget for FakeConnection {
+        fn take_direct(&self, _now: tokio::time::Instant, view: &BoardView, picks: &mut Vec<u32>) {
+            if let Some(Some(frame)) = view.frames().next()
+                && seq_in(frame.as_str().as_bytes()) > self.seq.get()
+            {
+                picks.push(0);
+            }
+        }
+
+        fn write_direct(&self, wire: &[Option<Bytes>], picks: &[u32]) -> u64 {
+            for &pick in picks {
+                let frame = wire[pick as usize].as_ref().expect("a frame");
+                self.seq.set(seq_in(frame));
+            }
+            if let Some((hub, topic, n)) = &self.publishes {
+                hub.publish(*topic, &ws_bridge::TopicValue::json(&serde_json::json!({ "n": n })));
+            }
+            picks.len() as u64
+        }
+    }
+
+    struct NoSource;
+
+    impl ws_bridge::TopicSource for NoSource {
+        fn dirtied_by(&self, _: &domain_events::DomainEvent) -> bool {
+            false
+        }
+
+        fn compute(
+            &self,
+        ) -> futures_util::future::BoxFuture<'_, Result<ws_bridge::TopicValue, ws_bridge::StatsError>>
+        {
+            Box::pin(async { Err(ws_bridge::StatsError("not computed in this test".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_during_a_pass_reaches_the_rest_of_it_and_then_the_connections_before() {
+        let topics =
+            ws_bridge::Topics::new([ws_bridge::TopicSpec::new("stats:test", std::sync::Arc::new(NoSource))])
+                .expect("topics");
+        let hub = Hub::new(std::sync::Arc::new(topics));
+        let topic = hub.topics().ids().next().expect("a topic");
+        let mut changes = hub.board_changes();
+        hub.publish(topic, &ws_bridge::TopicValue::json(&serde_json::json!({ "n": 1 })));
+        let first_seq =
+            changes.view().frames().next().flatten().map(|f| seq_in(f.as_str().as_bytes())).expect("v1");
+        // Three chunks; the last connection of the first chunk publishes a newer value when written.
+        let mut connections: Vec<FakeConnection> =
+            (0..3 * PASS_CHUNK).map(|_| FakeConnection::default()).collect();
+        connections[PASS_CHUNK - 1].publishes = Some((hub.clone(), topic, 2));
+        let mut scratch = PassScratch::default();
+
+        let (handed_on, again) = pass(&connections, &mut changes, &mut scratch).await;
+        assert_eq!(handed_on, connections.len() as u64, "one frame each");
+        assert!(again, "the board changed during the pass");
+        let newer_seq = connections[PASS_CHUNK].seq.get();
+        assert!(newer_seq > first_seq, "the rest of the pass got the newer value");
+        assert!(connections[2 * PASS_CHUNK..].iter().all(|c| c.seq.get() == newer_seq));
+        assert!(connections[..PASS_CHUNK].iter().all(|c| c.seq.get() == first_seq), "written before it");
+
+        connections[PASS_CHUNK - 1].publishes = None;
+        let (handed_on, again) = pass(&connections, &mut changes, &mut scratch).await;
+        assert_eq!(handed_on, PASS_CHUNK as u64, "the pass again reaches the ones written before");
+        assert!(!again, "nothing changed during it");
+        assert!(connections.iter().all(|c| c.seq.get() == newer_seq), "every connection holds the newest");
     }
 
     #[test]

@@ -222,9 +222,9 @@ impl ClientFeed {
     }
 }
 
-/// The board's values at one moment, read once by a transport that writes them to many
-/// connections ([`BoardChanges::view`]): one read of the shared board per pass, not one per
-/// connection.
+/// The board's values at one moment, read by a transport that writes them to many
+/// connections ([`BoardChanges::view`], [`BoardChanges::newer_view`]): one read of the shared
+/// board at the start of a pass and one per change during it, not one per connection.
 #[derive(Debug, Clone)]
 pub struct BoardView {
     /// Per topic, the newest value's seq and frame.
@@ -299,9 +299,10 @@ impl BoardChanges {
         self.board.changed().await.is_ok()
     }
 
-    /// The board as it is now, if it changed since the last change seen; that change is then
-    /// seen (a transport in the middle of a pass writes the rest of it from the newer view, and
-    /// passes once more over what it had already written).
+    /// The board as it is now, if it changed since the last change seen (`None` also once the
+    /// hub is gone); that change is then seen, so [`BoardChanges::changed`] will not report it.
+    /// A transport that takes it in the middle of a pass writes the rest of the pass from it
+    /// and must then pass again over the connections it had already written.
     pub fn newer_view(&mut self) -> Option<BoardView> {
         if !self.board.has_changed().unwrap_or(false) {
             return None;
@@ -414,9 +415,8 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(20), feed.next()).await.is_err());
     }
 
-    /// What a fan-out takes from one view of the board: the followed values newer than
-    /// given (presence too), each once, nothing from a view older than what was given, and
-    /// nothing (the owner takes them) once shutting down or when values wait in the feed.
+    /// A transport in the middle of a pass gets a newer view once per change, and that change
+    /// is then seen: no pass waits for it, so the transport must pass again by itself.
     #[tokio::test]
     async fn a_newer_view_comes_once_per_change_and_counts_it_as_seen() {
         use futures_util::FutureExt;
@@ -439,6 +439,9 @@ mod tests {
         assert_eq!(changes.changed().now_or_never(), Some(true), "a later change starts a pass");
     }
 
+    /// What a fan-out takes from one view of the board: the followed values newer than
+    /// given (presence too), each once, nothing from a view older than what was given, and
+    /// nothing (the owner takes them) once shutting down or when values wait in the feed.
     #[tokio::test]
     async fn a_view_gives_each_newer_followed_value_once() {
         let (topics, _) = testing::topics();

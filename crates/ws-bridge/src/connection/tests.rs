@@ -550,8 +550,8 @@ mod direct {
     #[derive(Debug, Clone)]
     enum Step {
         Publish(usize),
-        /// A pass of the fan-out: with a fresh view of the board, or with the view of an
-        /// earlier pass (a pass reads the board once, then publishes go on during it); a
+        /// A pass of the fan-out: with a fresh view of the board, or with an older view
+        /// (publishes go on while a pass writes from the view it read); a
         /// deactivation may land between taking a connection's values and writing them.
         FanOut {
             fresh: bool,
