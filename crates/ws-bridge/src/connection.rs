@@ -246,10 +246,10 @@ where
 /// The transport, when the board changes ([`Hub::board_changes`]), for each connection:
 /// if [`DirectFeed::may_write`] and nothing of the stream's is still unwritten, writes what
 /// [`DirectFeed::take_newer`] gives (or [`DirectFeed::take_newer_in`] from a view of the
-/// board; a transport that marks a change seen with [`crate::BoardChanges::newer_view`] after
-/// writing some connections from an older view must visit those again); otherwise it calls [`DirectFeed::poke`] (and, for an
-/// idle one, wakes the task polling the stream), and the session takes the newer values
-/// itself, after everything it already sent. The transport must check, take and write on
+/// board; a transport that marks a change seen with [`crate::BoardChanges::newer_view`]
+/// after writing some connections from an older view must visit those again); otherwise it
+/// calls [`DirectFeed::poke`] (and, for an idle one, wakes the task polling the stream), and
+/// the session takes the newer values itself, after everything it already sent. The transport must check, take and write on
 /// the thread that polls the session, with nothing of the session's run in between: that
 /// is what keeps a connection's frames in order.
 pub fn direct_session<S>(

@@ -336,7 +336,7 @@ async fn idle(run: &mut Run) -> Result<Section> {
     if let Some(kib) = report.rss_per_connection_kib {
         let heartbeats = if run.target.is_peer() {
             "the peer's own heartbeat"
-        } else if secs > run.args.heartbeat_secs {
+        } else if covered_heartbeat {
             "after a heartbeat round: every connection read a pong"
         } else {
             "before the first heartbeat: --idle-secs is not above --heartbeat-secs"
