@@ -680,9 +680,15 @@ pub struct Api {
     local: Option<std::net::IpAddr>,
 }
 
+/// How long a pooled connection may idle before it is dropped: well under the server's 5 s
+/// keep-alive, or a request sent just as the server closes an idle connection fails with
+/// "connection closed before message completed" (a POST cannot be retried).
+const POOL_IDLE: Duration = Duration::from_secs(2);
+
 fn http_client(local: Option<std::net::IpAddr>) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(POOL_IDLE)
         .local_address(local)
         .build()
         .context("building an HTTP client")
